@@ -23,7 +23,9 @@ import pandas as pd
 from whaleutils.data import normalize_species
 
 SIZE_BIN_PX = 64
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "whaleutils" / "resources" / "synth_profile.json"
+DEFAULT_OUT = (
+    Path(__file__).resolve().parents[1] / "whaleutils" / "resources" / "synth_profile.json"
+)
 
 
 def derive_profile(train: pd.DataFrame, sizes: pd.DataFrame) -> dict:
@@ -57,7 +59,9 @@ def derive_profile(train: pd.DataFrame, sizes: pd.DataFrame) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("metadata_dir", type=Path, help="folder with train.csv, test_image_sizes.csv")
+    parser.add_argument(
+        "metadata_dir", type=Path, help="folder with train.csv, test_image_sizes.csv"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     train = pd.read_csv(args.metadata_dir / "train.csv")

@@ -28,7 +28,9 @@ def species_oracle_predictions(train: pd.DataFrame, test_species, k: int = 5) ->
     gets the ``k`` most photographed individuals overall.
     """
     counts = train.groupby(["species", "individual_id"]).size().reset_index(name="photos")
-    counts = counts.sort_values(["species", "photos", "individual_id"], ascending=[True, False, True])
+    counts = counts.sort_values(
+        ["species", "photos", "individual_id"], ascending=[True, False, True]
+    )
     top_by_species = counts.groupby("species")["individual_id"].apply(lambda s: s.head(k).tolist())
     overall = train["individual_id"].value_counts()
     overall_top = sorted(overall.index, key=lambda i: (-overall[i], i))[:k]
@@ -50,6 +52,7 @@ def raw_pixel_nn_predictions(
     train_pixels: np.ndarray, train_ids, test_pixels: np.ndarray, k: int = 5
 ) -> list[list[str]]:
     """Top ``k`` distinct individual ids of the most cosine-similar training thumbnails."""
+
     def unit(x):
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
@@ -69,11 +72,17 @@ def difficulty_report(data_dir: str | os.PathLike, side: int = 16) -> dict[str, 
     train = read_train(data_dir)
     solution = read_solution(data_dir / "test_solution.csv")
     if "species" not in solution.columns:
-        raise ValueError(f"{data_dir / 'test_solution.csv'}: the species oracle needs a species column")
+        raise ValueError(
+            f"{data_dir / 'test_solution.csv'}: the species oracle needs a species column"
+        )
     truth = solution["individual_id"].tolist()
     oracle = species_oracle_predictions(train, solution["species"])
-    train_pixels = load_gray_thumbnails([data_dir / "train_images" / i for i in train["image"]], side)
-    test_pixels = load_gray_thumbnails([data_dir / "test_images" / i for i in solution["image"]], side)
+    train_pixels = load_gray_thumbnails(
+        [data_dir / "train_images" / i for i in train["image"]], side
+    )
+    test_pixels = load_gray_thumbnails(
+        [data_dir / "test_images" / i for i in solution["image"]], side
+    )
     nearest = raw_pixel_nn_predictions(train_pixels, train["individual_id"], test_pixels)
     return {
         "species_oracle": metrics.map_at_k_split(truth, oracle),

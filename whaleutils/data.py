@@ -52,7 +52,9 @@ def find_data_dir(path: str | os.PathLike | None = None) -> Path:
         if (candidate / "train.csv").is_file():
             return candidate
     tried = ", ".join(str(c) for c in candidates)
-    hint = "" if path is not None else " (pass a data directory, or run `python -m whaleutils synth`)"
+    hint = (
+        "" if path is not None else " (pass a data directory, or run `python -m whaleutils synth`)"
+    )
     raise FileNotFoundError(f"no Happywhale data set (train.csv) found in {tried}{hint}")
 
 
@@ -96,7 +98,9 @@ def parse_box(text) -> tuple[int, int, int, int] | None:
     except ValueError:
         raise ValueError(f"box {text!r} is not four numbers 'left top right bottom'") from None
     if len(values) != 4:
-        raise ValueError(f"box {text!r} has {len(values)} numbers; expected 'left top right bottom'")
+        raise ValueError(
+            f"box {text!r} has {len(values)} numbers; expected 'left top right bottom'"
+        )
     left, top, right, bottom = values
     if not (left < right and top < bottom):
         raise ValueError(f"box {text!r} is empty or inverted (needs left < right, top < bottom)")
@@ -319,5 +323,7 @@ def split_fold(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFra
     train = folds[folds["fold"] != fold].copy()
     valid = folds[folds["fold"] == fold].copy()
     known = set(train["individual_id"])
-    valid["target_id"] = np.where(valid["individual_id"].isin(known), valid["individual_id"], NEW_INDIVIDUAL)
+    valid["target_id"] = np.where(
+        valid["individual_id"].isin(known), valid["individual_id"], NEW_INDIVIDUAL
+    )
     return train, valid

@@ -84,10 +84,14 @@ def check_submission(
         expected = set(test_images)
         missing = [image for image in test_images if image not in seen]
         if missing:
-            problems.append(f"{file_name}: {len(missing)} test image(s) missing, e.g. {missing[:3]}")
+            problems.append(
+                f"{file_name}: {len(missing)} test image(s) missing, e.g. {missing[:3]}"
+            )
         extra = [image for image in seen if image not in expected]
         if extra:
-            problems.append(f"{file_name}: {len(extra)} image(s) not in the test set, e.g. {extra[:3]}")
+            problems.append(
+                f"{file_name}: {len(extra)} image(s) not in the test set, e.g. {extra[:3]}"
+            )
     return problems
 
 

@@ -72,10 +72,18 @@ SPECIES_LOOK = {
 }
 
 WATER_COLOURS = np.array(
-    [(30, 70, 110), (40, 90, 120), (25, 60, 80), (60, 95, 105), (70, 90, 100), (20, 50, 70),
-     (90, 110, 120), (45, 85, 90)],
+    [
+        (30, 70, 110),
+        (40, 90, 120),
+        (25, 60, 80),
+        (60, 95, 105),
+        (70, 90, 100),
+        (20, 50, 70),
+        (90, 110, 120),
+        (45, 85, 90),
+    ],
     dtype=np.float32,
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -185,13 +193,17 @@ def plan_labels(config: SynthConfig) -> pd.DataFrame:
                         "individual_id": ids[index],
                         "individual_index": index,
                         "species": species,
-                        "species_raw": raw_names[rng.choice(len(raw_names), p=raw_weights / raw_weights.sum())],
+                        "species_raw": raw_names[
+                            rng.choice(len(raw_names), p=raw_weights / raw_weights.sum())
+                        ],
                         "is_new": is_new,
                     }
                 )
     plan = pd.DataFrame.from_records(records)
     plan.insert(0, "image", [f"{name}.jpg" for name in _hex_names(rng, len(plan), 14, taken)])
-    picked = rng.choice(len(size_table), size=len(plan), p=size_table[:, 2] / size_table[:, 2].sum())
+    picked = rng.choice(
+        len(size_table), size=len(plan), p=size_table[:, 2] / size_table[:, 2].sum()
+    )
     jitter = rng.uniform(-bin_px / 2, bin_px / 2, size=(len(plan), 2))
     original = np.maximum(size_table[picked, :2] + jitter, 32)
     scale = np.minimum(1.0, config.max_side / original.max(axis=1))
@@ -218,16 +230,26 @@ def draw_marks(rng: np.random.Generator, family: str) -> Marks:
     return Marks(
         shape=(float(rng.uniform(0.8, 1.2)), float(rng.uniform(-0.12, 0.12))),
         notches=tuple(
-            (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.04, 0.11)), float(rng.uniform(0.02, 0.06)))
+            (
+                float(rng.uniform(0.1, 0.9)),
+                float(rng.uniform(0.04, 0.11)),
+                float(rng.uniform(0.02, 0.06)),
+            )
             for _ in range(int(rng.integers(1, 5)))
         ),
         patches=tuple(
-            (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.2, 0.9)), float(rng.uniform(0.03, 0.12)),
-             float(rng.uniform(0.03, 0.09)), float(rng.uniform(0, 180)))
+            (
+                float(rng.uniform(0.1, 0.9)),
+                float(rng.uniform(0.2, 0.9)),
+                float(rng.uniform(0.03, 0.12)),
+                float(rng.uniform(0.03, 0.09)),
+                float(rng.uniform(0, 180)),
+            )
             for _ in range(n_patches)
-        ),  # fmt: skip
+        ),
         scars=tuple(
-            tuple(float(v) for v in rng.uniform(0.1, 0.9, size=4)) for _ in range(int(rng.integers(0, 4)))
+            tuple(float(v) for v in rng.uniform(0.1, 0.9, size=4))
+            for _ in range(int(rng.integers(0, 4)))
         ),
     )
 
@@ -239,7 +261,9 @@ def _body_outline(family: str, shape: tuple[float, float]) -> tuple[list, list]:
     if family == "fluke":
         # Two lobes seen from behind; the trailing edge runs tip - centre notch - tip.
         tip_y = 0.5 - 0.35 * height
-        left_edge = [(0.03 + 0.45 * s, tip_y + (0.33 - tip_y) * s + 0.05 * math.sin(math.pi * s)) for s in t]
+        left_edge = [
+            (0.03 + 0.45 * s, tip_y + (0.33 - tip_y) * s + 0.05 * math.sin(math.pi * s)) for s in t
+        ]
         right_edge = [(1 - x, y) for x, y in left_edge[::-1]]
         lower = [(0.56, 0.62), (0.55, 0.98), (0.45, 0.98), (0.44, 0.62), (0.25, 0.5 + sweep)]
         outline = left_edge + [(0.5, 0.4)] + right_edge + [(0.75, 0.5 - sweep)] + lower
@@ -249,19 +273,31 @@ def _body_outline(family: str, shape: tuple[float, float]) -> tuple[list, list]:
         tip = (0.55 + sweep, 0.92 - 0.82 * height)
         back = [(x, 1.0 - 0.32 * math.sin(math.pi * x)) for x in np.linspace(0, 1, 20)]
         leading = [(0.3 + (tip[0] - 0.3) * s, 0.75 - (0.75 - tip[1]) * s**0.7) for s in t]
-        trailing = [(tip[0] + (0.68 - tip[0]) * s + 0.07 * math.sin(math.pi * s), tip[1] + (0.72 - tip[1]) * s) for s in t]
+        trailing = [
+            (
+                tip[0] + (0.68 - tip[0]) * s + 0.07 * math.sin(math.pi * s),
+                tip[1] + (0.72 - tip[1]) * s,
+            )
+            for s in t
+        ]
         outline = back[:7] + leading + trailing + back[13:] + [(1.0, 1.0), (0.0, 1.0)]
         return outline, trailing
     if family == "head":
         # A beluga's rounded melon and back, seen from the side above the water.
-        outline = [(0.05 + 0.9 * s, 0.95 - (0.45 + 0.2 * height) * math.sin(math.pi * s) ** 0.6) for s in t]
-        melon = [(0.95 - 0.12 * math.sin(math.pi * s), 0.55 + 0.4 * s) for s in np.linspace(0, 1, 8)]
+        outline = [
+            (0.05 + 0.9 * s, 0.95 - (0.45 + 0.2 * height) * math.sin(math.pi * s) ** 0.6) for s in t
+        ]
+        melon = [
+            (0.95 - 0.12 * math.sin(math.pi * s), 0.55 + 0.4 * s) for s in np.linspace(0, 1, 8)
+        ]
         return outline + melon + [(0.05, 1.0)], outline[2:-2]
     # "back": a long rorqual back with a small fin near the tail.
     base = [(s, 0.98 - 0.35 * math.sin(math.pi * s * 0.9)) for s in np.linspace(0, 1, 30)]
     fin_x = 0.72 + sweep / 2
     fin = [(fin_x - 0.06, 0.7), (fin_x + 0.02, 0.72 - 0.3 * height), (fin_x + 0.07, 0.72)]
-    outline = [p for p in base if p[0] < fin_x - 0.06] + fin + [p for p in base if p[0] > fin_x + 0.07]
+    outline = (
+        [p for p in base if p[0] < fin_x - 0.06] + fin + [p for p in base if p[0] > fin_x + 0.07]
+    )
     trailing = [(fin_x + 0.02 + 0.05 * s, 0.72 - 0.3 * height * (1 - s)) for s in t]
     return outline + [(1.0, 1.0), (0.0, 1.0)], trailing
 
@@ -293,24 +329,36 @@ def render_template(seed: int, individual_index: int, species: str) -> Image.Ima
         centroid = np.mean(np.array(outline), axis=0)
         if np.dot(centroid - point, normal) < 0:
             normal = -normal
-        bite = [point - tangent * notch_width, point + normal * depth, point + tangent * notch_width,
-                point + tangent * notch_width - normal * 0.05, point - tangent * notch_width - normal * 0.05]  # fmt: skip
+        bite = [
+            point - tangent * notch_width,
+            point + normal * depth,
+            point + tangent * notch_width,
+            point + tangent * notch_width - normal * 0.05,
+            point - tangent * notch_width - normal * 0.05,
+        ]
         draw_alpha.polygon(px(bite), fill=0)
 
+    # Lit from above: one shaded column, stretched across the width.
     shade = np.linspace(1.12, 0.82, height, dtype=np.float32)[:, None, None]
-    colour = np.clip(np.array(body_rgb, dtype=np.float32)[None, None, :] * shade, 0, 255)
-    body = Image.fromarray(np.broadcast_to(colour, (height, width, 3)).astype(np.uint8))
+    column = np.clip(np.array(body_rgb, dtype=np.float32)[None, None, :] * shade, 0, 255)
+    body = Image.fromarray(column.astype(np.uint8)).resize(
+        (width, height), Image.Resampling.NEAREST
+    )
     draw_body = ImageDraw.Draw(body)
     around = np.linspace(0, 2 * np.pi, 32, endpoint=False)
     for cx, cy, rx, ry, angle in marks.patches:
         turn = np.deg2rad(angle)
         ex, ey = rx * np.cos(around), ry * np.sin(around)
-        ellipse = zip(cx + ex * np.cos(turn) - ey * np.sin(turn), cy + ex * np.sin(turn) + ey * np.cos(turn), strict=True)
+        ellipse = zip(
+            cx + ex * np.cos(turn) - ey * np.sin(turn),
+            cy + ex * np.sin(turn) + ey * np.cos(turn),
+            strict=True,
+        )
         draw_body.polygon(px(ellipse), fill=mark_rgb)
     for x0, y0, x1, y1 in marks.scars:
         draw_body.line(px([(x0, y0), (x1, y1)]), fill=mark_rgb, width=max(2, width // 120))
     body.putalpha(alpha)
-    return body.resize(TEMPLATE_SIZE, Image.Resampling.LANCZOS)
+    return body.reduce(SUPERSAMPLE)
 
 
 # ---------------------------------------------------------------- rendering a photo
@@ -325,12 +373,16 @@ def _water(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     small_w, small_h = max(2, width // 2), max(2, height // 2)
     base = WATER_COLOURS[rng.integers(len(WATER_COLOURS))] * rng.uniform(0.7, 1.3)
     coarse = rng.normal(0, 1, size=(4, 6)).astype(np.float32)
-    swell = np.asarray(
-        Image.fromarray(((coarse + 3) * 40).clip(0, 255).astype(np.uint8)).resize(
-            (small_w, small_h), Image.Resampling.BICUBIC
-        ),
-        dtype=np.float32,
-    ) / 40 - 3
+    swell = (
+        np.asarray(
+            Image.fromarray(((coarse + 3) * 40).clip(0, 255).astype(np.uint8)).resize(
+                (small_w, small_h), Image.Resampling.BICUBIC
+            ),
+            dtype=np.float32,
+        )
+        / 40
+        - 3
+    )
     y = np.arange(small_h, dtype=np.float32)[:, None]
     x = np.arange(small_w, dtype=np.float32)[None, :]
     frequency = rng.uniform(0.1, 0.6) * 256 / max(small_w, small_h)
@@ -359,7 +411,9 @@ def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int]
         # Waterline: the lower part of the body is under a wavy surface.
         alpha = np.asarray(animal.getchannel("A"), dtype=np.uint8).copy()
         xs = np.arange(size[0])
-        line = size[1] * rng.uniform(0.7, 0.95) + 0.03 * size[1] * np.sin(xs / max(size[0], 1) * rng.uniform(4, 12))
+        line = size[1] * rng.uniform(0.7, 0.95) + 0.03 * size[1] * np.sin(
+            xs / max(size[0], 1) * rng.uniform(4, 12)
+        )
         alpha[np.arange(size[1])[:, None] > line[None, :]] = 0
         animal.putalpha(Image.fromarray(alpha))
     if rng.random() < 0.2:  # partly out of frame
@@ -374,7 +428,12 @@ def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int]
     bbox = animal.getchannel("A").getbbox()
     box = None
     if bbox is not None:
-        box = (max(0, left + bbox[0]), max(0, top + bbox[1]), min(width, left + bbox[2]), min(height, top + bbox[3]))
+        box = (
+            max(0, left + bbox[0]),
+            max(0, top + bbox[1]),
+            min(width, left + bbox[2]),
+            min(height, top + bbox[3]),
+        )
         if box[0] >= box[2] or box[1] >= box[3]:
             box = None
 
@@ -383,12 +442,16 @@ def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int]
     direction = rng.uniform(0, 2 * np.pi)
     across = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
     down = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
-    light = rng.uniform(0.6, 1.25) * (1 + rng.uniform(0, 0.25) * (np.cos(direction) * across + np.sin(direction) * down))
+    light = rng.uniform(0.6, 1.25) * (
+        1 + rng.uniform(0, 0.25) * (np.cos(direction) * across + np.sin(direction) * down)
+    )
     pixels *= light.astype(np.float32)[..., None]
     pixels *= rng.uniform(0.88, 1.12, size=3).astype(np.float32)
     photo = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
     if rng.random() < 0.3:
-        photo = photo.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0) * max(width, height) / 512))
+        photo = photo.filter(
+            ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0) * max(width, height) / 512)
+        )
     if rng.random() < 0.1:
         photo = photo.convert("L").convert("RGB")
     buffer = io.BytesIO()
@@ -410,7 +473,9 @@ def _render_rows(task: tuple[list[dict], int, str]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- writing a data set
 
 
-def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), workers: int = 1) -> dict:
+def generate(
+    out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), workers: int = 1
+) -> dict:
     """Write a complete synthetic data set to ``out_dir`` and return its summary.
 
     ``out_dir`` must not exist or be empty, unless it already holds a data set generated from
@@ -420,7 +485,8 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), wo
     Returns
     -------
     dict
-        The content of ``synth.json``: the config, counts and the generation time.
+        The content of ``synth.json`` (the config and counts) plus, when it was generated now,
+        ``seconds``, ``images_per_second`` and ``workers``.
     """
     out_dir = Path(out_dir)
     card_path = out_dir / "synth.json"
@@ -428,9 +494,13 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), wo
         card = json.loads(card_path.read_text())
         if card.get("config") == asdict(config) and card.get("complete"):
             return card
-        raise FileExistsError(f"{out_dir} holds another synthetic data set ({card_path}); choose a new folder")
+        raise FileExistsError(
+            f"{out_dir} holds another synthetic data set ({card_path}); choose a new folder"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; synth writes only to a new or empty folder")
+        raise FileExistsError(
+            f"{out_dir} exists and is not empty; synth writes only to a new or empty folder"
+        )
     started = time.perf_counter()
     plan = plan_labels(config)
     plan["photo_index"] = np.arange(len(plan))
@@ -450,7 +520,9 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), wo
 
     train = plan[plan["split"] == "train"]
     test = plan[plan["split"] == "test"]
-    train_out = train[["image", "species_raw", "individual_id", "box"]].rename(columns={"species_raw": "species"})
+    train_out = train[["image", "species_raw", "individual_id", "box"]].rename(
+        columns={"species_raw": "species"}
+    )
     train_out.to_csv(out_dir / "train.csv", index=False)
     photo_counts = train["individual_id"].value_counts()
     frequent = sorted(photo_counts.index, key=lambda i: (-photo_counts[i], i))[:4]
@@ -476,9 +548,11 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), wo
         "individuals_new": int(test.loc[test["is_new"], "individual_id"].nunique()),
         "test_new_share": float(test["is_new"].mean()),
         "species": int(plan["species"].nunique()),
+    }
+    card_path.write_text(json.dumps(card, indent=1) + "\n")  # no timings: same seed, same bytes
+    return {
+        **card,
         "seconds": round(seconds, 2),
         "images_per_second": round(len(plan) / seconds, 1),
         "workers": workers,
     }
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
-    return card

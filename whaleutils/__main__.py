@@ -1,0 +1,5 @@
+import sys
+
+from whaleutils.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Command line: ``python -m whaleutils <command> --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from whaleutils import baselines, data, metrics, prepare, submission, synth, validate
+
+
+def _print_scores(title: str, scores: dict) -> None:
+    print(
+        f"{title:<16} MAP@5 {scores['map5']:.4f}   known {scores['map5_known']:.4f} "
+        f"({scores['n_known']} images)   new {scores['map5_new']:.4f} ({scores['n_new']} images)"
+    )
+
+
+def cmd_synth(args) -> int:
+    config = synth.SynthConfig(
+        seed=args.seed,
+        individuals=args.individuals,
+        max_side=args.max_side,
+        max_photos=args.max_photos,
+        test_ratio=args.test_ratio,
+        new_share=args.new_share,
+    )
+    existed = (Path(args.out_dir) / "synth.json").is_file()
+    card = synth.generate(args.out_dir, config, workers=args.workers)
+    verb = "kept existing" if existed else "wrote"
+    print(
+        f"{verb} {args.out_dir}: {card['train_images']} train and "
+        f"{card['test_images']} test images, "
+        f"{card['individuals_train']} individuals in train, {card['individuals_new']} new in test "
+        f"({card['test_new_share']:.1%} of test images)"
+    )
+    if not existed:
+        print(f"{card['images_per_second']} images/s with {card['workers']} worker(s)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    problems = validate.validate_dataset(args.data_dir, decode_images=not args.headers_only)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{args.data_dir}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.data_dir}: ok")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    card = prepare.prepare(
+        args.labels, args.images, args.out, args.test_share, args.new_share, args.seed, args.link
+    )
+    print(
+        f"wrote {args.out}: {card['train_images']} train and {card['test_images']} test images of "
+        f"{card['individuals']} individuals; {card['individuals_new']} individuals are new in test "
+        f"({card['test_new_share']:.1%} of test images)"
+    )
+    return 0
+
+
+def cmd_score(args) -> int:
+    solution = data.read_solution(args.solution)
+    frame = submission.read_submission(args.submission)
+    train_csv = Path(args.train) if args.train else Path(args.solution).parent / "train.csv"
+    known_ids = data.read_train(train_csv.parent)["individual_id"] if train_csv.is_file() else None
+    problems = submission.check_submission(
+        frame, solution["image"].tolist(), known_ids, file_name=Path(args.submission).name
+    )
+    if problems:
+        for problem in problems[:20]:
+            print(problem, file=sys.stderr)
+        if len(problems) > 20:
+            print(f"... and {len(problems) - 20} more", file=sys.stderr)
+        return 1
+    predictions = dict(zip(frame["image"], submission.split_predictions(frame), strict=True))
+    ordered = [predictions[image] for image in solution["image"]]
+    scores = metrics.map_at_k_split(solution["individual_id"].tolist(), ordered)
+    _print_scores(Path(args.submission).name, scores)
+    if known_ids is None:
+        print(f"(no {train_csv}: prediction ids were not checked against train)")
+    return 0
+
+
+def cmd_folds(args) -> int:
+    train = data.read_train(data.find_data_dir(args.data_dir))
+    folds = data.make_folds(
+        train, n_folds=args.n_folds, seed=args.seed, min_new_share=args.min_new_share
+    )
+    print(data.fold_report(folds).to_string(float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        out = Path(args.out)
+        if out.exists():
+            print(f"{out} exists; not overwritten", file=sys.stderr)
+            return 1
+        out.parent.mkdir(parents=True, exist_ok=True)
+        folds.to_csv(out, index=False)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    report = baselines.difficulty_report(args.data_dir)
+    for name, scores in report.items():
+        _print_scores(name, scores)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m whaleutils",
+        description="Photo-identification of whales and dolphins: data, scoring, baselines.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("synth", help="generate the synthetic Happywhale-format data set")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new or empty folder to write")
+    defaults = synth.SynthConfig()
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--individuals", type=int, default=defaults.individuals, help="individuals in train"
+    )
+    p.add_argument("--max-side", type=int, default=defaults.max_side, help="longest image side, px")
+    p.add_argument(
+        "--max-photos", type=int, default=defaults.max_photos, help="cap on photos per individual"
+    )
+    p.add_argument(
+        "--test-ratio", type=float, default=defaults.test_ratio, help="test photos per train photo"
+    )
+    p.add_argument(
+        "--new-share",
+        type=float,
+        default=defaults.new_share,
+        help="share of new_individual test images",
+    )
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
+    p.set_defaults(handler=cmd_synth)
+
+    p = commands.add_parser("validate", help="check a data set; exit 1 with one line per problem")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--headers-only", action="store_true", help="read image headers, not every byte")
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser(
+        "prepare", help="turn a photo catalogue into a data set with a solution"
+    )
+    p.add_argument("--labels", required=True, help="CSV with image, individual_id[, species]")
+    p.add_argument("--images", required=True, help="folder the image paths are relative to")
+    p.add_argument("--out", required=True, help="new or empty folder to write")
+    p.add_argument(
+        "--test-share", type=float, default=0.2, help="share of a known individual's photos in test"
+    )
+    p.add_argument(
+        "--new-share", type=float, default=0.1, help="share of individuals held out entirely"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--link", action="store_true", help="symlink photos instead of copying")
+    p.set_defaults(handler=cmd_prepare)
+
+    p = commands.add_parser("score", help="MAP@5 of a submission: overall, known, new")
+    p.add_argument("submission", metavar="SUBMISSION")
+    p.add_argument("solution", metavar="SOLUTION", help="test_solution.csv (image, individual_id)")
+    p.add_argument(
+        "--train", help="train.csv whose ids predictions must use (default: beside SOLUTION)"
+    )
+    p.set_defaults(handler=cmd_score)
+
+    p = commands.add_parser(
+        "folds", help="assign K folds and report images, known and new per fold"
+    )
+    p.add_argument(
+        "data_dir", metavar="DATA_DIR", nargs="?", default=None, help="default: Kaggle's input"
+    )
+    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-new-share", type=float, default=0.15)
+    p.add_argument("--out", help="write the folds as CSV here (never overwrites)")
+    p.set_defaults(handler=cmd_folds)
+
+    p = commands.add_parser(
+        "baselines", help="MAP@5 of the species oracle and raw-pixel NN baselines"
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="a data set with test_solution.csv")
+    p.add_argument("--json", action="store_true", help="also print the scores as JSON")
+    p.set_defaults(handler=cmd_baselines)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
