@@ -25,9 +25,8 @@ def main() -> None:
             card = synth.generate(Path(folder) / "set", config, workers=workers)
         rows.append((workers, card["train_images"] + card["test_images"], card["seconds"]))
     for workers, images, seconds in rows:
-        print(
-            f"workers={workers}: {images} images in {seconds:.1f} s = {images / seconds:.1f} images/s"
-        )
+        rate = images / seconds
+        print(f"workers={workers}: {images} images in {seconds:.1f} s = {rate:.1f} images/s")
     if len(rows) == 2:
         print(f"speed-up with {rows[1][0]} workers: {rows[0][2] / rows[1][2]:.2f}x")
 
