@@ -1,0 +1,182 @@
+"""Models: backbones by name, the embedding model and the training model around it.
+
+``build_model`` returns ``(training_model, embedding_model)`` sharing their weights::
+
+    image (0-255 RGB) -> ImageNormalization -> backbone -> pooling -> dropout
+        -> Dense(embedding_dim) [-> BatchNormalization]   = embedding_model output (batch, d)
+        -> ArcMarginProduct([embedding, label])            = training_model output (batch, n_classes)
+
+The training model takes ``{"image": (batch, S, S, 3), "label": (batch,)}``; the embedding
+model takes images alone. The paper's basic CNN is ``build_basic_cnn``: a softmax classifier.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keras
+
+from whaleutils.layers import ArcMarginProduct, ImageNormalization
+
+EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
+BACKBONES = (
+    ["resnet50"]
+    + [f"efficientnet-b{i}" for i in range(8)]
+    + [f"keras-efficientnet-b{i}" for i in range(8)]
+)
+
+
+def _check_weights(weights, allowed: tuple) -> None:
+    if weights in allowed:
+        return
+    if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
+        return
+    raise ValueError(
+        f"weights must be one of {list(allowed)} or the path of an existing .h5 file, "
+        f"got weights={weights!r}"
+    )
+
+
+def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Model, str]:
+    """A convolutional backbone without its top, and the input normalisation it expects.
+
+    Parameters
+    ----------
+    name : str
+        ``resnet50`` (``keras.applications``), ``efficientnet-b0`` ... ``-b7`` (the
+        ``efficientnet`` package, qubvel; noisy-student weights) or ``keras-efficientnet-b0`` ...
+        ``-b7`` (``keras.applications``, backend-agnostic).
+    image_size : int
+        Square input side in pixels.
+    weights : None, "imagenet", "noisy-student" (efficientnet only), or a path to an ``.h5``
+        file (how Kaggle kernels without internet attach weights). None is random.
+
+    Returns
+    -------
+    (backbone, normalization_mode)
+        ``backbone`` maps (batch, S, S, 3) to a feature map (batch, h, w, c).
+    """
+    shape = (image_size, image_size, 3)
+    if name == "resnet50":
+        _check_weights(weights, (None, "imagenet"))
+        return keras.applications.ResNet50(
+            include_top=False, weights=weights, input_shape=shape
+        ), "caffe"
+    match = re.fullmatch(r"(keras-)?efficientnet-b([0-7])", name)
+    if match is None:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    variant = match.group(2)
+    if match.group(1):
+        _check_weights(weights, (None, "imagenet"))
+        constructor = getattr(keras.applications, f"EfficientNetB{variant}")
+        return constructor(include_top=False, weights=weights, input_shape=shape), "none"
+    _check_weights(weights, EFFICIENTNET_WEIGHTS)
+    import efficientnet.tfkeras as efficientnet
+
+    constructor = getattr(efficientnet, f"EfficientNetB{variant}")
+    weights = str(weights) if isinstance(weights, os.PathLike) else weights
+    return constructor(include_top=False, weights=weights, input_shape=shape), "torch"
+
+
+def build_model(
+    backbone: str,
+    n_classes: int,
+    image_size: int,
+    weights=None,
+    embedding_dim: int = 512,
+    dropout: float = 0.2,
+    pooling: str = "avg",
+    embedding_batchnorm: bool = True,
+    s: float = 30.0,
+    m: float = 0.5,
+    easy_margin: bool = False,
+    ls_eps: float = 0.0,
+    k_subcenters: int = 1,
+    class_margins=None,
+) -> tuple[keras.Model, keras.Model]:
+    """The ArcFace training model and the embedding model, sharing weights.
+
+    Parameters are those of :func:`build_backbone` and
+    :class:`whaleutils.layers.ArcMarginProduct` (``s``, ``m``, ``easy_margin``, ``ls_eps``,
+    ``k_subcenters``, ``class_margins``), plus ``embedding_dim`` (512 in the paper),
+    ``dropout`` before the embedding, ``pooling`` ("avg" or "max") and
+    ``embedding_batchnorm``.
+
+    Returns
+    -------
+    (training_model, embedding_model)
+        ``training_model({"image", "label"}) -> logits (batch, n_classes)``;
+        ``embedding_model(image) -> embeddings (batch, embedding_dim)`` (not normalised).
+    """
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', got pooling={pooling!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got dropout={dropout!r}")
+    base, mode = build_backbone(backbone, image_size, weights)
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = ImageNormalization(mode, name="normalization")(image)
+    x = base(x)
+    pool = (
+        keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    )
+    x = pool(name="pooling")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    embedding = keras.layers.Dense(embedding_dim, name="embedding")(x)
+    if embedding_batchnorm:
+        embedding = keras.layers.BatchNormalization(name="embedding_bn")(embedding)
+    embedding_model = keras.Model(image, embedding, name=f"{backbone}_embedding")
+
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    head = ArcMarginProduct(
+        n_classes,
+        s=s,
+        m=m,
+        easy_margin=easy_margin,
+        ls_eps=ls_eps,
+        k_subcenters=k_subcenters,
+        class_margins=class_margins,
+        name="arc_margin",
+    )
+    logits = head([embedding, label])
+    training_model = keras.Model(
+        {"image": image, "label": label}, logits, name=f"{backbone}_arcface"
+    )
+    return training_model, embedding_model
+
+
+def build_basic_cnn(
+    n_classes: int,
+    image_size: int,
+    filters: tuple[int, ...] = (32, 64, 128, 256),
+    dense_units: int = 512,
+    dropout: float = 0.45,
+) -> tuple[keras.Model, keras.Model]:
+    """The paper's first model: four Conv2D + MaxPool blocks, Dense 512, Dropout 0.45, softmax.
+
+    Returns
+    -------
+    (training_model, embedding_model)
+        ``training_model(image) -> class probabilities (batch, n_classes)``;
+        ``embedding_model(image) -> the Dense 512 features (batch, dense_units)``.
+    """
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = ImageNormalization("unit", name="normalization")(image)
+    for block, n_filters in enumerate(filters):
+        x = keras.layers.Conv2D(
+            n_filters, 3, padding="same", activation="relu", name=f"conv{block}"
+        )(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    features = keras.layers.Dense(dense_units, activation="relu", name="embedding")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(features)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    training_model = keras.Model(image, probabilities, name="basic_cnn")
+    embedding_model = keras.Model(image, features, name="basic_cnn_embedding")
+    return training_model, embedding_model
+
+
+def model_takes_labels(model: keras.Model) -> bool:
+    """Whether a training model needs the label as an input (the ArcFace head does)."""
+    return any(getattr(tensor, "name", "").startswith("label") for tensor in model.inputs)
