@@ -4,7 +4,7 @@
 
     image (0-255 RGB) -> ImageNormalization -> backbone -> pooling -> dropout
         -> Dense(embedding_dim) [-> BatchNormalization]   = embedding_model output (batch, d)
-        -> ArcMarginProduct([embedding, label])            = training_model output (batch, n_classes)
+        -> ArcMarginProduct([embedding, label])           = training_model output (batch, classes)
 
 The training model takes ``{"image": (batch, S, S, 3), "label": (batch,)}``; the embedding
 model takes images alone. The paper's basic CNN is ``build_basic_cnn``: a softmax classifier.

@@ -1,0 +1,125 @@
+"""Embeddings of a split, L2-normalised, saved as one ``.npz`` per split.
+
+Schema of an embeddings file (``np.savez``; every stage after training reads only these)::
+
+    image_names   str   (n,)      the image file names, in dataset order
+    embeddings    float32 (n, d)  L2-normalised rows
+    labels        str   (n,)      individual ids, "" where unknown (test images)
+    model         str   ()        what produced them (free text, e.g. a checkpoint path)
+    tta           str   ()        "none" or "flip"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
+
+
+def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero.
+
+    Examples
+    --------
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a 2-D array (n, d), got shape {vectors.shape}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, epsilon)
+
+
+def compute_embeddings(
+    embedding_model: keras.Model, image_batches: tf.data.Dataset, tta: str = "none"
+) -> np.ndarray:
+    """Embed image batches (b, S, S, 3); returns L2-normalised float32 (n, d).
+
+    ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
+    then normalises again.
+    """
+    if tta not in ("none", "flip"):
+        raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
+    embeddings = l2_normalize(embedding_model.predict(image_batches, verbose=0))
+    if tta == "flip":
+        flipped = image_batches.map(
+            lambda images: tf.reverse(images, axis=[2]), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        embeddings = l2_normalize(
+            embeddings + l2_normalize(embedding_model.predict(flipped, verbose=0))
+        )
+    return embeddings
+
+
+def save_embeddings(
+    path: str | os.PathLike,
+    image_names,
+    embeddings: np.ndarray,
+    labels=None,
+    model: str = "",
+    tta: str = "none",
+    overwrite: bool = False,
+) -> Path:
+    """Write an embeddings file (schema in the module docstring) after checking it."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    image_names = np.asarray(image_names, dtype=str)
+    labels = (
+        np.full(len(image_names), "", dtype=str)
+        if labels is None
+        else np.asarray(labels, dtype=str)
+    )
+    payload = {
+        "image_names": image_names,
+        "embeddings": np.asarray(embeddings, dtype=np.float32),
+        "labels": labels,
+        "model": np.asarray(model, dtype=str),
+        "tta": np.asarray(tta, dtype=str),
+    }
+    _check(payload, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:  # np.savez would append .npz to other suffixes
+        np.savez(handle, **payload)
+    return path
+
+
+def load_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an embeddings file and check its schema; returns its arrays by name."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        payload = {key: archive[key] for key in archive.files}
+    _check(payload, path)
+    return payload
+
+
+def _check(payload: dict, path: Path) -> None:
+    missing = [key for key in SCHEMA if key not in payload]
+    if missing:
+        raise ValueError(f"{path}: not an embeddings file, missing array(s) {missing}")
+    for key, kind in SCHEMA.items():
+        if payload[key].dtype.kind != kind:
+            raise ValueError(
+                f"{path}: {key} has dtype {payload[key].dtype}, expected kind {kind!r}"
+            )
+    n = len(payload["image_names"])
+    embeddings = payload["embeddings"]
+    if embeddings.ndim != 2 or embeddings.shape[0] != n or payload["labels"].shape != (n,):
+        raise ValueError(
+            f"{path}: shapes disagree: image_names ({n},), embeddings {embeddings.shape}, "
+            f"labels {payload['labels'].shape}"
+        )
+    if embeddings.dtype != np.float32:
+        raise ValueError(f"{path}: embeddings must be float32, got {embeddings.dtype}")
+    norms = np.linalg.norm(embeddings, axis=1)
+    if n and not np.allclose(norms[norms > 0], 1.0, atol=1e-3):
+        raise ValueError(
+            f"{path}: embeddings are not L2-normalised "
+            f"(row norms {norms.min():.3f}-{norms.max():.3f})"
+        )

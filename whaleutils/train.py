@@ -1,0 +1,188 @@
+"""Training: compile, fit with checkpoints, snapshots, a CSV log and resume after interruption.
+
+A training run writes into its ``out_dir``::
+
+    log.csv                   epoch, loss, accuracy, top5_accuracy, lr[, val_...] per epoch
+    best.keras                the training model at its best monitored value
+    snapshots/epoch-NNN.keras embedding models at the snapshot epochs (blended later)
+    final.weights.h5          the training model's weights after the last epoch
+    done.json                 {"epochs": N, "seconds": ...} once the run finished
+    backup/                   Keras BackupAndRestore state while the run is unfinished
+
+Calling :func:`fit` again on the same ``out_dir`` resumes an interrupted run from the epoch
+after the last finished one (never repeating an epoch), or, if the run is done, loads the final
+weights and returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    from_logits: bool = True,
+    optimizer: str = "adam",
+    weight_decay: float = 1e-4,
+) -> keras.Model:
+    """Compile with sparse cross-entropy and accuracy / top-5 accuracy metrics.
+
+    ``from_logits`` is True for ArcFace heads (they output scaled logits) and False for the
+    basic CNN's softmax. ``optimizer`` is "adam" or "adamw" (Keras 3's AdamW, with
+    ``weight_decay``).
+    """
+    if optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate)
+    elif optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got optimizer={optimizer!r}")
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
+        ],
+    )
+    return model
+
+
+def extract_embedding_model(training_model: keras.Model) -> keras.Model:
+    """The image -> embedding sub-model of a training model built by ``whaleutils.models``."""
+    names = {layer.name for layer in training_model.layers}
+    output_name = "embedding_bn" if "embedding_bn" in names else "embedding"
+    if output_name not in names or "image" not in names:
+        raise ValueError(f"{training_model.name} has no 'image' input and 'embedding' layer")
+    image = training_model.get_layer("image").output
+    return keras.Model(
+        image, training_model.get_layer(output_name).output, name=f"{training_model.name}_embedding"
+    )
+
+
+class SnapshotCheckpoint(keras.callbacks.Callback):
+    """Save the embedding model at chosen 1-based epochs (snapshot ensembling)."""
+
+    def __init__(self, embedding_model: keras.Model, folder: Path, epochs: Iterable[int]):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.folder = Path(folder)
+        self.epochs = set(epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.epochs:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.embedding_model.save(self.folder / f"epoch-{epoch + 1:03d}.keras")
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Put the optimizer's learning rate into the epoch logs (so log.csv has an lr column)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
+    """1-based epochs to snapshot: every ``every`` epochs, plus the ``last`` final epochs.
+
+    Examples
+    --------
+    >>> snapshot_epochs(10, every=4, last=2)
+    [4, 8, 9, 10]
+    """
+    chosen = set(range(every, epochs + 1, every)) if every else set()
+    chosen |= set(range(max(1, epochs - last + 1), epochs + 1))
+    return sorted(chosen)
+
+
+def fit(
+    training_model: keras.Model,
+    train_dataset,
+    epochs: int,
+    out_dir: str | os.PathLike,
+    embedding_model: keras.Model | None = None,
+    validation_dataset=None,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    learning_rate_schedule: Callable[[int], float] | None = None,
+    snapshots: Iterable[int] = (),
+    monitor: str | None = None,
+    extra_callbacks: Iterable[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> pd.DataFrame:
+    """Train a compiled model for ``epochs`` epochs with checkpoints; returns the epoch log.
+
+    Parameters
+    ----------
+    training_model : a compiled model (see :func:`compile_model`)
+    train_dataset : ``tf.data.Dataset`` of ``(inputs, targets)``
+    epochs : total epochs of the run (a resumed run counts the finished ones)
+    out_dir : the run's folder (layout in the module docstring)
+    embedding_model : saved at the ``snapshots`` epochs (1-based); default: extracted
+    validation_dataset, validation_steps : optional validation data
+    steps_per_epoch : needed when ``train_dataset`` repeats
+    learning_rate_schedule : ``epoch (0-based) -> learning rate``, e.g. ``schedules.lr_at_epoch``
+    monitor : metric choosing ``best.keras``; default ``val_loss`` with validation data, else
+        ``loss``
+
+    Returns
+    -------
+    DataFrame
+        ``log.csv``: one row per finished epoch.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path, done_path = out_dir / "log.csv", out_dir / "done.json"
+    final_weights = out_dir / "final.weights.h5"
+    if done_path.is_file():
+        done = json.loads(done_path.read_text())
+        if done.get("epochs") == epochs and final_weights.is_file():
+            training_model.load_weights(final_weights)
+            return pd.read_csv(log_path)
+        raise FileExistsError(
+            f"{out_dir} holds a finished run of {done.get('epochs')} epochs, not {epochs}; "
+            "use a new folder"
+        )
+    if embedding_model is None:
+        embedding_model = extract_embedding_model(training_model)
+    monitor = monitor or ("val_loss" if validation_dataset is not None else "loss")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
+        *(
+            [keras.callbacks.LearningRateScheduler(learning_rate_schedule)]
+            if learning_rate_schedule
+            else []
+        ),
+        LearningRateLogger(),
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "best.keras", monitor=monitor, save_best_only=True
+        ),
+        SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
+        keras.callbacks.CSVLogger(log_path, append=True),
+        *extra_callbacks,
+    ]
+    started = time.perf_counter()
+    training_model.fit(
+        train_dataset,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_dataset,
+        validation_steps=validation_steps,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    training_model.save_weights(final_weights)
+    seconds = round(time.perf_counter() - started, 1)
+    done_path.write_text(json.dumps({"epochs": epochs, "seconds": seconds}) + "\n")
+    shutil.rmtree(out_dir / "backup", ignore_errors=True)
+    return pd.read_csv(log_path)
