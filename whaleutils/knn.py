@@ -52,15 +52,10 @@ def _validate(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
         )
     if not 1 <= k <= len(gallery):
         raise ValueError(f"k must be in [1, {len(gallery)}] (the gallery size), got k={k}")
-    for name, array in (("gallery", gallery), ("queries", queries)):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
     return l2_normalize(gallery), l2_normalize(queries)
 
 
-def _chunk_size(n_gallery: int, row_bytes_extra: int, memory_mb: float) -> int:
-    per_query = n_gallery * 4 + row_bytes_extra
-    return max(1, int(memory_mb * 2**20 // per_query))
+BLOCK = 64  # gallery columns per block in the two-level selection
 
 
 def _sorted_topk(similarities: np.ndarray, candidates: np.ndarray, k: int):
@@ -72,10 +67,39 @@ def _sorted_topk(similarities: np.ndarray, candidates: np.ndarray, k: int):
     )
 
 
-def _exact_rows(tf, gallery_f32, queries: np.ndarray, k: int):
-    similarities = tf.matmul(queries, gallery_f32, transpose_b=True)
-    values, indices = tf.math.top_k(similarities, k)  # equal values: lower index first
-    return values.numpy(), indices.numpy().astype(np.int64)
+@functools.lru_cache(maxsize=1)
+def _searcher():
+    """The TensorFlow part of the search, built once (importing TensorFlow only when used)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(reduce_retracing=True)
+    def candidates(query_block, gallery, n_candidates, n_blocks):
+        """Two-level top-C of ``query_block @ gallery.T`` without sorting whole rows.
+
+        Block maxima over ``BLOCK`` consecutive gallery rows pick the ``n_blocks`` best blocks;
+        top-C runs on their values only. Returns the C values, their gallery ids, and the
+        largest block maximum left out (an upper bound on every value not gathered).
+        """
+        approx = tf.cast(tf.matmul(query_block, gallery, transpose_b=True), tf.float32)
+        blocks = tf.reshape(approx, (tf.shape(approx)[0], -1, BLOCK))  # gallery padded to blocks
+        rows = tf.shape(approx)[0]
+        block_values, block_ids = tf.math.top_k(tf.reduce_max(blocks, axis=2), n_blocks + 1)
+        kept = block_ids[:, :n_blocks]
+        gathered = tf.reshape(tf.gather(blocks, kept, batch_dims=1), (rows, -1))
+        values, positions = tf.math.top_k(gathered, n_candidates)
+        ids = tf.gather(kept, positions // BLOCK, batch_dims=1) * BLOCK + positions % BLOCK
+        return values, ids, block_values[:, n_blocks]
+
+    @tf.function(reduce_retracing=True)
+    def rescore(query_block, gallery, ids):
+        """Exact float32 similarities of each query to its candidate gallery rows (b, C)."""
+        return tf.einsum("bcd,bd->bc", tf.gather(gallery, ids), query_block)
+
+    @tf.function(reduce_retracing=True)
+    def exact_topk(query_block, gallery, k):
+        return tf.math.top_k(tf.matmul(query_block, gallery, transpose_b=True), k)
+
+    return tf, candidates, rescore, exact_topk
 
 
 def cosine_topk(
@@ -94,16 +118,18 @@ def cosine_topk(
         Rows need not be normalised; all-zero rows have similarity 0 to everything.
     k : int, 1 <= k <= n_gallery
     method : {"auto", "bf16", "float32"}
-        ``float32``: one float32 matrix product and ``top_k`` per chunk of queries.
-        ``bf16``: a bfloat16 product proposes ``C = min(n, max(2k, k + 64))`` candidates per
-        query, which are re-scored exactly in float32; a query whose candidates might miss a
-        true neighbour (see Notes) is recomputed in float32, so the result is exact either way.
+        ``float32``: float32 products. ``bf16``: bfloat16 products propose
+        ``C = min(n, max(2k, k + 64))`` candidates per query, re-scored exactly in float32.
         ``auto``: ``bf16`` where the CPU multiplies bfloat16 natively, else ``float32``.
+        Either way the candidates are chosen in two levels (the best ``C`` blocks of 64
+        gallery rows by their maximum, then the best ``C`` values inside them), which avoids
+        sorting whole rows, and any query whose candidates might miss a true neighbour (see
+        Notes) is recomputed with a full float32 ``top_k``: the result is exact.
     memory_mb : float, default=512
-        Bound on the working memory beyond the inputs: queries are processed in chunks of
-        ``floor(memory_mb * 2**20 / (4 * n_gallery + 4 * C * d))`` rows (a float32 similarity
-        row plus the gathered candidates per query); the normalised copies of the inputs
-        (and a bfloat16 copy of the gallery) come on top.
+        Bound on the working memory beyond the inputs: queries go in chunks of
+        ``floor(memory_mb * 2**20 / (10 * n_gallery + 4 * C * (d + 2)))`` rows (a similarity row
+        in bfloat16, float32 and padded float32, plus the gathered candidates); the normalised
+        copies of the inputs (and a bfloat16 copy of the gallery) come on top.
 
     Returns
     -------
@@ -114,69 +140,76 @@ def cosine_topk(
 
     Notes
     -----
-    Exactness of the bf16 pass. With ``q' = bf16(q)``, ``g' = bf16(g)`` and the product
-    rounded to bf16, ``|a - q.g| <= |dq| + max|dg| + |dq| max|dg| + u |a| (1 + u)
-    + 1e-5`` where ``dq = q - q'`` (per query), ``dg`` likewise (per gallery row),
-    ``u = 2**-8`` and 1e-5 covers float32 accumulation over d <= 4096. A gallery row outside
-    the C candidates has ``a <= a_C``; every true top-k similarity is at least
-    ``a_k - err(a_k)``. If ``a_C + err(a_C) < a_k - err(a_k)`` no true neighbour was missed;
-    otherwise the query is recomputed exactly.
+    Exactness of the candidates. With ``q' = bf16(q)``, ``g' = bf16(g)`` and the product
+    rounded to bf16, a similarity ``s`` is approximated by ``a`` with ``|a - s| <= err(a) =
+    |dq| + max|dg| + |dq| max|dg| + u |a| (1 + u) + 1e-5`` where ``dq = q - q'`` (per
+    query), ``dg`` likewise (per gallery row), ``u = 2**-8``, and 1e-5 covers float32
+    accumulation (for ``float32``, ``err = 1e-5``). Every gallery row that is not a candidate
+    has ``a <= b``, the larger of the C-th candidate value and the best block left out; every
+    true top-k similarity is at least ``a_k - err(a_k)``. If ``b + err(b) < a_k - err(a_k)``,
+    no true neighbour was missed; otherwise the query is recomputed exactly.
     """
-    import tensorflow as tf
-
     gallery, queries = _validate(gallery, queries, k)
     if method == "auto":
         method = "bf16" if cpu_has_bf16() else "float32"
     if method not in ("bf16", "float32"):
         raise ValueError(f"method must be 'auto', 'bf16' or 'float32', got method={method!r}")
+    tf, candidates, rescore, exact_topk = _searcher()
     n_gallery, dim = gallery.shape
     gallery_f32 = tf.constant(gallery)
     out_similarities = np.empty((len(queries), k), dtype=np.float32)
     out_indices = np.empty((len(queries), k), dtype=np.int64)
-    if method == "float32":
-        chunk = _chunk_size(n_gallery, 0, memory_mb)
+    n_candidates = min(n_gallery, max(2 * k, k + 64))
+    n_blocks = n_candidates
+    chunk = max(1, int(memory_mb * 2**20 // (10 * n_gallery + 4 * n_candidates * (dim + 2))))
+    two_level = -(-n_gallery // BLOCK) > n_blocks + 1
+    if not two_level:  # a small gallery: one full top_k per chunk is cheap
         for start in range(0, len(queries), chunk):
-            rows = slice(start, start + chunk)
-            out_similarities[rows], out_indices[rows] = _exact_rows(
-                tf, gallery_f32, queries[rows], k
+            values, ids = exact_topk(queries[start : start + chunk], gallery_f32, k)
+            similarities, indices = _sorted_topk(values.numpy(), ids.numpy().astype(np.int64), k)
+            out_similarities[start : start + chunk], out_indices[start : start + chunk] = (
+                similarities,
+                indices,
             )
         return out_similarities, out_indices
 
-    n_candidates = min(n_gallery, max(2 * k, k + 64))
-    gallery_bf16 = tf.cast(gallery_f32, tf.bfloat16)
-    gallery_rounding = float(
-        np.linalg.norm(gallery - tf.cast(gallery_bf16, tf.float32).numpy(), axis=1).max()
-    )
-    chunk = _chunk_size(n_gallery, 4 * n_candidates * dim, memory_mb)
-    unit = BF16_UNIT_ROUNDOFF
+    unit = BF16_UNIT_ROUNDOFF if method == "bf16" else 0.0
+    # Zero rows pad the gallery to whole blocks; they are dropped from the candidates below.
+    padding = tf.zeros(((-n_gallery) % BLOCK, dim), tf.float32)
+    gallery_search = tf.concat([gallery_f32, padding], axis=0)
+    gallery_rounding = 0.0
+    if method == "bf16":
+        rounded = tf.cast(gallery_search, tf.bfloat16)
+        gallery_rounding = float(
+            tf.reduce_max(tf.norm(gallery_search - tf.cast(rounded, tf.float32), axis=1))
+        )
+        gallery_search = rounded
+    margin = unit * (1 + unit)
     for start in range(0, len(queries), chunk):
         rows = slice(start, start + chunk)
-        query_block = queries[rows]
-        query_bf16 = tf.cast(query_block, tf.bfloat16)
-        approx = tf.matmul(query_bf16, gallery_bf16, transpose_b=True)
-        approx_values, candidates = tf.math.top_k(approx, n_candidates)
-        approx_values = tf.cast(approx_values, tf.float32).numpy()
-        candidates = candidates.numpy().astype(np.int64)
-        gathered = tf.gather(gallery_f32, candidates)  # (b, C, d)
-        exact = tf.einsum("bcd,bd->bc", gathered, query_block).numpy()
-        similarities, indices = _sorted_topk(exact, candidates, k)
+        query_block = tf.constant(queries[rows])
+        query_search = tf.cast(query_block, gallery_search.dtype)
+        values, ids, left_out = candidates(query_search, gallery_search, n_candidates, n_blocks)
+        values, left_out, ids = values.numpy(), left_out.numpy(), ids.numpy().astype(np.int64)
+        real = ids < n_gallery
+        ids = np.where(real, ids, 0)
+        exact = rescore(query_block, gallery_f32, ids).numpy() if method == "bf16" else values
+        similarities, indices = _sorted_topk(np.where(real, exact, -np.inf), ids, k)
 
-        query_rounding = np.linalg.norm(
-            query_block - tf.cast(query_bf16, tf.float32).numpy(), axis=1
-        )
+        query_rounding = tf.norm(query_block - tf.cast(query_search, tf.float32), axis=1).numpy()
         input_error = query_rounding + gallery_rounding + query_rounding * gallery_rounding + 1e-5
-        kth, last = approx_values[:, k - 1], approx_values[:, -1]
-        safe = last + input_error + unit * (1 + unit) * np.abs(last) < kth - input_error - unit * (
-            1 + unit
-        ) * np.abs(kth)
-        if n_candidates == n_gallery:
-            safe[:] = True  # every gallery row is a candidate
+        kth, bound = values[:, k - 1], np.maximum(values[:, -1], left_out)
+        safe = bound + input_error + margin * np.abs(bound) < kth - input_error - margin * np.abs(
+            kth
+        )
+        safe &= real.sum(axis=1) >= k  # padding rows took no place of a neighbour
         unsafe = np.flatnonzero(~safe)
         if len(unsafe):
-            similarities[unsafe], indices[unsafe] = _exact_rows(
-                tf, gallery_f32, query_block[unsafe], k
-            )
+            values, ids = exact_topk(tf.gather(query_block, unsafe), gallery_f32, k)
+            similarities[unsafe], indices[unsafe] = values.numpy(), ids.numpy()
         out_similarities[rows], out_indices[rows] = similarities, indices
+    if not np.isfinite(out_similarities).all():
+        raise ValueError("gallery or queries contain NaN or infinite values")
     return out_similarities, out_indices
 
 
