@@ -57,9 +57,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     gallery, queries = make_problem(args.queries)
-    print(
-        f"gallery {gallery.shape}, queries {queries.shape}, k={args.k}, bf16 CPU: {knn.cpu_has_bf16()}"
-    )
+    print(f"gallery {gallery.shape}, queries {queries.shape}, k={args.k}")
+    print(f"this CPU multiplies bfloat16 natively: {knn.cpu_has_bf16()}")
 
     def sklearn_search():
         model = NearestNeighbors(n_neighbors=args.k, metric="cosine").fit(gallery)

@@ -70,7 +70,7 @@ def _sorted_topk(similarities: np.ndarray, candidates: np.ndarray, k: int):
 @functools.lru_cache(maxsize=1)
 def _searcher():
     """The TensorFlow part of the search, built once (importing TensorFlow only when used)."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def candidates(query_block, gallery, n_candidates, n_blocks):
