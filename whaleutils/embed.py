@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
 
@@ -36,14 +34,16 @@ def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
     return vectors / np.maximum(norms, epsilon)
 
 
-def compute_embeddings(
-    embedding_model: keras.Model, image_batches: tf.data.Dataset, tta: str = "none"
-) -> np.ndarray:
-    """Embed image batches (b, S, S, 3); returns L2-normalised float32 (n, d).
+def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.ndarray:
+    """Embed a ``tf.data`` dataset of image batches (b, S, S, 3) with a Keras model.
+
+    Returns L2-normalised float32 (n, d), in dataset order.
 
     ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
     then normalises again.
     """
+    import tensorflow as tf  # imported here: the file functions need no TensorFlow
+
     if tta not in ("none", "flip"):
         raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
     embeddings = l2_normalize(embedding_model.predict(image_batches, verbose=0))

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.embed import l2_normalize
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 N_PREDICTIONS = 5
@@ -52,7 +51,14 @@ def _validate(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
         )
     if not 1 <= k <= len(gallery):
         raise ValueError(f"k must be in [1, {len(gallery)}] (the gallery size), got k={k}")
-    return l2_normalize(gallery), l2_normalize(queries)
+    normalized = []
+    for name, array in (("gallery", gallery), ("queries", queries)):
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        bad = np.flatnonzero(~np.isfinite(norms[:, 0]))
+        if len(bad):
+            raise ValueError(f"{name} row {bad[0]} contains NaN or infinite values")
+        normalized.append(array / np.maximum(norms, 1e-12))
+    return normalized[0], normalized[1]
 
 
 BLOCK = 64  # gallery columns per block in the two-level selection
@@ -165,7 +171,7 @@ def cosine_topk(
     two_level = -(-n_gallery // BLOCK) > n_blocks + 1
     if not two_level:  # a small gallery: one full top_k per chunk is cheap
         for start in range(0, len(queries), chunk):
-            values, ids = exact_topk(queries[start : start + chunk], gallery_f32, k)
+            values, ids = exact_topk(queries[start : start + chunk], gallery_f32, tf.constant(k))
             similarities, indices = _sorted_topk(values.numpy(), ids.numpy().astype(np.int64), k)
             out_similarities[start : start + chunk], out_indices[start : start + chunk] = (
                 similarities,
@@ -189,7 +195,9 @@ def cosine_topk(
         rows = slice(start, start + chunk)
         query_block = tf.constant(queries[rows])
         query_search = tf.cast(query_block, gallery_search.dtype)
-        values, ids, left_out = candidates(query_search, gallery_search, n_candidates, n_blocks)
+        values, ids, left_out = candidates(
+            query_search, gallery_search, tf.constant(n_candidates), tf.constant(n_blocks)
+        )
         values, left_out, ids = values.numpy(), left_out.numpy(), ids.numpy().astype(np.int64)
         real = ids < n_gallery
         ids = np.where(real, ids, 0)
@@ -205,11 +213,9 @@ def cosine_topk(
         safe &= real.sum(axis=1) >= k  # padding rows took no place of a neighbour
         unsafe = np.flatnonzero(~safe)
         if len(unsafe):
-            values, ids = exact_topk(tf.gather(query_block, unsafe), gallery_f32, k)
+            values, ids = exact_topk(tf.gather(query_block, unsafe), gallery_f32, tf.constant(k))
             similarities[unsafe], indices[unsafe] = values.numpy(), ids.numpy()
         out_similarities[rows], out_indices[rows] = similarities, indices
-    if not np.isfinite(out_similarities).all():
-        raise ValueError("gallery or queries contain NaN or infinite values")
     return out_similarities, out_indices
 
 
