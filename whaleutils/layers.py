@@ -35,7 +35,7 @@ def adaptive_margins(
 
     Examples
     --------
-    >>> adaptive_margins([1, 16], a=0.4, b=0.5, c=0.1).round(3).tolist()
+    >>> [round(float(m), 3) for m in adaptive_margins([1, 16], a=0.4, b=0.5, c=0.1)]
     [0.5, 0.2]
     """
     counts = np.asarray(class_counts, dtype=np.float64)

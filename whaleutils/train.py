@@ -147,6 +147,8 @@ def fit(
     if done_path.is_file():
         done = json.loads(done_path.read_text())
         if done.get("epochs") == epochs and final_weights.is_file():
+            if training_model.optimizer is not None and not training_model.optimizer.built:
+                training_model.optimizer.build(training_model.trainable_variables)
             training_model.load_weights(final_weights)
             return pd.read_csv(log_path)
         raise FileExistsError(
@@ -179,6 +181,7 @@ def fit(
         validation_data=validation_dataset,
         validation_steps=validation_steps,
         callbacks=callbacks,
+        shuffle=False,  # tf.data pipelines shuffle themselves
         verbose=verbose,
     )
     training_model.save_weights(final_weights)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from whaleutils import embed, models
+
+
+def test_l2_normalize():
+    out = embed.l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]]))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]])
+    with pytest.raises(ValueError, match=r"got shape \(3,\)"):
+        embed.l2_normalize(np.ones(3))
+
+
+def test_embeddings_file_round_trip_and_schema_checks(tmp_path):
+    vectors = embed.l2_normalize(np.random.default_rng(0).normal(size=(3, 4)))
+    path = embed.save_embeddings(
+        tmp_path / "train.npz",
+        ["a.jpg", "b.jpg", "c.jpg"],
+        vectors,
+        ["x", "y", "x"],
+        model="m",
+        tta="flip",
+    )
+    loaded = embed.load_embeddings(path)
+    assert loaded["image_names"].tolist() == ["a.jpg", "b.jpg", "c.jpg"]
+    assert loaded["labels"].tolist() == ["x", "y", "x"]
+    assert str(loaded["tta"]) == "flip" and loaded["embeddings"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["embeddings"], vectors)
+    with pytest.raises(FileExistsError):
+        embed.save_embeddings(path, ["a.jpg"], vectors[:1])
+    with pytest.raises(ValueError, match="not L2-normalised"):
+        embed.save_embeddings(tmp_path / "raw.npz", ["a.jpg"], np.array([[3.0, 4.0]]))
+    with pytest.raises(
+        ValueError, match=r"shapes disagree: image_names \(2,\), embeddings \(3, 4\)"
+    ):
+        embed.save_embeddings(tmp_path / "bad.npz", ["a.jpg", "b.jpg"], vectors)
+    np.savez(tmp_path / "other.npz", embeddings=vectors)
+    with pytest.raises(
+        ValueError, match=r"missing array\(s\) \['image_names', 'labels', 'model', 'tta'\]"
+    ):
+        embed.load_embeddings(tmp_path / "other.npz")
+
+
+def test_compute_embeddings_with_flip_tta():
+    _, embedding_model = models.build_basic_cnn(3, 32, filters=(4, 4, 4, 4), dense_units=6)
+    images = np.random.default_rng(1).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    plain = embed.compute_embeddings(embedding_model, batches)
+    np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, rtol=1e-5)
+    flipped = embed.compute_embeddings(embedding_model, batches, tta="flip")
+    mirror = embed.l2_normalize(embedding_model.predict(images[:, :, ::-1], verbose=0))
+    np.testing.assert_allclose(flipped, embed.l2_normalize(plain + mirror), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="tta='rotate'"):
+        embed.compute_embeddings(embedding_model, batches, tta="rotate")

@@ -1,0 +1,153 @@
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from whaleutils import data, pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """Three JPEGs and one PNG with known content: left half red, right half blue."""
+    folder = tmp_path_factory.mktemp("images")
+    pixels = np.zeros((40, 60, 3), dtype=np.uint8)
+    pixels[:, :30] = (255, 0, 0)
+    pixels[:, 30:] = (0, 0, 255)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.fromarray(pixels).save(folder / name, quality=100)
+    Image.fromarray(pixels).save(folder / "d.png")
+    frame = pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg", "c.jpg", "d.png"],
+            "box": ["0 0 30 40", "", "30 0 60 40", "30 0 60 40"],
+        }
+    )
+    return folder, frame
+
+
+def _images(dataset):
+    return np.concatenate([batch.numpy() for batch in dataset])
+
+
+def test_crop_to_box_decodes_only_the_box(tiny_images):
+    folder, frame = tiny_images
+    records = pipeline.file_records(frame, folder, targets=[0, 1, 2, 3])
+    images = _images(pipeline.make_dataset(records, 16, batch_size=2, box_margin=0.0))
+    assert images.shape == (4, 16, 16, 3) and images.dtype == np.float32
+    assert images[0, ..., 0].mean() > 240 and images[0, ..., 2].mean() < 15  # red half
+    assert images[2, ..., 2].mean() > 240 and images[2, ..., 0].mean() < 15  # blue half
+    assert images[3, ..., 2].mean() > 240  # PNG cropped after decoding
+    left, right = images[1, :, :8].mean(axis=(0, 1)), images[1, :, 8:].mean(axis=(0, 1))
+    assert left[0] > 200 and right[2] > 200  # no box: the whole photo
+
+
+def test_full_image_mode_ignores_boxes(tiny_images):
+    folder, frame = tiny_images
+    records = pipeline.file_records(frame, folder)
+    images = _images(pipeline.make_dataset(records, 16, batch_size=4, crop_to_box=False))
+    assert images[0, :, :8, 0].mean() > 200 and images[0, :, 8:, 2].mean() > 200
+
+
+def test_crop_window_margin_and_clipping():
+    window = pipeline.crop_window(tf.constant([10.0, 20.0, 30.0, 40.0]), 100, 100, 0.5)
+    # width 20, height 20, margin 10 px each side: left 0, top 10, right 40, bottom 50
+    assert window.numpy().tolist() == [10, 0, 40, 40]
+    window = pipeline.crop_window(tf.constant([0.0, 0.0, 100.0, 80.0]), 80, 100, 0.2)
+    assert window.numpy().tolist() == [0, 0, 80, 100]  # clipped to the image
+    window = pipeline.crop_window(tf.constant([-1.0, -1.0, -1.0, -1.0]), 80, 100, 0.2)
+    assert window.numpy().tolist() == [0, 0, 80, 100]  # no box: whole image
+
+
+def test_tfrecords_round_trip_and_counts(tiny_images, tmp_path):
+    folder, frame = tiny_images
+    paths = pipeline.write_tfrecords(
+        frame, folder, tmp_path, "train", targets=[5, 6, 7, 8], n_shards=2
+    )
+    assert [p.name for p in paths] == ["happywhale-train-00-2.tfrec", "happywhale-train-01-2.tfrec"]
+    assert pipeline.count_records(paths) == 4
+    records = list(pipeline.tfrecord_records(paths).as_numpy_iterator())
+    by_name = {r["image_name"].decode(): r for r in records}
+    assert by_name["a.jpg"]["target"] == 5 and by_name["a.jpg"]["box"].tolist() == [0, 0, 30, 40]
+    assert by_name["b.jpg"]["box"].tolist() == [-1, -1, -1, -1]
+    assert by_name["c.jpg"]["image_bytes"] == (folder / "c.jpg").read_bytes()  # stored unchanged
+    from_files = _images(pipeline.make_dataset(pipeline.file_records(frame, folder), 16, 4))
+    from_records = pipeline.make_dataset(pipeline.tfrecord_records([paths[0], paths[1]]), 16, 4)
+    names = [r["image_name"].decode() for r in records]
+    order = [frame["image"].tolist().index(n) for n in names]
+    np.testing.assert_allclose(_images(from_records), from_files[order], atol=1e-4)
+    with pytest.raises(FileExistsError):
+        pipeline.write_tfrecords(frame, folder, tmp_path, "train", n_shards=2)
+    with pytest.raises(ValueError, match="does not end in -COUNT.tfrec"):
+        pipeline.count_records(["shard.tfrec"])
+
+
+def test_training_batches_are_deterministic_and_augmented(small_synth):
+    train = data.read_train(small_synth)
+    encoding = data.LabelEncoding.fit(train)
+    targets = encoding.encode_individuals(train["individual_id"])
+
+    def batches():
+        records = pipeline.file_records(train.head(12), small_synth / "train_images", targets[:12])
+        dataset = pipeline.make_dataset(records, 32, 4, training=True, deterministic=True, seed=7)
+        return [
+            (inputs["image"].numpy(), inputs["label"].numpy(), y.numpy()) for inputs, y in dataset
+        ]
+
+    first, second = batches(), batches()
+    assert len(first) == 3
+    for (image_a, label_a, y_a), (image_b, label_b, _) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(image_a, image_b)
+        np.testing.assert_array_equal(label_a, y_a)
+        np.testing.assert_array_equal(label_a, label_b)
+    images = np.concatenate([b[0] for b in first])
+    assert images.min() >= 0 and images.max() <= 255
+    assert sorted(np.concatenate([b[1] for b in first]).tolist()) == sorted(targets[:12].tolist())
+    plain = pipeline.make_dataset(
+        pipeline.file_records(train.head(12), small_synth / "train_images", targets[:12]),
+        32,
+        4,
+        training=True,
+        deterministic=True,
+        seed=7,
+        augmentation=pipeline.Augmentation.none(),
+    )
+    plain_images = np.concatenate([inputs["image"].numpy() for inputs, _ in plain])
+    assert not np.allclose(
+        np.sort(images.ravel()), np.sort(plain_images.ravel())
+    )  # augmentation acts
+
+
+def test_augment_each_operation():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 256, size=(20, 30, 3)).astype(np.uint8))
+    seed = tf.constant([1, 2], tf.int64)
+    off = pipeline.Augmentation.none()
+    unchanged = pipeline.augment(image, seed, off, 20).numpy()
+    np.testing.assert_allclose(unchanged, tf.image.resize(image, [20, 20]).numpy(), atol=1e-3)
+    flipped = pipeline.augment(
+        image, seed, pipeline.Augmentation(**{**off.__dict__, "flip_probability": 1.0}), 20
+    )
+    np.testing.assert_allclose(flipped.numpy(), unchanged[:, ::-1], atol=1e-3)
+    grey = pipeline.augment(
+        image, seed, pipeline.Augmentation(**{**off.__dict__, "grayscale_probability": 1.0}), 20
+    )
+    grey = grey.numpy()
+    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
+    cropped = pipeline.augment(
+        image,
+        seed,
+        pipeline.Augmentation(**{**off.__dict__, "crop_probability": 1.0, "crop_min_area": 0.3}),
+        20,
+    )
+    assert cropped.shape == (20, 20, 3) and not np.allclose(cropped.numpy(), unchanged)
+
+
+def test_bad_arguments(tiny_images):
+    folder, frame = tiny_images
+    with pytest.raises(FileNotFoundError, match="missing"):
+        pipeline.file_records(frame.assign(image="nope.jpg"), folder)
+    with pytest.raises(ValueError, match="targets has 1 entries for 4 images"):
+        pipeline.file_records(frame, folder, targets=[1])
+    with pytest.raises(ValueError, match="image_size=4"):
+        pipeline.make_dataset(pipeline.file_records(frame, folder), 4, 2)

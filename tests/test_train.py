@@ -1,0 +1,172 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from whaleutils import distribute, models, schedules, train
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    """Stops a run as a lost connection or a time limit would, after a given epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"stopped after epoch {epoch}")
+
+
+def tiny_data(n=16, size=32, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32")
+    labels = np.arange(n) % classes
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+
+
+def basic_model(classes=4, size=32):
+    training_model, embedding_model = models.build_basic_cnn(
+        classes, size, filters=(4, 4, 4, 4), dense_units=8
+    )
+    train.compile_model(training_model, learning_rate=1e-3, from_logits=False)
+    return training_model, embedding_model
+
+
+def test_fit_writes_log_checkpoints_and_snapshots(tmp_path):
+    training_model, embedding_model = basic_model()
+    schedule = lambda epoch: schedules.lr_at_epoch(epoch, 3, 1e-3, warmup_epochs=1)  # noqa: E731
+    log = train.fit(
+        training_model,
+        tiny_data(),
+        3,
+        tmp_path,
+        embedding_model,
+        learning_rate_schedule=schedule,
+        snapshots=train.snapshot_epochs(3, every=2, last=1),
+        verbose=0,
+    )
+    assert log["epoch"].tolist() == [0, 1, 2]
+    assert {"loss", "accuracy", "top5_accuracy", "lr"} <= set(log.columns)
+    np.testing.assert_allclose(log["lr"], [schedule(e) for e in range(3)], rtol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "epoch-002.keras",
+        "epoch-003.keras",
+    ]
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "final.weights.h5").is_file()
+    assert json.loads((tmp_path / "done.json").read_text())["epochs"] == 3
+    assert not (tmp_path / "backup").exists()
+    snapshot = keras.models.load_model(tmp_path / "snapshots" / "epoch-003.keras")
+    images = np.zeros((2, 32, 32, 3), "float32")
+    np.testing.assert_allclose(
+        snapshot.predict(images, verbose=0), embedding_model.predict(images, verbose=0), rtol=1e-5
+    )
+
+
+def test_an_interrupted_run_resumes_without_repeating_epochs(tmp_path):
+    training_model, embedding_model = basic_model()
+    with pytest.raises(Interrupt):
+        train.fit(
+            training_model,
+            tiny_data(),
+            4,
+            tmp_path,
+            embedding_model,
+            extra_callbacks=[InterruptAfter(1)],
+            verbose=0,
+        )
+    assert pd.read_csv(tmp_path / "log.csv")["epoch"].tolist() == [0, 1]
+    assert not (tmp_path / "done.json").exists()
+
+    # A new process would rebuild the model from scratch: so do we.
+    training_model, embedding_model = basic_model()
+    epochs_run = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch)
+    )
+    log = train.fit(
+        training_model,
+        tiny_data(),
+        4,
+        tmp_path,
+        embedding_model,
+        extra_callbacks=[counter],
+        verbose=0,
+    )
+    assert epochs_run == [2, 3]
+    assert log["epoch"].tolist() == [0, 1, 2, 3]
+
+    # Finished: a third call loads the final weights and trains nothing.
+    training_model, embedding_model = basic_model()
+    epochs_run.clear()
+    train.fit(
+        training_model,
+        tiny_data(),
+        4,
+        tmp_path,
+        embedding_model,
+        extra_callbacks=[counter],
+        verbose=0,
+    )
+    assert epochs_run == []
+    with pytest.raises(FileExistsError, match="finished run of 4 epochs, not 6"):
+        train.fit(training_model, tiny_data(), 6, tmp_path, embedding_model, verbose=0)
+
+
+def test_snapshot_epochs():
+    assert train.snapshot_epochs(30, every=10, last=3) == [10, 20, 28, 29, 30]
+    assert train.snapshot_epochs(3, every=None, last=0) == []
+
+
+def test_compile_rejects_unknown_optimizer():
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        train.compile_model(basic_model()[0], optimizer="sgd")
+
+
+def test_strategy_on_this_machine_is_the_cpu():
+    choice = distribute.get_strategy()
+    assert (choice.kind, choice.replicas) == ("cpu", 1)
+    assert choice.global_batch_size(16) == 16
+
+
+def test_two_replica_mirrored_fit_on_cpu(tmp_path):
+    """The multi-replica path: the CPU split into two logical devices under MirroredStrategy.
+
+    Run in a fresh process: logical devices must be configured before TensorFlow starts.
+    """
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from whaleutils import distribute, models, pipeline, train
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        choice = distribute.StrategyChoice(strategy, "cpu", strategy.num_replicas_in_sync)
+        assert choice.replicas == 2 and choice.global_batch_size(4) == 8
+        with strategy.scope():
+            training_model, embedding_model = models.build_model("efficientnet-b0", 5, 32, embedding_dim=8)
+            train.compile_model(training_model, 1e-3)
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+        labels = np.arange(16) % 5
+        dataset = tf.data.Dataset.from_tensor_slices(({{"image": images, "label": labels}}, labels)).batch(8)
+        log = train.fit(training_model, dataset, 2, r"{tmp_path}", embedding_model, verbose=0)
+        assert log["epoch"].tolist() == [0, 1] and np.isfinite(log["loss"]).all()
+        print("replicas", strategy.num_replicas_in_sync)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
