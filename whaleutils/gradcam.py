@@ -1,0 +1,82 @@
+"""Grad-CAM for embedding models: where the model looks when it matches two photos.
+
+The score explained is the cosine similarity between a query's embedding and a target
+embedding (its top match in the gallery). Its gradient with respect to the last convolutional
+feature map, averaged over space, weights the feature channels; the weighted sum, rectified and
+scaled to [0, 1], is the heatmap (Selvaraju et al., 2017).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from matplotlib import colormaps
+
+
+def _feature_split(embedding_model: keras.Model) -> tuple[list, list]:
+    """Layers before (up to and including the feature layer) and after it, in call order.
+
+    The feature layer is a nested backbone model if there is one (``models.build_model``), else
+    the last ``Conv2D`` (the basic CNN). Both model kinds are chains of layers.
+    """
+    layers = [
+        layer for layer in embedding_model.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    nested = [i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)]
+    convolutions = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Conv2D)]
+    if nested:
+        cut = nested[-1]
+    elif convolutions:
+        cut = convolutions[-1]
+    else:
+        raise ValueError(f"{embedding_model.name} has no backbone or Conv2D layer to explain")
+    return layers[: cut + 1], layers[cut + 1 :]
+
+
+def heatmaps(
+    embedding_model: keras.Model, images: np.ndarray, target_embeddings: np.ndarray
+) -> np.ndarray:
+    """Grad-CAM heatmaps of the similarity of each image to its target embedding.
+
+    Parameters
+    ----------
+    embedding_model : a model from ``models.build_model`` or ``models.build_basic_cnn``
+    images : float32 (n, S, S, 3), 0-255 RGB (as the pipeline yields)
+    target_embeddings : (n, d), the embeddings to match (normalised or not)
+
+    Returns
+    -------
+    float32 (n, h, w) in [0, 1], at the feature map's resolution (an all-zero map where no
+    feature raises the similarity).
+    """
+    before, after = _feature_split(embedding_model)
+    targets = tf.math.l2_normalize(tf.convert_to_tensor(target_embeddings, tf.float32), axis=1)
+    x = tf.convert_to_tensor(images, tf.float32)
+    for layer in before:
+        x = layer(x, training=False)
+    features = x
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        y = features
+        for layer in after:
+            y = layer(y, training=False)
+        similarity = tf.reduce_sum(
+            tf.math.l2_normalize(tf.cast(y, tf.float32), axis=1) * targets, axis=1
+        )
+    gradients = tape.gradient(similarity, features)
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return (cam / np.maximum(peak, 1e-12)).astype(np.float32)
+
+
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet"
+) -> np.ndarray:
+    """The heatmap, upsampled and coloured, blended over a 0-255 RGB image; uint8 (S, S, 3)."""
+    size = image.shape[:2]
+    upsampled = tf.image.resize(heatmap[..., None], size).numpy()[..., 0]
+    coloured = colormaps[colormap](np.clip(upsampled, 0, 1))[..., :3] * 255.0
+    blended = (1 - alpha) * np.asarray(image, np.float32) + alpha * coloured
+    return np.clip(blended, 0, 255).astype(np.uint8)
