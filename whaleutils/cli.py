@@ -113,6 +113,19 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from whaleutils import runner
+
+    try:
+        summary = runner.run(args.profile, args.data, args.out, args.only, args.force)
+    except runner.NotebookFailed:
+        return 1  # the runner has printed which notebook and cell failed
+    print(f"summary: {Path(args.out) / args.profile / 'summary.md'}")
+    for model, scores in summary["scores"].items():
+        print(f"{model:<18} MAP@5 {scores['map5']:.4f} ({scores['split']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m whaleutils",
@@ -190,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", metavar="DATA_DIR", help="a data set with test_solution.csv")
     p.add_argument("--json", action="store_true", help="also print the scores as JSON")
     p.set_defaults(handler=cmd_baselines)
+
+    p = commands.add_parser("run", help="execute the notebook suite with papermill (the main job)")
+    p.add_argument("--profile", choices=["smoke", "local", "kaggle"], default="local")
+    p.add_argument("--data", help="data set directory (default: generate the synthetic one)")
+    p.add_argument("--out", default="runs", help="runs folder; this run goes to OUT/PROFILE")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    p.add_argument("--force", action="store_true", help="run notebooks again even if complete")
+    p.set_defaults(handler=cmd_run)
     return parser
 
 

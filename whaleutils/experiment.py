@@ -181,3 +181,174 @@ def outputs_complete(out_dir: str | os.PathLike) -> bool:
         return False
     files = json.loads(listing.read_text()).get("files", [])
     return all((Path(out_dir) / name).exists() for name in files)
+
+
+def embed_fold(
+    embedding_model,
+    fold: Fold,
+    image_size: int,
+    batch_size: int,
+    out_dir: str | os.PathLike,
+    tta: str = "flip",
+    model_name: str = "",
+) -> dict[str, np.ndarray]:
+    """Embed the fold's training, validation and test images and save ``train.npz``,
+    ``valid.npz`` and ``test.npz`` in ``out_dir`` (schema in ``whaleutils.embed``)."""
+    from whaleutils import embed
+
+    out_dir = Path(out_dir)
+    splits = {
+        "train": (fold.fit, fold.train_images, fold.fit["individual_id"]),
+        "valid": (fold.valid, fold.train_images, fold.valid["target_id"]),
+        "test": (fold.test, fold.test_images, None),
+    }
+    result = {}
+    for name, (frame, folder, labels) in splits.items():
+        vectors = embed.compute_embeddings(
+            embedding_model, image_batches(frame, folder, image_size, batch_size), tta=tta
+        )
+        embed.save_embeddings(
+            out_dir / f"{name}.npz",
+            frame["image"],
+            vectors,
+            labels,
+            model=model_name,
+            tta=tta,
+            overwrite=True,
+        )
+        result[name] = vectors
+    return result
+
+
+def plot_knn_search(search: dict):
+    """Validation MAP@5 against the distance threshold, one line per k, the choice marked."""
+    import matplotlib.pyplot as plt
+
+    curve = search["curve"]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for k, rows in curve.groupby("k"):
+        axes[0].plot(rows["threshold"], rows["map5"], label=f"k={k}")
+    axes[0].axvline(search["threshold"], color="grey", linestyle="--")
+    axes[0].set_xlabel("new_individual first when the nearest cosine distance exceeds")
+    axes[0].set_ylabel("validation MAP@5")
+    axes[0].legend(fontsize=7)
+    chosen = curve[curve["k"] == search["k"]]
+    for column in ("map5", "map5_known", "map5_new"):
+        axes[1].plot(chosen["threshold"], chosen[column], label=column)
+    axes[1].axvline(search["threshold"], color="grey", linestyle="--")
+    axes[1].set_title(
+        f"k={search['k']}: threshold {search['threshold']:.2f}, MAP@5 {search['map5']:.4f}"
+    )
+    axes[1].set_xlabel("distance threshold")
+    axes[1].legend()
+    figure.tight_layout()
+    return figure
+
+
+def knn_head(
+    fold: Fold,
+    embeddings: dict[str, np.ndarray],
+    out_dir: str | os.PathLike,
+    rule: str = "vote",
+    k_grid=knn.K_GRID,
+) -> dict:
+    """Choose k and the threshold on validation, then write ``oof_predictions.csv``,
+    ``test_predictions.csv``, ``submission.csv`` and ``scores.json``; returns the scores
+    (with the chosen ``k``, ``threshold`` and the search curve under ``search``)."""
+    from whaleutils import submission
+
+    out_dir = Path(out_dir)
+    gallery_labels = fold.fit["individual_id"].to_numpy()
+    k_max = min(max(k_grid), len(gallery_labels))
+    similarities, indices = knn.cosine_topk(embeddings["train"], embeddings["valid"], k_max)
+    search = knn.search_k_and_threshold(
+        similarities, indices, gallery_labels, fold.valid["target_id"].to_numpy(), rule, k_grid
+    )
+    search["curve"].to_csv(out_dir / "knn_search.csv", index=False)
+    valid_lists, valid_scores = knn.predict(
+        embeddings["train"],
+        gallery_labels,
+        embeddings["valid"],
+        search["k"],
+        search["threshold"],
+        rule,
+        fold.frequent_ids(),
+    )
+    knn.write_predictions(
+        out_dir / "oof_predictions.csv",
+        fold.valid["image"],
+        valid_lists,
+        valid_scores,
+        overwrite=True,
+    )
+    test_lists, test_label_scores = knn.predict(
+        embeddings["train"],
+        gallery_labels,
+        embeddings["test"],
+        search["k"],
+        search["threshold"],
+        rule,
+        fold.frequent_ids(),
+    )
+    knn.write_predictions(
+        out_dir / "test_predictions.csv",
+        fold.test["image"],
+        test_lists,
+        test_label_scores,
+        overwrite=True,
+    )
+    submission.write_submission(
+        out_dir / "submission.csv", fold.test["image"], test_lists, overwrite=True
+    )
+    scores = {
+        "valid": score(fold.valid["target_id"], valid_lists),
+        "test": test_scores(fold, fold.test["image"], test_lists),
+        "k": search["k"],
+        "threshold": search["threshold"],
+        "rule": rule,
+    }
+    write_json(out_dir / "scores.json", scores)
+    return {**scores, "search": search}
+
+
+def robustness_table(
+    embedding_model,
+    fold: Fold,
+    gallery: np.ndarray,
+    image_size: int,
+    batch_size: int,
+    k: int,
+    threshold: float,
+    rule: str = "vote",
+    max_images: int | None = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """MAP@5 on (a subset of) the validation fold under each of ``robustness.CONDITIONS``.
+
+    The gallery stays clean (training photos); only the query photos are degraded, as when
+    new field photos are blurred or under-exposed.
+    """
+    from whaleutils import embed, robustness
+
+    valid = fold.valid
+    if max_images is not None and len(valid) > max_images:
+        valid = valid.sample(n=max_images, random_state=seed).sort_index()
+    rows = []
+    for name, sigma, brightness in robustness.CONDITIONS:
+        batches = image_batches(valid, fold.train_images, image_size, batch_size)
+        degraded = batches.map(
+            lambda images, s=sigma, b=brightness: robustness.degrade(images, s, b)
+        )
+        queries = embed.compute_embeddings(embedding_model, degraded)
+        lists, _ = knn.predict(
+            gallery, fold.fit["individual_id"], queries, k, threshold, rule, fold.frequent_ids()
+        )
+        rows.append(
+            {
+                "condition": name,
+                "blur_sigma": sigma,
+                "brightness": brightness,
+                **score(valid["target_id"], lists),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -459,11 +459,13 @@ def write_predictions(
     image_names: Sequence[str],
     predictions: Sequence[Sequence[str]],
     scores: np.ndarray,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a predictions file (``image, predictions, scores``); never overwrites."""
+    """Write a predictions file (``image, predictions, scores``); an existing file is
+    replaced only with ``overwrite`` (a notebook rewriting its own outputs)."""
     path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} exists; predictions are written once per run")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if not len(image_names) == len(predictions) == len(scores):
         raise ValueError(
             f"lengths differ: {len(image_names)} images, {len(predictions)} lists, "

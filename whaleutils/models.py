@@ -180,3 +180,15 @@ def build_basic_cnn(
 def model_takes_labels(model: keras.Model) -> bool:
     """Whether a training model needs the label as an input (the ArcFace head does)."""
     return any(getattr(tensor, "name", "").startswith("label") for tensor in model.inputs)
+
+
+def load_model(path) -> keras.Model:
+    """Load a ``.keras`` model saved from this package.
+
+    Our layers register themselves when ``whaleutils.layers`` is imported (this module does);
+    the ``efficientnet`` package registers its ``swish`` and ``FixedDropout`` when
+    ``efficientnet.tfkeras`` is imported, so it is imported here first.
+    """
+    import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
+
+    return keras.models.load_model(path)

@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. EfficientNet + ArcFace: the paper's main model
+#
+# **Purpose.** EfficientNet (B5 at 380 px on Kaggle, noisy-student weights) with an ArcFace head
+# and a 512-d embedding, trained with the paper's warm-up / exponential-decay schedule on TPU,
+# several GPUs or the CPU. Snapshots of the embedding model are kept for the blend notebook;
+# the KNN head's k and threshold are searched on validation; the test submission is written.
+#
+# **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
+# weights as an attached dataset (`weights` = the `.h5` path).
+# **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`, `train.npz`,
+# `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
+# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
+# **Accelerator:** TPU v5e-8 or GPUs on Kaggle; CPU at small sizes.
+# **Expected time:** minutes on CPU with B0 at 64-128 px; hours on Kaggle at B5 / 380 px.
+
+# %% tags=["parameters"]
+data_dir = None
+out_dir = "runs/local/04_effnet_arcface"
+fold = 0
+n_folds = 5
+seed = 0
+backbone = "efficientnet-b5"
+weights = "noisy-student"  # or the path of an attached .h5 file; None for random weights
+image_size = 380
+batch_size_per_replica = 16
+epochs = 30
+lr_per_sample = 5e-6  # the peak learning rate is this times the global batch
+warmup_epochs = 5
+sustain_epochs = 0
+snapshot_every = 5
+snapshot_last = 3
+arc_s = 30.0
+arc_m = 0.5
+adaptive_margin = False
+k_subcenters = 1
+knn_rule = "vote"
+max_valid_images = None
+
+# %% [markdown]
+# ## Hardware
+# `get_strategy` connects a TPU if one answers, else mirrors over several GPUs, else uses the
+# one device. Kaggle's TPU image ships tensorflow-cpu, which finds no TPU: then this says "cpu"
+# and trains there (see the README for getting TensorFlow onto the TPU).
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from whaleutils import distribute, experiment, layers, models, schedules, train
+
+choice = distribute.get_strategy()
+batch_size = choice.global_batch_size(batch_size_per_replica)
+lr_max = schedules.scaled_lr_max(lr_per_sample, batch_size)
+print(
+    f"running on {choice.kind} with {choice.replicas} replica(s): global batch {batch_size}, lr_max {lr_max:.2e}"
+)
+
+# %% [markdown]
+# ## Data
+
+# %%
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
+split.encoding.save(out / "labels.json")
+print(
+    f"train {len(split.fit)} images of {split.encoding.n_individuals} individuals; valid {len(split.valid)}; test {len(split.test)}"
+)
+
+# %% [markdown]
+# ## The learning-rate schedule (the paper's figure 4)
+
+# %%
+schedule = lambda epoch: schedules.lr_at_epoch(epoch, epochs, lr_max, warmup_epochs, sustain_epochs)  # noqa: E731
+figure, axis = plt.subplots(figsize=(7, 3.5))
+axis.plot(range(1, epochs + 1), [schedule(e) for e in range(epochs)], marker="o")
+axis.set_xlabel("epoch")
+axis.set_ylabel("learning rate")
+figure.savefig(out / "lr_schedule.png", dpi=110)
+plt.show()
+
+# %% [markdown]
+# ## Model and training
+# Built inside the strategy's scope so that its variables are mirrored on every replica.
+
+# %%
+class_margins = None
+if adaptive_margin:
+    counts = (
+        split.fit["individual_id"].value_counts().reindex(split.encoding.individual_ids).to_numpy()
+    )
+    class_margins = layers.adaptive_margins(counts)
+with choice.strategy.scope():
+    training_model, embedding_model = models.build_model(
+        backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
+        k_subcenters=k_subcenters, class_margins=class_margins,
+    )  # fmt: skip
+    train.compile_model(training_model, lr_max)
+batches, steps = experiment.training_batches(split, image_size, batch_size, seed=seed)
+snapshots = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
+log = train.fit(
+    training_model,
+    batches,
+    epochs,
+    out / "run",
+    embedding_model,
+    steps_per_epoch=steps,
+    learning_rate_schedule=schedule,
+    snapshots=snapshots,
+    verbose=2,
+)
+log.to_csv(out / "log.csv", index=False)
+embedding_model.save(out / "embedding_model.keras")
+log
+
+# %% [markdown]
+# ## Embeddings, the k and threshold search, the submission
+
+# %%
+embeddings = experiment.embed_fold(
+    embedding_model,
+    split,
+    image_size,
+    batch_size,
+    out,
+    tta="flip",
+    model_name=f"{backbone} fold {fold}",
+)
+result = experiment.knn_head(split, embeddings, out, rule=knn_rule)
+figure = experiment.plot_knn_search(result["search"])
+figure.savefig(out / "knn_search.png", dpi=110)
+plt.show()
+{key: value for key, value in result.items() if key != "search"}
+
+# %%
+experiment.write_outputs(
+    out,
+    [
+        "log.csv",
+        "labels.json",
+        "embedding_model.keras",
+        "train.npz",
+        "valid.npz",
+        "test.npz",
+        "lr_schedule.png",
+        "knn_search.csv",
+        "knn_search.png",
+        "oof_predictions.csv",
+        "test_predictions.csv",
+        "submission.csv",
+        "scores.json",
+    ],
+)

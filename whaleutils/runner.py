@@ -1,0 +1,227 @@
+"""The main job: execute the notebook suite in order with papermill, then summarise.
+
+``python -m whaleutils run --profile {smoke,local,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
+runs each notebook of ``NOTEBOOKS`` with the parameters of ``params/<profile>/<notebook>.yaml``
+(plus ``data_dir``, ``out_dir`` and, for the notebooks that reuse the EfficientNet model,
+``model_dir``), writing ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
+A notebook whose declared outputs are complete is skipped unless ``force``, so an interrupted
+run resumes (training itself resumes from its last finished epoch). The first failure stops
+the run, naming the notebook and the failing cell.
+
+``RUNS_DIR/<profile>/summary.json``::
+
+    {"profile": "local", "data_dir": "...", "notebooks": [{"name", "status", "seconds"}, ...],
+     "scores": {"basic_cnn": {"map5", "map5_known", "map5_new", "split"}, ...}}
+
+``split`` says whether a score is on the test set (where a solution exists) or the
+validation fold. ``summary.md`` lays the scores out beside the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from whaleutils import experiment, synth
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+PARAMS_DIR = REPO / "params"
+PROFILES = ("smoke", "local", "kaggle")
+NOTEBOOKS = (
+    "01_eda",
+    "02_basic_cnn",
+    "03_resnet_arcmargin",
+    "04_effnet_arcface",
+    "05_gradcam",
+    "06_robustness",
+)
+MODEL_NOTEBOOK = "04_effnet_arcface"  # whose model 05 and 06 explain and stress
+SCORED = {
+    "02_basic_cnn": "basic_cnn",
+    "03_resnet_arcmargin": "resnet_arcmargin",
+    "04_effnet_arcface": "effnet_arcface",
+    "07_blend": "blend",
+}
+# MAP@5 the paper reports for its models (table 3); None where our sources do not give it.
+PAPER_MAP5 = {"basic_cnn": None, "resnet_arcmargin": None, "effnet_arcface": 0.86, "blend": 0.88}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; ``notebook`` and ``cell`` say where, the message says what."""
+
+    def __init__(self, notebook: str, cell: int | None, message: str, executed: Path):
+        self.notebook, self.cell, self.executed = notebook, cell, executed
+        where = f"cell {cell}" if cell is not None else "before any cell ran"
+        super().__init__(
+            f"{notebook} failed in {where}: {message}\nexecuted notebook kept at {executed}"
+        )
+
+
+def load_profile(profile: str) -> dict[str, dict]:
+    """The parameters of every notebook for a profile, and the profile's ``_run.yaml``."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got profile={profile!r}")
+    folder = PARAMS_DIR / profile
+    parameters = {}
+    for name in (*NOTEBOOKS, "_run"):
+        path = folder / f"{name}.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"missing parameter file {path}")
+        parameters[name] = yaml.safe_load(path.read_text()) or {}
+    return parameters
+
+
+def default_data(runs_dir: Path, profile_settings: dict) -> Path:
+    """Generate (or reuse) the profile's synthetic data set under ``runs_dir/data``."""
+    config = synth.SynthConfig(**profile_settings.get("synth", {}))
+    folder = (
+        runs_dir / "data" / f"synth-seed{config.seed}-{config.individuals}ind-{config.max_side}px"
+    )
+    synth.generate(folder, config, workers=2)
+    return folder
+
+
+def execute(name: str, parameters: dict, out_dir: Path) -> None:
+    """Execute one notebook with papermill into ``out_dir/<name>.ipynb``."""
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{name}.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOK_DIR / f"{name}.ipynb"),
+            str(executed),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=True,
+            cwd=str(REPO),
+        )
+    except papermill.PapermillExecutionError as error:
+        message = f"{error.ename}: {error.evalue}"
+        raise NotebookFailed(name, error.cell_index, message, executed) from None
+
+
+def run(
+    profile: str,
+    data_dir: str | None = None,
+    runs_dir: str = "runs",
+    only: list[str] | None = None,
+    force: bool = False,
+) -> dict:
+    """Run the suite (or the ``only`` notebooks) and write the summary; returns it."""
+    settings = load_profile(profile)
+    runs = Path(runs_dir)
+    run_dir = runs / profile
+    unknown = sorted(set(only or []) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
+    data_path = Path(data_dir) if data_dir else default_data(runs, settings["_run"])
+    summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
+    started_all = time.perf_counter()
+    failure = None
+    for name in NOTEBOOKS:
+        if only and name not in only:
+            continue
+        out = run_dir / name
+        parameters = {**settings[name], "data_dir": str(data_path), "out_dir": str(out)}
+        if name in ("05_gradcam", "06_robustness"):
+            parameters["model_dir"] = str(run_dir / MODEL_NOTEBOOK)
+        if experiment.outputs_complete(out) and not force:
+            print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
+            summary["notebooks"].append({"name": name, "status": "skipped", "seconds": 0.0})
+            continue
+        if force and out.exists():
+            shutil.rmtree(out)
+        print(f"[{name}] running ...", flush=True)
+        started = time.perf_counter()
+        try:
+            execute(name, parameters, out)
+        except NotebookFailed as error:
+            seconds = round(time.perf_counter() - started, 1)
+            summary["notebooks"].append(
+                {"name": name, "status": "failed", "seconds": seconds, "error": str(error)}
+            )
+            failure = error
+            print(f"[{name}] FAILED after {seconds:.0f} s\n{error}", file=sys.stderr, flush=True)
+            break
+        seconds = round(time.perf_counter() - started, 1)
+        summary["notebooks"].append({"name": name, "status": "ok", "seconds": seconds})
+        print(
+            f"[{name}] ok in {seconds:.0f} s (total {time.perf_counter() - started_all:.0f} s)",
+            flush=True,
+        )
+    summary["scores"] = collect_scores(run_dir)
+    write_summary(run_dir, summary)
+    if failure is not None:
+        raise failure
+    return summary
+
+
+def collect_scores(run_dir: Path) -> dict:
+    """MAP@5 of each scored notebook: on the test set where it has a solution, else validation."""
+    scores = {}
+    for name, key in SCORED.items():
+        path = run_dir / name / "scores.json"
+        if not path.is_file():
+            continue
+        payload = json.loads(path.read_text())
+        split = "test" if payload.get("test") else "valid"
+        chosen = payload[split]
+        scores[key] = {
+            "map5": chosen["map5"],
+            "map5_known": chosen["map5_known"],
+            "map5_new": chosen["map5_new"],
+            "split": split,
+            "valid_map5": payload["valid"]["map5"],
+        }
+    return scores
+
+
+def _cell(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"  # NaN != NaN
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [
+        f"# Run `{summary['profile']}` on `{summary['data_dir']}`",
+        "",
+        "| model | MAP@5 | known | new | scored on | validation MAP@5 | paper MAP@5 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in SCORED.values():
+        score = summary["scores"].get(key)
+        if score is None:
+            lines.append(f"| {key} | not run | | | | | {_cell(PAPER_MAP5[key])} |")
+            continue
+        lines.append(
+            f"| {key} | {_cell(score['map5'])} | {_cell(score['map5_known'])} | {_cell(score['map5_new'])} "
+            f"| {score['split']} | {_cell(score['valid_map5'])} | {_cell(PAPER_MAP5[key])} |"
+        )
+    lines += [
+        "",
+        "The paper's figures are on the real competition test set (public leaderboard) with",
+        "EfficientNet-B5 at 380 px; ours are on the data above, at this profile's sizes.",
+        "",
+    ]
+    lines += [
+        "| notebook | status | seconds | executed notebook and figures |",
+        "| --- | --- | --- | --- |",
+    ]
+    for entry in summary["notebooks"]:
+        folder = run_dir / entry["name"]
+        figures = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+        links = [f"[{entry['name']}.ipynb]({entry['name']}/{entry['name']}.ipynb)"] + [
+            f"[{f}]({entry['name']}/{f})" for f in figures
+        ]
+        lines.append(
+            f"| {entry['name']} | {entry['status']} | {entry['seconds']} | {', '.join(links)} |"
+        )
+    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
