@@ -201,9 +201,11 @@ def write_summary(run_dir: Path, summary: dict) -> None:
         if score is None:
             lines.append(f"| {key} | not run | | | | | {_cell(PAPER_MAP5[key])} |")
             continue
+        values = [score["map5"], score["map5_known"], score["map5_new"]]
+        cells = " | ".join(_cell(v) for v in values)
         lines.append(
-            f"| {key} | {_cell(score['map5'])} | {_cell(score['map5_known'])} | {_cell(score['map5_new'])} "
-            f"| {score['split']} | {_cell(score['valid_map5'])} | {_cell(PAPER_MAP5[key])} |"
+            f"| {key} | {cells} | {score['split']} | {_cell(score['valid_map5'])} "
+            f"| {_cell(PAPER_MAP5[key])} |"
         )
     lines += [
         "",
