@@ -1,7 +1,6 @@
 """The notebook suite: pairs in sync, one parameters cell each, and a full smoke run."""
 
 import json
-from pathlib import Path
 
 import jupytext
 import pytest
@@ -36,10 +35,18 @@ def test_profiles_name_only_parameters_the_notebooks_have(profile):
     settings = runner.load_profile(profile)
     for name in runner.NOTEBOOKS:
         notebook = jupytext.read(runner.NOTEBOOK_DIR / f"{name}.py")
-        source = next(cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
-        declared = {line.split("=")[0].strip() for line in source.splitlines() if "=" in line and not line.startswith("#")}
+        source = next(
+            cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])
+        )
+        declared = {
+            line.split("=")[0].strip()
+            for line in source.splitlines()
+            if "=" in line and not line.startswith("#")
+        }
         unknown = set(settings[name]) - declared
-        assert not unknown, f"params/{profile}/{name}.yaml sets {unknown}, which {name} does not declare"
+        assert not unknown, (
+            f"params/{profile}/{name}.yaml sets {unknown}, which {name} does not declare"
+        )
 
 
 def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
@@ -49,7 +56,14 @@ def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
     assert "embedding_model.keras" in str(error.value)
     assert error.value.executed.is_file()  # kept for inspection
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
-    assert summary["notebooks"] == [{"name": "05_gradcam", "status": "failed", "seconds": summary["notebooks"][0]["seconds"], "error": str(error.value)}]
+    assert summary["notebooks"] == [
+        {
+            "name": "05_gradcam",
+            "status": "failed",
+            "seconds": summary["notebooks"][0]["seconds"],
+            "error": str(error.value),
+        }
+    ]
 
 
 def test_smoke_suite_end_to_end(tmp_path):
@@ -57,7 +71,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     run_dir = tmp_path / "smoke"
     assert [n["name"] for n in summary["notebooks"]] == list(runner.NOTEBOOKS)
     assert all(n["status"] == "ok" for n in summary["notebooks"])
-    assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface"}
+    assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface", "blend"}
     for scores in summary["scores"].values():
         assert scores["split"] == "test" and 0 <= scores["map5"] <= 1
     assert json.loads((run_dir / "summary.json").read_text()) == summary

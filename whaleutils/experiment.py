@@ -352,3 +352,50 @@ def robustness_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def snapshot_members(
+    fold: Fold,
+    snapshot_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    image_size: int,
+    batch_size: int,
+    k: int,
+    threshold: float,
+    rule: str = "vote",
+) -> list[Path]:
+    """Predictions of every snapshot embedding model in ``snapshot_dir`` (``epoch-NNN.keras``),
+    each written as ``out_dir/<snapshot>/{oof,test}_predictions.csv`` and its embeddings as
+    ``train/valid/test.npz``, with the KNN head's ``k`` and ``threshold``; returns the folders."""
+    from whaleutils import models
+
+    folders = []
+    gallery_labels = fold.fit["individual_id"].to_numpy()
+    for path in sorted(Path(snapshot_dir).glob("epoch-*.keras")):
+        folder = Path(out_dir) / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        embeddings = embed_fold(
+            models.load_model(path),
+            fold,
+            image_size,
+            batch_size,
+            folder,
+            tta="flip",
+            model_name=str(path),
+        )
+        for split, frame in (("oof", fold.valid), ("test", fold.test)):
+            queries = embeddings["valid" if split == "oof" else "test"]
+            lists, scores = knn.predict(
+                embeddings["train"],
+                gallery_labels,
+                queries,
+                min(k, len(gallery_labels)),
+                threshold,
+                rule,
+                fold.frequent_ids(),
+            )
+            knn.write_predictions(
+                folder / f"{split}_predictions.csv", frame["image"], lists, scores, overwrite=True
+            )
+        folders.append(folder)
+    return folders

@@ -40,6 +40,7 @@ NOTEBOOKS = (
     "04_effnet_arcface",
     "05_gradcam",
     "06_robustness",
+    "07_blend",
 )
 MODEL_NOTEBOOK = "04_effnet_arcface"  # whose model 05 and 06 explain and stress
 SCORED = {
@@ -132,6 +133,8 @@ def run(
         parameters = {**settings[name], "data_dir": str(data_path), "out_dir": str(out)}
         if name in ("05_gradcam", "06_robustness"):
             parameters["model_dir"] = str(run_dir / MODEL_NOTEBOOK)
+        if name == "07_blend":
+            parameters["runs_dir"] = str(run_dir)
         if experiment.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             summary["notebooks"].append({"name": name, "status": "skipped", "seconds": 0.0})

@@ -1,0 +1,361 @@
+"""Blending many models' predictions: rank-weighted voting with weights searched on OOF data.
+
+Each *member* (a notebook's model, a fold, a snapshot checkpoint) gives, for every image, five
+ranked labels. The blend scores every label an image's members propose::
+
+    score(id) = sum_j alpha_j * w(rank_j(id)) / p_j(id)  -  frequency_penalty * n_photos(id)
+
+where ``w = rank_weights`` (rank 1 to 5; 0 when member j does not propose the id),
+``p_j(id) = new_individual_penalty`` if the id is ``new_individual`` and member j ranks it third
+or lower (1 otherwise), and ``n_photos`` is the id's number of training photos
+(``new_individual`` has none). The five best ids win; equal scores are ordered by id (string
+order), which makes the blend deterministic.
+
+``search_alphas`` finds the member weights by greedy coordinate ascent on out-of-fold MAP@5, as
+the paper describes (its repository shows only hard-coded weights).
+
+Internally every image's candidate ids are encoded once as integers, and each member's
+contribution is a sparse (image, candidate) update, so one change of one weight costs
+O(n_images), not a full re-blend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils.metrics import NEW_INDIVIDUAL
+
+RANK_WEIGHTS = (10.0, 6.5, 3.3, 2.9, 2.7)
+N_PREDICTIONS = 5
+
+
+@dataclass
+class _Encoded:
+    """Member predictions over per-image candidate columns.
+
+    ``candidates`` (n, U) vocabulary codes (-1 padding); ``columns`` (M, n, 5) the column of
+    each member's ranked id; ``weights`` (M, n, 5) the member's un-scaled contribution;
+    ``penalty`` (n, U) the frequency penalty (+inf on padding); ``vocabulary`` sorted ids.
+    """
+
+    vocabulary: np.ndarray
+    candidates: np.ndarray
+    columns: np.ndarray
+    weights: np.ndarray
+    penalty: np.ndarray
+
+
+def _encode(
+    member_predictions: Sequence[Sequence[Sequence[str]]],
+    individual_counts: Mapping[str, int],
+    rank_weights: Sequence[float],
+    frequency_penalty: float,
+    new_individual_penalty: float,
+) -> _Encoded:
+    n_members = len(member_predictions)
+    if n_members == 0:
+        raise ValueError("no members to blend")
+    n_images = len(member_predictions[0])
+    for j, member in enumerate(member_predictions):
+        if len(member) != n_images:
+            raise ValueError(f"member {j} has {len(member)} images, member 0 has {n_images}")
+    if len(rank_weights) != N_PREDICTIONS:
+        raise ValueError(f"rank_weights must have {N_PREDICTIONS} values, got {list(rank_weights)}")
+    if new_individual_penalty <= 0:
+        raise ValueError(f"new_individual_penalty must be > 0, got {new_individual_penalty}")
+
+    labels = np.empty((n_members, n_images, N_PREDICTIONS), dtype=object)
+    for j, member in enumerate(member_predictions):
+        for i, row in enumerate(member):
+            row = list(row)
+            if len(row) != N_PREDICTIONS or len(set(row)) != N_PREDICTIONS:
+                raise ValueError(
+                    f"member {j}, image {i}: expected {N_PREDICTIONS} distinct labels, got {row}"
+                )
+            labels[j, i] = row
+    vocabulary, codes = np.unique(labels.ravel().astype(str), return_inverse=True)
+    codes = codes.reshape(labels.shape).astype(np.int64)  # (M, n, 5)
+
+    # Unique (image, id) pairs: their position within the image's row is the candidate column.
+    keys = np.arange(n_images, dtype=np.int64)[None, :, None] * len(vocabulary) + codes
+    unique_keys, inverse = np.unique(keys.ravel(), return_inverse=True)
+    rows = unique_keys // len(vocabulary)
+    row_start = np.searchsorted(rows, np.arange(n_images))
+    column_of_unique = np.arange(len(unique_keys)) - row_start[rows]
+    width = int(column_of_unique.max()) + 1
+    candidates = np.full((n_images, width), -1, dtype=np.int64)
+    candidates[rows, column_of_unique] = unique_keys % len(vocabulary)
+    columns = column_of_unique[inverse].reshape(codes.shape)
+
+    weights = np.broadcast_to(np.asarray(rank_weights, dtype=np.float64), codes.shape).copy()
+    new_code = np.searchsorted(vocabulary, NEW_INDIVIDUAL)
+    if new_code < len(vocabulary) and vocabulary[new_code] == NEW_INDIVIDUAL:
+        low_rank_new = (codes == new_code) & (np.arange(N_PREDICTIONS) >= 2)  # ranks 3, 4, 5
+        weights[low_rank_new] /= new_individual_penalty
+    counts = np.array(
+        [0 if v == NEW_INDIVIDUAL else individual_counts.get(v, 0) for v in vocabulary],
+        dtype=np.float64,
+    )
+    penalty = np.where(
+        candidates >= 0, frequency_penalty * counts[np.maximum(candidates, 0)], np.inf
+    )
+    return _Encoded(vocabulary, candidates, columns, weights, penalty)
+
+
+def _scores(encoded: _Encoded, alphas: np.ndarray) -> np.ndarray:
+    """Blend scores (n, U) for member weights ``alphas`` (M,)."""
+    score = -encoded.penalty.copy()
+    rows = np.arange(encoded.candidates.shape[0])[:, None]
+    for j, alpha in enumerate(alphas):
+        if alpha != 0:
+            score[rows, encoded.columns[j]] += alpha * encoded.weights[j]
+    return score
+
+
+TIE_DECIMALS = 9  # scores equal to 1e-9 are ties: sums in another order still tie
+
+
+def _top5(encoded: _Encoded, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and scores of the five best candidates per image: score descending, then id
+    ascending."""
+    score = np.round(score, TIE_DECIMALS)
+    tie_break = np.where(encoded.candidates >= 0, encoded.candidates, np.iinfo(np.int64).max)
+    order = np.lexsort((tie_break, -score), axis=-1)[:, :N_PREDICTIONS]
+    return np.take_along_axis(encoded.candidates, order, axis=1), np.take_along_axis(
+        score, order, axis=1
+    )
+
+
+def _check_alphas(alphas, n_members: int) -> np.ndarray:
+    alphas = np.asarray(alphas, dtype=np.float64)
+    if alphas.shape != (n_members,):
+        raise ValueError(
+            f"alphas must have one weight per member ({n_members}), got {alphas.tolist()}"
+        )
+    if np.any(alphas < 0) or not np.isfinite(alphas).all():
+        raise ValueError(f"alphas must be finite and >= 0, got {alphas.tolist()}")
+    return alphas
+
+
+def rank_blend(
+    member_predictions: Sequence[Sequence[Sequence[str]]],
+    alphas: Sequence[float],
+    individual_counts: Mapping[str, int],
+    rank_weights: Sequence[float] = RANK_WEIGHTS,
+    frequency_penalty: float = 0.033,
+    new_individual_penalty: float = 4.0,
+    return_scores: bool = False,
+):
+    """Blend members' ranked predictions into five distinct labels per image.
+
+    Parameters
+    ----------
+    member_predictions : list over members of lists over images of five ranked labels
+        (every member in the same image order)
+    alphas : member weights, >= 0, shape (n_members,)
+    individual_counts : training photos per individual id (ids absent count 0)
+    rank_weights : the weight of ranks 1-5
+    frequency_penalty : subtracted per training photo of an id
+    new_individual_penalty : divides a member's vote for ``new_individual`` at rank 3-5
+
+    Returns
+    -------
+    list of five-label lists, one per image (with ``return_scores``, also their blend scores,
+    float (n_images, 5)). Ties (scores equal to 9 decimals) go in id (string) order.
+
+    Examples
+    --------
+    >>> a = [["x", "y", "z", "u", "v"]]
+    >>> b = [["y", "x", "z", "u", "v"]]
+    >>> rank_blend([a, b], [1.0, 2.0], {}, frequency_penalty=0.0)
+    [['y', 'x', 'z', 'u', 'v']]
+    """
+    encoded = _encode(
+        member_predictions,
+        individual_counts,
+        rank_weights,
+        frequency_penalty,
+        new_individual_penalty,
+    )
+    alphas = _check_alphas(alphas, len(member_predictions))
+    top, top_scores = _top5(encoded, _scores(encoded, alphas))
+    lists = encoded.vocabulary[top].tolist()
+    return (lists, top_scores) if return_scores else lists
+
+
+def _map5_from_scores(score: np.ndarray, encoded: _Encoded, truth_columns: np.ndarray) -> float:
+    """MAP@5 of the blend without sorting: the truth's rank is one plus the candidates that
+    beat it (higher score, or equal score and smaller id)."""
+    score = np.round(score, TIE_DECIMALS)
+    has = truth_columns >= 0
+    rows = np.flatnonzero(has)
+    truth_score = score[rows, truth_columns[has]][:, None]
+    truth_code = encoded.candidates[rows, truth_columns[has]][:, None]
+    candidates = encoded.candidates[rows]
+    better = (score[rows] > truth_score) | (
+        (score[rows] == truth_score) & (candidates < truth_code) & (candidates >= 0)
+    )
+    rank = better.sum(axis=1) + 1
+    precision = np.where(rank <= N_PREDICTIONS, 1.0 / rank, 0.0)
+    return float(precision.sum() / len(truth_columns))
+
+
+def search_alphas(
+    oof_member_predictions: Sequence[Sequence[Sequence[str]]],
+    truth: Sequence[str],
+    individual_counts: Mapping[str, int],
+    step: float = 0.1,
+    tol: float = 1e-3,
+    max_sweeps: int = 20,
+    return_trace: bool = False,
+    rank_weights: Sequence[float] = RANK_WEIGHTS,
+    frequency_penalty: float = 0.033,
+    new_individual_penalty: float = 4.0,
+):
+    """Member weights by greedy coordinate ascent on out-of-fold MAP@5.
+
+    From all ones, each sweep visits the members in order and tries ``alpha + step`` and
+    ``alpha - step`` (never below 0); the better of the two is kept if it raises MAP@5 by at
+    least ``tol``. Sweeps repeat until one improves nothing (or ``max_sweeps``). The result
+    never scores below the starting weights on the out-of-fold data.
+
+    Returns
+    -------
+    alphas : list of float, or ``(alphas, trace)`` with ``return_trace``: the trace is a
+        DataFrame of (sweep, member, alpha, score) for every accepted change, starting with
+        (0, -1, nan, starting score).
+    """
+    if step <= 0 or tol < 0:
+        raise ValueError(f"step must be > 0 and tol >= 0, got step={step}, tol={tol}")
+    encoded = _encode(
+        oof_member_predictions,
+        individual_counts,
+        rank_weights,
+        frequency_penalty,
+        new_individual_penalty,
+    )
+    truth = np.asarray(truth, dtype=str)
+    if len(truth) != encoded.candidates.shape[0]:
+        raise ValueError(
+            f"truth has {len(truth)} images, the members have {encoded.candidates.shape[0]}"
+        )
+    truth_code = np.searchsorted(encoded.vocabulary, truth)
+    truth_code = np.where(
+        (truth_code < len(encoded.vocabulary))
+        & (encoded.vocabulary[np.minimum(truth_code, len(encoded.vocabulary) - 1)] == truth),
+        truth_code,
+        -2,
+    )
+    match = encoded.candidates == truth_code[:, None]
+    truth_columns = np.where(match.any(axis=1), match.argmax(axis=1), -1)
+
+    n_members = len(oof_member_predictions)
+    alphas = np.ones(n_members)
+    score = _scores(encoded, alphas)
+    best = _map5_from_scores(score, encoded, truth_columns)
+    trace = [(0, -1, float("nan"), best)]
+    rows = np.arange(score.shape[0])[:, None]
+    for sweep in range(1, max_sweeps + 1):
+        improved = False
+        for j in range(n_members):
+            contribution = encoded.weights[j]
+            trials = []
+            for delta in (step, -step):
+                if alphas[j] + delta < -1e-12:
+                    continue
+                score[rows, encoded.columns[j]] += delta * contribution
+                trials.append((_map5_from_scores(score, encoded, truth_columns), delta))
+                score[rows, encoded.columns[j]] -= delta * contribution
+            if not trials:
+                continue
+            value, delta = max(trials, key=lambda t: (t[0], t[1]))
+            if value >= best + tol:
+                alphas[j] = max(0.0, alphas[j] + delta)
+                score[rows, encoded.columns[j]] += delta * contribution
+                best = value
+                improved = True
+                trace.append((sweep, j, float(alphas[j]), best))
+        if not improved:
+            break
+    result = [round(float(a), 10) for a in alphas]
+    if return_trace:
+        return result, pd.DataFrame(trace, columns=["sweep", "member", "alpha", "score"])
+    return result
+
+
+def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[list[list[str]]]]:
+    """Read prediction files (``image, predictions[, scores]``) of several members, aligned
+    to the first file's image order.
+
+    Raises
+    ------
+    ValueError
+        Naming the file whose images differ from the first file's (missing or extra, with
+        examples) or that lists an image twice.
+    """
+    if not paths:
+        raise ValueError("no prediction files given")
+    images, members = None, []
+    for path in paths:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if not {"image", "predictions"} <= set(frame.columns):
+            raise ValueError(
+                f"{path}: needs columns image and predictions, found {list(frame.columns)}"
+            )
+        duplicated = frame["image"][frame["image"].duplicated()].tolist()
+        if duplicated:
+            raise ValueError(f"{path}: image(s) listed twice, e.g. {duplicated[:3]}")
+        lookup = dict(zip(frame["image"], frame["predictions"], strict=True))
+        if images is None:
+            images = frame["image"].tolist()
+        else:
+            missing = [i for i in images if i not in lookup]
+            extra = sorted(set(lookup) - set(images))
+            if missing or extra:
+                raise ValueError(
+                    f"{path}: covers other images than {paths[0]}: {len(missing)} missing "
+                    f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})"
+                )
+        members.append([lookup[i].split() for i in images])
+    return images, members
+
+
+def concatenate_embeddings(
+    member_embeddings: Sequence[np.ndarray], weights: Sequence[float] | None = None
+) -> np.ndarray:
+    """Embedding-level blend: each member's rows L2-normalised, scaled by ``sqrt(weight)``,
+    concatenated and normalised again, so cosine similarity of the result is the weighted mean
+    of the members' cosine similarities (the top solutions' way to ensemble). float32 (n, sum d).
+    """
+    if not member_embeddings:
+        raise ValueError("no embeddings to concatenate")
+    weights = (
+        np.ones(len(member_embeddings))
+        if weights is None
+        else np.asarray(weights, dtype=np.float64)
+    )
+    if len(weights) != len(member_embeddings) or np.any(weights < 0):
+        raise ValueError(f"weights must be one non-negative value per member, got {list(weights)}")
+    n = len(member_embeddings[0])
+    parts = []
+    for j, (vectors, weight) in enumerate(zip(member_embeddings, weights, strict=True)):
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or len(vectors) != n:
+            raise ValueError(f"member {j} embeddings have shape {vectors.shape}; expected ({n}, d)")
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        parts.append(unit * np.sqrt(weight / weights.sum()))
+    joined = np.concatenate(parts, axis=1)
+    return (joined / np.maximum(np.linalg.norm(joined, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32
+    )
+
+
+def member_paths(folder: str | os.PathLike, file_name: str) -> list[Path]:
+    """Every ``file_name`` one level below ``folder`` (e.g. ``oof_predictions.csv``), sorted."""
+    return sorted(Path(folder).glob(f"*/{file_name}"))
