@@ -55,9 +55,7 @@ out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
-print(
-    f"train {len(split.fit)} images of {split.encoding.n_individuals} individuals; valid {len(split.valid)}; test {len(split.test)}"
-)
+print(split.describe())
 
 # %% [markdown]
 # ## Model and training

@@ -58,9 +58,7 @@ out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
-print(
-    f"train {len(split.fit)} images of {split.encoding.n_individuals} individuals; valid {len(split.valid)}; test {len(split.test)}"
-)
+print(split.describe())
 
 # %% [markdown]
 # ## Model and training
@@ -85,35 +83,11 @@ log
 # together as in the test set.
 
 # %%
-embeddings = experiment.embed_fold(
-    embedding_model,
-    split,
-    image_size,
-    batch_size,
-    out,
-    tta="flip",
-    model_name=f"{backbone} fold {fold}",
+result = experiment.embed_and_search(
+    embedding_model, split, image_size, batch_size, out, knn_rule, f"{backbone} fold {fold}"
 )
-result = experiment.knn_head(split, embeddings, out, rule=knn_rule)
-figure = experiment.plot_knn_search(result["search"])
-figure.savefig(out / "knn_search.png", dpi=110)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 
 # %%
-experiment.write_outputs(
-    out,
-    [
-        "log.csv",
-        "labels.json",
-        "train.npz",
-        "valid.npz",
-        "test.npz",
-        "knn_search.csv",
-        "knn_search.png",
-        "oof_predictions.csv",
-        "test_predictions.csv",
-        "submission.csv",
-        "scores.json",
-    ],
-)
+experiment.write_outputs(out, ["log.csv", "labels.json", *experiment.KNN_OUTPUTS])

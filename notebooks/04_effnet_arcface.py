@@ -80,9 +80,7 @@ out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
-print(
-    f"train {len(split.fit)} images of {split.encoding.n_individuals} individuals; valid {len(split.valid)}; test {len(split.test)}"
-)
+print(split.describe())
 
 # %% [markdown]
 # ## The learning-rate schedule (the paper's figure 4)
@@ -134,37 +132,14 @@ log
 # ## Embeddings, the k and threshold search, the submission
 
 # %%
-embeddings = experiment.embed_fold(
-    embedding_model,
-    split,
-    image_size,
-    batch_size,
-    out,
-    tta="flip",
-    model_name=f"{backbone} fold {fold}",
+result = experiment.embed_and_search(
+    embedding_model, split, image_size, batch_size, out, knn_rule, f"{backbone} fold {fold}"
 )
-result = experiment.knn_head(split, embeddings, out, rule=knn_rule)
-figure = experiment.plot_knn_search(result["search"])
-figure.savefig(out / "knn_search.png", dpi=110)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 
 # %%
 experiment.write_outputs(
     out,
-    [
-        "log.csv",
-        "labels.json",
-        "embedding_model.keras",
-        "train.npz",
-        "valid.npz",
-        "test.npz",
-        "lr_schedule.png",
-        "knn_search.csv",
-        "knn_search.png",
-        "oof_predictions.csv",
-        "test_predictions.csv",
-        "submission.csv",
-        "scores.json",
-    ],
+    ["log.csv", "labels.json", "embedding_model.keras", "lr_schedule.png", *experiment.KNN_OUTPUTS],
 )

@@ -45,6 +45,14 @@ class Fold:
     def test_images(self) -> Path:
         return self.data_dir / "test_images"
 
+    def describe(self) -> str:
+        """One line: images and individuals of each part."""
+        new_share = self.valid["target_id"].eq("new_individual").mean()
+        return (
+            f"train {len(self.fit)} images of {self.encoding.n_individuals} individuals; "
+            f"valid {len(self.valid)} ({new_share:.0%} new); test {len(self.test)}"
+        )
+
     def frequent_ids(self, n: int = 5) -> list[str]:
         """The ``n`` most photographed training individuals (ties by id): padding ids."""
         counts = self.fit["individual_id"].value_counts()
@@ -399,3 +407,36 @@ def snapshot_members(
             )
         folders.append(folder)
     return folders
+
+
+# What embed_and_search writes: each embedding notebook lists these among its outputs.
+KNN_OUTPUTS = (
+    "train.npz",
+    "valid.npz",
+    "test.npz",
+    "knn_search.csv",
+    "knn_search.png",
+    "oof_predictions.csv",
+    "test_predictions.csv",
+    "submission.csv",
+    "scores.json",
+)
+
+
+def embed_and_search(
+    embedding_model,
+    fold: Fold,
+    image_size: int,
+    batch_size: int,
+    out_dir: str | os.PathLike,
+    rule: str = "vote",
+    model_name: str = "",
+) -> dict:
+    """Embed the fold (:func:`embed_fold`, flip TTA), run the KNN head (:func:`knn_head`) and
+    save its search curves as ``knn_search.png``; returns the head's result."""
+    embeddings = embed_fold(
+        embedding_model, fold, image_size, batch_size, out_dir, tta="flip", model_name=model_name
+    )
+    result = knn_head(fold, embeddings, out_dir, rule=rule)
+    plot_knn_search(result["search"]).savefig(Path(out_dir) / "knn_search.png", dpi=110)
+    return result
