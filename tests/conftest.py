@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures render without a display
+
 from whaleutils import synth
 
 REPO = Path(__file__).resolve().parents[1]

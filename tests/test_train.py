@@ -57,8 +57,8 @@ def test_fit_writes_log_checkpoints_and_snapshots(tmp_path):
         verbose=0,
     )
     assert log["epoch"].tolist() == [0, 1, 2]
-    assert {"loss", "accuracy", "top5_accuracy", "lr"} <= set(log.columns)
-    np.testing.assert_allclose(log["lr"], [schedule(e) for e in range(3)], rtol=1e-5)
+    assert {"loss", "accuracy", "top5_accuracy", "learning_rate"} <= set(log.columns)
+    np.testing.assert_allclose(log["learning_rate"], [schedule(e) for e in range(3)], rtol=1e-5)
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
         "epoch-002.keras",
         "epoch-003.keras",

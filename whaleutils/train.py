@@ -2,7 +2,7 @@
 
 A training run writes into its ``out_dir``::
 
-    log.csv                   epoch, loss, accuracy, top5_accuracy, lr[, val_...] per epoch
+    log.csv                   epoch, loss, accuracy, top5_accuracy, learning_rate[, val_...]
     best.keras                the training model at its best monitored value
     snapshots/epoch-NNN.keras embedding models at the snapshot epochs (blended later)
     final.weights.h5          the training model's weights after the last epoch
@@ -85,11 +85,14 @@ class SnapshotCheckpoint(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Put the optimizer's learning rate into the epoch logs (so log.csv has an lr column)."""
+    """Put the optimizer's learning rate into the epoch logs as ``learning_rate`` (the key
+    Keras' LearningRateScheduler uses), so log.csv has it with or without a schedule."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
 
 
 def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
