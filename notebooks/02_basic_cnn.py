@@ -77,7 +77,10 @@ log
 
 # %%
 probabilities = training_model.predict(
-    experiment.image_batches(split.valid, split.train_images, image_size, batch_size), verbose=0
+    experiment.image_batches(
+        split.valid, split.train_images, image_size, batch_size, split.crop_to_box
+    ),
+    verbose=0,
 )
 valid_lists, valid_top = experiment.classifier_predictions(probabilities, split, 0.0)
 ids = np.array(
@@ -110,7 +113,10 @@ knn.write_predictions(
     out / "oof_predictions.csv", split.valid["image"], valid_lists, valid_top, overwrite=True
 )
 test_probabilities = training_model.predict(
-    experiment.image_batches(split.test, split.test_images, image_size, batch_size), verbose=0
+    experiment.image_batches(
+        split.test, split.test_images, image_size, batch_size, split.crop_to_box
+    ),
+    verbose=0,
 )
 test_lists, test_top = experiment.classifier_predictions(
     test_probabilities, split, confidence_threshold

@@ -57,10 +57,16 @@ gallery = embed.load_embeddings(Path(model_dir) / "train.npz")
 # %%
 known = split.valid[split.valid["target_id"] != "new_individual"].reset_index(drop=True)
 images = np.concatenate(
-    [b.numpy() for b in experiment.image_batches(known, split.train_images, image_size, 16)]
+    [
+        b.numpy()
+        for b in experiment.image_batches(
+            known, split.train_images, image_size, 16, split.crop_to_box
+        )
+    ]
 )
 queries = embed.compute_embeddings(
-    embedding_model, experiment.image_batches(known, split.train_images, image_size, 16)
+    embedding_model,
+    experiment.image_batches(known, split.train_images, image_size, 16, split.crop_to_box),
 )
 similarities, indices = knn.cosine_topk(gallery["embeddings"], queries, 1)
 matched = gallery["labels"][indices[:, 0]]

@@ -82,5 +82,9 @@ def test_smoke_suite_end_to_end(tmp_path):
         assert (run_dir / name / f"{name}.ipynb").is_file()
     # Resuming: everything is complete, so nothing runs again.
     again = runner.run("smoke", None, str(tmp_path))
-    assert [n["status"] for n in again["notebooks"]] == ["skipped"] * len(runner.NOTEBOOKS)
+    assert [n["status"] for n in again["notebooks"]] == ["ok"] * len(runner.NOTEBOOKS)
+    assert all(n["reused"] for n in again["notebooks"])
+    assert [n["seconds"] for n in again["notebooks"]] == [
+        n["seconds"] for n in summary["notebooks"]
+    ]
     assert again["scores"] == summary["scores"]

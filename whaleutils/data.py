@@ -7,6 +7,7 @@ A data set directory holds::
     train_images/          the training photos, named as in train.csv
     test_images/           the test photos, named as in sample_submission.csv
     test_solution.csv      image, individual_id  (optional; synthetic and prepared sets only)
+    test_boxes.csv         image, box            (optional: a detector's boxes for test photos)
 
 ``box`` is ``"left top right bottom"`` in pixels of the original image, or empty.
 Data set directories are inputs: nothing here writes into them.
@@ -145,6 +146,21 @@ def read_test_images(data_dir: str | os.PathLike) -> list[str]:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     _require_columns(frame, ("image",), path)
     return frame["image"].tolist()
+
+
+def read_test_boxes(data_dir: str | os.PathLike) -> pd.DataFrame | None:
+    """The test photos' boxes from ``test_boxes.csv`` (image, box), or None without the file.
+
+    The competition gives boxes for training photos only; the top solutions ran a detector on
+    the test photos. Crop test photos only when such boxes exist, and otherwise use whole
+    photos everywhere, so that gallery and query photos are framed alike.
+    """
+    path = Path(data_dir) / "test_boxes.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    _require_columns(frame, ("image", "box"), path)
+    return frame
 
 
 def read_solution(path: str | os.PathLike) -> pd.DataFrame:

@@ -27,7 +27,8 @@ class Fold:
 
     ``fit``: training rows (image, species, individual_id, box, ...); ``valid``: validation rows
     with ``target_id`` (``new_individual`` for individuals absent from ``fit``); ``test``: the
-    test image names (a frame with ``image``); ``solution``: the test truth or None.
+    test image names (a frame with ``image``, and ``box`` where ``test_boxes.csv`` exists);
+    ``solution``: the test truth or None.
     """
 
     data_dir: Path
@@ -36,6 +37,12 @@ class Fold:
     test: pd.DataFrame
     encoding: data.LabelEncoding
     solution: pd.DataFrame | None
+
+    @property
+    def crop_to_box(self) -> bool:
+        """Crop photos to their boxes only if the test photos have boxes too (``test_boxes.csv``):
+        gallery and query photos must be framed alike."""
+        return "box" in self.test.columns
 
     @property
     def train_images(self) -> Path:
@@ -77,6 +84,11 @@ def load_fold(
     if max_valid_images is not None and len(valid) > max_valid_images:
         valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
     test = pd.DataFrame({"image": data.read_test_images(data_dir)})
+    test_boxes = data.read_test_boxes(data_dir)
+    if test_boxes is not None:
+        test = test.merge(test_boxes, on="image", how="left", validate="one_to_one").fillna(
+            {"box": ""}
+        )
     solution_path = data_dir / "test_solution.csv"
     solution = data.read_solution(solution_path) if solution_path.is_file() else None
     return Fold(
@@ -94,7 +106,7 @@ def image_batches(
     folder: Path,
     image_size: int,
     batch_size: int,
-    crop_to_box: bool = True,
+    crop_to_box: bool,
     box_margin: float = 0.1,
 ):
     """Inference batches (b, S, S, 3) of ``frame``'s images, in row order."""
@@ -110,12 +122,13 @@ def training_batches(
     batch_size: int,
     augmentation: pipeline.Augmentation | None = None,
     label_as_input: bool = True,
-    crop_to_box: bool = True,
+    crop_to_box: bool | None = None,
     box_margin: float = 0.1,
     seed: int = 0,
 ):
     """Shuffled, augmented, repeating training batches of the fold's training rows, and the
     number of steps in one pass over them."""
+    crop_to_box = fold.crop_to_box if crop_to_box is None else crop_to_box
     targets = fold.encoding.encode_individuals(fold.fit["individual_id"])
     records = pipeline.file_records(fold.fit, fold.train_images, targets)
     dataset = pipeline.make_dataset(
@@ -213,7 +226,9 @@ def embed_fold(
     result = {}
     for name, (frame, folder, labels) in splits.items():
         vectors = embed.compute_embeddings(
-            embedding_model, image_batches(frame, folder, image_size, batch_size), tta=tta
+            embedding_model,
+            image_batches(frame, folder, image_size, batch_size, fold.crop_to_box),
+            tta=tta,
         )
         embed.save_embeddings(
             out_dir / f"{name}.npz",
@@ -289,9 +304,13 @@ def knn_head(
         valid_scores,
         overwrite=True,
     )
+    # The test gallery is every training photo: validation photos were held out only to choose
+    # k and the threshold, and without them some test individuals would have no photo at all.
+    full_gallery = np.concatenate([embeddings["train"], embeddings["valid"]])
+    full_labels = np.concatenate([gallery_labels, fold.valid["individual_id"].to_numpy()])
     test_lists, test_label_scores = knn.predict(
-        embeddings["train"],
-        gallery_labels,
+        full_gallery,
+        full_labels,
         embeddings["test"],
         search["k"],
         search["threshold"],
@@ -343,7 +362,7 @@ def robustness_table(
         valid = valid.sample(n=max_images, random_state=seed).sort_index()
     rows = []
     for name, sigma, brightness in robustness.CONDITIONS:
-        batches = image_batches(valid, fold.train_images, image_size, batch_size)
+        batches = image_batches(valid, fold.train_images, image_size, batch_size, fold.crop_to_box)
         degraded = batches.map(
             lambda images, s=sigma, b=brightness: robustness.degrade(images, s, b)
         )
@@ -391,11 +410,18 @@ def snapshot_members(
             tta="flip",
             model_name=str(path),
         )
+        full_gallery = np.concatenate([embeddings["train"], embeddings["valid"]])
+        full_labels = np.concatenate([gallery_labels, fold.valid["individual_id"].to_numpy()])
         for split, frame in (("oof", fold.valid), ("test", fold.test)):
             queries = embeddings["valid" if split == "oof" else "test"]
+            gallery, labels = (
+                (embeddings["train"], gallery_labels)
+                if split == "oof"
+                else (full_gallery, full_labels)
+            )
             lists, scores = knn.predict(
-                embeddings["train"],
-                gallery_labels,
+                gallery,
+                labels,
                 queries,
                 min(k, len(gallery_labels)),
                 threshold,

@@ -14,7 +14,9 @@ the run, naming the notebook and the failing cell.
      "scores": {"basic_cnn": {"map5", "map5_known", "map5_new", "split"}, ...}}
 
 ``split`` says whether a score is on the test set (where a solution exists) or the
-validation fold. ``summary.md`` lays the scores out beside the paper's.
+validation fold. Notebooks not run this time (complete, or left out by ``only``) keep their
+entry from the previous summary, marked ``"reused": true``. ``summary.md`` lays the scores
+out beside the paper's.
 """
 
 from __future__ import annotations
@@ -124,10 +126,17 @@ def run(
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
     data_path = Path(data_dir) if data_dir else default_data(runs, settings["_run"])
     summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
+    earlier = {}
+    if (run_dir / "summary.json").is_file():
+        earlier = {
+            n["name"]: n for n in json.loads((run_dir / "summary.json").read_text())["notebooks"]
+        }
     started_all = time.perf_counter()
     failure = None
     for name in NOTEBOOKS:
         if only and name not in only:
+            if name in earlier:
+                summary["notebooks"].append({**earlier[name], "reused": True})
             continue
         out = run_dir / name
         parameters = {**settings[name], "data_dir": str(data_path), "out_dir": str(out)}
@@ -137,7 +146,8 @@ def run(
             parameters["runs_dir"] = str(run_dir)
         if experiment.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
-            summary["notebooks"].append({"name": name, "status": "skipped", "seconds": 0.0})
+            previous = earlier.get(name, {"name": name, "status": "ok", "seconds": None})
+            summary["notebooks"].append({**previous, "reused": True})
             continue
         if force and out.exists():
             shutil.rmtree(out)

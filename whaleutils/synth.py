@@ -13,8 +13,9 @@ waterline, water texture, lighting, colour cast, blur and sometimes grayscale, s
 pixels do not identify the animal but its marks do.
 
 The files written are those of :mod:`whaleutils.data` plus ``test_solution.csv`` (image,
-individual_id, species; ``new_individual`` for individuals absent from train) and
-``synth.json`` (the parameters and counts).
+individual_id, species; ``new_individual`` for individuals absent from train),
+``test_boxes.csv`` (the test photos' boxes, standing in for a detector's) and ``synth.json``
+(the parameters and counts).
 """
 
 from __future__ import annotations
@@ -530,6 +531,8 @@ def generate(
     pd.DataFrame({"image": test["image"], "predictions": default_predictions}).to_csv(
         out_dir / "sample_submission.csv", index=False
     )
+    # What a detector would give for the test photos (the competition has no test boxes).
+    test[["image", "box"]].to_csv(out_dir / "test_boxes.csv", index=False)
     solution = pd.DataFrame(
         {
             "image": test["image"],
