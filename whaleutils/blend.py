@@ -72,15 +72,24 @@ def _encode(
 
     labels = np.empty((n_members, n_images, N_PREDICTIONS), dtype=object)
     for j, member in enumerate(member_predictions):
-        for i, row in enumerate(member):
-            row = list(row)
-            if len(row) != N_PREDICTIONS or len(set(row)) != N_PREDICTIONS:
-                raise ValueError(
-                    f"member {j}, image {i}: expected {N_PREDICTIONS} distinct labels, got {row}"
-                )
-            labels[j, i] = row
+        lengths = np.fromiter((len(row) for row in member), dtype=np.int64, count=n_images)
+        if np.any(lengths != N_PREDICTIONS):
+            bad = int(np.flatnonzero(lengths != N_PREDICTIONS)[0])
+            raise ValueError(
+                f"member {j}, image {bad}: expected {N_PREDICTIONS} distinct labels, "
+                f"got {list(member[bad])}"
+            )
+        labels[j] = np.array([list(row) for row in member], dtype=object)
     vocabulary, codes = np.unique(labels.ravel().astype(str), return_inverse=True)
     codes = codes.reshape(labels.shape).astype(np.int64)  # (M, n, 5)
+    ordered = np.sort(codes, axis=2)
+    repeated = np.argwhere((ordered[:, :, 1:] == ordered[:, :, :-1]).any(axis=2))
+    if len(repeated):
+        j, i = repeated[0]
+        raise ValueError(
+            f"member {j}, image {i}: expected {N_PREDICTIONS} distinct labels, "
+            f"got {list(labels[j, i])}"
+        )
 
     # Unique (image, id) pairs: their position within the image's row is the candidate column.
     keys = np.arange(n_images, dtype=np.int64)[None, :, None] * len(vocabulary) + codes
@@ -191,17 +200,16 @@ def rank_blend(
 
 def _map5_from_scores(score: np.ndarray, encoded: _Encoded, truth_columns: np.ndarray) -> float:
     """MAP@5 of the blend without sorting: the truth's rank is one plus the candidates that
-    beat it (higher score, or equal score and smaller id)."""
-    score = np.round(score, TIE_DECIMALS)
-    has = truth_columns >= 0
-    rows = np.flatnonzero(has)
-    truth_score = score[rows, truth_columns[has]][:, None]
-    truth_code = encoded.candidates[rows, truth_columns[has]][:, None]
-    candidates = encoded.candidates[rows]
-    better = (score[rows] > truth_score) | (
-        (score[rows] == truth_score) & (candidates < truth_code) & (candidates >= 0)
-    )
-    rank = better.sum(axis=1) + 1
+    beat it (a higher score, or an equal one and a smaller id), with scores rounded to
+    ``TIE_DECIMALS`` exactly as in :func:`_top5`."""
+    rows = np.flatnonzero(truth_columns >= 0)
+    every_row = len(rows) == len(score)
+    block = np.round(score if every_row else score[rows], TIE_DECIMALS)
+    candidates = encoded.candidates if every_row else encoded.candidates[rows]
+    truth_score = block[np.arange(len(rows)), truth_columns[rows]][:, None]
+    truth_code = candidates[np.arange(len(rows)), truth_columns[rows]][:, None]
+    tied = (block == truth_score) & (candidates < truth_code) & (candidates >= 0)
+    rank = ((block > truth_score) | tied).sum(axis=1) + 1
     precision = np.where(rank <= N_PREDICTIONS, 1.0 / rank, 0.0)
     return float(precision.sum() / len(truth_columns))
 
