@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from whaleutils import metrics
-from whaleutils.data import read_solution, read_train
+from whaleutils.data import most_photographed, read_solution, read_train
 
 
 def species_oracle_predictions(train: pd.DataFrame, test_species, k: int = 5) -> list[list[str]]:
@@ -32,8 +32,7 @@ def species_oracle_predictions(train: pd.DataFrame, test_species, k: int = 5) ->
         ["species", "photos", "individual_id"], ascending=[True, False, True]
     )
     top_by_species = counts.groupby("species")["individual_id"].apply(lambda s: s.head(k).tolist())
-    overall = train["individual_id"].value_counts()
-    overall_top = sorted(overall.index, key=lambda i: (-overall[i], i))[:k]
+    overall_top = most_photographed(train["individual_id"], k)
     return [list(top_by_species.get(species, overall_top)) for species in test_species]
 
 

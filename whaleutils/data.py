@@ -171,6 +171,13 @@ def read_solution(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def most_photographed(individual_ids, n: int) -> list[str]:
+    """The ``n`` individuals with most photos among ``individual_ids`` (one entry per photo),
+    ties by id: the default predictions of sample submissions and the padding of lists."""
+    counts = pd.Series(individual_ids).value_counts()
+    return sorted(counts.index, key=lambda i: (-counts[i], i))[:n]
+
+
 @dataclass
 class LabelEncoding:
     """Integer codes for individual ids and species, saved with a run.

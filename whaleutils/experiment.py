@@ -62,8 +62,15 @@ class Fold:
 
     def frequent_ids(self, n: int = 5) -> list[str]:
         """The ``n`` most photographed training individuals (ties by id): padding ids."""
-        counts = self.fit["individual_id"].value_counts()
-        return sorted(counts.index, key=lambda i: (-counts[i], i))[:n]
+        return data.most_photographed(self.fit["individual_id"], n)
+
+    def test_gallery(self, embeddings: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Gallery for test queries: every training photo, fit and validation rows (validation
+        photos were held out only to choose k and the threshold; without them some test
+        individuals would have no photo at all). Returns (embeddings, individual ids)."""
+        vectors = np.concatenate([embeddings["train"], embeddings["valid"]])
+        labels = np.concatenate([self.fit["individual_id"], self.valid["individual_id"]])
+        return vectors, labels
 
 
 def load_fold(
@@ -304,10 +311,7 @@ def knn_head(
         valid_scores,
         overwrite=True,
     )
-    # The test gallery is every training photo: validation photos were held out only to choose
-    # k and the threshold, and without them some test individuals would have no photo at all.
-    full_gallery = np.concatenate([embeddings["train"], embeddings["valid"]])
-    full_labels = np.concatenate([gallery_labels, fold.valid["individual_id"].to_numpy()])
+    full_gallery, full_labels = fold.test_gallery(embeddings)
     test_lists, test_label_scores = knn.predict(
         full_gallery,
         full_labels,
@@ -410,8 +414,7 @@ def snapshot_members(
             tta="flip",
             model_name=str(path),
         )
-        full_gallery = np.concatenate([embeddings["train"], embeddings["valid"]])
-        full_labels = np.concatenate([gallery_labels, fold.valid["individual_id"].to_numpy()])
+        full_gallery, full_labels = fold.test_gallery(embeddings)
         for split, frame in (("oof", fold.valid), ("test", fold.test)):
             queries = embeddings["valid" if split == "oof" else "test"]
             gallery, labels = (

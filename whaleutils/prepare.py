@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils.data import most_photographed
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 UNKNOWN_SPECIES = "unknown"
@@ -160,8 +161,7 @@ def prepare(
     train = catalogue[catalogue["split"] == "train"]
     test = catalogue[catalogue["split"] == "test"]
     train[["image", "species", "individual_id"]].to_csv(out_dir / "train.csv", index=False)
-    counts = train["individual_id"].value_counts()
-    frequent = sorted(counts.index, key=lambda i: (-counts[i], i))[:4]
+    frequent = most_photographed(train["individual_id"], 4)
     pd.DataFrame(
         {"image": test["image"], "predictions": " ".join([*frequent, NEW_INDIVIDUAL])}
     ).to_csv(out_dir / "sample_submission.csv", index=False)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from whaleutils.data import format_box
+from whaleutils.data import format_box, most_photographed
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 TEMPLATE_SIZE = (320, 200)  # (width, height) of an individual's canonical rendering
@@ -525,8 +525,7 @@ def generate(
         columns={"species_raw": "species"}
     )
     train_out.to_csv(out_dir / "train.csv", index=False)
-    photo_counts = train["individual_id"].value_counts()
-    frequent = sorted(photo_counts.index, key=lambda i: (-photo_counts[i], i))[:4]
+    frequent = most_photographed(train["individual_id"], 4)
     default_predictions = " ".join([*frequent, NEW_INDIVIDUAL])
     pd.DataFrame({"image": test["image"], "predictions": default_predictions}).to_csv(
         out_dir / "sample_submission.csv", index=False
