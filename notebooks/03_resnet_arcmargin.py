@@ -34,7 +34,7 @@ fold = 0
 n_folds = 5
 seed = 0
 backbone = "resnet50"
-weights = None  # "imagenet" on Kaggle with internet
+weights = None  # "imagenet" on Kaggle (downloaded, or an attached .h5 file)
 image_size = 224
 batch_size = 16
 epochs = 10
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import experiment, models, train
+from whaleutils import environment, experiment, models, train
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,8 @@ print(split.describe())
 # embedding model shares every weight and needs no label.
 
 # %%
+weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
+print(f"backbone {backbone}, weights {weights}")
 training_model, embedding_model = models.build_model(
     backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m
 )

@@ -22,7 +22,7 @@
 # the KNN head's k and threshold are searched on validation; the test submission is written.
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
-# weights as an attached dataset (`weights` = the `.h5` path).
+# weights as an attached dataset (found by file name, e.g. `efficientnet-b5_noisy-student_notop.h5`).
 # **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`, `train.npz`,
 # `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
 # `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
@@ -56,21 +56,20 @@ max_valid_images = None
 # ## Hardware
 # `get_strategy` connects a TPU if one answers, else mirrors over several GPUs, else uses the
 # one device. Kaggle's TPU image ships tensorflow-cpu, which finds no TPU: then this says "cpu"
-# and trains there (see the README for getting TensorFlow onto the TPU).
+# with a warning that a TPU is attached but unused, and how to install TensorFlow for it (see
+# also the README).
 
 # %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import distribute, experiment, layers, models, schedules, train
+from whaleutils import distribute, environment, experiment, layers, models, schedules, train
 
 choice = distribute.get_strategy()
 batch_size = choice.global_batch_size(batch_size_per_replica)
 lr_max = schedules.scaled_lr_max(lr_per_sample, batch_size)
-print(
-    f"running on {choice.kind} with {choice.replicas} replica(s): global batch {batch_size}, lr_max {lr_max:.2e}"
-)
+print(f"{choice.describe()}\nglobal batch {batch_size}, lr_max {lr_max:.2e}")
 
 # %% [markdown]
 # ## Data
@@ -99,6 +98,8 @@ plt.show()
 # Built inside the strategy's scope so that its variables are mirrored on every replica.
 
 # %%
+weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
+print(f"backbone {backbone}, weights {weights}")
 class_margins = None
 if adaptive_margin:
     counts = (

@@ -21,13 +21,14 @@
 # respect to the backbone's last feature map weights its channels (Grad-CAM). A model that
 # identifies individuals should look at marks (notches, scars, pigment), not at the water.
 #
-# **Inputs.** The EfficientNet notebook's folder (`model_dir`: `embedding_model.keras`,
+# **Inputs.** The EfficientNet notebook's output folder (`runs_dir/model_notebook`: `embedding_model.keras`,
 # `train.npz`) and the data set. **Outputs** (in `out_dir`): `gradcam.png`, `gradcam.csv`.
 # **Accelerator:** none. **Expected time:** under a minute.
 
 # %% tags=["parameters"]
 data_dir = None
-model_dir = "runs/local/04_effnet_arcface"
+runs_dir = "runs/local"  # on Kaggle: /kaggle/input, where the model kernel is attached
+model_notebook = "04_effnet_arcface"
 out_dir = "runs/local/05_gradcam"
 fold = 0
 n_folds = 5
@@ -41,13 +42,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from whaleutils import embed, experiment, gradcam, knn, models
+from whaleutils import embed, environment, experiment, gradcam, knn, models
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 split = experiment.load_fold(data_dir, fold, n_folds, seed)
-embedding_model = models.load_model(Path(model_dir) / "embedding_model.keras")
-gallery = embed.load_embeddings(Path(model_dir) / "train.npz")
+model_dir = environment.notebook_output(runs_dir, model_notebook)
+embedding_model = models.load_model(model_dir / "embedding_model.keras")
+gallery = embed.load_embeddings(model_dir / "train.npz")
 
 # %% [markdown]
 # ## Correct and wrong identifications

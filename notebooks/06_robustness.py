@@ -21,14 +21,15 @@
 # brightness), keep the clean training gallery, and measure MAP@5 with the EfficientNet model
 # and the k and threshold chosen in its notebook.
 #
-# **Inputs.** The EfficientNet notebook's folder (`model_dir`: `embedding_model.keras`,
+# **Inputs.** The EfficientNet notebook's output folder (`runs_dir/model_notebook`: `embedding_model.keras`,
 # `train.npz`, `scores.json`) and the data set. **Outputs** (in `out_dir`): `robustness.csv`,
 # `robustness.png`. **Accelerator:** optional. **Expected time:** a minute on CPU for 100 photos
 # at 64 px; minutes for 500 at 380 px on a GPU.
 
 # %% tags=["parameters"]
 data_dir = None
-model_dir = "runs/local/04_effnet_arcface"
+runs_dir = "runs/local"  # on Kaggle: /kaggle/input, where the model kernel is attached
+model_notebook = "04_effnet_arcface"
 out_dir = "runs/local/06_robustness"
 fold = 0
 n_folds = 5
@@ -43,14 +44,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import embed, experiment, models
+from whaleutils import embed, environment, experiment, models
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 split = experiment.load_fold(data_dir, fold, n_folds, seed)
-embedding_model = models.load_model(Path(model_dir) / "embedding_model.keras")
-gallery = embed.load_embeddings(Path(model_dir) / "train.npz")["embeddings"]
-head = json.loads((Path(model_dir) / "scores.json").read_text())
+model_dir = environment.notebook_output(runs_dir, model_notebook)
+embedding_model = models.load_model(model_dir / "embedding_model.keras")
+gallery = embed.load_embeddings(model_dir / "train.npz")["embeddings"]
+head = json.loads((model_dir / "scores.json").read_text())
 print(
     f"KNN head from the EfficientNet notebook: k={head['k']}, threshold {head['threshold']:.2f}, rule {head['rule']}"
 )

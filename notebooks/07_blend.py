@@ -32,7 +32,7 @@
 
 # %% tags=["parameters"]
 data_dir = None
-runs_dir = "runs/local"
+runs_dir = "runs/local"  # on Kaggle: /kaggle/input, where the member kernels are attached
 out_dir = "runs/local/07_blend"
 members = ["02_basic_cnn", "03_resnet_arcmargin", "04_effnet_arcface"]
 snapshot_notebook = "04_effnet_arcface"
@@ -52,14 +52,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from whaleutils import blend, embed, experiment, knn, submission
+from whaleutils import blend, embed, environment, experiment, knn, submission
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 runs = Path(runs_dir)
 split = experiment.load_fold(data_dir, fold, n_folds, seed)
 counts = split.fit["individual_id"].value_counts().to_dict()
-head = json.loads((runs / snapshot_notebook / "scores.json").read_text())
+folders = {
+    name: environment.notebook_output(runs, name)
+    for name in {*members, *embedding_members, snapshot_notebook}
+}
+head = json.loads((folders[snapshot_notebook] / "scores.json").read_text())
 
 # %% [markdown]
 # ## Members: the notebooks' models and the snapshot checkpoints
@@ -69,7 +73,7 @@ head = json.loads((runs / snapshot_notebook / "scores.json").read_text())
 # %%
 snapshot_folders = experiment.snapshot_members(
     split,
-    runs / snapshot_notebook / "run" / "snapshots",
+    folders[snapshot_notebook] / "run" / "snapshots",
     out / "snapshots",
     image_size,
     batch_size,
@@ -77,7 +81,7 @@ snapshot_folders = experiment.snapshot_members(
     head["threshold"],
     head["rule"],
 )
-member_folders = [runs / name for name in members] + snapshot_folders
+member_folders = [folders[name] for name in members] + snapshot_folders
 member_names = [folder.name for folder in member_folders]
 oof_images, oof_members = blend.load_members(
     [folder / "oof_predictions.csv" for folder in member_folders]
@@ -132,7 +136,7 @@ scores = {
 # with its own k and threshold search on the validation fold.
 
 # %%
-embedding_folders = [runs / name for name in embedding_members] + snapshot_folders
+embedding_folders = [folders[name] for name in embedding_members] + snapshot_folders
 joined = {
     split_name: blend.concatenate_embeddings(
         [

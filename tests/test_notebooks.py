@@ -53,7 +53,7 @@ def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
     with pytest.raises(runner.NotebookFailed) as error:
         runner.run("smoke", str(small_synth), str(tmp_path), only=["05_gradcam"])
     assert error.value.notebook == "05_gradcam" and error.value.cell is not None
-    assert "embedding_model.keras" in str(error.value)
+    assert "no output of notebook 04_effnet_arcface" in str(error.value)
     assert error.value.executed.is_file()  # kept for inspection
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
     assert summary["notebooks"] == [

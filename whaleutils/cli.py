@@ -126,6 +126,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_kaggle_stage(args) -> int:
+    from whaleutils import kaggle_suite
+
+    summary = kaggle_suite.stage(args.out, args.owner, args.metadata)
+    print(f"staged {len(summary['kernels'])} kernels for {summary['owner']} in {args.out}:")
+    for slug in summary["kernels"]:
+        print(f"  {Path(args.out) / slug}")
+    library = summary["library"]
+    print(f"library dataset {library['id']}: {', '.join(library['files'])}")
+    print(f"next: python -m whaleutils kaggle push --stage {args.out} [--with-library]")
+    return 0
+
+
+def cmd_kaggle_push(args) -> int:
+    from whaleutils import kaggle_suite
+
+    results = kaggle_suite.push(args.stage, args.only, args.with_library, args.timeout)
+    for result in results:
+        print(result.line(), file=sys.stdout if result.ok else sys.stderr)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        print(f"{len(failed)} of {len(results)} pushes failed: {failed}", file=sys.stderr)
+        return 1
+    print(f"all {len(results)} pushes landed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m whaleutils",
@@ -211,6 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     p.add_argument("--force", action="store_true", help="run notebooks again even if complete")
     p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("kaggle", help="stage and push the suite as Kaggle kernels")
+    kaggle_commands = p.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")
+    k = kaggle_commands.add_parser(
+        "stage", help="write one folder per kernel and the whaleutils dataset folder"
+    )
+    k.add_argument("--out", required=True, help="new or empty folder (or an earlier stage)")
+    k.add_argument("--owner", help="Kaggle user owning the kernels (default: the configured one)")
+    k.add_argument(
+        "--metadata",
+        default=str(Path(__file__).resolve().parents[1] / "kaggle-metadata.json"),
+        help="the suite's kernel list (default: the repository's kaggle-metadata.json)",
+    )
+    k.set_defaults(handler=cmd_kaggle_stage)
+    k = kaggle_commands.add_parser("push", help="push staged kernels with the kaggle CLI")
+    k.add_argument("--stage", required=True, help="the folder written by `kaggle stage`")
+    k.add_argument("--only", nargs="+", metavar="SLUG", help="push only these kernels")
+    k.add_argument(
+        "--with-library",
+        action="store_true",
+        help="first version (or create) the whaleutils dataset",
+    )
+    k.add_argument("--timeout", type=float, default=600, help="seconds per CLI call")
+    k.set_defaults(handler=cmd_kaggle_push)
     return parser
 
 

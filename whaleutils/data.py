@@ -48,7 +48,13 @@ def find_data_dir(path: str | os.PathLike | None = None) -> Path:
     FileNotFoundError
         If the directory (or ``train.csv`` inside it) does not exist, naming what was tried.
     """
-    candidates = [Path(path)] if path is not None else [KAGGLE_DATA_DIR]
+    if path is not None:
+        candidates = [Path(path)]
+    else:  # Kaggle's competition input, wherever this image mounts it
+        from whaleutils import environment
+
+        mounted = environment.find_folder(KAGGLE_DATA_DIR.name, "train.csv")
+        candidates = [KAGGLE_DATA_DIR] if mounted is None else [mounted]
     for candidate in candidates:
         if (candidate / "train.csv").is_file():
             return candidate

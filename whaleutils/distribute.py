@@ -7,16 +7,25 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from whaleutils import environment
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class StrategyChoice:
-    """The strategy, what it runs on ("tpu", "gpu", "cpu") and its replica count."""
+    """The strategy, what it runs on ("tpu", "gpu", "cpu"), its replica count, and a warning
+    (``note``) when the machine has an accelerator that TensorFlow cannot use."""
 
     strategy: tf.distribute.Strategy
     kind: str
     replicas: int
+    note: str = ""
+
+    def describe(self) -> str:
+        """One plain sentence on what training runs on, plus the note if there is one."""
+        text = f"running on {self.kind} with {self.replicas} replica(s)"
+        return f"{text}. WARNING: {self.note}" if self.note else text
 
     def global_batch_size(self, per_replica_batch_size: int) -> int:
         """Per-replica batch (16 in the paper) times the replicas."""
@@ -42,11 +51,13 @@ def _connect_tpu() -> tf.distribute.Strategy | None:
     return None
 
 
-def get_strategy(allow_tpu: bool = True) -> StrategyChoice:
+def get_strategy(allow_tpu: bool = True, tpu_host: bool | None = None) -> StrategyChoice:
     """TPU if one answers, else MirroredStrategy over several GPUs, else the default strategy.
 
     Logs (and returns) which was chosen and the replica count. Kaggle's TPU image ships
-    tensorflow-cpu, which finds no TPU: the notebooks say so rather than silently train on CPU.
+    tensorflow-cpu, which finds no TPU: on a TPU machine (``tpu_host``, detected by default)
+    where TensorFlow finds none, the choice carries a ``note`` saying so and how to fix it,
+    rather than silently training on the CPU.
     """
     strategy = _connect_tpu() if allow_tpu else None
     if strategy is not None:
@@ -57,7 +68,12 @@ def get_strategy(allow_tpu: bool = True) -> StrategyChoice:
             strategy, kind = tf.distribute.MirroredStrategy([g.name for g in gpus]), "gpu"
         else:
             strategy, kind = tf.distribute.get_strategy(), "gpu" if gpus else "cpu"
-    choice = StrategyChoice(strategy, kind, strategy.num_replicas_in_sync)
+    if tpu_host is None:
+        tpu_host = environment.tpu_host()
+    note = environment.TPU_INSTALL_HINT if tpu_host and kind != "tpu" else ""
+    choice = StrategyChoice(strategy, kind, strategy.num_replicas_in_sync, note)
+    if note:
+        logger.warning("a TPU is attached but TensorFlow cannot use it: %s", note)
     logger.info(
         "strategy: %s on %s with %d replica(s)", type(strategy).__name__, kind, choice.replicas
     )

@@ -2,8 +2,8 @@
 
 ``python -m whaleutils run --profile {smoke,local,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
 runs each notebook of ``NOTEBOOKS`` with the parameters of ``params/<profile>/<notebook>.yaml``
-(plus ``data_dir``, ``out_dir`` and, for the notebooks that reuse the EfficientNet model,
-``model_dir``), writing ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
+(plus ``data_dir``, ``out_dir`` and, for the notebooks that read other notebooks' outputs,
+``runs_dir``), writing ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
 A notebook whose declared outputs are complete is skipped unless ``force``, so an interrupted
 run resumes (training itself resumes from its last finished epoch). The first failure stops
 the run, naming the notebook and the failing cell.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils import experiment, synth
+from whaleutils import synth
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -44,7 +44,6 @@ NOTEBOOKS = (
     "06_robustness",
     "07_blend",
 )
-MODEL_NOTEBOOK = "04_effnet_arcface"  # whose model 05 and 06 explain and stress
 SCORED = {
     "02_basic_cnn": "basic_cnn",
     "03_resnet_arcmargin": "resnet_arcmargin",
@@ -118,6 +117,8 @@ def run(
     force: bool = False,
 ) -> dict:
     """Run the suite (or the ``only`` notebooks) and write the summary; returns it."""
+    from whaleutils import experiment  # imports TensorFlow: only when notebooks are run
+
     settings = load_profile(profile)
     runs = Path(runs_dir)
     run_dir = runs / profile
@@ -140,9 +141,7 @@ def run(
             continue
         out = run_dir / name
         parameters = {**settings[name], "data_dir": str(data_path), "out_dir": str(out)}
-        if name in ("05_gradcam", "06_robustness"):
-            parameters["model_dir"] = str(run_dir / MODEL_NOTEBOOK)
-        if name == "07_blend":
+        if name in ("05_gradcam", "06_robustness", "07_blend"):
             parameters["runs_dir"] = str(run_dir)
         if experiment.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)

@@ -1,0 +1,416 @@
+"""Staging and pushing the suite to Kaggle, checked against the real kaggle CLI (kaggle 2.2.5)
+talking to a local stand-in server: nothing leaves the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from kaggle_server import FakeKaggle
+
+from whaleutils import cli, kaggle_suite, runner
+
+OWNER = "whale-tester"
+SLUGS = [
+    "happywhale-01-eda",
+    "happywhale-02-basic-cnn",
+    "happywhale-03-resnet-arcmargin",
+    "happywhale-04-effnet-arcface",
+    "happywhale-05-gradcam",
+    "happywhale-06-robustness",
+    "happywhale-07-blend",
+]
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Path:
+    """The repository's suite staged once (wheels built and downloaded for real)."""
+    out = tmp_path_factory.mktemp("kaggle") / "stage"
+    kaggle_suite.stage(out, owner=OWNER)
+    return out
+
+
+@pytest.fixture
+def kaggle_env(tmp_path, monkeypatch):
+    """Point the real CLI at a FakeKaggle; yields a function that starts one with responses."""
+    started = []
+
+    def start(responses: dict) -> FakeKaggle:
+        fake = FakeKaggle(responses).__enter__()
+        started.append(fake)
+        config = tmp_path / "kaggle-config"
+        config.mkdir(exist_ok=True)
+        for name, value in fake.environment(config).items():
+            monkeypatch.setenv(name, value)
+        # the CLI keeps resumable-upload state under the temp folder: keep it per test
+        monkeypatch.setenv("TMPDIR", str(tmp_path))
+        return fake
+
+    yield start
+    for fake in started:
+        fake.__exit__(None, None, None)
+
+
+def saved(request) -> tuple[int, dict]:
+    slug = request.json()["slug"]
+    return 200, {"ref": f"/code/{slug}", "url": f"http://localhost/code/{slug}", "versionNumber": 2}
+
+
+def write_metadata(path: Path, **changes) -> Path:
+    metadata = json.loads(kaggle_suite.METADATA_FILE.read_text())
+    metadata.update(changes)
+    path.write_text(json.dumps(metadata))
+    return path
+
+
+# --- kaggle-metadata.json ---------------------------------------------------------------------
+
+
+def test_repository_metadata_lists_every_notebook_once_in_order():
+    metadata = kaggle_suite.load_metadata()
+    assert [k["notebook"] for k in metadata["kernels"]] == list(runner.NOTEBOOKS)
+    assert [k["slug"] for k in metadata["kernels"]] == SLUGS
+    assert metadata["competition"] == "happy-whale-and-dolphin"
+    for kernel in metadata["kernels"]:
+        assert kaggle_suite.slugify_title(kernel["title"]) == kernel["slug"]
+        assert kernel["internet"] is False  # runs offline: wheels and weights are attached
+
+
+def test_metadata_errors_name_file_kernel_and_field(tmp_path):
+    kernels = [
+        {"slug": "whale-one", "title": "Whale One", "notebook": "01_eda"},
+        {"slug": "Bad_Slug", "title": "Bad Slug", "notebook": "01_eda"},
+        {"slug": "whale-three", "title": "Something Else", "notebook": "99_missing"},
+        {"slug": "whale-four", "title": "Whale Four", "notebook": "02_basic_cnn",
+         "accelerator": "quantum", "kernels": ["whale-five"], "colour": "blue"},
+        {"slug": "whale-five", "title": "Whale Five", "notebook": "03_resnet_arcmargin",
+         "datasets": ["a/b/c"], "internet": "yes"},
+        {"slug": "whale-one", "title": "Whale One", "notebook": "04_effnet_arcface"},
+    ]  # fmt: skip
+    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
+    with pytest.raises(kaggle_suite.MetadataError) as caught:
+        kaggle_suite.load_metadata(path)
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(str(path)) for line in lines)
+    expected = [
+        "kernels[1] (Bad_Slug): slug must be lower-case",
+        "kernels[2] (whale-three): title 'Something Else' becomes the slug 'something-else'",
+        "kernels[2] (whale-three): notebook '99_missing' is not one of",
+        "kernels[3] (whale-four): unknown field(s) ['colour']",
+        "kernels[3] (whale-four): accelerator 'quantum' is not one of",
+        "kernels[3] (whale-four): kernels entry 'whale-five' must be the slug of a kernel listed before",
+        "kernels[4] (whale-five): datasets entry 'a/b/c' is not 'owner/slug' or 'slug'",
+        "kernels[4] (whale-five): internet must be true or false, got 'yes'",
+        "kernels[5] (whale-one): slug 'whale-one' appears twice",
+    ]
+    for fragment in expected:
+        assert any(fragment in line for line in lines), (fragment, lines)
+    assert len(lines) == len(expected)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "the top level must be an object"),
+        ('{"kernels": []}', "missing top-level key 'competition'"),
+    ],
+)
+def test_metadata_file_level_errors(tmp_path, text, message):
+    path = tmp_path / "kaggle-metadata.json"
+    path.write_text(text)
+    with pytest.raises(kaggle_suite.MetadataError, match=message):
+        kaggle_suite.load_metadata(path)
+    with pytest.raises(kaggle_suite.MetadataError, match="file not found"):
+        kaggle_suite.load_metadata(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    "accelerator, gpu, tpu, shape",
+    [
+        ("none", False, False, None),
+        ("gpu", True, False, "NvidiaTeslaT4"),
+        ("tpu", False, True, "TpuV5E8"),
+    ],
+)
+def test_kernel_metadata_sets_every_field(accelerator, gpu, tpu, shape):
+    kernel = {
+        "slug": "whale-two", "title": "Whale Two", "notebook": "02_basic_cnn",
+        "accelerator": accelerator, "internet": False, "private": True,
+        "datasets": ["weights", "someone/else"], "kernels": ["whale-one"],
+    }  # fmt: skip
+    metadata = kaggle_suite.kernel_metadata(kernel, "me", "happy-whale-and-dolphin", "me/lib")
+    assert metadata["id"] == "me/whale-two"
+    assert metadata["code_file"] == "whale-two.ipynb"
+    assert (metadata["language"], metadata["kernel_type"]) == ("python", "notebook")
+    assert (metadata["enable_gpu"], metadata["enable_tpu"]) == (gpu, tpu)
+    assert metadata["enable_internet"] is False and metadata["is_private"] is True
+    assert metadata["dataset_sources"] == ["me/lib", "me/weights", "someone/else"]
+    assert metadata["kernel_sources"] == ["me/whale-one"]
+    assert metadata["competition_sources"] == ["happy-whale-and-dolphin"]
+    assert metadata.get("machine_shape") == shape
+    assert "docker_image" not in metadata  # a pinned image with a TPU shape runs on CPU
+
+
+def test_configured_owner_order(tmp_path):
+    assert (
+        kaggle_suite.configured_owner({"KAGGLE_USERNAME": "alice", "HOME": str(tmp_path)})
+        == "alice"
+    )
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "kaggle.json").write_text(json.dumps({"username": "bob", "key": "k"}))
+    environ = {"KAGGLE_CONFIG_DIR": str(config), "HOME": str(tmp_path)}
+    assert kaggle_suite.configured_owner(environ) == "bob"
+    assert kaggle_suite.configured_owner({"HOME": str(tmp_path)}) is None
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+def test_stage_writes_kernels_library_and_summary(staged):
+    summary = json.loads((staged / "stage.json").read_text())
+    assert summary["owner"] == OWNER and summary["kernels"] == SLUGS
+    library = staged / "whaleutils-library"
+    wheels = sorted(p.name for p in library.glob("*.whl"))
+    assert wheels == summary["library"]["files"]
+    assert any(w.startswith("whaleutils-") for w in wheels)
+    assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
+    assert any(w.lower().startswith("keras_applications-1.0.8") for w in wheels)
+    dataset = json.loads((library / "dataset-metadata.json").read_text())
+    assert dataset["id"] == f"{OWNER}/whaleutils-library"
+    for slug in SLUGS:
+        metadata = json.loads((staged / slug / "kernel-metadata.json").read_text())
+        assert metadata["id"] == f"{OWNER}/{slug}"
+        assert (staged / slug / metadata["code_file"]).is_file()
+        assert metadata["dataset_sources"][0] == f"{OWNER}/whaleutils-library"
+
+
+@pytest.mark.parametrize("slug, notebook", list(zip(SLUGS, runner.NOTEBOOKS, strict=True)))
+def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, notebook):
+    path = staged / slug / f"{slug}.ipynb"
+    staged_nb = nbformat.read(path, as_version=4)
+    nbformat.validate(staged_nb)
+    code = [c for c in staged_nb.cells if c.cell_type == "code"]
+    assert "kaggle-bootstrap" in code[0].metadata["tags"]
+    assert f"{OWNER}/whaleutils-library" in code[0].source
+    tags = [c.metadata.get("tags", []) for c in code]
+    assert sum("parameters" in t for t in tags) == 1
+    assert sum("injected-parameters" in t for t in tags) == 1
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    injected = kaggle_suite.read_staged_parameters(path)
+    assert injected["out_dir"] == f"/kaggle/working/{notebook}"
+    profile = runner.load_profile("kaggle")[notebook]
+    assert {k: injected[k] for k in profile} == profile
+    if notebook in ("05_gradcam", "06_robustness", "07_blend"):
+        assert injected["runs_dir"] == "/kaggle/input"
+    if notebook == "04_effnet_arcface":
+        assert (injected["backbone"], injected["image_size"], injected["epochs"]) == (
+            "efficientnet-b5",
+            380,
+            30,
+        )
+        assert injected["weights"] == "noisy-student"
+
+
+def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tmp_path):
+    """The bootstrap cell, run against a mounted copy of the library dataset, installs the
+    wheels with pip (no index) and the installed whaleutils works, resources included."""
+    mounted = tmp_path / "input" / "datasets" / OWNER / "whaleutils-library"
+    shutil.copytree(staged / "whaleutils-library", mounted)
+    staged_nb = kaggle_suite.staged_notebook(
+        "01_eda", {}, f"{OWNER}/whaleutils-library", tmp_path / "input"
+    )
+    bootstrap = next(
+        c.source for c in staged_nb.cells if "kaggle-bootstrap" in c.metadata.get("tags", [])
+    )
+    site = tmp_path / "site"
+    environ = {
+        **os.environ,
+        "PIP_TARGET": str(site),
+        "PIP_NO_INDEX": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    subprocess.run([sys.executable, "-c", bootstrap], env=environ, check=True, timeout=300)
+    check = (
+        "import whaleutils, efficientnet, keras_applications\n"
+        "from whaleutils import synth\n"
+        "print(whaleutils.__file__)\n"
+        "print(len(synth.load_profile()['species']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    installed_at, species = result.stdout.split()
+    assert Path(installed_at).is_relative_to(site)
+    assert int(species) > 0
+
+
+def test_bootstrap_without_the_dataset_says_what_to_attach(tmp_path):
+    staged_nb = kaggle_suite.staged_notebook(
+        "01_eda", {}, "me/whaleutils-library", tmp_path / "empty"
+    )
+    bootstrap = next(
+        c.source for c in staged_nb.cells if "kaggle-bootstrap" in c.metadata.get("tags", [])
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bootstrap], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "add the dataset me/whaleutils-library as an input" in result.stderr
+
+
+def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an earlier stage"):
+        kaggle_suite.stage(foreign, owner=OWNER, build_wheels=False)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "stage"
+    kaggle_suite.stage(out, owner=OWNER, build_wheels=False)
+    (out / "happywhale-01-eda" / "stale.txt").write_text("from an earlier stage")
+    kaggle_suite.stage(out, owner="someone-else", build_wheels=False)
+    assert not (out / "happywhale-01-eda" / "stale.txt").exists()
+    assert json.loads((out / "stage.json").read_text())["owner"] == "someone-else"
+
+
+def test_stage_without_owner_explains(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nothing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="pass --owner USER"):
+        kaggle_suite.stage(tmp_path / "stage", build_wheels=False)
+
+
+def test_stage_rejects_a_profile_parameter_the_notebook_lacks(tmp_path, monkeypatch):
+    real = runner.load_profile
+
+    def with_typo(profile):
+        parameters = real(profile)
+        parameters["02_basic_cnn"] = {**parameters["02_basic_cnn"], "epochz": 3}
+        return parameters
+
+    monkeypatch.setattr(runner, "load_profile", with_typo)
+    with pytest.raises(kaggle_suite.MetadataError, match=r"02_basic_cnn.yaml sets \['epochz'\]"):
+        kaggle_suite.stage(tmp_path / "stage", owner=OWNER, build_wheels=False)
+
+
+# --- pushing through the real kaggle CLI -------------------------------------------------------
+
+
+def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
+    fake = kaggle_env({"SaveKernel": saved})
+    assert cli.main(["kaggle", "push", "--stage", str(staged)]) == 0
+    bodies = [r.json() for r in fake.named("SaveKernel")]
+    assert [b["slug"] for b in bodies] == [f"{OWNER}/{s}" for s in SLUGS]
+    out = capsys.readouterr().out
+    for slug in SLUGS:
+        assert f"{OWNER}/{slug}: pushed http://localhost/code/{OWNER}/{slug}" in out
+    blend = bodies[-1]
+    assert (blend["language"], blend["kernelType"], blend["newTitle"]) == (
+        "python",
+        "notebook",
+        "Happywhale 07 Blend",
+    )
+    assert blend["datasetDataSources"] == [f"{OWNER}/whaleutils-library"]
+    assert blend["competitionDataSources"] == ["happy-whale-and-dolphin"]
+    assert blend["kernelDataSources"] == [f"{OWNER}/{s}" for s in SLUGS[1:4]]
+    assert blend["enableGpu"] is True and blend["machineShape"] == "NvidiaTeslaT4"
+    assert not blend.get("enableInternet", False)
+    effnet = bodies[3]
+    assert effnet["datasetDataSources"] == [
+        f"{OWNER}/whaleutils-library",
+        f"{OWNER}/happywhale-backbone-weights",
+    ]
+    notebook = nbformat.reads(effnet["text"], as_version=4)
+    tags = [c.metadata.get("tags", []) for c in notebook.cells]
+    assert sum("parameters" in t for t in tags) == 1
+    injected = next(
+        c.source for c, t in zip(notebook.cells, tags, strict=True) if "injected-parameters" in t
+    )
+    assert 'out_dir = "/kaggle/working/04_effnet_arcface"' in injected
+    assert 'backbone = "efficientnet-b5"' in injected
+
+
+def test_push_detects_a_server_side_error_the_cli_exits_0_on(staged, kaggle_env, capsys):
+    def refuse_gradcam(request):
+        if request.json()["slug"].endswith("05-gradcam"):
+            return 200, {"error": "Notebook quota exceeded"}
+        return saved(request)
+
+    fake = kaggle_env({"SaveKernel": refuse_gradcam})
+    code = cli.main(["kaggle", "push", "--stage", str(staged), "--only", SLUGS[4], SLUGS[5]])
+    assert code == 1
+    assert len(fake.named("SaveKernel")) == 2  # the failure does not stop the others
+    captured = capsys.readouterr()
+    assert f"{OWNER}/{SLUGS[4]}: FAILED: Kernel push error: Notebook quota exceeded" in captured.err
+    assert f"{OWNER}/{SLUGS[5]}: pushed" in captured.out
+    assert "1 of 2 pushes failed" in captured.err
+
+
+def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
+    kaggle_env({"SaveKernel": lambda request: (403, {"code": 403, "message": "Permission denied"})})
+    [denied] = kaggle_suite.push(staged, only=[SLUGS[0]], timeout=120)
+    assert (
+        not denied.ok and "exit code 1" in denied.message and "Permission denied" in denied.message
+    )
+
+    def missing_weights(request):
+        status, payload = saved(request)
+        return status, {
+            **payload,
+            "invalidDatasetSources": [f"{OWNER}/happywhale-backbone-weights"],
+        }
+
+    kaggle_env({"SaveKernel": missing_weights})
+    [pushed] = kaggle_suite.push(staged, only=[SLUGS[3]], timeout=120)
+    assert not pushed.ok and "happywhale-backbone-weights" in pushed.message
+
+
+def test_push_with_library_creates_the_dataset_when_it_is_new(staged, kaggle_env):
+    tokens = {}
+
+    def start_upload(request):
+        token = f"token-{len(tokens)}"
+        tokens[token] = request.json()["name"]
+        return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
+
+    def created(request):
+        return 200, {
+            "status": "ok",
+            "url": f"http://localhost/datasets/{OWNER}/whaleutils-library",
+            "ref": "x",
+        }
+
+    responses = {"StartBlobUpload": start_upload, "CreateDataset": created, "SaveKernel": saved}
+    responses |= {f"token-{i}": (lambda request: (200, {})) for i in range(10)}
+    fake = kaggle_env(responses)  # no CreateDatasetVersion: answers 404, the dataset is new
+    results = kaggle_suite.push(staged, only=[SLUGS[0]], with_library=True, timeout=120)
+    assert [r.ok for r in results] == [True, True], [r.line() for r in results]
+    assert results[0].url == f"http://localhost/datasets/{OWNER}/whaleutils-library"
+    names = [r.name for r in fake.requests]
+    assert "CreateDatasetVersion" in names and names.index("CreateDataset") > names.index(
+        "CreateDatasetVersion"
+    )
+    assert names[-1] == "SaveKernel"  # the library lands before the kernels
+    library = staged / "whaleutils-library"
+    # The CLI uploads each file for the version attempt, then for the creation resumes them
+    # (an empty PUT asks how much arrived): the bytes arrive once, intact.
+    uploads = {tokens[r.name]: r.body for r in fake.requests if r.method == "PUT" and r.body}
+    wheels = {p.name: p.read_bytes() for p in library.glob("*.whl")}
+    assert {name: uploads[name] for name in wheels} == wheels  # every wheel uploaded intact
+    create = fake.named("CreateDataset")[0].json()
+    assert create["ownerSlug"] == OWNER and create["slug"] == "whaleutils-library"
+
+
+def test_push_requires_a_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="stage first"):
+        kaggle_suite.push(tmp_path)

@@ -1,0 +1,563 @@
+"""Stage and push the notebook suite as Kaggle kernels, with whaleutils as a Kaggle dataset.
+
+``kaggle kernels push -p DIR`` reads exactly ``DIR/kernel-metadata.json``, so the repository's
+``kaggle-metadata.json`` is our own file listing every kernel, and staging writes one folder per
+kernel::
+
+    {"competition": "happy-whale-and-dolphin", "profile": "kaggle",
+     "library": {"slug": "whaleutils-library", "title": "whaleutils library",
+                 "wheels": ["efficientnet==1.1.1", "keras-applications==1.0.8"]},
+     "kernels": [{"slug": "happywhale-01-eda", "title": "Happywhale 01 EDA",
+                  "notebook": "01_eda", "accelerator": "none", "internet": false,
+                  "private": true, "datasets": [], "kernels": []}, ...]}
+
+``accelerator`` is ``none``, ``gpu`` (GPU T4 x2) or ``tpu`` (TPU v5e-8); ``datasets`` are
+``owner/slug`` or a bare ``slug`` of the same owner; ``kernels`` are slugs of kernels listed
+earlier in the file, whose outputs this one reads. Every kernel also gets the competition and
+the library dataset as sources. The owner is filled in at staging.
+
+``stage(out_dir)`` writes::
+
+    out_dir/stage.json                       what was staged: owner, library, kernel order
+    out_dir/<library slug>/                  dataset-metadata.json and the wheels: whaleutils,
+                                             plus the packages Kaggle's image lacks
+    out_dir/<kernel slug>/kernel-metadata.json
+    out_dir/<kernel slug>/<kernel slug>.ipynb   the notebook with a bootstrap cell that installs
+                                             the wheels (no internet needed) and the profile's
+                                             parameters injected the way papermill does
+
+``push(stage_dir)`` runs the real ``kaggle`` CLI for each staged kernel (and, with
+``with_library``, versions the library dataset first), and reports each URL or error. The CLI
+exits 0 even when the server refuses a kernel ("Kernel push error: ..."); ``push`` reads its
+output and counts that as a failure.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from whaleutils import environment, runner
+
+REPO = runner.REPO
+METADATA_FILE = REPO / "kaggle-metadata.json"
+ACCELERATORS = {  # accelerator -> (enable_gpu, enable_tpu, machine_shape)
+    "none": (False, False, None),
+    "gpu": (True, False, "NvidiaTeslaT4"),
+    "tpu": (False, True, "TpuV5E8"),
+}
+KERNEL_FIELDS = {"slug", "title", "notebook", "accelerator", "internet", "private", "datasets"}
+KERNEL_FIELDS |= {"kernels"}
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+BOOTSTRAP_TAG = "kaggle-bootstrap"
+BOOTSTRAP = """\
+# Added by `python -m whaleutils kaggle stage`: install whaleutils and the packages Kaggle's image
+# lacks from the attached dataset {library_id} (wheels; no internet needed).
+import glob
+import os
+import subprocess
+import sys
+
+_found = sorted(
+    path
+    for pattern in ("{input_root}/*/", "{input_root}/*/*/", "{input_root}/*/*/*/")
+    for path in glob.glob(pattern + "whaleutils-*.whl")
+)
+if not _found:
+    raise FileNotFoundError(
+        "whaleutils is not attached: add the dataset {library_id} as an input "
+        "(`python -m whaleutils kaggle push --with-library` creates it)"
+    )
+_wheels = sorted(glob.glob(os.path.join(os.path.dirname(_found[-1]), "*.whl")))
+subprocess.run(
+    [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", *_wheels],
+    check=True,
+)"""
+
+
+class MetadataError(ValueError):
+    """kaggle-metadata.json is malformed; the message lists every problem found."""
+
+
+def slugify_title(title: str) -> str:
+    """The slug Kaggle derives from a title (the CLI warns when ``id`` differs from it)."""
+    from slugify import slugify  # python-slugify, what the kaggle CLI itself uses
+
+    return slugify(title)
+
+
+def _check_source(value, what: str, where: str, problems: list[str]) -> None:
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}: {what} entries must be non-empty strings, got {value!r}")
+        return
+    parts = value.split("/")
+    bad_owner = len(parts) == 2 and not OWNER.match(parts[0])
+    if len(parts) > 2 or not SLUG.match(parts[-1]) or bad_owner:
+        problems.append(f"{where}: {what} entry {value!r} is not 'owner/slug' or 'slug'")
+
+
+def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
+    """Read and validate kaggle-metadata.json; returns it with defaults filled in.
+
+    Raises
+    ------
+    MetadataError
+        Listing every problem, each naming the file, the kernel (index and slug) and the field.
+    """
+    path = Path(path)
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MetadataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as error:
+        raise MetadataError(f"{path}: not valid JSON ({error})") from None
+    problems: list[str] = []
+    if not isinstance(metadata, dict):
+        raise MetadataError(f"{path}: the top level must be an object")
+    for key in ("competition", "library", "kernels"):
+        if key not in metadata:
+            problems.append(f"{path}: missing top-level key {key!r}")
+    profile = metadata.setdefault("profile", "kaggle")
+    if profile not in runner.PROFILES:
+        problems.append(f"{path}: profile {profile!r} is not one of {list(runner.PROFILES)}")
+    library = metadata.get("library", {})
+    if not isinstance(library, dict) or not SLUG.match(str(library.get("slug", ""))):
+        problems.append(f"{path}: library.slug must be a lower-case slug like 'whaleutils-library'")
+    elif len(str(library.get("title", ""))) < 6:
+        problems.append(f"{path}: library.title must have at least 6 characters")
+    if isinstance(library, dict):
+        library.setdefault("wheels", [])
+        if not all(isinstance(w, str) and "==" in w for w in library["wheels"]):
+            problems.append(f"{path}: library.wheels must be pinned requirements like 'name==1.0'")
+    kernels = metadata.get("kernels", [])
+    if not isinstance(kernels, list) or not kernels:
+        problems.append(f"{path}: kernels must be a non-empty list")
+        kernels = []
+    seen: list[str] = []
+    for index, kernel in enumerate(kernels):
+        where = f"{path}: kernels[{index}]"
+        if not isinstance(kernel, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        where += f" ({kernel.get('slug', '?')})"
+        unknown = sorted(set(kernel) - KERNEL_FIELDS)
+        if unknown:
+            problems.append(f"{where}: unknown field(s) {unknown}; known: {sorted(KERNEL_FIELDS)}")
+        slug, title = kernel.get("slug"), kernel.get("title")
+        if not isinstance(slug, str) or not SLUG.match(slug):
+            problems.append(f"{where}: slug must be lower-case letters, digits and dashes")
+        elif slug in seen:
+            problems.append(f"{where}: slug {slug!r} appears twice")
+        if not isinstance(title, str) or len(title) < 5:
+            problems.append(f"{where}: title must have at least 5 characters")
+        elif isinstance(slug, str) and SLUG.match(slug) and slugify_title(title) != slug:
+            problems.append(
+                f"{where}: title {title!r} becomes the slug {slugify_title(title)!r} on Kaggle, "
+                f"not {slug!r}; make them agree"
+            )
+        if kernel.get("notebook") not in runner.NOTEBOOKS:
+            problems.append(
+                f"{where}: notebook {kernel.get('notebook')!r} is not one of "
+                f"{list(runner.NOTEBOOKS)}"
+            )
+        kernel.setdefault("accelerator", "none")
+        if kernel["accelerator"] not in ACCELERATORS:
+            problems.append(
+                f"{where}: accelerator {kernel['accelerator']!r} is not one of {list(ACCELERATORS)}"
+            )
+        for flag, default in (("internet", False), ("private", True)):
+            kernel.setdefault(flag, default)
+            if not isinstance(kernel[flag], bool):
+                problems.append(f"{where}: {flag} must be true or false, got {kernel[flag]!r}")
+        for key in ("datasets", "kernels"):
+            kernel.setdefault(key, [])
+            if not isinstance(kernel[key], list):
+                problems.append(f"{where}: {key} must be a list")
+                kernel[key] = []
+        for dataset in kernel["datasets"]:
+            _check_source(dataset, "datasets", where, problems)
+        for source in kernel["kernels"]:
+            if source not in seen:
+                problems.append(
+                    f"{where}: kernels entry {source!r} must be the slug of a kernel listed "
+                    "before this one (its output is read here)"
+                )
+        if isinstance(slug, str):
+            seen.append(slug)
+    if problems:
+        raise MetadataError("\n".join(problems))
+    return metadata
+
+
+def configured_owner(environ: dict | None = None) -> str | None:
+    """The Kaggle user the CLI is configured for: KAGGLE_USERNAME, else kaggle.json, else None."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KAGGLE_USERNAME"):
+        return environ["KAGGLE_USERNAME"]
+    folders = [environ.get("KAGGLE_CONFIG_DIR")]
+    home = Path(environ.get("HOME", Path.home()))
+    folders += [home / ".kaggle", home / ".config" / "kaggle"]
+    for folder in folders:
+        if folder and (Path(folder) / "kaggle.json").is_file():
+            try:
+                username = json.loads((Path(folder) / "kaggle.json").read_text()).get("username")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if username:
+                return username
+    return None
+
+
+def kaggle_parameters(notebook: str, profile: str, declared: set[str]) -> dict:
+    """A notebook's parameters on Kaggle: the profile's, with Kaggle's input and output paths."""
+    parameters = dict(runner.load_profile(profile)[notebook])
+    parameters["out_dir"] = str(environment.KAGGLE_WORKING / notebook)
+    if "data_dir" in declared:
+        parameters["data_dir"] = None  # the competition input, found where Kaggle mounts it
+    if "runs_dir" in declared:
+        parameters["runs_dir"] = str(environment.KAGGLE_INPUT)  # attached kernels' outputs
+    return parameters
+
+
+def staged_notebook(
+    notebook: str,
+    parameters: dict,
+    library_id: str,
+    input_root: str | os.PathLike = environment.KAGGLE_INPUT,
+):
+    """The notebook with its bootstrap cell (looking for the wheels under ``input_root``) and
+    the injected parameters, as an nbformat node."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    source = load_notebook_node(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb"))
+    staged = parameterize_notebook(
+        copy.deepcopy(source), parameters, kernel_name="python3", language="python"
+    )
+    bootstrap = nbformat.v4.new_code_cell(
+        BOOTSTRAP.format(library_id=library_id, input_root=Path(input_root).as_posix()),
+        metadata={"tags": [BOOTSTRAP_TAG]},
+    )
+    first_code = next(i for i, cell in enumerate(staged.cells) if cell.cell_type == "code")
+    staged.cells.insert(first_code, bootstrap)
+    for cell in staged.cells:  # papermill adds execution bookkeeping Kaggle does not need
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    staged.metadata.pop("papermill", None)
+    nbformat.validate(staged)
+    return staged
+
+
+def _qualify(source: str, owner: str) -> str:
+    return source if "/" in source else f"{owner}/{source}"
+
+
+def kernel_metadata(kernel: dict, owner: str, competition: str, library_id: str) -> dict:
+    """``kernel-metadata.json`` for one kernel, every field set explicitly."""
+    enable_gpu, enable_tpu, machine_shape = ACCELERATORS[kernel["accelerator"]]
+    metadata = {
+        "id": f"{owner}/{kernel['slug']}",
+        "title": kernel["title"],
+        "code_file": f"{kernel['slug']}.ipynb",
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": kernel["private"],
+        "enable_gpu": enable_gpu,
+        "enable_tpu": enable_tpu,
+        "enable_internet": kernel["internet"],  # the CLI's default (true) differs from its docs
+        "dataset_sources": [library_id] + [_qualify(d, owner) for d in kernel["datasets"]],
+        "competition_sources": [competition],
+        "kernel_sources": [_qualify(k, owner) for k in kernel["kernels"]],
+        "model_sources": [],
+    }
+    if machine_shape:  # no docker_image: a pinned image with a TPU shape silently runs on CPU
+        metadata["machine_shape"] = machine_shape
+    return metadata
+
+
+def _pip(*arguments: str) -> None:
+    command = [sys.executable, "-m", "pip", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
+            f"{result.stderr.strip()[-2000:]}"
+        )
+
+
+def build_library(folder: Path, wheels: list[str]) -> list[str]:
+    """Write the whaleutils wheel and the pinned ``wheels`` into ``folder``; returns file names.
+
+    The wheel is built from a clean copy of the package (no caches, nothing written into the
+    repository); the others are downloaded from PyPI as pure-Python wheels.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="whaleutils-wheel-") as scratch:
+        source = Path(scratch) / "source"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(REPO / name, source / name)
+        shutil.copytree(
+            REPO / "whaleutils",
+            source / "whaleutils",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(source))
+    if wheels:
+        _pip(
+            "download", "--quiet", "--no-deps", "--only-binary=:all:",
+            "--dest", str(folder), *wheels,
+        )  # fmt: skip
+    return sorted(p.name for p in folder.glob("*.whl"))
+
+
+def _git_commit() -> str | None:
+    """The commit, ``-dirty`` if the working tree has changes; None outside a git checkout."""
+    try:
+        head, status = (
+            subprocess.run(
+                ["git", "-C", str(REPO), *arguments], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            for arguments in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"])
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (head + ("-dirty" if status else "")) if head else None
+
+
+def stage(
+    out_dir: str | os.PathLike,
+    owner: str | None = None,
+    metadata_path: str | os.PathLike = METADATA_FILE,
+    build_wheels: bool = True,
+) -> dict:
+    """Stage every kernel and the library dataset under ``out_dir``; returns ``stage.json``.
+
+    ``out_dir`` must be new, empty, or an earlier stage (it has ``stage.json``), which is
+    replaced; anything else is refused so that nothing of the user's is overwritten.
+    ``build_wheels=False`` writes the library's metadata without building or downloading wheels.
+    """
+    metadata = load_metadata(metadata_path)
+    owner = owner or configured_owner()
+    if not owner:
+        raise ValueError(
+            "no Kaggle owner: pass --owner USER, or configure the kaggle CLI "
+            "(KAGGLE_USERNAME, or kaggle.json in ~/.kaggle or $KAGGLE_CONFIG_DIR)"
+        )
+    if not OWNER.match(owner):
+        raise ValueError(f"owner {owner!r} is not a Kaggle user name")
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a folder")
+        if any(out.iterdir()):
+            if not (out / "stage.json").is_file():
+                raise FileExistsError(
+                    f"{out} is not empty and not an earlier stage (no stage.json): "
+                    "choose a new folder"
+                )
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    library = metadata["library"]
+    library_id = f"{owner}/{library['slug']}"
+    commit = _git_commit()
+    library_dir = out / library["slug"]
+    library_dir.mkdir()
+    files = build_library(library_dir, library["wheels"]) if build_wheels else []
+    (library_dir / "dataset-metadata.json").write_text(
+        json.dumps(
+            {
+                "title": library["title"],
+                "id": library_id,
+                "licenses": [{"name": "other"}],
+                "description": (
+                    "whaleutils (MIT licence) and the pure-Python packages the Happywhale "
+                    "notebook suite needs beyond Kaggle's image, as wheels: "
+                    + ", ".join(library["wheels"] or ["none"])
+                    + f". Built from commit {commit or 'unknown'}."
+                ),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+    import papermill
+
+    competition = metadata["competition"]
+    staged = []
+    for kernel in metadata["kernels"]:
+        folder = out / kernel["slug"]
+        folder.mkdir()
+        notebook = kernel["notebook"]
+        declared = set(
+            papermill.inspect_notebook(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")).keys()
+        )
+        parameters = kaggle_parameters(notebook, metadata["profile"], declared)
+        unknown = sorted(set(parameters) - declared)
+        if unknown:
+            raise MetadataError(
+                f"params/{metadata['profile']}/{notebook}.yaml sets {unknown}, which notebook "
+                f"{notebook} does not declare in its parameters cell"
+            )
+        import nbformat
+
+        nbformat.write(
+            staged_notebook(notebook, parameters, library_id), folder / f"{kernel['slug']}.ipynb"
+        )
+        (folder / "kernel-metadata.json").write_text(
+            json.dumps(kernel_metadata(kernel, owner, competition, library_id), indent=2) + "\n"
+        )
+        staged.append(kernel["slug"])
+    summary = {
+        "owner": owner,
+        "profile": metadata["profile"],
+        "commit": commit,
+        "library": {"id": library_id, "folder": library["slug"], "files": files},
+        "kernels": staged,
+    }
+    (out / "stage.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@dataclass
+class PushResult:
+    """One push: the kernel or dataset, whether it landed, its URL, and the CLI's words."""
+
+    name: str
+    ok: bool
+    url: str | None
+    message: str
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.name}: pushed {self.url or '(no URL reported)'}"
+        return f"{self.name}: FAILED: {self.message}"
+
+
+def kaggle_command() -> list[str]:
+    """The kaggle CLI of this environment (beside this Python), else the one on PATH."""
+    beside = Path(sys.executable).parent / "kaggle"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("kaggle")
+    if found is None:
+        raise FileNotFoundError("the kaggle CLI is not installed: pip install -r requirements.txt")
+    return [found]
+
+
+URL = re.compile(r"https?://\S+")
+FAILURE_MARKERS = (
+    "push error",
+    "creation error",
+    "not valid dataset sources",
+    "not valid competition sources",
+    "not valid kernel sources",
+    "not valid tags",
+)
+
+
+def _run_cli(arguments: list[str], timeout: float) -> tuple[int, str]:
+    try:
+        result = subprocess.run(
+            kaggle_command() + arguments, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"the kaggle CLI did not answer within {timeout:.0f} s"
+    return result.returncode, (result.stdout + "\n" + result.stderr).strip()
+
+
+def _outcome(name: str, code: int, output: str, success: str) -> PushResult:
+    """Success needs exit code 0, the CLI's success words, and none of its failure words."""
+    lowered = output.lower()
+    failed = code != 0 or success not in lowered or any(m in lowered for m in FAILURE_MARKERS)
+    urls = URL.findall(output)
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    message = " | ".join(lines[-6:]) if lines else f"exit code {code}, no output"
+    if failed and code != 0:
+        message = f"exit code {code}: {message}"
+    return PushResult(name, not failed, urls[-1] if urls and not failed else None, message)
+
+
+def push_library(stage_dir: Path, summary: dict, timeout: float) -> PushResult:
+    """A new version of the library dataset, or the dataset itself if it does not exist yet."""
+    folder = stage_dir / summary["library"]["folder"]
+    if not list(folder.glob("whaleutils-*.whl")):
+        return PushResult(summary["library"]["id"], False, None, f"no whaleutils wheel in {folder}")
+    notes = f"whaleutils {summary.get('commit') or ''}".strip()
+    code, output = _run_cli(["datasets", "version", "-p", str(folder), "-m", notes], timeout)
+    if code != 0 and "not found" in output.lower():
+        code, output = _run_cli(["datasets", "create", "-p", str(folder)], timeout)
+        return _outcome(summary["library"]["id"], code, output, "dataset is being created")
+    return _outcome(summary["library"]["id"], code, output, "dataset version is being created")
+
+
+def push(
+    stage_dir: str | os.PathLike,
+    only: list[str] | None = None,
+    with_library: bool = False,
+    timeout: float = 600,
+) -> list[PushResult]:
+    """Push the staged kernels in order (all, or the ``only`` slugs); one result per push.
+
+    Every kernel is attempted even after a failure, so one run reports them all.
+    """
+    stage_dir = Path(stage_dir)
+    summary_path = stage_dir / "stage.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(
+            f"{summary_path} not found: stage first with `python -m whaleutils kaggle stage`"
+        )
+    summary = json.loads(summary_path.read_text())
+    unknown = sorted(set(only or []) - set(summary["kernels"]))
+    if unknown:
+        raise ValueError(f"not staged in {stage_dir}: {unknown}; staged: {summary['kernels']}")
+    results = []
+    if with_library:
+        results.append(push_library(stage_dir, summary, timeout))
+    for slug in summary["kernels"]:
+        if only and slug not in only:
+            continue
+        code, output = _run_cli(["kernels", "push", "-p", str(stage_dir / slug)], timeout)
+        results.append(_outcome(f"{summary['owner']}/{slug}", code, output, "successfully"))
+    return results
+
+
+def read_staged_parameters(notebook_path: str | os.PathLike) -> dict:
+    """The injected parameters of a staged notebook, as values (for checks and tests)."""
+    import nbformat
+
+    staged = nbformat.read(notebook_path, as_version=4)
+    for cell in staged.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            return {
+                node.targets[0].id: ast.literal_eval(node.value)
+                for node in ast.parse(cell.source).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            }
+    raise ValueError(f"{notebook_path} has no injected-parameters cell")
+
+
+__all__ = [
+    "MetadataError",
+    "PushResult",
+    "configured_owner",
+    "kernel_metadata",
+    "load_metadata",
+    "push",
+    "read_staged_parameters",
+    "stage",
+]
