@@ -54,7 +54,7 @@ embedding_model = models.load_model(model_dir / "embedding_model.keras")
 gallery = embed.load_embeddings(model_dir / "train.npz")["embeddings"]
 head = json.loads((model_dir / "scores.json").read_text())
 print(
-    f"KNN head from the EfficientNet notebook: k={head['k']}, threshold {head['threshold']:.2f}, rule {head['rule']}"
+    f"KNN head from the EfficientNet notebook: k={head['k']}, threshold {head['threshold']:.4g}, rule {head['rule']}"
 )
 
 # %%

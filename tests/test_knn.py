@@ -244,3 +244,32 @@ def test_predict_and_prediction_files_round_trip(tmp_path):
     np.testing.assert_allclose(np.array(frame["score_values"].tolist()), scores, atol=1e-5)
     with pytest.raises(FileExistsError):
         knn.write_predictions(path, ["q0.jpg"], predictions[:1], scores[:1])
+
+
+def test_candidate_thresholds_resolve_a_small_distance_scale():
+    nearest = 1.0 - np.array([0.001, 0.002, 0.004, 0.008])
+    thresholds = knn.candidate_thresholds(nearest, n_quantiles=5)
+    assert np.all(np.diff(thresholds) > 0)
+    assert set(knn.THRESHOLD_GRID) <= set(thresholds)
+    # quantiles 0, 1/4, 1/2, 3/4, 1 of the distances 0.001, 0.002, 0.004, 0.008 (by hand)
+    below_grid = thresholds[thresholds < 0.02]
+    np.testing.assert_allclose(below_grid, [0.0, 0.001, 0.00175, 0.003, 0.005, 0.008])
+
+
+def test_search_finds_a_threshold_below_the_fixed_grid():
+    """All nearest distances below 0.02: known photos at 0.001-0.004, new ones at 0.01-0.015.
+    Only a threshold between them puts new_individual first for exactly the new photos."""
+    gallery_labels = np.array(["a", "b", "c", "d", "e"], dtype=object)
+    indices = np.tile(np.arange(5), (6, 1))
+    distance = np.array([0.001, 0.002, 0.004, 0.010, 0.012, 0.015])
+    similarities = np.repeat((1.0 - distance)[:, None], 5, axis=1) - np.arange(5) * 1e-4
+    truth = ["a", "a", "a", "new_individual", "new_individual", "new_individual"]
+    result = knn.search_k_and_threshold(
+        similarities, indices, gallery_labels, truth, rule="max", k_grid=[5]
+    )
+    assert 0.004 <= result["threshold"] < 0.010
+    assert result["map5"] == pytest.approx(1.0)  # each known photo: "a" first; each new: new first
+    fixed = knn.search_k_and_threshold(
+        similarities, indices, gallery_labels, truth, "max", [5], knn.THRESHOLD_GRID
+    )
+    assert fixed["map5"] == pytest.approx(0.75)  # at 0.0 the known ones lose half; at 0.02 the new

@@ -267,7 +267,7 @@ def plot_knn_search(search: dict):
         axes[1].plot(chosen["threshold"], chosen[column], label=column)
     axes[1].axvline(search["threshold"], color="grey", linestyle="--")
     axes[1].set_title(
-        f"k={search['k']}: threshold {search['threshold']:.2f}, MAP@5 {search['map5']:.4f}"
+        f"k={search['k']}: threshold {search['threshold']:.4g}, MAP@5 {search['map5']:.4f}"
     )
     axes[1].set_xlabel("distance threshold")
     axes[1].legend()

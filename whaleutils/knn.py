@@ -376,6 +376,23 @@ def map5_by_threshold(
     return pd.DataFrame(rows)
 
 
+THRESHOLD_GRID = np.round(np.arange(0.0, 1.0001, 0.02), 2)  # the paper's 0.62 lies on it
+
+
+def candidate_thresholds(nearest_similarity: np.ndarray, n_quantiles: int = 101) -> np.ndarray:
+    """Distance thresholds worth trying: the fixed grid 0, 0.02, ..., 1 plus ``n_quantiles``
+    quantiles of the observed nearest distances, sorted and unique.
+
+    MAP@5 only changes where the threshold crosses an observed nearest distance, so the
+    quantiles resolve the search at whatever scale the embedding has: an embedding whose
+    nearest distances all lie below 0.02 (a barely trained model) would otherwise be searched
+    with two useful values, 0 and 0.02.
+    """
+    distance = 1.0 - np.asarray(nearest_similarity, dtype=np.float64)
+    observed = np.quantile(distance, np.linspace(0.0, 1.0, n_quantiles)) if distance.size else []
+    return np.unique(np.concatenate([THRESHOLD_GRID, np.round(observed, 6)]))
+
+
 def search_k_and_threshold(
     similarities: np.ndarray,
     indices: np.ndarray,
@@ -391,7 +408,7 @@ def search_k_and_threshold(
     the grid is cut to what they hold. Validation images of individuals absent from the
     gallery must have truth ``new_individual``, so known and new images are scored together,
     the way the test set mixes them. Ties between settings go to the smaller k, then the
-    smaller threshold.
+    smaller threshold. ``distance_thresholds`` defaults to :func:`candidate_thresholds`.
 
     Returns
     -------
@@ -402,7 +419,7 @@ def search_k_and_threshold(
     k_available = similarities.shape[1]
     k_values = sorted({min(k, k_available) for k in k_grid})
     if distance_thresholds is None:
-        distance_thresholds = np.round(np.arange(0.0, 1.0001, 0.02), 2)
+        distance_thresholds = candidate_thresholds(similarities[:, 0])
     curves = []
     for k in k_values:
         ids, _ = rank_individuals(similarities[:, :k], indices[:, :k], gallery_labels, rule)
