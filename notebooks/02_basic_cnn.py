@@ -49,7 +49,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from whaleutils import experiment, knn, models, submission, train
+from whaleutils import distribute, experiment, knn, models, submission, train
+
+print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

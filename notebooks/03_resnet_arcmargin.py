@@ -52,7 +52,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import environment, experiment, models, train
+from whaleutils import distribute, environment, experiment, models, train
+
+print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

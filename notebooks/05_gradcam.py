@@ -42,7 +42,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from whaleutils import embed, environment, experiment, gradcam, knn, models
+from whaleutils import distribute, embed, environment, experiment, gradcam, knn, models
+
+print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

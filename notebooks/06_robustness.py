@@ -44,7 +44,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import embed, environment, experiment, models
+from whaleutils import distribute, embed, environment, experiment, models
+
+print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

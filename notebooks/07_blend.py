@@ -52,7 +52,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from whaleutils import blend, embed, environment, experiment, knn, submission
+from whaleutils import blend, distribute, embed, environment, experiment, knn, submission
+
+print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

@@ -116,3 +116,14 @@ def test_strategy_on_a_tpu_host_without_tpu_says_so():
     assert "tensorflow-tpu" in unused.describe()
     plain = distribute.get_strategy(allow_tpu=False, tpu_host=False)
     assert plain.note == "" and plain.describe() == "running on cpu with 1 replica(s)"
+
+
+def test_describe_devices_says_plainly_what_runs():
+    from whaleutils import distribute
+
+    assert distribute.describe_devices(tpu_host=False) == (
+        "TensorFlow runs this notebook on the CPU (no GPU visible)"
+    )
+    warned = distribute.describe_devices(tpu_host=True)
+    assert warned.startswith("TensorFlow runs this notebook on the CPU (no GPU visible). WARNING:")
+    assert environment.TPU_INSTALL_HINT in warned

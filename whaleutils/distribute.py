@@ -51,6 +51,21 @@ def _connect_tpu() -> tf.distribute.Strategy | None:
     return None
 
 
+def describe_devices(tpu_host: bool | None = None) -> str:
+    """What TensorFlow will run a single-device notebook on, in one plain sentence (with the
+    unused-TPU warning on a TPU machine where TensorFlow sees no TPU)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        text = f"TensorFlow runs this notebook on the GPU ({len(gpus)} visible, the first is used)"
+    else:
+        text = "TensorFlow runs this notebook on the CPU (no GPU visible)"
+    if tpu_host is None:
+        tpu_host = environment.tpu_host()
+    if tpu_host and not tf.config.list_logical_devices("TPU"):
+        text += f". WARNING: {environment.TPU_INSTALL_HINT}"
+    return text
+
+
 def get_strategy(allow_tpu: bool = True, tpu_host: bool | None = None) -> StrategyChoice:
     """TPU if one answers, else MirroredStrategy over several GPUs, else the default strategy.
 
