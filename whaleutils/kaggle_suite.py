@@ -64,6 +64,7 @@ BOOTSTRAP = """\
 # Added by `python -m whaleutils kaggle stage`: install whaleutils and the packages Kaggle's image
 # lacks from the attached dataset {library_id} (wheels; no internet needed).
 import glob
+import importlib
 import os
 import subprocess
 import sys
@@ -82,7 +83,8 @@ _wheels = sorted(glob.glob(os.path.join(os.path.dirname(_found[-1]), "*.whl")))
 subprocess.run(
     [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", *_wheels],
     check=True,
-)"""
+)
+importlib.invalidate_caches()  # let this kernel import what was just installed"""
 
 
 class MetadataError(ValueError):
