@@ -170,3 +170,17 @@ def test_two_replica_mirrored_fit_on_cpu(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
+
+
+def test_best_so_far_reads_the_logged_epochs(tmp_path):
+    log = tmp_path / "log.csv"
+    assert train.best_so_far(log, "loss", "min") is None  # no log yet
+    log.write_text("epoch,loss,accuracy,val_loss\n0,2.5,0.1,NA\n1,1.5,0.3,NA\n2,1.75,0.2,NA\n")
+    assert train.best_so_far(log, "loss", "min") == 1.5
+    assert train.best_so_far(log, "accuracy", "max") == 0.3
+    assert train.best_so_far(log, "val_loss", "min") is None  # never measured
+    assert train.best_so_far(log, "top5_accuracy", "max") is None  # not logged
+    assert (train.monitor_mode("val_loss"), train.monitor_mode("val_top5_accuracy")) == (
+        "min",
+        "max",
+    )

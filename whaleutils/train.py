@@ -108,6 +108,25 @@ def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
     return sorted(chosen)
 
 
+def monitor_mode(monitor: str) -> str:
+    """ "min" for losses, "max" for accuracies and scores (what Keras' "auto" guesses)."""
+    return "min" if "loss" in monitor else "max"
+
+
+def best_so_far(log_path: str | os.PathLike, monitor: str, mode: str) -> float | None:
+    """The best ``monitor`` value among the epochs in ``log.csv``, or None (no log or column)."""
+    log_path = Path(log_path)
+    if not log_path.is_file() or log_path.stat().st_size == 0:
+        return None
+    log = pd.read_csv(log_path)
+    if monitor not in log.columns:
+        return None
+    values = pd.to_numeric(log[monitor], errors="coerce")  # "NA" where it was not measured
+    if values.isna().all():
+        return None
+    return float(values.min() if mode == "min" else values.max())
+
+
 def fit(
     training_model: keras.Model,
     train_dataset,
@@ -161,6 +180,7 @@ def fit(
     if embedding_model is None:
         embedding_model = extract_embedding_model(training_model)
     monitor = monitor or ("val_loss" if validation_dataset is not None else "loss")
+    mode = monitor_mode(monitor)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
         *(
@@ -170,7 +190,12 @@ def fit(
         ),
         LearningRateLogger(),
         keras.callbacks.ModelCheckpoint(
-            out_dir / "best.keras", monitor=monitor, save_best_only=True
+            out_dir / "best.keras",
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            # a resumed run must beat the epochs already logged, not start comparing afresh
+            initial_value_threshold=best_so_far(log_path, monitor, mode),
         ),
         SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
         keras.callbacks.CSVLogger(log_path, append=True),
