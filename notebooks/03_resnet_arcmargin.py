@@ -41,6 +41,7 @@ epochs = 10
 learning_rate = 1e-4
 arc_s = 30.0
 arc_m = 0.5
+margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
 knn_rule = "vote"
 max_valid_images = None
 
@@ -76,7 +77,14 @@ training_model, embedding_model = models.build_model(
 train.compile_model(training_model, learning_rate)
 batches, steps = experiment.training_batches(split, image_size, batch_size, seed=seed)
 log = train.fit(
-    training_model, batches, epochs, out / "run", embedding_model, steps_per_epoch=steps, verbose=2
+    training_model,
+    batches,
+    epochs,
+    out / "run",
+    embedding_model,
+    steps_per_epoch=steps,
+    margin_warmup_epochs=margin_warmup_epochs,
+    verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)
 log

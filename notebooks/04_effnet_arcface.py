@@ -47,6 +47,7 @@ snapshot_every = 5
 snapshot_last = 3
 arc_s = 30.0
 arc_m = 0.5
+margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
 adaptive_margin = False
 k_subcenters = 1
 knn_rule = "vote"
@@ -123,6 +124,7 @@ log = train.fit(
     steps_per_epoch=steps,
     learning_rate_schedule=schedule,
     snapshots=snapshots,
+    margin_warmup_epochs=margin_warmup_epochs,
     verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)

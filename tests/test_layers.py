@@ -168,3 +168,18 @@ def test_image_normalization_round_trip_and_bad_mode():
     assert layers.ImageNormalization.from_config(layer.get_config()).mode == "torch"
     with pytest.raises(ValueError, match="mode='tf'"):
         layers.ImageNormalization("tf")
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
+def test_margin_scale_multiplies_the_margin(scale):
+    rng = np.random.default_rng(4)
+    embeddings = rng.normal(size=(6, 8)).astype("float32")
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    layer = layers.ArcMarginProduct(5, s=10.0, m=0.6)
+    layer.build([embeddings.shape, labels.shape])
+    assert keras.ops.convert_to_numpy(layer.margin_scale) == 1.0  # no warm-up by default
+    layer.margin_scale.assign(scale)
+    logits = keras.ops.convert_to_numpy(layer([embeddings, labels]))
+    weights = keras.ops.convert_to_numpy(layer.W)
+    expected = arcface_reference(embeddings, weights, labels, 10.0, 0.6 * scale)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)

@@ -184,3 +184,37 @@ def test_best_so_far_reads_the_logged_epochs(tmp_path):
         "min",
         "max",
     )
+
+
+def test_margin_warmup_ramps_the_margin_and_logs_it(tmp_path):
+    from whaleutils import layers
+
+    image_in = keras.Input(shape=(8,), name="image")
+    label_in = keras.Input(shape=(), dtype="int32", name="label")
+    embedding = keras.layers.Dense(4)(image_in)
+    head = layers.ArcMarginProduct(3, s=8.0, m=0.5)
+    training_model = keras.Model(
+        {"image": image_in, "label": label_in}, head([embedding, label_in])
+    )
+    train.compile_model(training_model, learning_rate=1e-2)
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(12, 8)).astype("float32"), np.arange(12) % 3
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({"image": images, "label": labels}, labels)
+    ).batch(4)
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(head.margin_scale)))
+
+    log = train.fit(
+        training_model, dataset, 4, tmp_path, keras.Model(image_in, embedding),
+        margin_warmup_epochs=2, extra_callbacks=[Record()], verbose=0,
+    )  # fmt: skip
+    assert seen == [0.0, 0.5, 1.0, 1.0]  # what each epoch trained with
+    assert log["margin_scale"].tolist() == [0.0, 0.5, 1.0, 1.0]
+    assert [train.MarginWarmup(0).scale_at(e) for e in range(2)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        train.MarginWarmup(-1)

@@ -79,6 +79,9 @@ class ArcMarginProduct(keras.layers.Layer):
         Per-class margins (see :func:`adaptive_margins`); stored as a non-trainable weight, so
         they are saved with the model.
 
+    Every margin is multiplied by the non-trainable scalar ``margin_scale`` (1 by default),
+    which :class:`whaleutils.train.MarginWarmup` ramps from 0 to 1 over the first epochs.
+
     Inputs
     ------
     ``[embeddings (batch, d), labels (batch,) or (batch, 1) int]``
@@ -134,6 +137,10 @@ class ArcMarginProduct(keras.layers.Layer):
             initializer="glorot_uniform",
             trainable=True,
         )
+        # Multiplies every margin; 1 unless a warm-up (train.MarginWarmup) ramps it up from 0.
+        self.margin_scale = self.add_weight(
+            name="margin_scale", shape=(), initializer="ones", trainable=False
+        )
         if self.adaptive_margin:
             initial = self._initial_margins
             initializer = (
@@ -166,6 +173,7 @@ class ArcMarginProduct(keras.layers.Layer):
             margin = ops.expand_dims(ops.take(self.class_margins, labels), axis=1)  # (batch, 1)
         else:
             margin = ops.convert_to_tensor(self.m, dtype="float32")
+        margin = margin * ops.cast(self.margin_scale, "float32")
         sin = ops.sqrt(ops.clip(1.0 - ops.square(cos), 0.0, 1.0))
         phi = cos * ops.cos(margin) - sin * ops.sin(margin)
         if self.easy_margin:

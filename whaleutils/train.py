@@ -108,6 +108,40 @@ def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
     return sorted(chosen)
 
 
+class MarginWarmup(keras.callbacks.Callback):
+    """Ramp the ArcFace margins from 0 to their value over the first ``warmup_epochs`` epochs.
+
+    At the start of epoch ``e`` (0-based) every :class:`~whaleutils.layers.ArcMarginProduct`
+    in the model gets ``margin_scale = min(1, e / warmup_epochs)``: epoch 0 trains the plain
+    normalised softmax (``s * cos``), the margin reaches its value at epoch ``warmup_epochs``.
+    Trained from random weights, a margin from the first step can stop the head from learning
+    at all (the local profile's finding); from pretrained weights the paper uses no warm-up.
+    The scale is a weight of the layer, so a resumed run restores it with the model.
+    """
+
+    def __init__(self, warmup_epochs: int):
+        super().__init__()
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got warmup_epochs={warmup_epochs}")
+        self.warmup_epochs = int(warmup_epochs)
+
+    def scale_at(self, epoch: int) -> float:
+        return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from whaleutils.layers import ArcMarginProduct
+
+        heads = [layer for layer in self.model.layers if isinstance(layer, ArcMarginProduct)]
+        if not heads:
+            raise ValueError("MarginWarmup needs a model with an ArcMarginProduct layer")
+        for head in heads:
+            head.margin_scale.assign(self.scale_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["margin_scale"] = self.scale_at(epoch)
+
+
 def monitor_mode(monitor: str) -> str:
     """ "min" for losses, "max" for accuracies and scores (what Keras' "auto" guesses)."""
     return "min" if "loss" in monitor else "max"
@@ -139,6 +173,7 @@ def fit(
     learning_rate_schedule: Callable[[int], float] | None = None,
     snapshots: Iterable[int] = (),
     monitor: str | None = None,
+    margin_warmup_epochs: int = 0,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> pd.DataFrame:
@@ -156,6 +191,8 @@ def fit(
     learning_rate_schedule : ``epoch (0-based) -> learning rate``, e.g. ``schedules.lr_at_epoch``
     monitor : metric choosing ``best.keras``; default ``val_loss`` with validation data, else
         ``loss``
+    margin_warmup_epochs : ramp the ArcFace margin up over these first epochs
+        (:class:`MarginWarmup`; logged as ``margin_scale``); 0 (the paper) for none
 
     Returns
     -------
@@ -198,6 +235,7 @@ def fit(
             initial_value_threshold=best_so_far(log_path, monitor, mode),
         ),
         SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
+        *([MarginWarmup(margin_warmup_epochs)] if margin_warmup_epochs else []),
         keras.callbacks.CSVLogger(log_path, append=True),
         *extra_callbacks,
     ]
