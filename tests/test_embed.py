@@ -53,3 +53,16 @@ def test_compute_embeddings_with_flip_tta():
     np.testing.assert_allclose(flipped, embed.l2_normalize(plain + mirror), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="tta='rotate'"):
         embed.compute_embeddings(embedding_model, batches, tta="rotate")
+
+
+def test_participation_ratio_counts_used_dimensions():
+    # four unit vectors along +-x and +-y: the variance is split evenly over two axes
+    two_axes = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]], dtype="float32")
+    assert embed.participation_ratio(two_axes) == pytest.approx(2.0)
+    one_line = np.array([[1, 0], [-1, 0], [2, 0], [-3, 0]], dtype="float32")  # normalised: +-x
+    assert embed.participation_ratio(one_line) == pytest.approx(1.0)
+    isotropic = np.random.default_rng(0).normal(size=(20000, 8))
+    assert 7.5 < embed.participation_ratio(isotropic) <= 8.0
+    assert embed.participation_ratio(np.ones((3, 4))) == 0.0  # all identical
+    with pytest.raises(ValueError, match="at least 2"):
+        embed.participation_ratio(np.ones((1, 4)))

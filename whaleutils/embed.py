@@ -34,6 +34,21 @@ def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
     return vectors / np.maximum(norms, epsilon)
 
 
+def participation_ratio(embeddings: np.ndarray) -> float:
+    """How many dimensions the L2-normalised ``embeddings`` (n, d) really use.
+
+    ``(sum of eigenvalues)**2 / sum of squared eigenvalues`` of their covariance: 1 when all
+    vary along one line, d when spread evenly over d dimensions. A model that has learned only
+    global appearance (colour, brightness) scores a handful even with d = 512.
+    """
+    vectors = l2_normalize(np.asarray(embeddings, dtype=np.float64))
+    if len(vectors) < 2:
+        raise ValueError(f"need at least 2 embeddings, got {len(vectors)}")
+    variances = np.linalg.svd(vectors - vectors.mean(axis=0), compute_uv=False) ** 2
+    total = variances.sum()
+    return float(total**2 / np.square(variances).sum()) if total > 0 else 0.0
+
+
 def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.ndarray:
     """Embed a ``tf.data`` dataset of image batches (b, S, S, 3) with a Keras model.
 

@@ -284,8 +284,10 @@ def knn_head(
 ) -> dict:
     """Choose k and the threshold on validation, then write ``oof_predictions.csv``,
     ``test_predictions.csv``, ``submission.csv`` and ``scores.json``; returns the scores
-    (with the chosen ``k``, ``threshold`` and the search curve under ``search``)."""
-    from whaleutils import submission
+    (with the chosen ``k``, ``threshold`` and the search curve under ``search``). The scores
+    also describe the embedding (``embedding``: participation ratio of the training
+    embeddings, median cosine of each validation photo to its nearest and 10th neighbour)."""
+    from whaleutils import embed, submission
 
     out_dir = Path(out_dir)
     gallery_labels = fold.fit["individual_id"].to_numpy()
@@ -337,6 +339,14 @@ def knn_head(
         "k": search["k"],
         "threshold": search["threshold"],
         "rule": rule,
+        "embedding": {  # is the space used? (a barely trained model: a handful of dimensions)
+            "participation_ratio": round(embed.participation_ratio(embeddings["train"]), 2),
+            "dimensions": int(embeddings["train"].shape[1]),
+            "valid_nearest_cosine_median": round(float(np.median(similarities[:, 0])), 4),
+            "valid_10th_cosine_median": round(
+                float(np.median(similarities[:, min(9, similarities.shape[1] - 1)])), 4
+            ),
+        },
     }
     write_json(out_dir / "scores.json", scores)
     return {**scores, "search": search}
