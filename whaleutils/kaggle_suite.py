@@ -355,8 +355,9 @@ def stage(
     owner = owner or configured_owner()
     if not owner:
         raise ValueError(
-            "no Kaggle owner: pass --owner USER, or configure the kaggle CLI "
-            "(KAGGLE_USERNAME, or kaggle.json in ~/.kaggle or $KAGGLE_CONFIG_DIR)"
+            "no Kaggle owner: pass --owner USER (needed with an API token such as "
+            "KAGGLE_API_TOKEN, which does not name the user), or configure the kaggle CLI "
+            "with KAGGLE_USERNAME or kaggle.json in ~/.kaggle or $KAGGLE_CONFIG_DIR"
         )
     if not OWNER.match(owner):
         raise ValueError(f"owner {owner!r} is not a Kaggle user name")
@@ -488,7 +489,9 @@ def _outcome(name: str, code: int, output: str, success: str) -> PushResult:
     failed = code != 0 or success not in lowered or any(m in lowered for m in FAILURE_MARKERS)
     urls = URL.findall(output)
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    message = " | ".join(lines[-6:]) if lines else f"exit code {code}, no output"
+    if len(lines) > 6:  # the CLI's first line says what went wrong, its last where to look
+        lines = [*lines[:2], "...", *lines[-4:]]
+    message = " | ".join(lines) if lines else f"exit code {code}, no output"
     if failed and code != 0:
         message = f"exit code {code}: {message}"
     return PushResult(name, not failed, urls[-1] if urls and not failed else None, message)
