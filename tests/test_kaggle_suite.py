@@ -3,6 +3,7 @@ talking to a local stand-in server: nothing leaves the machine."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -60,6 +61,17 @@ def kaggle_env(tmp_path, monkeypatch):
 def saved(request) -> tuple[int, dict]:
     slug = request.json()["slug"]
     return 200, {"ref": f"/code/{slug}", "url": f"http://localhost/code/{slug}", "versionNumber": 2}
+
+
+def injected_parameters(notebook_path) -> dict:
+    """The values of a staged notebook's injected-parameters cell."""
+    staged_nb = nbformat.read(notebook_path, as_version=4)
+    cell = next(c for c in staged_nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
 
 
 def write_metadata(path: Path, **changes) -> Path:
@@ -204,7 +216,7 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
     assert sum("parameters" in t for t in tags) == 1
     assert sum("injected-parameters" in t for t in tags) == 1
     assert all(not c.outputs and c.execution_count is None for c in code)
-    injected = kaggle_suite.read_staged_parameters(path)
+    injected = injected_parameters(path)
     assert injected["out_dir"] == f"/kaggle/working/{notebook}"
     profile = runner.load_profile("kaggle")[notebook]
     assert {k: injected[k] for k in profile} == profile

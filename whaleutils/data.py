@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils import environment
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 KAGGLE_DATA_DIR = Path("/kaggle/input/happy-whale-and-dolphin")
@@ -51,8 +52,6 @@ def find_data_dir(path: str | os.PathLike | None = None) -> Path:
     if path is not None:
         candidates = [Path(path)]
     else:  # Kaggle's competition input, wherever this image mounts it
-        from whaleutils import environment
-
         mounted = environment.find_folder(KAGGLE_DATA_DIR.name, "train.csv")
         candidates = [KAGGLE_DATA_DIR] if mounted is None else [mounted]
     for candidate in candidates:

@@ -51,6 +51,14 @@ def _connect_tpu() -> tf.distribute.Strategy | None:
     return None
 
 
+def _unused_tpu_note(tpu_host: bool | None, tensorflow_uses_tpu: bool) -> str:
+    """The install hint on a TPU machine (``tpu_host``, detected if None) where TensorFlow
+    does not use the TPU; else empty."""
+    if tpu_host is None:
+        tpu_host = environment.tpu_host()
+    return environment.TPU_INSTALL_HINT if tpu_host and not tensorflow_uses_tpu else ""
+
+
 def describe_devices(tpu_host: bool | None = None) -> str:
     """What TensorFlow will run a single-device notebook on, in one plain sentence (with the
     unused-TPU warning on a TPU machine where TensorFlow sees no TPU)."""
@@ -59,11 +67,8 @@ def describe_devices(tpu_host: bool | None = None) -> str:
         text = f"TensorFlow runs this notebook on the GPU ({len(gpus)} visible, the first is used)"
     else:
         text = "TensorFlow runs this notebook on the CPU (no GPU visible)"
-    if tpu_host is None:
-        tpu_host = environment.tpu_host()
-    if tpu_host and not tf.config.list_logical_devices("TPU"):
-        text += f". WARNING: {environment.TPU_INSTALL_HINT}"
-    return text
+    note = _unused_tpu_note(tpu_host, bool(tf.config.list_logical_devices("TPU")))
+    return f"{text}. WARNING: {note}" if note else text
 
 
 def get_strategy(allow_tpu: bool = True, tpu_host: bool | None = None) -> StrategyChoice:
@@ -83,9 +88,7 @@ def get_strategy(allow_tpu: bool = True, tpu_host: bool | None = None) -> Strate
             strategy, kind = tf.distribute.MirroredStrategy([g.name for g in gpus]), "gpu"
         else:
             strategy, kind = tf.distribute.get_strategy(), "gpu" if gpus else "cpu"
-    if tpu_host is None:
-        tpu_host = environment.tpu_host()
-    note = environment.TPU_INSTALL_HINT if tpu_host and kind != "tpu" else ""
+    note = _unused_tpu_note(tpu_host, kind == "tpu")
     choice = StrategyChoice(strategy, kind, strategy.num_replicas_in_sync, note)
     if note:
         logger.warning("a TPU is attached but TensorFlow cannot use it: %s", note)

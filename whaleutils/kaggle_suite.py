@@ -34,7 +34,6 @@ output and counts that as a failure.
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import os
@@ -55,8 +54,9 @@ ACCELERATORS = {  # accelerator -> (enable_gpu, enable_tpu, machine_shape)
     "gpu": (True, False, "NvidiaTeslaT4"),
     "tpu": (False, True, "TpuV5E8"),
 }
-KERNEL_FIELDS = {"slug", "title", "notebook", "accelerator", "internet", "private", "datasets"}
-KERNEL_FIELDS |= {"kernels"}
+KERNEL_FIELDS = frozenset(
+    ("slug", "title", "notebook", "accelerator", "internet", "private", "datasets", "kernels")
+)
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 BOOTSTRAP_TAG = "kaggle-bootstrap"
@@ -220,17 +220,6 @@ def configured_owner(environ: dict | None = None) -> str | None:
     return None
 
 
-def kaggle_parameters(notebook: str, profile: str, declared: set[str]) -> dict:
-    """A notebook's parameters on Kaggle: the profile's, with Kaggle's input and output paths."""
-    parameters = dict(runner.load_profile(profile)[notebook])
-    parameters["out_dir"] = str(environment.KAGGLE_WORKING / notebook)
-    if "data_dir" in declared:
-        parameters["data_dir"] = None  # the competition input, found where Kaggle mounts it
-    if "runs_dir" in declared:
-        parameters["runs_dir"] = str(environment.KAGGLE_INPUT)  # attached kernels' outputs
-    return parameters
-
-
 def staged_notebook(
     notebook: str,
     parameters: dict,
@@ -351,6 +340,9 @@ def stage(
     replaced; anything else is refused so that nothing of the user's is overwritten.
     ``build_wheels=False`` writes the library's metadata without building or downloading wheels.
     """
+    import nbformat
+    import papermill
+
     metadata = load_metadata(metadata_path)
     owner = owner or configured_owner()
     if not owner:
@@ -398,9 +390,8 @@ def stage(
         + "\n"
     )
 
-    import papermill
-
     competition = metadata["competition"]
+    profile = runner.load_profile(metadata["profile"])
     staged = []
     for kernel in metadata["kernels"]:
         folder = out / kernel["slug"]
@@ -409,15 +400,21 @@ def stage(
         declared = set(
             papermill.inspect_notebook(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")).keys()
         )
-        parameters = kaggle_parameters(notebook, metadata["profile"], declared)
+        # Kaggle: the competition input found where it is mounted (data_dir None), outputs in
+        # /kaggle/working, other kernels' outputs attached under /kaggle/input
+        parameters = runner.notebook_parameters(
+            notebook,
+            profile[notebook],
+            None,
+            environment.KAGGLE_WORKING / notebook,
+            environment.KAGGLE_INPUT,
+        )
         unknown = sorted(set(parameters) - declared)
         if unknown:
             raise MetadataError(
                 f"params/{metadata['profile']}/{notebook}.yaml sets {unknown}, which notebook "
                 f"{notebook} does not declare in its parameters cell"
             )
-        import nbformat
-
         nbformat.write(
             staged_notebook(notebook, parameters, library_id), folder / f"{kernel['slug']}.ipynb"
         )
@@ -539,30 +536,3 @@ def push(
         code, output = _run_cli(["kernels", "push", "-p", str(stage_dir / slug)], timeout)
         results.append(_outcome(f"{summary['owner']}/{slug}", code, output, "successfully"))
     return results
-
-
-def read_staged_parameters(notebook_path: str | os.PathLike) -> dict:
-    """The injected parameters of a staged notebook, as values (for checks and tests)."""
-    import nbformat
-
-    staged = nbformat.read(notebook_path, as_version=4)
-    for cell in staged.cells:
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            return {
-                node.targets[0].id: ast.literal_eval(node.value)
-                for node in ast.parse(cell.source).body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-            }
-    raise ValueError(f"{notebook_path} has no injected-parameters cell")
-
-
-__all__ = [
-    "MetadataError",
-    "PushResult",
-    "configured_owner",
-    "kernel_metadata",
-    "load_metadata",
-    "push",
-    "read_staged_parameters",
-    "stage",
-]

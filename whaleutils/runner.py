@@ -44,6 +44,7 @@ NOTEBOOKS = (
     "06_robustness",
     "07_blend",
 )
+READS_OTHER_OUTPUTS = ("05_gradcam", "06_robustness", "07_blend")  # they take runs_dir
 SCORED = {
     "02_basic_cnn": "basic_cnn",
     "03_resnet_arcmargin": "resnet_arcmargin",
@@ -76,6 +77,17 @@ def load_profile(profile: str) -> dict[str, dict]:
         if not path.is_file():
             raise FileNotFoundError(f"missing parameter file {path}")
         parameters[name] = yaml.safe_load(path.read_text()) or {}
+    return parameters
+
+
+def notebook_parameters(
+    name: str, profile_parameters: dict, data_dir: str | None, out_dir, runs_dir
+) -> dict:
+    """A notebook's papermill parameters: its profile's, plus where its data and outputs are
+    and, for the notebooks that read other notebooks' outputs, the folder holding those."""
+    parameters = {**profile_parameters, "data_dir": data_dir, "out_dir": str(out_dir)}
+    if name in READS_OTHER_OUTPUTS:
+        parameters["runs_dir"] = str(runs_dir)
     return parameters
 
 
@@ -140,9 +152,7 @@ def run(
                 summary["notebooks"].append({**earlier[name], "reused": True})
             continue
         out = run_dir / name
-        parameters = {**settings[name], "data_dir": str(data_path), "out_dir": str(out)}
-        if name in ("05_gradcam", "06_robustness", "07_blend"):
-            parameters["runs_dir"] = str(run_dir)
+        parameters = notebook_parameters(name, settings[name], str(data_path), out, run_dir)
         if experiment.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             previous = earlier.get(name, {"name": name, "status": "ok", "seconds": None})
