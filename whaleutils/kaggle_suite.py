@@ -34,7 +34,6 @@ output and counts that as a failure.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -232,9 +231,11 @@ def staged_notebook(
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    source = load_notebook_node(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb"))
     staged = parameterize_notebook(
-        copy.deepcopy(source), parameters, kernel_name="python3", language="python"
+        load_notebook_node(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")),
+        parameters,
+        kernel_name="python3",
+        language="python",
     )
     bootstrap = nbformat.v4.new_code_cell(
         BOOTSTRAP.format(library_id=library_id, input_root=Path(input_root).as_posix()),
