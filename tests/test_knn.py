@@ -39,12 +39,29 @@ def test_cosine_topk_matches_sklearn(method, n_gallery, k):
     assert_same_neighbours(similarities, indices, 1 - distances, reference)
 
 
-def test_cosine_topk_is_the_same_in_small_chunks():
-    gallery, queries, _ = clustered(9000, 200, 32, 1500, seed=1)
-    whole = knn.cosine_topk(gallery, queries, 20)
-    chunked = knn.cosine_topk(gallery, queries, 20, memory_mb=0.05)  # one query per chunk
+@pytest.mark.parametrize("method", ["float32", "bf16"])
+@pytest.mark.parametrize("n_gallery", [300, 9000])  # one full top_k, and the two-level path
+def test_cosine_topk_is_the_same_in_small_chunks(method, n_gallery):
+    """Bit-identical whatever the chunk size, on CPUs with and without bfloat16 units: both
+    methods run on any CPU (TensorFlow emulates bfloat16 where the CPU lacks it)."""
+    gallery, queries, _ = clustered(n_gallery, 200, 32, n_gallery // 6, seed=1)
+    whole = knn.cosine_topk(gallery, queries, 20, method=method)
+    chunked = knn.cosine_topk(gallery, queries, 20, method=method, memory_mb=0.05)  # 1 per chunk
     np.testing.assert_array_equal(whole[1], chunked[1])
     np.testing.assert_array_equal(whole[0], chunked[0])
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_cosine_topk_auto_follows_the_cpu_and_gives_the_same_answer(monkeypatch, has_bf16):
+    """``auto`` takes the path this CPU would take; both paths give the same neighbours."""
+    monkeypatch.setattr(knn, "cpu_has_bf16", lambda: has_bf16)
+    gallery, queries, _ = clustered(9000, 100, 32, 1500, seed=2)
+    chosen = knn.cosine_topk(gallery, queries, 10)
+    explicit = knn.cosine_topk(gallery, queries, 10, method="bf16" if has_bf16 else "float32")
+    other = knn.cosine_topk(gallery, queries, 10, method="float32" if has_bf16 else "bf16")
+    np.testing.assert_array_equal(chosen[0], explicit[0])
+    np.testing.assert_array_equal(chosen[1], explicit[1])
+    assert_same_neighbours(*chosen, *other)
 
 
 @pytest.mark.parametrize("method", ["float32", "bf16"])

@@ -73,6 +73,19 @@ def _sorted_topk(similarities: np.ndarray, candidates: np.ndarray, k: int):
     )
 
 
+def _rescore(gallery: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Float32 similarities (b, C) of each query (b, d) to its gallery rows ``ids`` (b, C).
+
+    Each value is the same float32 sum whatever the batch around it: a matrix product may
+    block its sums differently for another number of rows (another chunk size) and round
+    differently in the last bits, which would make results depend on ``memory_mb``.
+    """
+    return (gallery[ids] * queries[:, None, :]).sum(axis=2, dtype=np.float32)
+
+
+TIE_SLACK = 8  # extra neighbours fetched beyond k, so that re-scoring decides the k-th place
+
+
 @functools.lru_cache(maxsize=1)
 def _searcher():
     """The TensorFlow part of the search, built once (importing TensorFlow only when used)."""
@@ -97,15 +110,10 @@ def _searcher():
         return values, ids, block_values[:, n_blocks]
 
     @tf.function(reduce_retracing=True)
-    def rescore(query_block, gallery, ids):
-        """Exact float32 similarities of each query to its candidate gallery rows (b, C)."""
-        return tf.einsum("bcd,bd->bc", tf.gather(gallery, ids), query_block)
-
-    @tf.function(reduce_retracing=True)
     def exact_topk(query_block, gallery, k):
         return tf.math.top_k(tf.matmul(query_block, gallery, transpose_b=True), k)
 
-    return tf, candidates, rescore, exact_topk
+    return tf, candidates, exact_topk
 
 
 def cosine_topk(
@@ -160,7 +168,7 @@ def cosine_topk(
         method = "bf16" if cpu_has_bf16() else "float32"
     if method not in ("bf16", "float32"):
         raise ValueError(f"method must be 'auto', 'bf16' or 'float32', got method={method!r}")
-    tf, candidates, rescore, exact_topk = _searcher()
+    tf, candidates, exact_topk = _searcher()
     n_gallery, dim = gallery.shape
     gallery_f32 = tf.constant(gallery)
     out_similarities = np.empty((len(queries), k), dtype=np.float32)
@@ -169,14 +177,18 @@ def cosine_topk(
     n_blocks = n_candidates
     chunk = max(1, int(memory_mb * 2**20 // (10 * n_gallery + 4 * n_candidates * (dim + 2))))
     two_level = -(-n_gallery // BLOCK) > n_blocks + 1
+    k_fetch = tf.constant(min(n_gallery, k + TIE_SLACK))
+
+    def full_topk(query_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by a full product, re-scored so that the result is the same in any chunk."""
+        _, ids = exact_topk(query_rows, gallery_f32, k_fetch)
+        ids = ids.numpy().astype(np.int64)
+        return _sorted_topk(_rescore(gallery, query_rows, ids), ids, k)
+
     if not two_level:  # a small gallery: one full top_k per chunk is cheap
         for start in range(0, len(queries), chunk):
-            values, ids = exact_topk(queries[start : start + chunk], gallery_f32, tf.constant(k))
-            similarities, indices = _sorted_topk(values.numpy(), ids.numpy().astype(np.int64), k)
-            out_similarities[start : start + chunk], out_indices[start : start + chunk] = (
-                similarities,
-                indices,
-            )
+            rows = slice(start, start + chunk)
+            out_similarities[rows], out_indices[rows] = full_topk(queries[rows])
         return out_similarities, out_indices
 
     unit = BF16_UNIT_ROUNDOFF if method == "bf16" else 0.0
@@ -201,7 +213,7 @@ def cosine_topk(
         values, left_out, ids = values.numpy(), left_out.numpy(), ids.numpy().astype(np.int64)
         real = ids < n_gallery
         ids = np.where(real, ids, 0)
-        exact = rescore(query_block, gallery_f32, ids).numpy() if method == "bf16" else values
+        exact = _rescore(gallery, queries[rows], ids)
         similarities, indices = _sorted_topk(np.where(real, exact, -np.inf), ids, k)
 
         query_rounding = tf.norm(query_block - tf.cast(query_search, tf.float32), axis=1).numpy()
@@ -213,8 +225,7 @@ def cosine_topk(
         safe &= real.sum(axis=1) >= k  # padding rows took no place of a neighbour
         unsafe = np.flatnonzero(~safe)
         if len(unsafe):
-            values, ids = exact_topk(tf.gather(query_block, unsafe), gallery_f32, tf.constant(k))
-            similarities[unsafe], indices[unsafe] = values.numpy(), ids.numpy()
+            similarities[unsafe], indices[unsafe] = full_topk(queries[rows][unsafe])
         out_similarities[rows], out_indices[rows] = similarities, indices
     return out_similarities, out_indices
 
