@@ -40,7 +40,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import data, eda, experiment
+from whaleutils import data, eda, outputs
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ plt.show()
 # ## Sample photos per species
 
 # %%
-outputs = [
+files = [
     "species_counts.csv",
     "paper_claims.csv",
     "species.png",
@@ -103,7 +103,7 @@ if has_images:
     )
     figure.savefig(out / "samples.png", dpi=110)
     plt.show()
-    outputs.append("samples.png")
+    files.append("samples.png")
 
 # %% [markdown]
 # ## The paper's claims against this data
@@ -117,4 +117,4 @@ claims.to_csv(out / "paper_claims.csv", index=False)
 claims
 
 # %%
-experiment.write_outputs(out, outputs)
+outputs.write_outputs(out, files)

@@ -23,8 +23,9 @@
 # finds it the weakest model, and so should we.
 #
 # **Inputs.** A Happywhale-format data set. **Outputs** (in `out_dir`): `log.csv`,
-# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`,
-# `threshold.png`. **Accelerator:** optional. **Expected time:** minutes on CPU at 64 px.
+# `labels.json`, `confidence_search.csv`, `confidence_search.png`, `oof_predictions.csv`,
+# `test_predictions.csv`, `submission.csv`, `scores.json`. **Accelerator:** optional (GPU on
+# Kaggle). **Expected time:** minutes on CPU at 64-96 px.
 
 # %% tags=["parameters"]
 data_dir = None
@@ -47,15 +48,14 @@ max_valid_images = None
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from whaleutils import distribute, experiment, knn, models, submission, train
+from whaleutils import distribute, heads, models, outputs, splits, train
 
 print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
+split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 
@@ -65,9 +65,7 @@ print(split.describe())
 # %%
 training_model, embedding_model = models.build_basic_cnn(split.encoding.n_individuals, image_size)
 train.compile_model(training_model, learning_rate, from_logits=False)
-batches, steps = experiment.training_batches(
-    split, image_size, batch_size, label_as_input=False, seed=seed
-)
+batches, steps = split.training_batches(image_size, batch_size, label_as_input=False, seed=seed)
 log = train.fit(
     training_model, batches, epochs, out / "run", embedding_model, steps_per_epoch=steps, verbose=2
 )
@@ -75,76 +73,20 @@ log.to_csv(out / "log.csv", index=False)
 log
 
 # %% [markdown]
-# ## Threshold for `new_individual`, chosen on validation
+# ## The classifier head
+# The five most probable individuals; `new_individual` goes first when the top probability is
+# below a confidence threshold, chosen on the validation fold like the KNN head's distance
+# threshold.
 
 # %%
-probabilities = training_model.predict(
-    experiment.image_batches(
-        split.valid, split.train_images, image_size, batch_size, split.crop_to_box
-    ),
-    verbose=0,
-)
-valid_lists, valid_top = experiment.classifier_predictions(probabilities, split, 0.0)
-ids = np.array(
-    [[label for label in row if label != "new_individual"][:4] for row in valid_lists], dtype=object
-)
-confidence_grid = np.round(np.arange(0.0, 1.0001, 0.02), 2)
-curve = knn.map5_by_threshold(ids, valid_top[:, 0], split.valid["target_id"], 1.0 - confidence_grid)
-curve["confidence"] = 1.0 - curve["threshold"]
-best = curve.sort_values(["map5", "confidence"], ascending=[False, True]).iloc[0]
-confidence_threshold = float(best["confidence"])
-figure, axis = plt.subplots(figsize=(7, 4))
-for column in ("map5", "map5_known", "map5_new"):
-    axis.plot(curve["confidence"], curve[column], label=column)
-axis.axvline(confidence_threshold, color="grey", linestyle="--")
-axis.set_xlabel("new_individual first when the top probability is below")
-axis.set_ylabel("validation MAP@5")
-axis.legend()
-figure.savefig(out / "threshold.png", dpi=110)
-plt.show()
-print(f"confidence threshold {confidence_threshold:.2f}: validation MAP@5 {best['map5']:.4f}")
-
-# %% [markdown]
-# ## Predictions and scores
-
-# %%
-valid_lists, valid_top = experiment.classifier_predictions(
-    probabilities, split, confidence_threshold
-)
-knn.write_predictions(
-    out / "oof_predictions.csv", split.valid["image"], valid_lists, valid_top, overwrite=True
-)
-test_probabilities = training_model.predict(
-    experiment.image_batches(
-        split.test, split.test_images, image_size, batch_size, split.crop_to_box
-    ),
-    verbose=0,
-)
-test_lists, test_top = experiment.classifier_predictions(
-    test_probabilities, split, confidence_threshold
-)
-knn.write_predictions(
-    out / "test_predictions.csv", split.test["image"], test_lists, test_top, overwrite=True
-)
-submission.write_submission(out / "submission.csv", split.test["image"], test_lists, overwrite=True)
-scores = {
-    "valid": experiment.score(split.valid["target_id"], valid_lists),
-    "test": experiment.test_scores(split, split.test["image"], test_lists),
-    "confidence_threshold": confidence_threshold,
-}
-experiment.write_json(out / "scores.json", scores)
-scores
-
-# %%
-experiment.write_outputs(
+result = heads.classifier_head(
+    split,
+    training_model.predict(split.batches("valid", image_size, batch_size), verbose=0),
+    training_model.predict(split.batches("test", image_size, batch_size), verbose=0),
     out,
-    [
-        "log.csv",
-        "labels.json",
-        "oof_predictions.csv",
-        "test_predictions.csv",
-        "submission.csv",
-        "scores.json",
-        "threshold.png",
-    ],
 )
+plt.show()
+{key: value for key, value in result.items() if key != "search"}
+
+# %%
+outputs.write_outputs(out, ["log.csv", "labels.json", *heads.CLASSIFIER_OUTPUTS])

@@ -21,9 +21,10 @@
 # embedding also places individuals never seen in training, and the distance to the nearest
 # match says when a photo shows a `new_individual`.
 #
-# **Inputs.** A Happywhale-format data set. **Outputs** (in `out_dir`): `log.csv`, `train.npz`,
-# `valid.npz`, `test.npz`, `knn_search.csv`, `knn_search.png`, `oof_predictions.csv`,
-# `test_predictions.csv`, `submission.csv`, `scores.json`.
+# **Inputs.** A Happywhale-format data set. **Outputs** (in `out_dir`): `log.csv`,
+# `labels.json`, `embedding_model.keras`, `train.npz`, `valid.npz`, `test.npz`,
+# `knn_search.csv`, `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`,
+# `submission.csv`, `scores.json`.
 # **Accelerator:** GPU or TPU for 224 px; CPU at small sizes. **Expected time:** minutes on CPU
 # at 64 px; about an hour per fold on a Kaggle GPU at 224 px.
 
@@ -53,13 +54,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import distribute, environment, experiment, models, train
+from whaleutils import distribute, embed, environment, heads, models, outputs, splits, train
 
 print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
+split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 
@@ -75,7 +76,7 @@ training_model, embedding_model = models.build_model(
     backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m
 )
 train.compile_model(training_model, learning_rate)
-batches, steps = experiment.training_batches(split, image_size, batch_size, seed=seed)
+batches, steps = split.training_batches(image_size, batch_size, seed=seed)
 log = train.fit(
     training_model,
     batches,
@@ -87,19 +88,22 @@ log = train.fit(
     verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)
+embedding_model.save(out / outputs.EMBEDDING_MODEL)
 log
 
 # %% [markdown]
 # ## Embeddings and the KNN head
-# k and the distance threshold are chosen on the validation fold, known and new images scored
-# together as in the test set.
+# Every photo is embedded with its mirror image (flip TTA). k and the distance threshold are
+# chosen on the validation fold, known and new images scored together as in the test set, each
+# validation photo matched against a gallery composed like the test gallery.
 
 # %%
-result = experiment.embed_and_search(
-    embedding_model, split, image_size, batch_size, out, knn_rule, f"{backbone} fold {fold}"
+embeddings = embed.embed_split(
+    embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}"
 )
+result = heads.knn_head(split, embeddings, out, knn_rule)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 
 # %%
-experiment.write_outputs(out, ["log.csv", "labels.json", *experiment.KNN_OUTPUTS])
+outputs.write_outputs(out, ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, *heads.KNN_OUTPUTS])

@@ -17,7 +17,7 @@
 # # 4. EfficientNet + ArcFace: the paper's main model
 #
 # **Purpose.** EfficientNet (B5 at 380 px on Kaggle, noisy-student weights) with an ArcFace head
-# and a 512-d embedding, trained with the paper's warm-up / exponential-decay schedule on TPU,
+# and a 512-d embedding, trained with the paper's warm-up / exponential-decay schedule on one or
 # several GPUs or the CPU. Snapshots of the embedding model are kept for the blend notebook;
 # the KNN head's k and threshold are searched on validation; the test submission is written.
 #
@@ -26,7 +26,8 @@
 # **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`, `train.npz`,
 # `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
 # `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
-# **Accelerator:** TPU v5e-8 or GPUs on Kaggle; CPU at small sizes.
+# **Accelerator:** GPU T4 x2 on Kaggle; CPU at small sizes. Not yet the TPU: Kaggle's TPU
+# image has no TensorFlow that sees it (see Hardware below and the README).
 # **Expected time:** minutes on CPU with B0 at 64-128 px; hours on Kaggle at B5 / 380 px.
 
 # %% tags=["parameters"]
@@ -65,7 +66,18 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from whaleutils import distribute, environment, experiment, layers, models, schedules, train
+from whaleutils import (
+    distribute,
+    embed,
+    environment,
+    heads,
+    layers,
+    models,
+    outputs,
+    schedules,
+    splits,
+    train,
+)
 
 choice = distribute.get_strategy()
 batch_size = choice.global_batch_size(batch_size_per_replica)
@@ -78,7 +90,7 @@ print(f"{choice.describe()}\nglobal batch {batch_size}, lr_max {lr_max:.2e}")
 # %%
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = experiment.load_fold(data_dir, fold, n_folds, seed, max_valid_images)
+split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 
@@ -86,7 +98,7 @@ print(split.describe())
 # ## The learning-rate schedule (the paper's figure 4)
 
 # %%
-schedule = lambda epoch: schedules.lr_at_epoch(epoch, epochs, lr_max, warmup_epochs, sustain_epochs)  # noqa: E731
+schedule = schedules.paper_schedule(epochs, lr_max, warmup_epochs, sustain_epochs)
 figure, axis = plt.subplots(figsize=(7, 3.5))
 axis.plot(range(1, epochs + 1), [schedule(e) for e in range(epochs)], marker="o")
 axis.set_xlabel("epoch")
@@ -113,7 +125,7 @@ with choice.strategy.scope():
         k_subcenters=k_subcenters, class_margins=class_margins,
     )  # fmt: skip
     train.compile_model(training_model, lr_max)
-batches, steps = experiment.training_batches(split, image_size, batch_size, seed=seed)
+batches, steps = split.training_batches(image_size, batch_size, seed=seed)
 snapshots = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
 log = train.fit(
     training_model,
@@ -128,21 +140,22 @@ log = train.fit(
     verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)
-embedding_model.save(out / "embedding_model.keras")
+embedding_model.save(out / outputs.EMBEDDING_MODEL)
 log
 
 # %% [markdown]
 # ## Embeddings, the k and threshold search, the submission
 
 # %%
-result = experiment.embed_and_search(
-    embedding_model, split, image_size, batch_size, out, knn_rule, f"{backbone} fold {fold}"
+embeddings = embed.embed_split(
+    embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}"
 )
+result = heads.knn_head(split, embeddings, out, knn_rule)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 
 # %%
-experiment.write_outputs(
+outputs.write_outputs(
     out,
-    ["log.csv", "labels.json", "embedding_model.keras", "lr_schedule.png", *experiment.KNN_OUTPUTS],
+    ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS],
 )

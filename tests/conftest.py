@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures render without a display
+os.environ["PIP_NO_INDEX"] = "1"  # no test reaches the package index (pip fails instead)
 
 from whaleutils import synth
 

@@ -106,7 +106,6 @@ def test_label_encoding_matches_sklearn_and_round_trips(tmp_path):
     codes = encoding.encode_individuals(train["individual_id"])
     np.testing.assert_array_equal(codes, reference.transform(train["individual_id"]))
     assert encoding.decode_individuals(codes).tolist() == ["c", "a", "b", "a"]
-    assert encoding.encode_species(["s2", "s1"]).tolist() == [1, 0]
     encoding.save(tmp_path / "labels.json")
     assert data.LabelEncoding.load(tmp_path / "labels.json") == encoding
     with pytest.raises(KeyError, match="unknown individual_id 'zz'"):

@@ -29,12 +29,26 @@ SLUGS = [
 ]
 
 
+# The pinned wheels for offline staging: `.ci/run` fills this folder with
+# `python -m whaleutils kaggle wheelhouse`. Without it the staging tests build our own wheel only.
+WHEELHOUSE = os.environ.get("WHALEUTILS_WHEELHOUSE")
+
+
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory) -> Path:
-    """The repository's suite staged once (wheels built and downloaded for real)."""
-    out = tmp_path_factory.mktemp("kaggle") / "stage"
-    kaggle_suite.stage(out, owner=OWNER)
-    return out
+    """The repository's suite staged once, offline: the whaleutils wheel built for real, the
+    pinned wheels taken from the wheelhouse (or, without one, left out of the metadata)."""
+    folder = tmp_path_factory.mktemp("kaggle")
+    metadata_path = kaggle_suite.METADATA_FILE
+    if WHEELHOUSE is None:
+        library = json.loads(metadata_path.read_text())["library"]
+        metadata_path = write_metadata(
+            folder / "kaggle-metadata.json", library={**library, "wheels": []}
+        )
+    kaggle_suite.stage(
+        folder / "stage", owner=OWNER, metadata_path=metadata_path, wheelhouse=WHEELHOUSE
+    )
+    return folder / "stage"
 
 
 @pytest.fixture
@@ -92,6 +106,15 @@ def test_repository_metadata_lists_every_notebook_once_in_order():
     for kernel in metadata["kernels"]:
         assert kaggle_suite.slugify_title(kernel["title"]) == kernel["slug"]
         assert kernel["internet"] is False  # runs offline: wheels and weights are attached
+    # the kernels each one reads follow from the suite's graph, stated once in the runner
+    sources = {k["notebook"]: k["kernels"] for k in metadata["kernels"]}
+    assert sources["07_blend"] == [
+        "happywhale-02-basic-cnn",
+        "happywhale-03-resnet-arcmargin",
+        "happywhale-04-effnet-arcface",
+    ]
+    assert sources["05_gradcam"] == sources["06_robustness"] == ["happywhale-04-effnet-arcface"]
+    assert sources["04_effnet_arcface"] == sources["01_eda"] == []
 
 
 def test_metadata_errors_name_file_kernel_and_field(tmp_path):
@@ -101,9 +124,10 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
         {"slug": "whale-three", "title": "Something Else", "notebook": "99_missing"},
         {"slug": "whale-four", "title": "Whale Four", "notebook": "02_basic_cnn",
          "accelerator": "quantum", "kernels": ["whale-five"], "colour": "blue"},
-        {"slug": "whale-five", "title": "Whale Five", "notebook": "03_resnet_arcmargin",
+        {"slug": "whale-five", "title": "Whale Five", "notebook": "05_gradcam",
          "datasets": ["a/b/c"], "internet": "yes"},
         {"slug": "whale-one", "title": "Whale One", "notebook": "04_effnet_arcface"},
+        {"slug": "whale-seven", "title": "Whale Seven", "notebook": "07_blend"},
     ]  # fmt: skip
     path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
     with pytest.raises(kaggle_suite.MetadataError) as caught:
@@ -114,12 +138,13 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
         "kernels[1] (Bad_Slug): slug must be lower-case",
         "kernels[2] (whale-three): title 'Something Else' becomes the slug 'something-else'",
         "kernels[2] (whale-three): notebook '99_missing' is not one of",
-        "kernels[3] (whale-four): unknown field(s) ['colour']",
+        "kernels[3] (whale-four): unknown field(s) ['colour', 'kernels']",
         "kernels[3] (whale-four): accelerator 'quantum' is not one of",
-        "kernels[3] (whale-four): kernels entry 'whale-five' must be the slug of a kernel listed before",
         "kernels[4] (whale-five): datasets entry 'a/b/c' is not 'owner/slug' or 'slug'",
         "kernels[4] (whale-five): internet must be true or false, got 'yes'",
         "kernels[5] (whale-one): slug 'whale-one' appears twice",
+        "kernels[4] (whale-five): reads the outputs of notebook 04_effnet_arcface, so a kernel running 04_effnet_arcface must be listed before",
+        "kernels[6] (whale-seven): reads the outputs of notebook 03_resnet_arcmargin, so a kernel running 03_resnet_arcmargin must be listed before",
     ]
     for fragment in expected:
         assert any(fragment in line for line in lines), (fragment, lines)
@@ -193,8 +218,11 @@ def test_stage_writes_kernels_library_and_summary(staged):
     wheels = sorted(p.name for p in library.glob("*.whl"))
     assert wheels == summary["library"]["files"]
     assert any(w.startswith("whaleutils-") for w in wheels)
-    assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
-    assert any(w.lower().startswith("keras_applications-1.0.8") for w in wheels)
+    if WHEELHOUSE is not None:
+        assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
+        assert any(w.lower().startswith("keras_applications-1.0.8") for w in wheels)
+    else:
+        assert len(wheels) == 1
     dataset = json.loads((library / "dataset-metadata.json").read_text())
     assert dataset["id"] == f"{OWNER}/whaleutils-library"
     for slug in SLUGS:
@@ -218,10 +246,12 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
     assert all(not c.outputs and c.execution_count is None for c in code)
     injected = injected_parameters(path)
     assert injected["out_dir"] == f"/kaggle/working/{notebook}"
-    profile = runner.load_profile("kaggle")[notebook]
-    assert {k: injected[k] for k in profile} == profile
-    if notebook in ("05_gradcam", "06_robustness", "07_blend"):
-        assert injected["runs_dir"] == "/kaggle/input"
+    profile = runner.load_profile("kaggle")
+    assert {k: injected[k] for k in profile[notebook]} == profile[notebook]
+    if notebook != "01_eda":  # 01 has no fold; every other notebook gets the profile's
+        assert {k: injected[k] for k in profile["_common"]} == profile["_common"]
+    if notebook in runner.INPUTS:
+        assert injected["inputs_dir"] == "/kaggle/input"
     if notebook == "04_effnet_arcface":
         assert (injected["backbone"], injected["image_size"], injected["epochs"]) == (
             "efficientnet-b5",
@@ -250,8 +280,9 @@ def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tm
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     subprocess.run([sys.executable, "-c", bootstrap], env=environ, check=True, timeout=300)
-    check = (
-        "import whaleutils, efficientnet, keras_applications\n"
+    pinned = "import efficientnet, keras_applications\n" if WHEELHOUSE else ""
+    check = pinned + (
+        "import whaleutils\n"
         "from whaleutils import synth\n"
         "print(whaleutils.__file__)\n"
         "print(len(synth.load_profile()['species']))\n"
@@ -263,6 +294,18 @@ def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tm
     installed_at, species = result.stdout.split()
     assert Path(installed_at).is_relative_to(site)
     assert int(species) > 0
+
+
+def test_pinned_wheels_come_only_from_the_wheelhouse(tmp_path):
+    """With a wheelhouse, pip looks nowhere else: a wheel missing there is an error naming it
+    (and no download is tried)."""
+    empty = tmp_path / "wheelhouse"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match=r"efficientnet==1\.1\.1"):
+        kaggle_suite.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], wheelhouse=empty)
+    if WHEELHOUSE is not None:
+        files = kaggle_suite.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], WHEELHOUSE)
+        assert files == ["efficientnet-1.1.1-py3-none-any.whl"]
 
 
 def test_bootstrap_without_the_dataset_says_what_to_attach(tmp_path):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from whaleutils import embed, knn, metrics
+from whaleutils import embed, knn, metrics, submission
 
 
 def clustered(n_gallery, n_queries, dim, n_centres, seed=0, noise=0.6):
@@ -253,14 +253,14 @@ def test_predict_and_prediction_files_round_trip(tmp_path):
         frequent_ids=["w1", "w2", "w3", "w4", "w5"],
     )
     assert all(len(p) == 5 and len(set(p)) == 5 and "new_individual" in p for p in predictions)
-    path = knn.write_predictions(
+    path = submission.write_predictions(
         tmp_path / "test_predictions.csv", [f"q{i}.jpg" for i in range(40)], predictions, scores
     )
-    frame = knn.read_predictions(path)
+    frame = submission.read_predictions(path, with_scores=True)
     assert frame["labels"].tolist() == predictions
     np.testing.assert_allclose(np.array(frame["score_values"].tolist()), scores, atol=1e-5)
     with pytest.raises(FileExistsError):
-        knn.write_predictions(path, ["q0.jpg"], predictions[:1], scores[:1])
+        submission.write_predictions(path, ["q0.jpg"], predictions[:1], scores[:1])
 
 
 def test_candidate_thresholds_resolve_a_small_distance_scale():

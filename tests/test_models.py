@@ -25,7 +25,7 @@ def test_model_shapes_and_shared_weights(effnet_b0):
     assert logits.shape == (3, 7) and embeddings.shape == (3, 16)
     shared = {id(w) for w in embedding_model.weights}
     assert shared <= {id(w) for w in training_model.weights}
-    assert models.model_takes_labels(training_model)
+    assert models.input_image_size(embedding_model) == 64
     assert isinstance(training_model.get_layer("arc_margin"), layers.ArcMarginProduct)
 
 
@@ -104,7 +104,7 @@ def test_basic_cnn_is_the_papers_first_model():
     probabilities = training_model.predict(images, verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert embedding_model.predict(images, verbose=0).shape == (3, 512)
-    assert not models.model_takes_labels(training_model)
+    assert models.input_image_size(training_model) == models.input_image_size(embedding_model)
 
 
 def test_build_model_rejects_bad_pooling():

@@ -39,11 +39,11 @@ def test_check_submission_names_each_bad_line():
 def test_write_submission_round_trip_and_never_overwrites(tmp_path):
     path = tmp_path / "submission.csv"
     submission.write_submission(path, ["a.jpg"], [["i1", "i2", "i3", "i4", "new_individual"]])
-    frame = submission.read_submission(path)
-    assert submission.split_predictions(frame) == [["i1", "i2", "i3", "i4", "new_individual"]]
+    frame = submission.read_predictions(path)
+    assert frame["labels"].tolist() == [["i1", "i2", "i3", "i4", "new_individual"]]
     with pytest.raises(FileExistsError, match="exists"):
         submission.write_submission(path, ["a.jpg"], [["i1", "i2", "i3", "i4", "i5"]])
-    assert submission.split_predictions(submission.read_submission(path))[0][0] == "i1"
+    assert submission.read_predictions(path)["labels"][0][0] == "i1"
 
 
 def test_write_submission_refuses_bad_rows(tmp_path):
@@ -52,7 +52,14 @@ def test_write_submission_refuses_bad_rows(tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_read_submission_names_missing_columns(tmp_path):
+def test_read_predictions_names_missing_columns_and_bad_scores(tmp_path):
     (tmp_path / "s.csv").write_text("image,preds\na.jpg,x\n")
     with pytest.raises(submission.SubmissionError, match=r"missing column\(s\) \['predictions'\]"):
-        submission.read_submission(tmp_path / "s.csv")
+        submission.read_predictions(tmp_path / "s.csv")
+    (tmp_path / "p.csv").write_text("image,predictions\na.jpg,a b c d e\n")
+    assert submission.read_predictions(tmp_path / "p.csv")["labels"][0] == list("abcde")
+    with pytest.raises(submission.SubmissionError, match=r"missing column\(s\) \['scores'\]"):
+        submission.read_predictions(tmp_path / "p.csv", with_scores=True)
+    (tmp_path / "q.csv").write_text("image,predictions,scores\na.jpg,a b c d e,1 0.5 x 0 0\n")
+    with pytest.raises(submission.SubmissionError, match=r"q.csv line 2: scores '1 0.5 x 0 0'"):
+        submission.read_predictions(tmp_path / "q.csv", with_scores=True)

@@ -133,10 +133,14 @@ def test_compile_rejects_unknown_optimizer():
         train.compile_model(basic_model()[0], optimizer="sgd")
 
 
-def test_strategy_on_this_machine_is_the_cpu():
-    choice = distribute.get_strategy()
-    assert (choice.kind, choice.replicas) == ("cpu", 1)
-    assert choice.global_batch_size(16) == 16
+def test_strategy_follows_the_devices_this_machine_has():
+    """CPU alone: the default strategy, one replica; one GPU: the same on the GPU; several
+    GPUs: mirrored over all of them (CI has no GPU, a developer's machine may)."""
+    gpus = len(tf.config.list_logical_devices("GPU"))
+    choice = distribute.get_strategy(allow_tpu=False, tpu_host=False)
+    expected = ("gpu", gpus) if gpus > 1 else ("gpu" if gpus else "cpu", 1)
+    assert (choice.kind, choice.replicas) == expected
+    assert choice.global_batch_size(16) == 16 * expected[1]
 
 
 def test_two_replica_mirrored_fit_on_cpu(tmp_path):

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils import submission
+from whaleutils.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
 RANK_WEIGHTS = (10.0, 6.5, 3.3, 2.9, 2.7)
-N_PREDICTIONS = 5
 
 
 @dataclass
@@ -298,7 +298,7 @@ def search_alphas(
 
 
 def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[list[list[str]]]]:
-    """Read prediction files (``image, predictions[, scores]``) of several members, aligned
+    """Read prediction files (``submission.read_predictions``) of several members, aligned
     to the first file's image order.
 
     Raises
@@ -311,15 +311,11 @@ def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[li
         raise ValueError("no prediction files given")
     images, members = None, []
     for path in paths:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if not {"image", "predictions"} <= set(frame.columns):
-            raise ValueError(
-                f"{path}: needs columns image and predictions, found {list(frame.columns)}"
-            )
+        frame = submission.read_predictions(path)
         duplicated = frame["image"][frame["image"].duplicated()].tolist()
         if duplicated:
             raise ValueError(f"{path}: image(s) listed twice, e.g. {duplicated[:3]}")
-        lookup = dict(zip(frame["image"], frame["predictions"], strict=True))
+        lookup = dict(zip(frame["image"], frame["labels"], strict=True))
         if images is None:
             images = frame["image"].tolist()
         else:
@@ -330,8 +326,90 @@ def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[li
                     f"{path}: covers other images than {paths[0]}: {len(missing)} missing "
                     f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})"
                 )
-        members.append([lookup[i].split() for i in images])
+        members.append([lookup[i] for i in images])
     return images, members
+
+
+def load_member_embeddings(
+    folders: Sequence[str | os.PathLike], part: str, image_names: Sequence[str]
+) -> list[np.ndarray]:
+    """Each member folder's ``<part>.npz`` embeddings (schema in ``whaleutils.embed``), checked
+    to hold exactly ``image_names`` in that order, so that rows can be joined.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the first row whose image differs.
+    """
+    from whaleutils import embed
+
+    expected = np.asarray(image_names, dtype=str)
+    result = []
+    for folder in folders:
+        path = Path(folder) / f"{part}.npz"
+        payload = embed.load_embeddings(path)
+        names = payload["image_names"]
+        if len(names) != len(expected) or not np.array_equal(names, expected):
+            differ = np.flatnonzero(names[: len(expected)] != expected[: len(names)])
+            row = int(differ[0]) if len(differ) else min(len(names), len(expected))
+            found = names[row] if row < len(names) else "(end of file)"
+            wanted = expected[row] if row < len(expected) else "(no more images)"
+            raise ValueError(
+                f"{path}: rows do not align with the split's {part} images: row {row} is "
+                f"{found!r}, expected {wanted!r} ({len(names)} rows, expected {len(expected)})"
+            )
+        result.append(payload["embeddings"])
+    return result
+
+
+def snapshot_members(
+    split, member_folder: str | os.PathLike, out_dir: str | os.PathLike, batch_size: int
+) -> list[Path]:
+    """Every snapshot embedding model a trained notebook saved (``member_folder/run/snapshots/
+    epoch-NNN.keras``; none for most notebooks) as a blend member: embedded at its own image
+    size (``embed.embed_split``, flip TTA) and run through the KNN head with the notebook's
+    k, threshold and rule (its ``scores.json``). Writes ``out_dir/<snapshot>/`` with
+    ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``; returns those folders."""
+    from whaleutils import embed, heads, models, outputs
+
+    paths = sorted((Path(member_folder) / "run" / "snapshots").glob("epoch-*.keras"))
+    if not paths:
+        return []
+    settings = outputs.read_scores(member_folder)
+    folders = []
+    for path in paths:
+        folder = Path(out_dir) / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        embeddings = embed.embed_split(
+            models.load_model(path), split, batch_size, folder, model_name=str(path)
+        )
+        for name, part in (("oof_predictions.csv", "valid"), ("test_predictions.csv", "test")):
+            lists, scores = heads.knn_predictions(
+                split, embeddings, part, settings["k"], settings["threshold"], settings["rule"]
+            )
+            submission.write_predictions(
+                folder / name, split.frame(part)["image"], lists, scores, overwrite=True
+            )
+        folders.append(folder)
+    return folders
+
+
+def member_scores(split, names, oof_images, oof_members, test_images, test_members):
+    """Validation and test MAP@5 of each member (test: None without a solution), one row per
+    member: the blend notebook's comparison table."""
+    from whaleutils import heads
+
+    rows = []
+    for name, oof, test in zip(names, oof_members, test_members, strict=True):
+        test_scores = heads.split_scores(split, "test", test_images, test) or {}
+        rows.append(
+            {
+                "model": name,
+                "valid_map5": heads.split_scores(split, "valid", oof_images, oof)["map5"],
+                "test_map5": test_scores.get("map5"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def concatenate_embeddings(
@@ -362,8 +440,3 @@ def concatenate_embeddings(
     return (joined / np.maximum(np.linalg.norm(joined, axis=1, keepdims=True), 1e-12)).astype(
         np.float32
     )
-
-
-def member_paths(folder: str | os.PathLike, file_name: str) -> list[Path]:
-    """Every ``file_name`` one level below ``folder`` (e.g. ``oof_predictions.csv``), sorted."""
-    return sorted(Path(folder).glob(f"*/{file_name}"))

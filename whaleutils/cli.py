@@ -66,7 +66,7 @@ def cmd_prepare(args) -> int:
 
 def cmd_score(args) -> int:
     solution = data.read_solution(args.solution)
-    frame = submission.read_submission(args.submission)
+    frame = submission.read_predictions(args.submission)
     train_csv = Path(args.train) if args.train else Path(args.solution).parent / "train.csv"
     known_ids = data.read_train(train_csv.parent)["individual_id"] if train_csv.is_file() else None
     problems = submission.check_submission(
@@ -78,7 +78,7 @@ def cmd_score(args) -> int:
         if len(problems) > 20:
             print(f"... and {len(problems) - 20} more", file=sys.stderr)
         return 1
-    predictions = dict(zip(frame["image"], submission.split_predictions(frame), strict=True))
+    predictions = dict(zip(frame["image"], frame["labels"], strict=True))
     ordered = [predictions[image] for image in solution["image"]]
     scores = metrics.map_at_k_split(solution["individual_id"].tolist(), ordered)
     _print_scores(Path(args.submission).name, scores)
@@ -129,13 +129,23 @@ def cmd_run(args) -> int:
 def cmd_kaggle_stage(args) -> int:
     from whaleutils import kaggle_suite
 
-    summary = kaggle_suite.stage(args.out, args.owner, args.metadata)
+    summary = kaggle_suite.stage(args.out, args.owner, args.metadata, wheelhouse=args.wheelhouse)
     print(f"staged {len(summary['kernels'])} kernels for {summary['owner']} in {args.out}:")
     for slug in summary["kernels"]:
         print(f"  {Path(args.out) / slug}")
     library = summary["library"]
     print(f"library dataset {library['id']}: {', '.join(library['files'])}")
     print(f"next: python -m whaleutils kaggle push --stage {args.out} [--with-library]")
+    return 0
+
+
+def cmd_kaggle_wheelhouse(args) -> int:
+    from whaleutils import kaggle_suite
+
+    wheels = kaggle_suite.load_metadata(args.metadata)["library"]["wheels"]
+    files = kaggle_suite.download_wheels(args.out, wheels)
+    print(f"{args.out}: {', '.join(files)}")
+    print(f"next: python -m whaleutils kaggle stage --out DIR --wheelhouse {args.out}")
     return 0
 
 
@@ -241,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("kaggle", help="stage and push the suite as Kaggle kernels")
     kaggle_commands = p.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")
+    metadata_file = str(Path(__file__).resolve().parents[1] / "kaggle-metadata.json")
     k = kaggle_commands.add_parser(
         "stage", help="write one folder per kernel and the whaleutils dataset folder"
     )
@@ -248,10 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--owner", help="Kaggle user owning the kernels (default: the configured one)")
     k.add_argument(
         "--metadata",
-        default=str(Path(__file__).resolve().parents[1] / "kaggle-metadata.json"),
+        default=metadata_file,
         help="the suite's kernel list (default: the repository's kaggle-metadata.json)",
     )
+    k.add_argument(
+        "--wheelhouse",
+        help="take the pinned wheels from this folder (see `kaggle wheelhouse`), not the index",
+    )
     k.set_defaults(handler=cmd_kaggle_stage)
+    k = kaggle_commands.add_parser(
+        "wheelhouse", help="download the library's pinned wheels into a folder, for offline staging"
+    )
+    k.add_argument("out", metavar="DIR", help="folder for the wheels (created if needed)")
+    k.add_argument("--metadata", default=metadata_file, help="the suite's kernel list")
+    k.set_defaults(handler=cmd_kaggle_wheelhouse)
     k = kaggle_commands.add_parser("push", help="push staged kernels with the kaggle CLI")
     k.add_argument("--stage", required=True, help="the folder written by `kaggle stage`")
     k.add_argument("--only", nargs="+", metavar="SLUG", help="push only these kernels")

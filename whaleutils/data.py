@@ -185,30 +185,22 @@ def most_photographed(individual_ids, n: int) -> list[str]:
 
 @dataclass
 class LabelEncoding:
-    """Integer codes for individual ids and species, saved with a run.
+    """Integer codes for individual ids, saved with a run (``labels.json``).
 
-    Codes are positions in the sorted class lists, so the encoding of a given set of names
-    does not depend on row order (the same rule as ``sklearn.preprocessing.LabelEncoder``).
+    Codes are positions in the sorted id list, so the encoding of a given set of ids does not
+    depend on row order (the same rule as ``sklearn.preprocessing.LabelEncoder``).
     """
 
     individual_ids: list[str] = field(default_factory=list)
-    species: list[str] = field(default_factory=list)
 
     @classmethod
     def fit(cls, train: pd.DataFrame) -> LabelEncoding:
-        """Learn the classes from a frame with ``individual_id`` and ``species`` columns."""
-        return cls(
-            individual_ids=sorted(set(train["individual_id"])),
-            species=sorted(set(train["species"])),
-        )
+        """Learn the classes from a frame with an ``individual_id`` column."""
+        return cls(individual_ids=sorted(set(train["individual_id"])))
 
     @property
     def n_individuals(self) -> int:
         return len(self.individual_ids)
-
-    @property
-    def n_species(self) -> int:
-        return len(self.species)
 
     def encode_individuals(self, ids) -> np.ndarray:
         """Individual ids -> int64 codes of shape (n,); an unknown id raises ``KeyError``."""
@@ -218,24 +210,16 @@ class LabelEncoding:
         """int codes of shape (n,) -> individual ids (object array)."""
         return np.asarray(self.individual_ids, dtype=object)[np.asarray(codes, dtype=np.int64)]
 
-    def encode_species(self, names) -> np.ndarray:
-        return _encode(names, self.species, "species")
-
-    def decode_species(self, codes) -> np.ndarray:
-        return np.asarray(self.species, dtype=object)[np.asarray(codes, dtype=np.int64)]
-
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``{"individual_ids": [...], "species": [...]}`` as JSON."""
-        payload = {"individual_ids": self.individual_ids, "species": self.species}
-        Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+        """Write ``{"individual_ids": [...]}`` as JSON."""
+        Path(path).write_text(json.dumps({"individual_ids": self.individual_ids}, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LabelEncoding:
         payload = json.loads(Path(path).read_text())
-        for key in ("individual_ids", "species"):
-            if key not in payload or not isinstance(payload[key], list):
-                raise ValueError(f"{path}: not a label encoding (no list {key!r})")
-        return cls(individual_ids=payload["individual_ids"], species=payload["species"])
+        if not isinstance(payload.get("individual_ids"), list):
+            raise ValueError(f"{path}: not a label encoding (no list 'individual_ids')")
+        return cls(individual_ids=payload["individual_ids"])
 
 
 def _encode(values, classes: list[str], what: str) -> np.ndarray:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
+PARTS = ("train", "valid", "test")  # the parts of a split, each saved as <part>.npz
+PART_FILES = tuple(f"{part}.npz" for part in PARTS)
 
 
 def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
@@ -70,6 +72,45 @@ def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.
             embeddings + l2_normalize(embedding_model.predict(flipped, verbose=0))
         )
     return embeddings
+
+
+def embed_split(
+    embedding_model,
+    split,
+    batch_size: int,
+    out_dir: str | os.PathLike,
+    tta: str = "flip",
+    model_name: str = "",
+) -> dict[str, np.ndarray]:
+    """Embed every part of a ``splits.Split`` at the model's own image size and save
+    ``train.npz``, ``valid.npz`` and ``test.npz`` in ``out_dir``; returns the embeddings by part
+    (validation labels are ``target_id``: ``new_individual`` for validation-only
+    individuals)."""
+    from whaleutils import models
+
+    image_size = models.input_image_size(embedding_model)
+    out_dir = Path(out_dir)
+    labels = {
+        "train": split.train["individual_id"],
+        "valid": split.valid["target_id"],
+        "test": None,
+    }
+    result = {}
+    for part in PARTS:
+        vectors = compute_embeddings(
+            embedding_model, split.batches(part, image_size, batch_size), tta=tta
+        )
+        save_embeddings(
+            out_dir / f"{part}.npz",
+            split.frame(part)["image"],
+            vectors,
+            labels[part],
+            model=model_name,
+            tta=tta,
+            overwrite=True,
+        )
+        result[part] = vectors
+    return result
 
 
 def save_embeddings(

@@ -90,11 +90,11 @@ def find_file(
 
 
 def notebook_output(
-    runs_dir: str | os.PathLike, notebook: str, marker: str = "scores.json"
+    inputs_dir: str | os.PathLike, notebook: str, marker: str = "scores.json"
 ) -> Path:
-    """The output folder of ``notebook`` (e.g. ``04_effnet_arcface``) under ``runs_dir``.
+    """The output folder of ``notebook`` (e.g. ``04_effnet_arcface``) under ``inputs_dir``.
 
-    Locally that is ``runs_dir/<notebook>``. On Kaggle, ``runs_dir`` is ``/kaggle/input`` and the
+    Locally that is ``inputs_dir/<notebook>``. On Kaggle, ``inputs_dir`` is ``/kaggle/input`` and the
     folder sits inside the producing kernel's mounted output (``/kaggle/input/<kernel>/<notebook>``
     or deeper); it is found by name and by its ``marker`` file.
 
@@ -103,7 +103,7 @@ def notebook_output(
     FileNotFoundError
         Naming the folder and marker looked for, and where.
     """
-    runs = Path(runs_dir)
+    runs = Path(inputs_dir)
     direct = runs / notebook
     if (direct / marker).exists():
         return direct

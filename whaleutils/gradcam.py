@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from matplotlib import colormaps
 
@@ -80,3 +81,57 @@ def overlay(
     coloured = colormaps[colormap](np.clip(upsampled, 0, 1))[..., :3] * 255.0
     blended = (1 - alpha) * np.asarray(image, np.float32) + alpha * coloured
     return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def top_matches(split, trained) -> pd.DataFrame:
+    """The top match of each validation photo of a known individual, as the KNN head sees it
+    (``heads.neighbours``: the mirrored gallery, the saved flip-TTA embeddings).
+
+    Returns the known validation rows with ``row`` (position in ``split.valid``),
+    ``top_match`` (individual id), ``similarity``, ``correct`` and ``gallery_row``.
+    """
+    from whaleutils import heads
+    from whaleutils.metrics import NEW_INDIVIDUAL
+
+    embeddings = trained.embeddings
+    rows = np.flatnonzero(split.valid["target_id"].to_numpy() != NEW_INDIVIDUAL)
+    similarities, indices, labels = heads.neighbours(
+        split, embeddings, "valid", 1, queries=embeddings["valid"][rows], rows=rows
+    )
+    known = split.valid.iloc[rows].reset_index(drop=True)
+    return known.assign(
+        row=rows,
+        top_match=labels[indices[:, 0]],
+        similarity=similarities[:, 0],
+        correct=labels[indices[:, 0]] == known["target_id"].to_numpy(),
+        gallery_row=indices[:, 0],
+    )
+
+
+def examples(matches: pd.DataFrame, per_kind: int) -> pd.DataFrame:
+    """The first ``per_kind`` right and the first ``per_kind`` wrong top matches."""
+    return pd.concat(
+        [matches[matches["correct"]].head(per_kind), matches[~matches["correct"]].head(per_kind)]
+    )
+
+
+def plot_examples(images: np.ndarray, maps: np.ndarray, chosen: pd.DataFrame):
+    """Photos (top row) and their Grad-CAM overlays (bottom row), titled right / wrong."""
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(chosen))
+    figure, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.6), squeeze=False)
+    for column, (image, heatmap, (_, match)) in enumerate(
+        zip(images, maps, chosen.iterrows(), strict=True)
+    ):
+        axes[0, column].imshow(np.asarray(image).astype("uint8"))
+        axes[1, column].imshow(overlay(image, heatmap))
+        verdict = "right" if match["correct"] else "wrong"
+        axes[0, column].set_title(f"{verdict}: sim {match['similarity']:.2f}", fontsize=8)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    figure.suptitle(
+        "Validation photos (top) and Grad-CAM of the similarity to their top match (bottom)"
+    )
+    figure.tight_layout()
+    return figure

@@ -9,12 +9,13 @@ kernel::
                  "wheels": ["efficientnet==1.1.1", "keras-applications==1.0.8"]},
      "kernels": [{"slug": "happywhale-01-eda", "title": "Happywhale 01 EDA",
                   "notebook": "01_eda", "accelerator": "none", "internet": false,
-                  "private": true, "datasets": [], "kernels": []}, ...]}
+                  "private": true, "datasets": []}, ...]}
 
 ``accelerator`` is ``none``, ``gpu`` (GPU T4 x2) or ``tpu`` (TPU v5e-8); ``datasets`` are
-``owner/slug`` or a bare ``slug`` of the same owner; ``kernels`` are slugs of kernels listed
-earlier in the file, whose outputs this one reads. Every kernel also gets the competition and
-the library dataset as sources. The owner is filled in at staging.
+``owner/slug`` or a bare ``slug`` of the same owner. The kernels whose outputs a kernel reads
+are not listed: they follow from ``runner.INPUTS`` (the kernel running each notebook that this
+one reads, which must be listed earlier). Every kernel also gets the competition and the
+library dataset as sources. The owner is filled in at staging.
 
 ``stage(out_dir)`` writes::
 
@@ -54,7 +55,7 @@ ACCELERATORS = {  # accelerator -> (enable_gpu, enable_tpu, machine_shape)
     "tpu": (False, True, "TpuV5E8"),
 }
 KERNEL_FIELDS = frozenset(
-    ("slug", "title", "notebook", "accelerator", "internet", "private", "datasets", "kernels")
+    ("slug", "title", "notebook", "accelerator", "internet", "private", "datasets")
 )
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -145,6 +146,7 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
         problems.append(f"{path}: kernels must be a non-empty list")
         kernels = []
     seen: list[str] = []
+    kernel_of: dict[str, str] = {}  # notebook -> the first kernel running it
     for index, kernel in enumerate(kernels):
         where = f"{path}: kernels[{index}]"
         if not isinstance(kernel, dict):
@@ -180,21 +182,25 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
             kernel.setdefault(flag, default)
             if not isinstance(kernel[flag], bool):
                 problems.append(f"{where}: {flag} must be true or false, got {kernel[flag]!r}")
-        for key in ("datasets", "kernels"):
-            kernel.setdefault(key, [])
-            if not isinstance(kernel[key], list):
-                problems.append(f"{where}: {key} must be a list")
-                kernel[key] = []
+        kernel.setdefault("datasets", [])
+        if not isinstance(kernel["datasets"], list):
+            problems.append(f"{where}: datasets must be a list")
+            kernel["datasets"] = []
         for dataset in kernel["datasets"]:
             _check_source(dataset, "datasets", where, problems)
-        for source in kernel["kernels"]:
-            if source not in seen:
+        # The kernels whose outputs this one reads follow from the suite's graph.
+        kernel["kernels"] = []
+        for notebook in runner.INPUTS.get(kernel.get("notebook"), ()):
+            if notebook not in kernel_of:
                 problems.append(
-                    f"{where}: kernels entry {source!r} must be the slug of a kernel listed "
-                    "before this one (its output is read here)"
+                    f"{where}: reads the outputs of notebook {notebook}, so a kernel running "
+                    f"{notebook} must be listed before this one"
                 )
+            else:
+                kernel["kernels"].append(kernel_of[notebook])
         if isinstance(slug, str):
             seen.append(slug)
+            kernel_of.setdefault(kernel.get("notebook"), slug)
     if problems:
         raise MetadataError("\n".join(problems))
     return metadata
@@ -289,11 +295,37 @@ def _pip(*arguments: str) -> None:
         )
 
 
-def build_library(folder: Path, wheels: list[str]) -> list[str]:
+def download_wheels(
+    folder: str | os.PathLike, wheels: list[str], wheelhouse: str | os.PathLike | None = None
+) -> list[str]:
+    """Put the pinned ``wheels`` (``name==version``) into ``folder`` as binary wheels: from the
+    package index, or with ``wheelhouse`` from that local folder only (no network). Returns
+    the file names in ``folder``.
+
+    Raises
+    ------
+    RuntimeError
+        With pip's message (naming the requirement it could not find) if one is missing.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if wheels:
+        source = [] if wheelhouse is None else ["--no-index", "--find-links", str(wheelhouse)]
+        _pip(
+            "download", "--quiet", "--no-deps", "--only-binary=:all:", *source,
+            "--dest", str(folder), *wheels,
+        )  # fmt: skip
+    return sorted(p.name for p in folder.glob("*.whl"))
+
+
+def build_library(
+    folder: Path, wheels: list[str], wheelhouse: str | os.PathLike | None = None
+) -> list[str]:
     """Write the whaleutils wheel and the pinned ``wheels`` into ``folder``; returns file names.
 
     The wheel is built from a clean copy of the package (no caches, nothing written into the
-    repository); the others are downloaded from PyPI as pure-Python wheels.
+    repository, no network); the others come from :func:`download_wheels` (the package index,
+    or a local ``wheelhouse``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="whaleutils-wheel-") as scratch:
@@ -306,13 +338,11 @@ def build_library(folder: Path, wheels: list[str]) -> list[str]:
             source / "whaleutils",
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
-        _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(source))
-    if wheels:
         _pip(
-            "download", "--quiet", "--no-deps", "--only-binary=:all:",
-            "--dest", str(folder), *wheels,
+            "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+            "--wheel-dir", str(folder), str(source),
         )  # fmt: skip
-    return sorted(p.name for p in folder.glob("*.whl"))
+    return download_wheels(folder, wheels, wheelhouse)
 
 
 def _git_commit() -> str | None:
@@ -334,15 +364,17 @@ def stage(
     owner: str | None = None,
     metadata_path: str | os.PathLike = METADATA_FILE,
     build_wheels: bool = True,
+    wheelhouse: str | os.PathLike | None = None,
 ) -> dict:
     """Stage every kernel and the library dataset under ``out_dir``; returns ``stage.json``.
 
     ``out_dir`` must be new, empty, or an earlier stage (it has ``stage.json``), which is
     replaced; anything else is refused so that nothing of the user's is overwritten.
-    ``build_wheels=False`` writes the library's metadata without building or downloading wheels.
+    ``build_wheels=False`` writes the library's metadata without building or downloading wheels;
+    ``wheelhouse`` takes the pinned wheels from that local folder instead of the package index
+    (``python -m whaleutils kaggle wheelhouse`` fills one).
     """
     import nbformat
-    import papermill
 
     metadata = load_metadata(metadata_path)
     owner = owner or configured_owner()
@@ -372,7 +404,7 @@ def stage(
     commit = _git_commit()
     library_dir = out / library["slug"]
     library_dir.mkdir()
-    files = build_library(library_dir, library["wheels"]) if build_wheels else []
+    files = build_library(library_dir, library["wheels"], wheelhouse) if build_wheels else []
     (library_dir / "dataset-metadata.json").write_text(
         json.dumps(
             {
@@ -398,14 +430,12 @@ def stage(
         folder = out / kernel["slug"]
         folder.mkdir()
         notebook = kernel["notebook"]
-        declared = set(
-            papermill.inspect_notebook(str(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")).keys()
-        )
+        declared = runner.declared_parameters(notebook)
         # Kaggle: the competition input found where it is mounted (data_dir None), outputs in
         # /kaggle/working, other kernels' outputs attached under /kaggle/input
         parameters = runner.notebook_parameters(
             notebook,
-            profile[notebook],
+            profile,
             None,
             environment.KAGGLE_WORKING / notebook,
             environment.KAGGLE_INPUT,

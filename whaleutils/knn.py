@@ -6,23 +6,19 @@ individual ids per query by the paper's vote or by the public notebooks' maximum
 ``insert_new_individual`` places ``new_individual`` where its distance threshold puts it;
 ``search_k_and_threshold`` picks ``k`` and the threshold on a validation fold.
 
-Prediction files (``oof`` for validation folds, ``test`` for the test set) are CSVs with columns
-``image, predictions, scores``: five space-separated labels, best first, and their scores.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
-N_PREDICTIONS = 5
 K_GRID = (1, 3, 5, 10, 20, 50, 75, 100)
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits
 
@@ -228,6 +224,40 @@ def cosine_topk(
             similarities[unsafe], indices[unsafe] = full_topk(queries[rows][unsafe])
         out_similarities[rows], out_indices[rows] = similarities, indices
     return out_similarities, out_indices
+
+
+def cosine_topk_excluding(
+    gallery: np.ndarray, queries: np.ndarray, k: int, own_rows: np.ndarray, **options
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cosine_topk` where query ``i`` never finds gallery row ``own_rows[i]`` (its own
+    photo; -1: none). Same shapes and order as :func:`cosine_topk`, with
+    ``k <= n_gallery - 1`` where any row is excluded.
+
+    Examples
+    --------
+    >>> gallery = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> cosine_topk_excluding(gallery, gallery[:2], 2, np.array([0, -1]))[1].tolist()
+    [[1, 2], [1, 0]]
+    """
+    own_rows = np.asarray(own_rows, dtype=np.int64)
+    if own_rows.shape != (len(queries),):
+        raise ValueError(
+            f"own_rows must have one entry per query ({len(queries)}), got shape {own_rows.shape}"
+        )
+    if not (own_rows >= 0).any():
+        return cosine_topk(gallery, queries, k, **options)
+    if k > len(gallery) - 1:
+        raise ValueError(
+            f"k must be at most {len(gallery) - 1} (the gallery less a query's own row), got k={k}"
+        )
+    similarities, indices = cosine_topk(gallery, queries, k + 1, **options)
+    own = indices == own_rows[:, None]
+    keep = ~own
+    keep[~own.any(axis=1), k] = False  # own row not among the k + 1: drop the last
+    return (
+        similarities[keep].reshape(len(queries), k),
+        indices[keep].reshape(len(queries), k),
+    )
 
 
 # ---------------------------------------------------------------- decision rules
@@ -447,16 +477,16 @@ def search_k_and_threshold(
     }
 
 
-def predict(
-    gallery_embeddings: np.ndarray,
+def predict_from_neighbours(
+    similarities: np.ndarray,
+    indices: np.ndarray,
     gallery_labels: Sequence[str],
-    query_embeddings: np.ndarray,
-    k: int = 50,
     distance_threshold: float = 0.62,
     rule: str = "vote",
     frequent_ids: Sequence[str] = (),
 ) -> tuple[list[list[str]], np.ndarray]:
-    """The whole head: neighbours, ranking, ``new_individual``; returns lists and scores.
+    """Five labels per query from its neighbours (n, k) (as from :func:`cosine_topk`):
+    :func:`rank_individuals`, then :func:`insert_new_individual`.
 
     Returns
     -------
@@ -464,8 +494,6 @@ def predict(
     scores : float32 (n_queries, 5): for each label, its score (``new_individual``:
         ``1 - distance_threshold``; padding: 0)
     """
-    k = min(k, len(gallery_embeddings))
-    similarities, indices = cosine_topk(gallery_embeddings, query_embeddings, k)
     ids, id_scores = rank_individuals(similarities, indices, gallery_labels, rule)
     predictions = insert_new_individual(ids, similarities[:, 0], distance_threshold, frequent_ids)
     scores = np.zeros((len(predictions), N_PREDICTIONS), dtype=np.float32)
@@ -482,42 +510,19 @@ def predict(
     return predictions, scores
 
 
-def write_predictions(
-    path: str | os.PathLike,
-    image_names: Sequence[str],
-    predictions: Sequence[Sequence[str]],
-    scores: np.ndarray,
-    overwrite: bool = False,
-) -> Path:
-    """Write a predictions file (``image, predictions, scores``); an existing file is
-    replaced only with ``overwrite`` (a notebook rewriting its own outputs)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if not len(image_names) == len(predictions) == len(scores):
-        raise ValueError(
-            f"lengths differ: {len(image_names)} images, {len(predictions)} lists, "
-            f"{len(scores)} scores"
-        )
-    frame = pd.DataFrame(
-        {
-            "image": list(image_names),
-            "predictions": [" ".join(labels) for labels in predictions],
-            "scores": [" ".join(f"{value:.5f}" for value in row) for row in np.asarray(scores)],
-        }
+def predict(
+    gallery_embeddings: np.ndarray,
+    gallery_labels: Sequence[str],
+    query_embeddings: np.ndarray,
+    k: int = 50,
+    distance_threshold: float = 0.62,
+    rule: str = "vote",
+    frequent_ids: Sequence[str] = (),
+) -> tuple[list[list[str]], np.ndarray]:
+    """The whole head: the ``k`` nearest gallery rows (``k`` cut to the gallery), then
+    :func:`predict_from_neighbours`; returns five-label lists and their scores (n, 5)."""
+    k = min(k, len(gallery_embeddings))
+    similarities, indices = cosine_topk(gallery_embeddings, query_embeddings, k)
+    return predict_from_neighbours(
+        similarities, indices, gallery_labels, distance_threshold, rule, frequent_ids
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return path
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a predictions file; adds ``labels`` (lists) and ``score_values`` (float lists)."""
-    path = Path(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("image", "predictions", "scores") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
-    frame["labels"] = [field.split() for field in frame["predictions"]]
-    frame["score_values"] = [[float(v) for v in field.split()] for field in frame["scores"]]
-    return frame

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 NEW_INDIVIDUAL = "new_individual"
+N_PREDICTIONS = 5  # labels per image in a submission: MAP@5
 
 
 def _as_prediction_matrix(predictions, k: int) -> np.ndarray:

@@ -177,9 +177,14 @@ def build_basic_cnn(
     return training_model, embedding_model
 
 
-def model_takes_labels(model: keras.Model) -> bool:
-    """Whether a training model needs the label as an input (the ArcFace head does)."""
-    return any(getattr(tensor, "name", "").startswith("label") for tensor in model.inputs)
+def input_image_size(model: keras.Model) -> int:
+    """The square image side a model takes (its image input is (batch, S, S, 3)): what later
+    stages must feed a trained model, read from the model rather than restated."""
+    shapes = [tuple(tensor.shape) for tensor in model.inputs if len(tensor.shape) == 4]
+    if len(shapes) != 1 or shapes[0][1] != shapes[0][2] or shapes[0][1] is None:
+        found = [tuple(tensor.shape) for tensor in model.inputs]
+        raise ValueError(f"{model.name}: expected one square image input, got inputs {found}")
+    return int(shapes[0][1])
 
 
 def load_model(path) -> keras.Model:

@@ -284,7 +284,6 @@ def make_dataset(
     repeat: bool = False,
     seed: int = 0,
     deterministic: bool = False,
-    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches for training or inference from :func:`file_records` or :func:`tfrecord_records`.
 
@@ -330,4 +329,4 @@ def make_dataset(
         dataset = records.map(
             lambda record: load(record, tf.zeros([2], tf.int64)), num_parallel_calls=AUTOTUNE
         )
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)

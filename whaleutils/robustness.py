@@ -7,6 +7,7 @@ functions take and return float 0-255 image batches (b, S, S, 3), as the pipelin
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 # (name, blur sigma in pixels, brightness factor)
@@ -64,3 +65,74 @@ def degrade(images: tf.Tensor, blur_sigma: float = 0.0, brightness: float = 1.0)
     if not 0 < brightness <= 1:
         raise ValueError(f"brightness must be in (0, 1], got brightness={brightness}")
     return tf.clip_by_value(gaussian_blur(images, blur_sigma) * brightness, 0.0, 255.0)
+
+
+def robustness_table(
+    trained,
+    split,
+    batch_size: int,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """MAP@5 of a trained model's KNN head on (a subset of) the validation fold under each of
+    ``CONDITIONS``.
+
+    Only the query photos are degraded, as when new field photos are blurred or under-exposed;
+    the gallery is the clean one the KNN head was tuned with (``heads.neighbours``), and the
+    queries are embedded with the same flip TTA. With ``max_images=None`` the ``original``
+    row therefore equals the model notebook's validation score.
+
+    Parameters
+    ----------
+    trained : ``outputs.TrainedModel`` (model, image size, k / threshold / rule, embeddings)
+    split : the ``splits.Split`` the model was trained on
+    max_images : a deterministic random subset of the validation photos (None: all)
+    """
+    from whaleutils import embed, heads
+
+    rows = np.arange(len(split.valid))
+    if max_images is not None and len(rows) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_images, replace=False))
+    embeddings = trained.embeddings
+    subset = split.valid.iloc[rows]
+    records = []
+    for name, sigma, brightness in CONDITIONS:
+        batches = split.batches("valid", trained.image_size, batch_size, rows=rows)
+        degraded = batches.map(
+            lambda images, s=sigma, b=brightness: degrade(images, s, b),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        queries = embed.compute_embeddings(trained.embedding_model, degraded, tta="flip")
+        lists, _ = heads.knn_predictions(
+            split,
+            embeddings,
+            "valid",
+            trained.knn.k,
+            trained.knn.threshold,
+            trained.knn.rule,
+            queries=queries,
+            rows=rows,
+        )
+        records.append(
+            {
+                "condition": name,
+                "blur_sigma": sigma,
+                "brightness": brightness,
+                **heads.score(subset["target_id"], lists),
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def plot_table(table: pd.DataFrame):
+    """Horizontal bars of MAP@5 per condition, the clean photos first and in green."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4))
+    colours = ["tab:green"] + ["tab:orange"] * (len(table) - 1)
+    axis.barh(table["condition"], table["map5"], color=colours)
+    axis.invert_yaxis()
+    axis.set_xlabel("validation MAP@5")
+    axis.set_title("MAP@5 on degraded query photos (clean gallery)")
+    figure.tight_layout()
+    return figure

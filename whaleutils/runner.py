@@ -1,9 +1,10 @@
 """The main job: execute the notebook suite in order with papermill, then summarise.
 
 ``python -m whaleutils run --profile {smoke,local,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
-runs each notebook of ``NOTEBOOKS`` with the parameters of ``params/<profile>/<notebook>.yaml``
-(plus ``data_dir``, ``out_dir`` and, for the notebooks that read other notebooks' outputs,
-``runs_dir``), writing ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
+runs each notebook of ``NOTEBOOKS`` with its parameters (:func:`notebook_parameters`: the
+profile's ``_common.yaml`` and ``<notebook>.yaml``, plus ``data_dir``, ``out_dir`` and, for the
+notebooks that read other notebooks' outputs (``INPUTS``), ``inputs_dir``), writing
+``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
 A notebook whose declared outputs are complete is skipped unless ``force``, so an interrupted
 run resumes (training itself resumes from its last finished epoch). The first failure stops
 the run, naming the notebook and the failing cell.
@@ -21,6 +22,7 @@ out beside the paper's.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils import synth
+from whaleutils import outputs, synth
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -44,7 +46,17 @@ NOTEBOOKS = (
     "06_robustness",
     "07_blend",
 )
-READS_OTHER_OUTPUTS = ("05_gradcam", "06_robustness", "07_blend")  # they take runs_dir
+# The suite's graph, stated here only: the notebooks whose output folders each notebook reads
+# (found under its ``inputs_dir``). Kaggle staging attaches the same notebooks' kernels.
+INPUTS = {
+    "05_gradcam": ("04_effnet_arcface",),
+    "06_robustness": ("04_effnet_arcface",),
+    "07_blend": ("02_basic_cnn", "03_resnet_arcmargin", "04_effnet_arcface"),
+}
+# params/<profile>/_common.yaml: settings every notebook gets if its parameters cell declares
+# them (the fold, the number of folds, the seed), so that they are stated once per profile.
+COMMON = "_common"
+RUN_SETTINGS = "_run"  # params/<profile>/_run.yaml: the runner's own settings
 SCORED = {
     "02_basic_cnn": "basic_cnn",
     "03_resnet_arcmargin": "resnet_arcmargin",
@@ -67,12 +79,12 @@ class NotebookFailed(RuntimeError):
 
 
 def load_profile(profile: str) -> dict[str, dict]:
-    """The parameters of every notebook for a profile, and the profile's ``_run.yaml``."""
+    """A profile's files by name: each notebook's parameters, ``_common`` and ``_run``."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got profile={profile!r}")
     folder = PARAMS_DIR / profile
     parameters = {}
-    for name in (*NOTEBOOKS, "_run"):
+    for name in (*NOTEBOOKS, COMMON, RUN_SETTINGS):
         path = folder / f"{name}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"missing parameter file {path}")
@@ -80,14 +92,27 @@ def load_profile(profile: str) -> dict[str, dict]:
     return parameters
 
 
+@functools.cache
+def declared_parameters(name: str) -> frozenset[str]:
+    """The names set in a notebook's ``parameters`` cell."""
+    import papermill
+
+    return frozenset(papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")))
+
+
 def notebook_parameters(
-    name: str, profile_parameters: dict, data_dir: str | None, out_dir, runs_dir
+    name: str, profile: dict[str, dict], data_dir: str | None, out_dir, inputs_dir
 ) -> dict:
-    """A notebook's papermill parameters: its profile's, plus where its data and outputs are
-    and, for the notebooks that read other notebooks' outputs, the folder holding those."""
-    parameters = {**profile_parameters, "data_dir": data_dir, "out_dir": str(out_dir)}
-    if name in READS_OTHER_OUTPUTS:
-        parameters["runs_dir"] = str(runs_dir)
+    """A notebook's papermill parameters: the profile's common settings that the notebook
+    declares, then its own file's, plus where its data and outputs are and, for the notebooks
+    in ``INPUTS``, the folder holding the output folders they read (``inputs_dir``).
+
+    ``profile`` is :func:`load_profile`'s result."""
+    declared = declared_parameters(name)
+    common = {key: value for key, value in profile[COMMON].items() if key in declared}
+    parameters = {**common, **profile[name], "data_dir": data_dir, "out_dir": str(out_dir)}
+    if name in INPUTS:
+        parameters["inputs_dir"] = str(inputs_dir)
     return parameters
 
 
@@ -129,15 +154,13 @@ def run(
     force: bool = False,
 ) -> dict:
     """Run the suite (or the ``only`` notebooks) and write the summary; returns it."""
-    from whaleutils import experiment  # imports TensorFlow: only when notebooks are run
-
     settings = load_profile(profile)
     runs = Path(runs_dir)
     run_dir = runs / profile
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
-    data_path = Path(data_dir) if data_dir else default_data(runs, settings["_run"])
+    data_path = Path(data_dir) if data_dir else default_data(runs, settings[RUN_SETTINGS])
     summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
     earlier = {}
     if (run_dir / "summary.json").is_file():
@@ -152,8 +175,8 @@ def run(
                 summary["notebooks"].append({**earlier[name], "reused": True})
             continue
         out = run_dir / name
-        parameters = notebook_parameters(name, settings[name], str(data_path), out, run_dir)
-        if experiment.outputs_complete(out) and not force:
+        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir)
+        if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             previous = earlier.get(name, {"name": name, "status": "ok", "seconds": None})
             summary["notebooks"].append({**previous, "reused": True})
@@ -189,7 +212,7 @@ def collect_scores(run_dir: Path) -> dict:
     """MAP@5 of each scored notebook: on the test set where it has a solution, else validation."""
     scores = {}
     for name, key in SCORED.items():
-        path = run_dir / name / "scores.json"
+        path = run_dir / name / outputs.SCORES
         if not path.is_file():
             continue
         payload = json.loads(path.read_text())

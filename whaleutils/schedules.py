@@ -8,7 +8,8 @@ Happywhale TPU notebooks.
 
 from __future__ import annotations
 
-import keras
+import functools
+from collections.abc import Callable
 
 
 def scaled_lr_max(lr_per_sample: float, global_batch_size: int) -> float:
@@ -67,8 +68,22 @@ def lr_at_epoch(
     return lr_max * (lr_min / lr_max) ** progress
 
 
-def lr_callback(epochs: int, lr_max: float, **kwargs) -> keras.callbacks.LearningRateScheduler:
-    """A Keras callback applying :func:`lr_at_epoch` (keyword arguments passed on)."""
-    return keras.callbacks.LearningRateScheduler(
-        lambda epoch: lr_at_epoch(epoch, epochs, lr_max, **kwargs)
+def paper_schedule(
+    epochs: int, lr_max: float, warmup_epochs: int = 5, sustain_epochs: int = 0
+) -> Callable[[int], float]:
+    """The paper's schedule as ``epoch (0-based) -> learning rate`` (:func:`lr_at_epoch`), for
+    ``train.fit``'s ``learning_rate_schedule`` and for plotting.
+
+    Examples
+    --------
+    >>> schedule = paper_schedule(4, 1e-3, warmup_epochs=1)
+    >>> schedule(1) == lr_at_epoch(1, 4, 1e-3, warmup_epochs=1)
+    True
+    """
+    return functools.partial(
+        lr_at_epoch,
+        epochs=epochs,
+        lr_max=lr_max,
+        warmup_epochs=warmup_epochs,
+        sustain_epochs=sustain_epochs,
     )

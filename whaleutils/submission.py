@@ -1,7 +1,12 @@
-"""Submission files: ``image,predictions`` with five space-separated labels per test image.
+"""Prediction files: submissions and the notebooks' predictions with their scores.
 
-A valid submission lists exactly the test images, once each, and gives each five distinct
-labels, every one a training individual id or ``new_individual``.
+A *submission* is ``image,predictions`` with five space-separated labels per test image. A valid
+submission lists exactly the test images, once each, and gives each five distinct labels, every
+one a training individual id or ``new_individual``.
+
+A *predictions file* (``oof_predictions.csv`` for the validation fold, ``test_predictions.csv``
+for the test images; what the blend reads) adds ``scores``: the five labels' scores, space
+separated, best first. :func:`read_predictions` reads both kinds.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from whaleutils.data import SUBMISSION_COLUMNS
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
-N_PREDICTIONS = 5
+PREDICTION_COLUMNS = (*SUBMISSION_COLUMNS, "scores")
 
 
 class SubmissionError(ValueError):
@@ -29,19 +35,34 @@ class SubmissionError(ValueError):
         super().__init__(f"{path}: {len(problems)} problem(s)\n{shown}{more}")
 
 
-def read_submission(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a submission as strings (column ``predictions`` unsplit); checks the columns only."""
+def read_predictions(path: str | os.PathLike, with_scores: bool = False) -> pd.DataFrame:
+    """Read a submission or predictions file as strings, adding ``labels`` (a list per row)
+    and, ``with_scores``, ``score_values`` (a float list per row).
+
+    Raises
+    ------
+    SubmissionError
+        Naming the file and the columns missing (``scores`` only ``with_scores``), or the line
+        of a score that is not a number.
+    """
     path = Path(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in SUBMISSION_COLUMNS if c not in frame.columns]
+    required = PREDICTION_COLUMNS if with_scores else SUBMISSION_COLUMNS
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         raise SubmissionError(path, [f"missing column(s) {missing}; found {list(frame.columns)}"])
+    frame["labels"] = [field.split() for field in frame["predictions"]]
+    if with_scores:
+        values = []
+        for row, field in enumerate(frame["scores"]):
+            try:
+                values.append([float(value) for value in field.split()])
+            except ValueError:
+                raise SubmissionError(
+                    path, [f"{path.name} line {row + 2}: scores {field!r} are not numbers"]
+                ) from None
+        frame["score_values"] = values
     return frame
-
-
-def split_predictions(frame: pd.DataFrame) -> list[list[str]]:
-    """The ``predictions`` column as one label list per row."""
-    return [field.split() for field in frame["predictions"]]
 
 
 def check_submission(
@@ -56,7 +77,7 @@ def check_submission(
 
     Parameters
     ----------
-    frame : DataFrame with ``image`` and ``predictions`` (as from :func:`read_submission`)
+    frame : DataFrame with ``image`` and ``predictions`` (as from :func:`read_predictions`)
     test_images : the expected image names, or None to skip the coverage check
     known_ids : the training individual ids, or None to skip the label check
     """
@@ -124,6 +145,38 @@ def write_submission(
         raise SubmissionError(path, problems)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_predictions(
+    path: str | os.PathLike,
+    image_names: Sequence[str],
+    predictions: Sequence[Sequence[str]],
+    scores: np.ndarray,
+    overwrite: bool = False,
+) -> Path:
+    """Write a predictions file (``image, predictions, scores``); an existing file is
+    replaced only with ``overwrite`` (a notebook rewriting its own outputs).
+
+    ``scores`` is array-like (n, 5), one score per label."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(image_names) == len(predictions) == len(scores):
+        raise ValueError(
+            f"lengths differ: {len(image_names)} images, {len(predictions)} lists, "
+            f"{len(scores)} scores"
+        )
+    frame = pd.DataFrame(
+        {
+            "image": list(image_names),
+            "predictions": [" ".join(labels) for labels in predictions],
+            "scores": [" ".join(f"{value:.5f}" for value in row) for row in scores],
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return path

@@ -167,12 +167,10 @@ def fit(
     epochs: int,
     out_dir: str | os.PathLike,
     embedding_model: keras.Model | None = None,
-    validation_dataset=None,
     steps_per_epoch: int | None = None,
-    validation_steps: int | None = None,
     learning_rate_schedule: Callable[[int], float] | None = None,
     snapshots: Iterable[int] = (),
-    monitor: str | None = None,
+    monitor: str = "loss",
     margin_warmup_epochs: int = 0,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
@@ -186,11 +184,9 @@ def fit(
     epochs : total epochs of the run (a resumed run counts the finished ones)
     out_dir : the run's folder (layout in the module docstring)
     embedding_model : saved at the ``snapshots`` epochs (1-based); default: extracted
-    validation_dataset, validation_steps : optional validation data
     steps_per_epoch : needed when ``train_dataset`` repeats
     learning_rate_schedule : ``epoch (0-based) -> learning rate``, e.g. ``schedules.lr_at_epoch``
-    monitor : metric choosing ``best.keras``; default ``val_loss`` with validation data, else
-        ``loss``
+    monitor : the logged metric choosing ``best.keras`` (``loss``, ``accuracy``, ...)
     margin_warmup_epochs : ramp the ArcFace margin up over these first epochs
         (:class:`MarginWarmup`; logged as ``margin_scale``); 0 (the paper) for none
 
@@ -216,7 +212,6 @@ def fit(
         )
     if embedding_model is None:
         embedding_model = extract_embedding_model(training_model)
-    monitor = monitor or ("val_loss" if validation_dataset is not None else "loss")
     mode = monitor_mode(monitor)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
@@ -244,8 +239,6 @@ def fit(
         train_dataset,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_data=validation_dataset,
-        validation_steps=validation_steps,
         callbacks=callbacks,
         shuffle=False,  # tf.data pipelines shuffle themselves
         verbose=verbose,

@@ -1,0 +1,86 @@
+"""The heads on hand-made embeddings and probabilities: the choices they make and the files they
+write, every score recomputed from the written files."""
+
+import json
+
+import numpy as np
+import pytest
+from test_splits import tiny_split
+
+from whaleutils import heads, metrics, submission
+
+
+def unit(degrees):
+    radians = np.radians(np.asarray(degrees, dtype=float))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+# train a a b c; valid a (known), d d (validation-only), b (known); test: truth a, d
+EMBEDDINGS = {
+    "train": unit([0, 3, 90, 180]),
+    "valid": unit([6, -45, -44, 87]),
+    "test": unit([1, -44.5]),
+}
+
+
+def assert_scores_match_the_file(split, out_dir, part, file_name):
+    """``scores.json``'s entry for ``part`` equals MAP@5 recomputed from the written file."""
+    frame = submission.read_predictions(out_dir / file_name)
+    recomputed = metrics.map_at_k_split(split.truth(part, frame["image"]), frame["labels"].tolist())
+    written = json.loads((out_dir / "scores.json").read_text())[part]
+    assert written == pytest.approx(recomputed, abs=1e-6, nan_ok=True)
+
+
+def test_a_validation_photo_never_finds_itself():
+    split = tiny_split()
+    similarities, indices, labels = heads.neighbours(split, EMBEDDINGS, "valid", 3)
+    assert 4 not in indices[0] and 5 not in indices[3]  # their own gallery rows
+    assert labels[indices[0, 0]] == "a" and labels[indices[3, 0]] == "b"
+    # d's photos are not in the validation gallery: its nearest match is an "a" 45+ degrees off
+    np.testing.assert_allclose(similarities[1, 0], np.cos(np.radians(45)), atol=1e-6)
+
+
+def test_knn_head_chooses_on_validation_and_writes_files_that_score_as_reported(tmp_path):
+    split = tiny_split()
+    result = heads.knn_head(split, EMBEDDINGS, tmp_path, rule="max", k_grid=[1, 3])
+    # known validation photos lie 3 degrees from their match (distance 0.0014), new ones 45
+    # (distance 0.29): any threshold between separates them, and the smallest such is chosen
+    distance_known = 1 - np.cos(np.radians(3))
+    assert distance_known <= result["threshold"] < 1 - np.cos(np.radians(45))
+    assert result["valid"]["map5"] == pytest.approx(1.0)
+    assert result["test"]["map5"] == pytest.approx(1.0)  # q2's individual d is in the gallery
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert (scores["k"], scores["threshold"], scores["rule"]) == (1, result["threshold"], "max")
+    assert_scores_match_the_file(split, tmp_path, "valid", "oof_predictions.csv")
+    assert_scores_match_the_file(split, tmp_path, "test", "test_predictions.csv")
+    predictions = submission.read_predictions(tmp_path / "test_predictions.csv", with_scores=True)
+    assert predictions["labels"].tolist() == [
+        ["a", "new_individual", "b", "d", "c"],  # padded with the most photographed
+        ["d", "new_individual", "a", "b", "c"],
+    ]
+    written = submission.read_predictions(tmp_path / "submission.csv")
+    assert written["labels"].tolist() == predictions["labels"].tolist()
+    assert {"knn_search.csv", "knn_search.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_classifier_head_picks_the_lowest_separating_confidence(tmp_path):
+    split = tiny_split()  # classes a, b, c
+    valid = np.array([[0.8, 0.1, 0.1], [0.4, 0.3, 0.3], [0.35, 0.35, 0.3], [0.1, 0.7, 0.2]])
+    test = np.array([[0.9, 0.05, 0.05], [0.3, 0.3, 0.4]])
+    result = heads.classifier_head(split, valid, test, tmp_path)
+    # new photos top out at 0.40, known ones start at 0.70: 0.42 is the first grid value between
+    assert result["confidence_threshold"] == pytest.approx(0.42)
+    assert result["valid"]["map5"] == pytest.approx(1.0)
+    # test: q1 -> a first (0.9 >= 0.42): 1; q2 (truth d, no class of the classifier) -> new,
+    # c, a, b, then d as padding (the test gallery's most photographed): 1/5. (1 + 0.2) / 2
+    assert result["test"]["map5"] == pytest.approx(0.6)
+    assert_scores_match_the_file(split, tmp_path, "valid", "oof_predictions.csv")
+    assert_scores_match_the_file(split, tmp_path, "test", "test_predictions.csv")
+    frame = submission.read_predictions(tmp_path / "test_predictions.csv", with_scores=True)
+    assert frame["labels"][1] == ["new_individual", "c", "a", "b", "d"]
+    np.testing.assert_allclose(frame["score_values"][1], [0.42, 0.4, 0.3, 0.3, 0.0])
+
+
+def test_classifier_predictions_rejects_a_shape_mismatch():
+    with pytest.raises(ValueError, match=r"shape \(n, 3\), got \(2, 2\)"):
+        heads.classifier_predictions(np.ones((2, 2)), ["a", "b", "c"], 0.5)

@@ -1,0 +1,96 @@
+"""The split of a data set into train / valid / test and its galleries, on hand-checkable cases."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from whaleutils import data, splits
+
+
+def tiny_split(solution=True) -> splits.Split:
+    """Train: a a b c. Valid: a (known), d (validation-only, two photos), b (known).
+    Test: q1 q2 (solution: a, d)."""
+    train = pd.DataFrame(
+        {"image": ["t_a1", "t_a2", "t_b1", "t_c1"], "individual_id": ["a", "a", "b", "c"]}
+    )
+    valid = pd.DataFrame(
+        {
+            "image": ["v_a3", "v_d1", "v_d2", "v_b2"],
+            "individual_id": ["a", "d", "d", "b"],
+            "target_id": ["a", "new_individual", "new_individual", "b"],
+        }
+    )
+    test = pd.DataFrame({"image": ["q1", "q2"]})
+    truth = pd.DataFrame({"image": ["q2", "q1"], "individual_id": ["d", "a"]})
+    return splits.Split(
+        data_dir=None,
+        train=train,
+        valid=valid,
+        test=test,
+        encoding=data.LabelEncoding.fit(train),
+        solution=truth if solution else None,
+    )
+
+
+def test_galleries_mirror_the_test_gallery():
+    split = tiny_split()
+    # valid queries: the train photos, then the known validation photos (v_a3, v_b2), not d's
+    assert split.gallery_labels("valid").tolist() == ["a", "a", "b", "c", "a", "b"]
+    # test queries: every labelled photo
+    assert split.gallery_labels("test").tolist() == ["a", "a", "b", "c", "a", "d", "d", "b"]
+    # each known validation photo sits in its gallery at rows 4 and 5; d's photos nowhere
+    assert split.own_gallery_rows("valid").tolist() == [4, -1, -1, 5]
+    assert split.own_gallery_rows("test").tolist() == [-1, -1]
+    embeddings = {"train": np.arange(4.0)[:, None], "valid": 10 + np.arange(4.0)[:, None]}
+    assert split.gallery("valid", embeddings)[:, 0].tolist() == [0, 1, 2, 3, 10, 13]
+    assert split.gallery("test", embeddings)[:, 0].tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
+
+
+def test_counts_padding_and_truth():
+    split = tiny_split()
+    assert split.photo_counts("valid") == {"a": 3, "b": 2, "c": 1}
+    assert split.photo_counts("test") == {"a": 3, "b": 2, "d": 2, "c": 1}
+    assert split.frequent_ids("test", 3) == ["a", "b", "d"]  # b and d tie at 2: by id
+    assert split.truth("valid", ["v_b2", "v_d1"]) == ["b", "new_individual"]
+    assert split.truth("test", ["q1", "q2"]) == ["a", "d"]
+    assert tiny_split(solution=False).truth("test", ["q1"]) is None
+    with pytest.raises(KeyError, match=r"1 image\(s\) not in the valid part, e.g. \['q1'\]"):
+        split.truth("valid", ["q1"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.frame("fit"), "part must be one of"),
+        (lambda s: s.gallery_labels("train"), "galleries exist for 'valid' and 'test'"),
+        (lambda s: s.own_gallery_rows("train"), "queries are 'valid' or 'test'"),
+        (
+            lambda s: s.gallery("valid", {"train": np.zeros((3, 1)), "valid": np.zeros((4, 1))}),
+            r"embeddings\['train'\] has 3 rows, the split's train part 4",
+        ),
+    ],
+)
+def test_bad_parts_are_named(call, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        call(tiny_split())
+
+
+def test_load_split_on_a_synthetic_set(small_synth):
+    split = splits.load_split(small_synth, fold=1, n_folds=3, seed=0, max_valid_images=10)
+    folds = data.make_folds(data.read_train(small_synth), n_folds=3, seed=0)
+    assert len(split.train) == int((folds["fold"] != 1).sum())
+    assert len(split.valid) == 10
+    assert split.crop_to_box == (small_synth / "test_boxes.csv").is_file()
+    assert set(split.valid["image"]) <= set(folds.loc[folds["fold"] == 1, "image"])
+    known = split.valid["individual_id"].isin(split.train["individual_id"])
+    assert (split.valid["target_id"] == split.valid["individual_id"].where(known, "new_individual")).all()
+    assert split.encoding.individual_ids == sorted(set(split.train["individual_id"]))
+    batches = split.batches("valid", 24, 4, rows=[2, 0])
+    images = np.concatenate([batch.numpy() for batch in batches])
+    assert images.shape == (2, 24, 24, 3)
+    first = next(iter(split.batches("valid", 24, 4))).numpy()
+    np.testing.assert_array_equal(images[1], first[0])  # rows picked in the order given
+    dataset, steps = split.training_batches(24, 8)
+    assert steps == int(np.ceil(len(split.train) / 8))
+    inputs, targets = next(iter(dataset))
+    assert inputs["image"].shape == (8, 24, 24, 3) and targets.shape == (8,)

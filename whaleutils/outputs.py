@@ -1,0 +1,122 @@
+"""The output-file contract between notebooks: what a notebook writes and how others read it.
+
+Each notebook writes into its own output folder and ends with :func:`write_outputs`, which
+records the files it produced in ``outputs.json``; the runner treats a notebook whose listed
+outputs all exist as done. Scored notebooks write ``scores.json``::
+
+    {"valid": {"map5": ..., "map5_known": ..., "map5_new": ..., "n_images": ...},
+     "test": {...} or null,          # test only where a test_solution.csv exists
+     ...}                            # the head's settings: k, threshold, rule (KNN heads)
+
+A trained embedding notebook (03, 04) also writes ``embedding_model.keras`` and the embeddings
+``train.npz``, ``valid.npz``, ``test.npz`` (schema in ``whaleutils.embed``); notebooks 05-07
+read them with :func:`load_trained`.
+
+Importing this module does not import TensorFlow (the runner uses it); :func:`load_trained`
+does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LISTING = "outputs.json"
+SCORES = "scores.json"
+EMBEDDING_MODEL = "embedding_model.keras"
+
+
+def write_json(path: str | os.PathLike, payload) -> Path:
+    """Write ``payload`` as indented JSON (NumPy numbers as plain numbers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    return path
+
+
+def write_outputs(out_dir: str | os.PathLike, files) -> Path:
+    """Record a notebook's outputs (paths relative to ``out_dir``) in ``outputs.json``; raises
+    if one is missing, so a notebook cannot claim what it did not write."""
+    out_dir = Path(out_dir)
+    names = [str(Path(f).relative_to(out_dir)) if Path(f).is_absolute() else str(f) for f in files]
+    missing = [name for name in names if not (out_dir / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{out_dir}: declared outputs missing: {missing}")
+    return write_json(out_dir / LISTING, {"files": names})
+
+
+def outputs_complete(out_dir: str | os.PathLike) -> bool:
+    """Whether a notebook's folder holds ``outputs.json`` and every file it lists."""
+    listing = Path(out_dir) / LISTING
+    if not listing.is_file():
+        return False
+    files = json.loads(listing.read_text()).get("files", [])
+    return all((Path(out_dir) / name).exists() for name in files)
+
+
+def read_scores(out_dir: str | os.PathLike) -> dict:
+    """A notebook's ``scores.json``; raises naming the file if it is missing or lacks
+    ``valid``."""
+    path = Path(out_dir) / SCORES
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run that notebook first")
+    payload = json.loads(path.read_text())
+    if "valid" not in payload:
+        raise ValueError(f"{path}: not a scores file (no 'valid' entry)")
+    return payload
+
+
+@dataclass
+class KnnSettings:
+    """The KNN head chosen on validation by a trained notebook."""
+
+    k: int
+    threshold: float
+    rule: str
+
+
+@dataclass
+class TrainedModel:
+    """A trained embedding notebook's outputs: its folder, the embedding model, the image size
+    it was trained at (read from the model), its KNN settings and its embeddings by part."""
+
+    folder: Path
+    embedding_model: object  # keras.Model
+    image_size: int
+    knn: KnnSettings
+    embedding_files: dict[str, dict[str, np.ndarray]]  # part -> the .npz file's arrays
+
+    @property
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """The saved embeddings (n, d) by part ("train", "valid", "test")."""
+        return {part: payload["embeddings"] for part, payload in self.embedding_files.items()}
+
+
+def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
+    """Load the outputs of ``notebook`` (e.g. ``04_effnet_arcface``) found under ``inputs_dir``
+    (see ``environment.notebook_output``; on Kaggle ``/kaggle/input``)."""
+    from whaleutils import embed, environment, models
+
+    folder = environment.notebook_output(inputs_dir, notebook)
+    model_path = folder / EMBEDDING_MODEL
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} not found: {notebook} saves no embedding model")
+    embedding_model = models.load_model(model_path)
+    scores = read_scores(folder)
+    missing = [key for key in ("k", "threshold", "rule") if key not in scores]
+    if missing:
+        raise ValueError(f"{folder / SCORES}: no KNN settings {missing}")
+    return TrainedModel(
+        folder=folder,
+        embedding_model=embedding_model,
+        image_size=models.input_image_size(embedding_model),
+        knn=KnnSettings(int(scores["k"]), float(scores["threshold"]), str(scores["rule"])),
+        embedding_files={
+            part: embed.load_embeddings(folder / f"{part}.npz")
+            for part in ("train", "valid", "test")
+        },
+    )

@@ -1,0 +1,227 @@
+"""One validation fold of a data set, as a training notebook sees it, and its image batches.
+
+A :class:`Split` holds the training rows (``train``), the validation rows of one fold
+(``valid``), the test images and, where one exists, the test solution. Its galleries say which
+labelled photos a query is matched against:
+
+- test queries: every labelled photo (``train`` and ``valid``), as a submission would;
+- validation queries: the same, mirrored (see :meth:`Split.valid_gallery`): the ``train`` photos
+  and the validation photos of individuals known in ``train``, each query's own photo left out.
+  Photos of validation individuals absent from ``train`` are left out too, so that these stay
+  ``new_individual``. The gallery then has the composition of the test gallery (trained-on
+  photos plus held-out photos of the same individuals), and nearest distances on validation
+  are distributed like those on test: k and the threshold chosen on validation carry over.
+
+Importing this module does not import TensorFlow; the batch methods do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils import data
+from whaleutils.metrics import NEW_INDIVIDUAL
+
+PARTS = ("train", "valid", "test")
+
+
+@dataclass
+class Split:
+    """The parts of one fold.
+
+    ``train``: training rows (image, species, individual_id, box, ...); ``valid``: validation rows
+    with ``target_id`` (``new_individual`` for individuals absent from ``train``); ``test``: the
+    test images (``image``, and ``box`` where ``test_boxes.csv`` exists); ``solution``: the test
+    truth or None; ``encoding``: the training individuals' integer codes.
+    """
+
+    data_dir: Path
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    encoding: data.LabelEncoding
+    solution: pd.DataFrame | None
+
+    @property
+    def crop_to_box(self) -> bool:
+        """Crop photos to their boxes only if the test photos have boxes too (``test_boxes.csv``):
+        gallery and query photos must be framed alike."""
+        return "box" in self.test.columns
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """The rows of ``part`` (one of ``PARTS``)."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got part={part!r}")
+        return getattr(self, part)
+
+    def image_folder(self, part: str) -> Path:
+        """Where the photos of ``part`` are: training photos for train and valid."""
+        self.frame(part)
+        return self.data_dir / ("test_images" if part == "test" else "train_images")
+
+    def describe(self) -> str:
+        """One line: images and individuals of each part."""
+        new_share = self.valid["target_id"].eq(NEW_INDIVIDUAL).mean()
+        return (
+            f"train {len(self.train)} images of {self.encoding.n_individuals} individuals; "
+            f"valid {len(self.valid)} ({new_share:.0%} new); test {len(self.test)}"
+        )
+
+    # ------------------------------------------------------------------ galleries
+
+    def _valid_known(self) -> np.ndarray:
+        return self.valid["target_id"].ne(NEW_INDIVIDUAL).to_numpy()
+
+    def gallery_labels(self, part: str) -> np.ndarray:
+        """Individual ids of the gallery that ``part``'s queries ("valid" or "test") are matched
+        against, in gallery row order (see the module docstring)."""
+        if part == "valid":
+            known = self.valid["individual_id"].to_numpy()[self._valid_known()]
+            return np.concatenate([self.train["individual_id"].to_numpy(), known]).astype(object)
+        if part == "test":
+            return np.concatenate(
+                [self.train["individual_id"].to_numpy(), self.valid["individual_id"].to_numpy()]
+            ).astype(object)
+        raise ValueError(f"galleries exist for 'valid' and 'test' queries, got part={part!r}")
+
+    def gallery(self, part: str, embeddings: dict[str, np.ndarray]) -> np.ndarray:
+        """Gallery embeddings (n_gallery, d) for ``part``'s queries, rows as in
+        :meth:`gallery_labels`; ``embeddings`` holds the ``train`` and ``valid`` parts."""
+        for name in ("train", "valid"):
+            expected = len(self.frame(name))
+            if len(embeddings[name]) != expected:
+                raise ValueError(
+                    f"embeddings[{name!r}] has {len(embeddings[name])} rows, "
+                    f"the split's {name} part {expected}"
+                )
+        valid = embeddings["valid"][self._valid_known()] if part == "valid" else embeddings["valid"]
+        self.gallery_labels(part)  # checks part
+        return np.concatenate([embeddings["train"], valid])
+
+    def own_gallery_rows(self, part: str) -> np.ndarray:
+        """For each query of ``part``, the gallery row holding its own photo, or -1: a query
+        must not find itself (int64 (n_queries,))."""
+        if part == "test":
+            return np.full(len(self.test), -1, dtype=np.int64)
+        if part != "valid":
+            raise ValueError(f"queries are 'valid' or 'test', got part={part!r}")
+        known = self._valid_known()
+        rows = np.full(len(self.valid), -1, dtype=np.int64)
+        rows[known] = len(self.train) + np.arange(int(known.sum()))
+        return rows
+
+    def frequent_ids(self, part: str, n: int = 5) -> list[str]:
+        """The ``n`` most photographed individuals of ``part``'s gallery (ties by id): what
+        pads a prediction list short of five labels."""
+        return data.most_photographed(self.gallery_labels(part), n)
+
+    def photo_counts(self, part: str) -> dict[str, int]:
+        """Photos per individual in ``part``'s gallery (the blend's frequency penalty)."""
+        return pd.Series(self.gallery_labels(part)).value_counts().to_dict()
+
+    def truth(self, part: str, images) -> list[str] | None:
+        """The true labels of ``images`` of ``part``: validation ``target_id``; test labels
+        from the solution, or None without one. Raises naming an image not in the part."""
+        if part == "valid":
+            lookup = dict(zip(self.valid["image"], self.valid["target_id"], strict=True))
+        elif part == "test":
+            if self.solution is None:
+                return None
+            lookup = dict(zip(self.solution["image"], self.solution["individual_id"], strict=True))
+        else:
+            raise ValueError(f"truth exists for 'valid' and 'test', got part={part!r}")
+        missing = [image for image in images if image not in lookup]
+        if missing:
+            raise KeyError(f"{len(missing)} image(s) not in the {part} part, e.g. {missing[:3]}")
+        return [lookup[image] for image in images]
+
+    # ------------------------------------------------------------------ batches
+
+    def batches(
+        self,
+        part: str,
+        image_size: int,
+        batch_size: int,
+        rows: np.ndarray | None = None,
+        box_margin: float = 0.1,
+    ):
+        """Inference batches (b, S, S, 3) float32 0-255 of ``part``'s photos (those at
+        positions ``rows`` only, if given), in row order."""
+        from whaleutils import pipeline
+
+        frame = self.frame(part)
+        if rows is not None:
+            frame = frame.iloc[np.asarray(rows)]
+        records = pipeline.file_records(frame, self.image_folder(part))
+        return pipeline.make_dataset(
+            records, image_size, batch_size, crop_to_box=self.crop_to_box, box_margin=box_margin
+        )
+
+    def training_batches(
+        self,
+        image_size: int,
+        batch_size: int,
+        augmentation=None,
+        label_as_input: bool = True,
+        box_margin: float = 0.1,
+        seed: int = 0,
+    ):
+        """Shuffled, augmented, repeating batches of the ``train`` photos with their integer
+        targets, and the number of steps in one pass over them."""
+        from whaleutils import pipeline
+
+        targets = self.encoding.encode_individuals(self.train["individual_id"])
+        records = pipeline.file_records(self.train, self.image_folder("train"), targets)
+        dataset = pipeline.make_dataset(
+            records,
+            image_size,
+            batch_size,
+            training=True,
+            augmentation=augmentation,
+            label_as_input=label_as_input,
+            crop_to_box=self.crop_to_box,
+            box_margin=box_margin,
+            repeat=True,
+            seed=seed,
+        )
+        return dataset, max(1, int(np.ceil(len(self.train) / batch_size)))
+
+
+def load_split(
+    data_dir: str | os.PathLike | None,
+    fold: int = 0,
+    n_folds: int = 5,
+    seed: int = 0,
+    max_valid_images: int | None = None,
+) -> Split:
+    """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
+
+    ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
+    profiles); the training rows are all kept.
+    """
+    data_dir = data.find_data_dir(data_dir)
+    folds = data.make_folds(data.read_train(data_dir), n_folds=n_folds, seed=seed)
+    train, valid = data.split_fold(folds, fold)
+    if max_valid_images is not None and len(valid) > max_valid_images:
+        valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
+    test = pd.DataFrame({"image": data.read_test_images(data_dir)})
+    test_boxes = data.read_test_boxes(data_dir)
+    if test_boxes is not None:
+        test = test.merge(test_boxes, on="image", how="left", validate="one_to_one").fillna(
+            {"box": ""}
+        )
+    solution_path = data_dir / "test_solution.csv"
+    solution = data.read_solution(solution_path) if solution_path.is_file() else None
+    return Split(
+        data_dir,
+        train.reset_index(drop=True),
+        valid.reset_index(drop=True),
+        test,
+        data.LabelEncoding.fit(train),
+        solution,
+    )
