@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from whaleutils import blend, metrics
+from whaleutils import blend, embed, metrics
 
 W = blend.RANK_WEIGHTS
 
@@ -159,3 +159,17 @@ def test_concatenated_embeddings_average_the_cosines():
     np.testing.assert_allclose(joined @ joined.T, expected, atol=1e-6)
     with pytest.raises(ValueError, match="member 1 embeddings have shape"):
         blend.concatenate_embeddings([a, b[:3]])
+
+
+def test_member_embeddings_must_align_with_the_split(tmp_path):
+    vectors = embed.l2_normalize(np.eye(3, 4))
+    for name, images in (("one", ["a", "b", "c"]), ("two", ["a", "c", "b"])):
+        embed.save_embeddings(tmp_path / name / "valid.npz", images, vectors)
+    joined = blend.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c"])
+    np.testing.assert_array_equal(joined[0], vectors)
+    with pytest.raises(
+        ValueError, match=r"two/valid.npz: rows do not align .* row 1 is 'c', expected 'b'"
+    ):
+        blend.load_member_embeddings([tmp_path / "one", tmp_path / "two"], "valid", ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"row 3 is '\(end of file\)', expected 'd'"):
+        blend.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c", "d"])

@@ -211,6 +211,7 @@ def test_configured_owner_order(tmp_path):
 # --- staging ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stage_writes_kernels_library_and_summary(staged):
     summary = json.loads((staged / "stage.json").read_text())
     assert summary["owner"] == OWNER and summary["kernels"] == SLUGS
@@ -233,6 +234,7 @@ def test_stage_writes_kernels_library_and_summary(staged):
 
 
 @pytest.mark.parametrize("slug, notebook", list(zip(SLUGS, runner.NOTEBOOKS, strict=True)))
+@pytest.mark.slow
 def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, notebook):
     path = staged / slug / f"{slug}.ipynb"
     staged_nb = nbformat.read(path, as_version=4)
@@ -261,6 +263,7 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
         assert injected["weights"] == "noisy-student"
 
 
+@pytest.mark.slow
 def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tmp_path):
     """The bootstrap cell, run against a mounted copy of the library dataset, installs the
     wheels with pip (no index) and the installed whaleutils works, resources included."""
@@ -361,6 +364,7 @@ def test_stage_rejects_a_profile_parameter_the_notebook_lacks(tmp_path, monkeypa
 # --- pushing through the real kaggle CLI -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
     fake = kaggle_env({"SaveKernel": saved})
     assert cli.main(["kaggle", "push", "--stage", str(staged)]) == 0
@@ -395,6 +399,7 @@ def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
     assert 'backbone = "efficientnet-b5"' in injected
 
 
+@pytest.mark.slow
 def test_push_detects_a_server_side_error_the_cli_exits_0_on(staged, kaggle_env, capsys):
     def refuse_gradcam(request):
         if request.json()["slug"].endswith("05-gradcam"):
@@ -411,6 +416,7 @@ def test_push_detects_a_server_side_error_the_cli_exits_0_on(staged, kaggle_env,
     assert "1 of 2 pushes failed" in captured.err
 
 
+@pytest.mark.slow
 def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
     kaggle_env({"SaveKernel": lambda request: (403, {"code": 403, "message": "Permission denied"})})
     [denied] = kaggle_suite.push(staged, only=[SLUGS[0]], timeout=120)
@@ -430,6 +436,7 @@ def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
     assert not pushed.ok and "happywhale-backbone-weights" in pushed.message
 
 
+@pytest.mark.slow
 def test_push_with_library_creates_the_dataset_when_it_is_new(staged, kaggle_env):
     tokens = {}
 

@@ -290,3 +290,24 @@ def test_search_finds_a_threshold_below_the_fixed_grid():
         similarities, indices, gallery_labels, truth, "max", [5], knn.THRESHOLD_GRID
     )
     assert fixed["map5"] == pytest.approx(0.75)  # at 0.0 the known ones lose half; at 0.02 the new
+
+
+@pytest.mark.parametrize("method", ["float32", "bf16"])
+def test_cosine_topk_excluding_matches_a_search_without_the_own_row(method):
+    gallery, _, _ = clustered(3000, 1, 16, 300, seed=6)
+    rows = np.array([5, 17, -1, 2999])
+    queries = gallery[np.maximum(rows, 0)] + 0.01
+    similarities, indices = knn.cosine_topk_excluding(gallery, queries, 7, rows, method=method)
+    for i, own in enumerate(rows):
+        keep = np.arange(len(gallery)) != own
+        reference = knn.cosine_topk(gallery[keep], queries[[i]], 7, method="float32")
+        np.testing.assert_array_equal(indices[i], np.flatnonzero(keep)[reference[1][0]])
+        np.testing.assert_allclose(similarities[i], reference[0][0], atol=1e-6)
+    assert 5 not in indices[0] and 2999 not in indices[3]
+
+
+def test_cosine_topk_excluding_rejects_bad_rows():
+    with pytest.raises(ValueError, match=r"one entry per query \(2\), got shape \(1,\)"):
+        knn.cosine_topk_excluding(np.eye(3), np.eye(3)[:2], 1, np.array([0]))
+    with pytest.raises(ValueError, match="k must be at most 2"):
+        knn.cosine_topk_excluding(np.eye(3), np.eye(3)[:1], 3, np.array([0]))

@@ -29,6 +29,7 @@ def test_model_shapes_and_shared_weights(effnet_b0):
     assert isinstance(training_model.get_layer("arc_margin"), layers.ArcMarginProduct)
 
 
+@pytest.mark.slow
 def test_save_and_load_keep_outputs(effnet_b0, tmp_path):
     training_model, embedding_model = effnet_b0
     images, labels = _batch(seed=1)

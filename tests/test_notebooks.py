@@ -3,10 +3,11 @@
 import json
 
 import jupytext
+import pandas as pd
 import pytest
 from jupytext.compare import compare_notebooks
 
-from whaleutils import runner
+from whaleutils import metrics, outputs, robustness, runner, splits, submission
 
 NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.py"))
 
@@ -43,12 +44,28 @@ def test_profiles_name_only_parameters_the_notebooks_have(profile):
             for line in source.splitlines()
             if "=" in line and not line.startswith("#")
         }
+        assert declared == runner.declared_parameters(name)
         unknown = set(settings[name]) - declared
         assert not unknown, (
             f"params/{profile}/{name}.yaml sets {unknown}, which {name} does not declare"
         )
+        parameters = runner.notebook_parameters(name, settings, "DATA", "OUT", "INPUTS")
+        assert set(parameters) <= declared
+        assert {k: parameters[k] for k in settings["_common"] if k in declared} == {
+            k: v for k, v in settings["_common"].items() if k in declared
+        }
+        assert ("inputs_dir" in parameters) == (name in runner.INPUTS)
 
 
+def test_fold_settings_are_stated_once_per_profile():
+    for profile in runner.PROFILES:
+        settings = runner.load_profile(profile)
+        assert set(settings["_common"]) == {"fold", "n_folds", "seed"}
+        for name in runner.NOTEBOOKS:
+            assert not set(settings[name]) & set(settings["_common"]), (profile, name)
+
+
+@pytest.mark.slow
 def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
     with pytest.raises(runner.NotebookFailed) as error:
         runner.run("smoke", str(small_synth), str(tmp_path), only=["05_gradcam"])
@@ -66,25 +83,88 @@ def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
     ]
 
 
-def test_smoke_suite_end_to_end(tmp_path):
-    summary = runner.run("smoke", None, str(tmp_path))
-    run_dir = tmp_path / "smoke"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole suite, once, with the smoke profile on its small synthetic set."""
+    runs = tmp_path_factory.mktemp("runs")
+    return runs, runner.run("smoke", None, str(runs))
+
+
+def smoke_split(summary):
+    common = runner.load_profile("smoke")["_common"]
+    return splits.load_split(summary["data_dir"], common["fold"], common["n_folds"], common["seed"])
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(smoke_run):
+    runs, summary = smoke_run
+    run_dir = runs / "smoke"
     assert [n["name"] for n in summary["notebooks"]] == list(runner.NOTEBOOKS)
     assert all(n["status"] == "ok" for n in summary["notebooks"])
     assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface", "blend"}
-    for scores in summary["scores"].values():
-        assert scores["split"] == "test" and 0 <= scores["map5"] <= 1
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert "| effnet_arcface |" in (run_dir / "summary.md").read_text()
     for name in runner.NOTEBOOKS:
-        outputs = json.loads((run_dir / name / "outputs.json").read_text())["files"]
-        assert all((run_dir / name / f).exists() for f in outputs)
+        files = json.loads((run_dir / name / "outputs.json").read_text())["files"]
+        assert all((run_dir / name / f).exists() for f in files)
         assert (run_dir / name / f"{name}.ipynb").is_file()
     # Resuming: everything is complete, so nothing runs again.
-    again = runner.run("smoke", None, str(tmp_path))
+    again = runner.run("smoke", None, str(runs))
     assert [n["status"] for n in again["notebooks"]] == ["ok"] * len(runner.NOTEBOOKS)
     assert all(n["reused"] for n in again["notebooks"])
     assert [n["seconds"] for n in again["notebooks"]] == [
         n["seconds"] for n in summary["notebooks"]
     ]
     assert again["scores"] == summary["scores"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(runner.SCORED))
+def test_reported_scores_are_those_of_the_written_predictions(smoke_run, name):
+    """scores.json and the summary say what the prediction files score against the truth."""
+    runs, summary = smoke_run
+    folder = runs / "smoke" / name
+    split = smoke_split(summary)
+    written = json.loads((folder / "scores.json").read_text())
+    for part, file_name in (("valid", "oof_predictions.csv"), ("test", "test_predictions.csv")):
+        frame = submission.read_predictions(folder / file_name)
+        truth = split.truth(part, frame["image"])
+        recomputed = metrics.map_at_k_split(truth, frame["labels"].tolist())
+        assert written[part] == pytest.approx(recomputed, abs=1e-6, nan_ok=True)
+    test = submission.read_predictions(folder / "submission.csv")
+    assert (
+        test["labels"].tolist()
+        == submission.read_predictions(folder / "test_predictions.csv")["labels"].tolist()
+    )
+    assert submission.check_submission(test, split.test["image"].tolist()) == []
+    reported = summary["scores"][runner.SCORED[name]]
+    assert reported["split"] == "test"
+    assert reported["map5"] == written["test"]["map5"]
+    assert reported["valid_map5"] == written["valid"]["map5"]
+
+
+@pytest.mark.slow
+def test_robustness_on_clean_photos_is_the_model_notebooks_validation_score(smoke_run):
+    """Same gallery, k, threshold and flip TTA as the KNN head: the 'original' condition on
+    every validation photo reproduces notebook 04's validation MAP@5."""
+    runs, summary = smoke_run
+    split = smoke_split(summary)
+    trained = outputs.load_trained(runs / "smoke", "04_effnet_arcface")
+    table = robustness.robustness_table(trained, split, batch_size=16, max_images=None)
+    original = table.set_index("condition").loc["original"]
+    assert original["map5"] == pytest.approx(
+        outputs.read_scores(trained.folder)["valid"]["map5"], abs=1e-6
+    )
+    assert list(table["condition"]) == [name for name, _, _ in robustness.CONDITIONS]
+
+
+@pytest.mark.slow
+def test_gradcam_explains_known_validation_photos(smoke_run):
+    runs, summary = smoke_run
+    split = smoke_split(summary)
+    explained = pd.read_csv(
+        runs / "smoke" / "05_gradcam" / "gradcam.csv", dtype={"individual_id": str}
+    )
+    known = split.valid[split.valid["target_id"] != "new_individual"]
+    assert set(explained["image"]) <= set(known["image"])
+    assert (explained["correct"] == (explained["top_match"] == explained["target_id"])).all()

@@ -83,7 +83,9 @@ def test_load_split_on_a_synthetic_set(small_synth):
     assert split.crop_to_box == (small_synth / "test_boxes.csv").is_file()
     assert set(split.valid["image"]) <= set(folds.loc[folds["fold"] == 1, "image"])
     known = split.valid["individual_id"].isin(split.train["individual_id"])
-    assert (split.valid["target_id"] == split.valid["individual_id"].where(known, "new_individual")).all()
+    assert (
+        split.valid["target_id"] == split.valid["individual_id"].where(known, "new_individual")
+    ).all()
     assert split.encoding.individual_ids == sorted(set(split.train["individual_id"]))
     batches = split.batches("valid", 24, 4, rows=[2, 0])
     images = np.concatenate([batch.numpy() for batch in batches])

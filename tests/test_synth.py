@@ -88,6 +88,7 @@ def test_label_structure_follows_the_real_statistics():
     assert (plan[["width", "height"]].max(axis=1) <= 512).all()
 
 
+@pytest.mark.slow
 def test_default_set_is_honestly_difficult(default_synth):
     """Fixed once (see README): learned identity features are needed on the default set."""
     report = baselines.difficulty_report(default_synth)

@@ -143,6 +143,7 @@ def test_strategy_follows_the_devices_this_machine_has():
     assert choice.global_batch_size(16) == 16 * expected[1]
 
 
+@pytest.mark.slow
 def test_two_replica_mirrored_fit_on_cpu(tmp_path):
     """The multi-replica path: the CPU split into two logical devices under MirroredStrategy.
 

@@ -352,8 +352,8 @@ def load_member_embeddings(
         if len(names) != len(expected) or not np.array_equal(names, expected):
             differ = np.flatnonzero(names[: len(expected)] != expected[: len(names)])
             row = int(differ[0]) if len(differ) else min(len(names), len(expected))
-            found = names[row] if row < len(names) else "(end of file)"
-            wanted = expected[row] if row < len(expected) else "(no more images)"
+            found = str(names[row]) if row < len(names) else "(end of file)"
+            wanted = str(expected[row]) if row < len(expected) else "(no more images)"
             raise ValueError(
                 f"{path}: rows do not align with the split's {part} images: row {row} is "
                 f"{found!r}, expected {wanted!r} ({len(names)} rows, expected {len(expected)})"

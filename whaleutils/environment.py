@@ -94,9 +94,10 @@ def notebook_output(
 ) -> Path:
     """The output folder of ``notebook`` (e.g. ``04_effnet_arcface``) under ``inputs_dir``.
 
-    Locally that is ``inputs_dir/<notebook>``. On Kaggle, ``inputs_dir`` is ``/kaggle/input`` and the
-    folder sits inside the producing kernel's mounted output (``/kaggle/input/<kernel>/<notebook>``
-    or deeper); it is found by name and by its ``marker`` file.
+    Locally that is ``inputs_dir/<notebook>``. On Kaggle, ``inputs_dir`` is ``/kaggle/input``
+    and the folder sits inside the producing kernel's mounted output
+    (``/kaggle/input/<kernel>/<notebook>`` or deeper); it is found by name and by its ``marker``
+    file.
 
     Raises
     ------

@@ -1,0 +1,80 @@
+"""The output-file contract between notebooks, and the runner's reading of it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from whaleutils import embed, models, outputs, runner
+
+
+def test_write_outputs_lists_only_what_exists(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n")
+    with pytest.raises(FileNotFoundError, match=r"declared outputs missing: \['b.png'\]"):
+        outputs.write_outputs(tmp_path, ["a.csv", "b.png"])
+    assert not outputs.outputs_complete(tmp_path)  # nothing listed yet
+    outputs.write_outputs(tmp_path, [tmp_path / "a.csv"])
+    assert json.loads((tmp_path / "outputs.json").read_text()) == {"files": ["a.csv"]}
+    assert outputs.outputs_complete(tmp_path)
+    (tmp_path / "a.csv").unlink()
+    assert not outputs.outputs_complete(tmp_path)  # a listed file went missing
+
+
+def test_read_scores_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="scores.json not found"):
+        outputs.read_scores(tmp_path)
+    outputs.write_json(tmp_path / "scores.json", {"test": None})
+    with pytest.raises(ValueError, match="no 'valid' entry"):
+        outputs.read_scores(tmp_path)
+
+
+def test_load_trained_reads_model_settings_and_embeddings(tmp_path):
+    folder = tmp_path / "04_effnet_arcface"
+    _, embedding_model = models.build_basic_cnn(3, 24, filters=(4,), dense_units=8)
+    folder.mkdir()
+    embedding_model.save(folder / outputs.EMBEDDING_MODEL)
+    outputs.write_json(
+        folder / "scores.json", {"valid": {"map5": 0.5}, "k": 3, "threshold": 0.4, "rule": "max"}
+    )
+    vectors = embed.l2_normalize(np.eye(3, 8))
+    for part in embed.PARTS:
+        embed.save_embeddings(folder / f"{part}.npz", ["x", "y", "z"], vectors)
+    trained = outputs.load_trained(tmp_path, "04_effnet_arcface")
+    assert trained.image_size == 24  # read from the model, not restated
+    assert trained.knn == outputs.KnnSettings(3, 0.4, "max")
+    np.testing.assert_array_equal(trained.embeddings["valid"], vectors)
+    assert trained.embedding_files["test"]["image_names"].tolist() == ["x", "y", "z"]
+    outputs.write_json(folder / "scores.json", {"valid": {"map5": 0.5}})
+    with pytest.raises(ValueError, match=r"no KNN settings \['k', 'threshold', 'rule'\]"):
+        outputs.load_trained(tmp_path, "04_effnet_arcface")
+
+
+def test_collect_scores_prefers_test_and_keeps_the_embedding_diagnostic(tmp_path):
+    score = {"map5": 0.5, "map5_known": 0.4, "map5_new": 0.9, "n_images": 10}
+    outputs.write_json(tmp_path / "02_basic_cnn" / "scores.json", {"valid": score, "test": None})
+    outputs.write_json(
+        tmp_path / "04_effnet_arcface" / "scores.json",
+        {
+            "valid": {**score, "map5": 0.6},
+            "test": {**score, "map5": 0.7},
+            "embedding": {"participation_ratio": 12.5},
+        },
+    )
+    assert runner.collect_scores(tmp_path) == {
+        "basic_cnn": {
+            "map5": 0.5, "map5_known": 0.4, "map5_new": 0.9, "split": "valid", "valid_map5": 0.5,
+        },
+        "effnet_arcface": {
+            "map5": 0.7, "map5_known": 0.4, "map5_new": 0.9, "split": "test", "valid_map5": 0.6,
+            "embedding_participation_ratio": 12.5,
+        },
+    }  # fmt: skip
+
+
+def test_importing_the_runner_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, whaleutils.runner, whaleutils.cli; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
