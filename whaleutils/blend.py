@@ -7,8 +7,8 @@ ranked labels. The blend scores every label an image's members propose::
 
 where ``w = rank_weights`` (rank 1 to 5; 0 when member j does not propose the id),
 ``p_j(id) = new_individual_penalty`` if the id is ``new_individual`` and member j ranks it third
-or lower (1 otherwise), and ``n_photos`` is the id's number of training photos
-(``new_individual`` has none). The five best ids win; equal scores are ordered by id (string
+or lower (1 otherwise), and ``n_photos`` is the id's number of photos in the gallery the images
+were matched against (``splits.Split.photo_counts``; ``new_individual`` has none). The five best ids win; equal scores are ordered by id (string
 order), which makes the blend deterministic.
 
 ``search_alphas`` finds the member weights by greedy coordinate ascent on out-of-fold MAP@5, as
@@ -168,7 +168,7 @@ def rank_blend(
     member_predictions : list over members of lists over images of five ranked labels
         (every member in the same image order)
     alphas : member weights, >= 0, shape (n_members,)
-    individual_counts : training photos per individual id (ids absent count 0)
+    individual_counts : gallery photos per individual id (ids absent count 0)
     rank_weights : the weight of ranks 1-5
     frequency_penalty : subtracted per training photo of an id
     new_individual_penalty : divides a member's vote for ``new_individual`` at rank 3-5
