@@ -31,6 +31,16 @@ def test_pair_is_in_sync_and_has_one_parameters_cell(script):
     assert all(not cell.get("outputs") for cell in json.loads(paired.read_text())["cells"])
 
 
+@pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_only_call_the_library(script):
+    """Logic lives in whaleutils: no function or class in a notebook, short code cells."""
+    cells = [c for c in jupytext.read(script).cells if c.cell_type == "code"]
+    for cell in cells:
+        lines = cell.source.splitlines()
+        assert len(lines) <= 32, f"{script.name}: a {len(lines)}-line cell: {lines[0]!r}"
+        assert not [line for line in lines if line.startswith(("def ", "class "))], script.name
+
+
 @pytest.mark.parametrize("profile", runner.PROFILES)
 def test_profiles_name_only_parameters_the_notebooks_have(profile):
     settings = runner.load_profile(profile)
