@@ -80,7 +80,7 @@ def test_weights_from_a_file_as_kaggle_users_attach_them(tmp_path):
     [
         ("efficientnet-b9", None, "unknown backbone 'efficientnet-b9'"),
         ("resnet50", "noisy-student", "weights must be one of \\[None, 'imagenet'\\]"),
-        ("efficientnet-b0", "/no/such/file.h5", "existing .h5 file"),
+        ("efficientnet-b0", "/no/such/file.h5", "existing weights file"),
     ],
 )
 def test_bad_backbone_arguments(name, weights, message):

@@ -22,6 +22,7 @@ def test_same_seed_gives_identical_bytes_whatever_the_workers(small_synth, tmp_p
 def test_other_seed_gives_other_images(tmp_path):
     a = synth.generate(tmp_path / "a", synth.SynthConfig(seed=1, individuals=6, max_side=64))
     b = synth.generate(tmp_path / "b", synth.SynthConfig(seed=2, individuals=6, max_side=64))
+
     def photos(folder):  # the pixels only: names and the config card differ by construction
         return {content for name, content in _files(folder).items() if name.endswith(".jpg")}
 

@@ -209,6 +209,7 @@ NORMALIZATION_MODES = {
     "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), False),  # ImageNet mean/std
     "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),  # BGR, mean subtracted
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),  # the backbone rescales itself
+    "lite": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), False),  # EfficientNet-Lite
 }
 
 
@@ -221,11 +222,12 @@ class ImageNormalization(keras.layers.Layer):
 
     Parameters
     ----------
-    mode : {"unit", "torch", "caffe", "none"}
+    mode : {"unit", "torch", "caffe", "none", "lite"}
         ``unit``: x / 255 (the basic CNN); ``torch``: ImageNet mean and std on 0-1 RGB
         (``efficientnet`` noisy-student and imagenet weights); ``caffe``: RGB to BGR, ImageNet
         mean subtracted (``keras.applications`` ResNet50); ``none``: unchanged
-        (``keras.applications`` EfficientNet rescales inside).
+        (``keras.applications`` EfficientNet rescales inside); ``lite``: (x - 127) / 128
+        (EfficientNet-Lite).
     """
 
     def __init__(self, mode: str = "unit", **kwargs):

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import keras
 
+from whaleutils import efficientnet_lite
 from whaleutils.layers import ArcMarginProduct, ImageNormalization
 
 EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
 BACKBONES = (
-    ["resnet50"]
+    ["resnet50", "efficientnet-lite0"]
     + [f"efficientnet-b{i}" for i in range(8)]
     + [f"keras-efficientnet-b{i}" for i in range(8)]
 )
@@ -34,7 +35,7 @@ def _check_weights(weights, allowed: tuple) -> None:
     if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
         return
     raise ValueError(
-        f"weights must be one of {list(allowed)} or the path of an existing .h5 file, "
+        f"weights must be one of {list(allowed)} or the path of an existing weights file, "
         f"got weights={weights!r}"
     )
 
@@ -47,11 +48,14 @@ def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Mode
     name : str
         ``resnet50`` (``keras.applications``), ``efficientnet-b0`` ... ``-b7`` (the
         ``efficientnet`` package, qubvel; noisy-student weights) or ``keras-efficientnet-b0`` ...
-        ``-b7`` (``keras.applications``, backend-agnostic).
+        ``-b7`` (``keras.applications``, backend-agnostic), or ``efficientnet-lite0``
+        (``whaleutils.efficientnet_lite``: Keras layers only; its ImageNet weights install from
+        the package index, so it is the pretrained backbone that works offline).
     image_size : int
         Square input side in pixels.
     weights : None, "imagenet", "noisy-student" (efficientnet only), or a path to an ``.h5``
-        file (how Kaggle kernels without internet attach weights). None is random.
+        file (how Kaggle kernels without internet attach weights; for ``efficientnet-lite0``
+        a ``.pth`` checkpoint in the package's format). None is random.
 
     Returns
     -------
@@ -64,6 +68,9 @@ def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Mode
         return keras.applications.ResNet50(
             include_top=False, weights=weights, input_shape=shape
         ), "caffe"
+    if name == efficientnet_lite.NAME:
+        _check_weights(weights, (None, "imagenet"))
+        return efficientnet_lite.build(image_size, weights), "lite"
     match = re.fullmatch(r"(keras-)?efficientnet-b([0-7])", name)
     if match is None:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
