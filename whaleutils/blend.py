@@ -8,8 +8,9 @@ ranked labels. The blend scores every label an image's members propose::
 where ``w = rank_weights`` (rank 1 to 5; 0 when member j does not propose the id),
 ``p_j(id) = new_individual_penalty`` if the id is ``new_individual`` and member j ranks it third
 or lower (1 otherwise), and ``n_photos`` is the id's number of photos in the gallery the images
-were matched against (``splits.Split.photo_counts``; ``new_individual`` has none). The five best ids win; equal scores are ordered by id (string
-order), which makes the blend deterministic.
+were matched against (``splits.Split.photo_counts``; ``new_individual`` has none). The five
+best ids win; equal scores are ordered by id (string order), which makes the blend
+deterministic.
 
 ``search_alphas`` finds the member weights by greedy coordinate ascent on out-of-fold MAP@5, as
 the paper describes (its repository shows only hard-coded weights).

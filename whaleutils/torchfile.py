@@ -115,13 +115,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def _load_pickle(file, path, what: str):
+def _load_pickle(file, path, what: str, storages: dict[str, _Storage] | None = None):
     try:
-        return _RestrictedUnpickler(file, path, {}).load()
+        return _RestrictedUnpickler(file, path, {} if storages is None else storages).load()
     except TorchFileError:
         raise
     except Exception as error:  # a truncated or foreign file: say which part broke
-        raise TorchFileError(path, f"cannot read the {what} ({type(error).__name__}: {error})")
+        message = f"cannot read the {what} ({type(error).__name__}: {error})"
+        raise TorchFileError(path, message) from None
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -145,12 +146,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(info, dict) or info.get("little_endian") is not True:
         raise TorchFileError(path, "not written little-endian")
     storages: dict[str, _Storage] = {}
-    try:
-        state = _RestrictedUnpickler(file, path, storages).load()
-    except TorchFileError:
-        raise
-    except Exception as error:
-        raise TorchFileError(path, f"cannot read the state dict ({type(error).__name__}: {error})")
+    state = _load_pickle(file, path, "state dict", storages)
     if not isinstance(state, dict):
         raise TorchFileError(path, f"holds a {type(state).__name__}, not a state dict")
     keys = _load_pickle(file, path, "storage keys")
