@@ -49,6 +49,11 @@ snapshot_last = 3
 arc_s = 30.0
 arc_m = 0.5
 margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
+backbone_lr_scale = 1.0  # the backbone learns at this fraction of the head's learning rate
+frozen_backbone_epochs = 0  # train the head alone over these first epochs
+freeze_backbone_batchnorm = False  # keep the backbone's pretrained BatchNorm statistics
+augmentation = {}  # pipeline.Augmentation settings, e.g. {"flip_probability": 0.0}
+tta = "flip"  # embed each photo and its mirror image ("flip") or the photo alone ("none")
 adaptive_margin = False
 k_subcenters = 1
 knn_rule = "vote"
@@ -74,6 +79,7 @@ from whaleutils import (
     layers,
     models,
     outputs,
+    pipeline,
     schedules,
     splits,
     train,
@@ -113,19 +119,16 @@ plt.show()
 # %%
 weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
-class_margins = None
-if adaptive_margin:
-    counts = (
-        split.fit["individual_id"].value_counts().reindex(split.encoding.individual_ids).to_numpy()
-    )
-    class_margins = layers.adaptive_margins(counts)
+class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin else None
 with choice.strategy.scope():
     training_model, embedding_model = models.build_model(
         backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
         k_subcenters=k_subcenters, class_margins=class_margins,
+        freeze_backbone_batchnorm=freeze_backbone_batchnorm,
     )  # fmt: skip
-    train.compile_model(training_model, lr_max)
-batches, steps = split.training_batches(image_size, batch_size, seed=seed)
+    train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)
+augmentation = pipeline.Augmentation(**augmentation)
+batches, steps = split.training_batches(image_size, batch_size, augmentation, seed=seed)
 snapshots = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
 log = train.fit(
     training_model,
@@ -137,6 +140,7 @@ log = train.fit(
     learning_rate_schedule=schedule,
     snapshots=snapshots,
     margin_warmup_epochs=margin_warmup_epochs,
+    frozen_backbone_epochs=frozen_backbone_epochs,
     verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)
@@ -148,7 +152,7 @@ log
 
 # %%
 embeddings = embed.embed_split(
-    embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}"
+    embedding_model, split, batch_size, out, tta, f"{backbone} fold {fold}"
 )
 result = heads.knn_head(split, embeddings, out, knn_rule)
 plt.show()

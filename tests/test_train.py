@@ -223,3 +223,73 @@ def test_margin_warmup_ramps_the_margin_and_logs_it(tmp_path):
     assert [train.MarginWarmup(0).scale_at(e) for e in range(2)] == [1.0, 1.0]
     with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
         train.MarginWarmup(-1)
+
+
+def _lite_model(**kwargs):
+    return models.build_model("efficientnet-lite0", 3, 32, embedding_dim=8, **kwargs)
+
+
+def _batch(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 3, n).astype("int32")
+    return {"image": images, "label": labels}, labels
+
+
+def _snapshot(model):
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
+
+
+def test_fine_tuning_adamw_moves_the_backbone_at_its_fraction_of_the_learning_rate():
+    """Adam's first step moves every weight by the learning rate times sign(gradient)
+    (bias-corrected m / sqrt(v) = g / |g|): by 1e-3 in the head, 0.25e-3 in the backbone."""
+    training_model, _ = _lite_model()
+    train.compile_model(training_model, 1e-3, backbone_lr_scale=0.25)
+    assert isinstance(training_model.optimizer, train.FineTuningAdamW)
+    before = _snapshot(training_model)
+    training_model.train_on_batch(*_batch())
+    after = _snapshot(training_model)
+    moved = {path: np.abs(after[path] - before[path]).max() for path in before}
+    head = {p: m for p, m in moved.items() if p.split("/")[0] in train.HEAD_LAYERS}
+    backbone = {p: m for p, m in moved.items() if p not in head}
+    assert set(head) == {"embedding/kernel", "embedding/bias", "embedding_bn/gamma",
+                         "embedding_bn/beta", "arc_margin/W"}  # fmt: skip
+    assert max(head.values()) == pytest.approx(1e-3, rel=1e-3)
+    assert max(backbone.values()) == pytest.approx(0.25e-3, rel=1e-3)
+
+
+def test_backbone_warmup_trains_the_head_alone_first(tmp_path):
+    training_model, embedding_model = _lite_model(freeze_backbone_batchnorm=True)
+    train.compile_model(training_model, 1e-3, backbone_lr_scale=0.5)
+    dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
+    stem = training_model.get_layer("efficientnet_lite0").get_layer("stem_conv")
+    stem_bn = training_model.get_layer("efficientnet_lite0").get_layer("stem_bn")
+    kernel_start = stem.kernel.numpy().copy()
+    statistics = stem_bn.moving_variance.numpy().copy()
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(np.abs(stem.kernel.numpy() - kernel_start).max())
+
+    log = train.fit(
+        training_model, dataset, 2, tmp_path / "run", embedding_model, steps_per_epoch=2,
+        frozen_backbone_epochs=1, extra_callbacks=[Watch()], verbose=0,
+    )  # fmt: skip
+    assert seen[0] == 0.0 and seen[1] > 0.0  # frozen for one epoch, then learning
+    assert log["backbone_lr_scale"].tolist() == [0.0, 0.5]
+    np.testing.assert_array_equal(stem_bn.moving_variance.numpy(), statistics)
+    assert not stem_bn.trainable
+    reloaded = keras.models.load_model(tmp_path / "run" / "best.keras")
+    assert isinstance(reloaded.optimizer, train.FineTuningAdamW)
+    assert reloaded.optimizer.backbone_lr_scale == 0.5
+
+
+def test_backbone_warmup_needs_the_fine_tuning_optimizer(tmp_path):
+    training_model, embedding_model = _lite_model()
+    train.compile_model(training_model, 1e-3)
+    with pytest.raises(ValueError, match="needs a model compiled with FineTuningAdamW"):
+        train.fit(
+            training_model, tf.data.Dataset.from_tensors(_batch()).repeat(), 1, tmp_path / "r",
+            embedding_model, steps_per_epoch=1, frozen_backbone_epochs=1, verbose=0,
+        )  # fmt: skip

@@ -368,8 +368,8 @@ def snapshot_members(
 ) -> list[Path]:
     """Every snapshot embedding model a trained notebook saved (``member_folder/run/snapshots/
     epoch-NNN.keras``; none for most notebooks) as a blend member: embedded at its own image
-    size (``embed.embed_split``, flip TTA) and run through the KNN head with the notebook's
-    k, threshold and rule (its ``scores.json``). Writes ``out_dir/<snapshot>/`` with
+    size with the notebook's TTA (``embed.embed_split``) and run through the KNN head with the
+    notebook's k, threshold and rule (its ``scores.json``). Writes ``out_dir/<snapshot>/`` with
     ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``; returns those folders."""
     from whaleutils import embed, heads, models, outputs
 
@@ -377,12 +377,13 @@ def snapshot_members(
     if not paths:
         return []
     settings = outputs.read_scores(member_folder)
+    tta = str(embed.load_embeddings(Path(member_folder) / "valid.npz")["tta"])
     folders = []
     for path in paths:
         folder = Path(out_dir) / path.stem
         folder.mkdir(parents=True, exist_ok=True)
         embeddings = embed.embed_split(
-            models.load_model(path), split, batch_size, folder, model_name=str(path)
+            models.load_model(path), split, batch_size, folder, tta, model_name=str(path)
         )
         for name, part in (("oof_predictions.csv", "valid"), ("test_predictions.csv", "test")):
             lists, scores = heads.knn_predictions(

@@ -102,14 +102,17 @@ def build_model(
     ls_eps: float = 0.0,
     k_subcenters: int = 1,
     class_margins=None,
+    freeze_backbone_batchnorm: bool = False,
 ) -> tuple[keras.Model, keras.Model]:
     """The ArcFace training model and the embedding model, sharing weights.
 
     Parameters are those of :func:`build_backbone` and
     :class:`whaleutils.layers.ArcMarginProduct` (``s``, ``m``, ``easy_margin``, ``ls_eps``,
     ``k_subcenters``, ``class_margins``), plus ``embedding_dim`` (512 in the paper),
-    ``dropout`` before the embedding, ``pooling`` ("avg" or "max") and
-    ``embedding_batchnorm``.
+    ``dropout`` before the embedding, ``pooling`` ("avg" or "max"),
+    ``embedding_batchnorm``, and ``freeze_backbone_batchnorm``: the backbone's BatchNorm layers
+    keep their pretrained statistics and scales (they run in inference mode), as when
+    fine-tuning on a few thousand photos whose batches would give noisy statistics.
 
     Returns
     -------
@@ -122,6 +125,10 @@ def build_model(
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got dropout={dropout!r}")
     base, mode = build_backbone(backbone, image_size, weights)
+    if freeze_backbone_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = ImageNormalization(mode, name="normalization")(image)
     x = base(x)

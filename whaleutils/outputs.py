@@ -91,6 +91,11 @@ class TrainedModel:
     embedding_files: dict[str, dict[str, np.ndarray]]  # part -> the .npz file's arrays
 
     @property
+    def tta(self) -> str:
+        """The test-time augmentation the embeddings were made with ("flip" or "none")."""
+        return str(self.embedding_files["valid"]["tta"])
+
+    @property
     def embeddings(self) -> dict[str, np.ndarray]:
         """The saved embeddings (n, d) by part ("train", "valid", "test")."""
         return {part: payload["embeddings"] for part, payload in self.embedding_files.items()}

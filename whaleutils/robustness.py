@@ -79,8 +79,8 @@ def robustness_table(
 
     Only the query photos are degraded, as when new field photos are blurred or under-exposed;
     the gallery is the clean one the KNN head was tuned with (``heads.neighbours``), and the
-    queries are embedded with the same flip TTA. With ``max_images=None`` the ``original``
-    row therefore equals the model notebook's validation score.
+    queries are embedded with the model's own TTA (``trained.tta``). With ``max_images=None``
+    the ``original`` row therefore equals the model notebook's validation score.
 
     Parameters
     ----------
@@ -102,7 +102,7 @@ def robustness_table(
             lambda images, s=sigma, b=brightness: degrade(images, s, b),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        queries = embed.compute_embeddings(trained.embedding_model, degraded, tta="flip")
+        queries = embed.compute_embeddings(trained.embedding_model, degraded, tta=trained.tta)
         lists, _ = heads.knn_predictions(
             split,
             embeddings,

@@ -115,6 +115,11 @@ class Split:
         rows[known] = len(self.train) + np.arange(int(known.sum()))
         return rows
 
+    def class_counts(self) -> np.ndarray:
+        """Training photos per class, in the encoding's class order (int64 (n_individuals,))."""
+        counts = self.train["individual_id"].value_counts()
+        return counts.reindex(self.encoding.individual_ids).to_numpy(dtype=np.int64)
+
     def frequent_ids(self, part: str, n: int = 5) -> list[str]:
         """The ``n`` most photographed individuals of ``part``'s gallery (ties by id): what
         pads a prediction list short of five labels."""

@@ -27,25 +27,106 @@ import keras
 import pandas as pd
 
 
+HEAD_LAYERS = ("embedding", "embedding_bn", "arc_margin")  # models.build_model's head
+
+
+@keras.saving.register_keras_serializable(package="whaleutils")
+class FineTuningAdamW(keras.optimizers.AdamW):
+    """AdamW whose backbone learns at ``backbone_lr_scale`` times the head's learning rate.
+
+    Fine-tuning a pretrained backbone under a new, randomly initialised head: a full learning
+    rate on the backbone lets the head's first, large gradients wreck what it learned, so the
+    backbone moves more slowly (a scale of 0 freezes it; :class:`BackboneWarmup` starts it at 0
+    for the first epochs and then sets the configured scale). A variable belongs to the head if
+    the first part of its path is one of ``head_layers``; every other variable is the backbone's.
+    ``weight_decay=0`` makes this Adam.
+    """
+
+    def __init__(self, backbone_lr_scale=0.2, head_layers=HEAD_LAYERS, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= backbone_lr_scale:
+            raise ValueError(f"backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.head_layers = tuple(head_layers)
+
+    def build(self, variables):
+        super().build(variables)
+        self.backbone_scale = self.add_variable(
+            (), initializer=keras.initializers.Constant(self.backbone_lr_scale),
+            name="backbone_lr_scale",
+        )  # fmt: skip
+        self._in_backbone = [v.path.split("/")[0] not in self.head_layers for v in variables]
+        if not any(self._in_backbone) or all(self._in_backbone):
+            raise ValueError(
+                f"no split between backbone and head layers {self.head_layers} in this model"
+            )
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._in_backbone[self._get_variable_index(variable)]:
+            learning_rate = keras.ops.multiply(
+                keras.ops.cast(learning_rate, variable.dtype),
+                keras.ops.cast(self.backbone_scale, variable.dtype),
+            )
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(backbone_lr_scale=self.backbone_lr_scale, head_layers=list(self.head_layers))
+        return config
+
+
+class BackboneWarmup(keras.callbacks.Callback):
+    """Train the head alone (backbone learning rate 0) for the first ``frozen_epochs`` epochs,
+    then let the backbone learn at the optimizer's ``backbone_lr_scale``. Needs
+    :class:`FineTuningAdamW`; the scale in force is logged as ``backbone_lr_scale``."""
+
+    def __init__(self, frozen_epochs: int):
+        super().__init__()
+        if frozen_epochs < 0:
+            raise ValueError(f"frozen_epochs must be >= 0, got frozen_epochs={frozen_epochs}")
+        self.frozen_epochs = int(frozen_epochs)
+
+    def scale_at(self, epoch: int) -> float:
+        return 0.0 if epoch < self.frozen_epochs else self.model.optimizer.backbone_lr_scale
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if not isinstance(optimizer, FineTuningAdamW):
+            raise ValueError("BackboneWarmup needs a model compiled with FineTuningAdamW")
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        optimizer.backbone_scale.assign(self.scale_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["backbone_lr_scale"] = self.scale_at(epoch)
+
+
 def compile_model(
     model: keras.Model,
     learning_rate: float = 1e-3,
     from_logits: bool = True,
     optimizer: str = "adam",
     weight_decay: float = 1e-4,
+    backbone_lr_scale: float = 1.0,
 ) -> keras.Model:
     """Compile with sparse cross-entropy and accuracy / top-5 accuracy metrics.
 
     ``from_logits`` is True for ArcFace heads (they output scaled logits) and False for the
     basic CNN's softmax. ``optimizer`` is "adam" or "adamw" (Keras 3's AdamW, with
-    ``weight_decay``).
+    ``weight_decay``). ``backbone_lr_scale`` other than 1 (a model from
+    ``models.build_model``) makes it :class:`FineTuningAdamW`, the backbone learning at that
+    fraction of ``learning_rate``.
     """
-    if optimizer == "adam":
-        opt = keras.optimizers.Adam(learning_rate)
-    elif optimizer == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-    else:
+    if optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got optimizer={optimizer!r}")
+    decay = weight_decay if optimizer == "adamw" else 0.0
+    if backbone_lr_scale != 1.0:
+        opt = FineTuningAdamW(backbone_lr_scale, learning_rate=learning_rate, weight_decay=decay)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate)
+    else:
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     model.compile(
         optimizer=opt,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -172,6 +253,7 @@ def fit(
     snapshots: Iterable[int] = (),
     monitor: str = "loss",
     margin_warmup_epochs: int = 0,
+    frozen_backbone_epochs: int = 0,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> pd.DataFrame:
@@ -189,6 +271,8 @@ def fit(
     monitor : the logged metric choosing ``best.keras`` (``loss``, ``accuracy``, ...)
     margin_warmup_epochs : ramp the ArcFace margin up over these first epochs
         (:class:`MarginWarmup`; logged as ``margin_scale``); 0 (the paper) for none
+    frozen_backbone_epochs : train only the head over these first epochs
+        (:class:`BackboneWarmup`; needs ``compile_model(..., backbone_lr_scale=...)``)
 
     Returns
     -------
@@ -231,6 +315,7 @@ def fit(
         ),
         SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
         *([MarginWarmup(margin_warmup_epochs)] if margin_warmup_epochs else []),
+        *([BackboneWarmup(frozen_backbone_epochs)] if frozen_backbone_epochs else []),
         keras.callbacks.CSVLogger(log_path, append=True),
         *extra_callbacks,
     ]
