@@ -26,7 +26,6 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-
 HEAD_LAYERS = ("embedding", "embedding_bn", "arc_margin")  # models.build_model's head
 
 
