@@ -16,9 +16,10 @@
 # %% [markdown]
 # # 4. EfficientNet + ArcFace: the paper's main model
 #
-# **Purpose.** EfficientNet (B5 at 380 px on Kaggle, noisy-student weights) with an ArcFace head
-# and a 512-d embedding, trained with the paper's warm-up / exponential-decay schedule on one or
-# several GPUs or the CPU. Snapshots of the embedding model are kept for the blend notebook;
+# **Purpose.** EfficientNet (B5 at 380 px on Kaggle, noisy-student weights; locally
+# EfficientNet-Lite0 from ImageNet weights that install from the package index) with an ArcFace
+# head and a 512-d embedding, fine-tuned with the paper's warm-up / exponential-decay schedule on
+# one or several GPUs or the CPU. Snapshots of the embedding model are kept for the blend notebook;
 # the KNN head's k and threshold are searched on validation; the test submission is written.
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
