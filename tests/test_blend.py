@@ -173,3 +173,20 @@ def test_member_embeddings_must_align_with_the_split(tmp_path):
         blend.load_member_embeddings([tmp_path / "one", tmp_path / "two"], "valid", ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"row 3 is '\(end of file\)', expected 'd'"):
         blend.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c", "d"])
+
+
+def test_search_never_ends_below_its_best_member():
+    """Five weak members and one good one: from all ones no single step of one weight lifts
+    the blend to the good member's level; the second start, the good member alone, does."""
+    rng = np.random.default_rng(7)
+    pool = [f"id{i}" for i in range(40)] + ["new_individual"]
+    truth = list(rng.choice(pool, 500))
+    members = _noisy_members(truth, pool, 6, rng, accuracy=[0.1, 0.1, 0.1, 0.1, 0.1, 0.9])
+    counts = {p: 1 for p in pool}
+    best_alone = metrics.map_at_k(truth, blend.rank_blend(members, [0, 0, 0, 0, 0, 1], counts))
+    all_ones = metrics.map_at_k(truth, blend.rank_blend(members, [1] * 6, counts))
+    alphas, trace = blend.search_alphas(members, truth, counts, return_trace=True)
+    searched = metrics.map_at_k(truth, blend.rank_blend(members, alphas, counts))
+    assert searched >= best_alone > all_ones
+    assert trace["start"].iloc[0] == "member 5 alone"
+    assert searched == pytest.approx(trace["score"].iloc[-1])

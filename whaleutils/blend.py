@@ -215,6 +215,46 @@ def _map5_from_scores(score: np.ndarray, encoded: _Encoded, truth_columns: np.nd
     return float(precision.sum() / len(truth_columns))
 
 
+def _ascend(
+    encoded: _Encoded,
+    truth_columns: np.ndarray,
+    alphas: np.ndarray,
+    step: float,
+    tol: float,
+    max_sweeps: int,
+) -> tuple[np.ndarray, list[tuple]]:
+    """Greedy coordinate ascent from ``alphas``; returns them and the accepted changes as
+    (sweep, member, alpha, score), starting with (0, -1, nan, starting score)."""
+    alphas = alphas.astype(np.float64).copy()
+    score = _scores(encoded, alphas)
+    best = _map5_from_scores(score, encoded, truth_columns)
+    trace = [(0, -1, float("nan"), best)]
+    rows = np.arange(score.shape[0])[:, None]
+    for sweep in range(1, max_sweeps + 1):
+        improved = False
+        for j in range(len(alphas)):
+            contribution = encoded.weights[j]
+            trials = []
+            for delta in (step, -step):
+                if alphas[j] + delta < -1e-12:
+                    continue
+                score[rows, encoded.columns[j]] += delta * contribution
+                trials.append((_map5_from_scores(score, encoded, truth_columns), delta))
+                score[rows, encoded.columns[j]] -= delta * contribution
+            if not trials:
+                continue
+            value, delta = max(trials, key=lambda t: (t[0], t[1]))
+            if value >= best + tol:
+                alphas[j] = max(0.0, alphas[j] + delta)
+                score[rows, encoded.columns[j]] += delta * contribution
+                best = value
+                improved = True
+                trace.append((sweep, j, float(alphas[j]), best))
+        if not improved:
+            break
+    return alphas, trace
+
+
 def search_alphas(
     oof_member_predictions: Sequence[Sequence[Sequence[str]]],
     truth: Sequence[str],
@@ -229,16 +269,19 @@ def search_alphas(
 ):
     """Member weights by greedy coordinate ascent on out-of-fold MAP@5.
 
-    From all ones, each sweep visits the members in order and tries ``alpha + step`` and
-    ``alpha - step`` (never below 0); the better of the two is kept if it raises MAP@5 by at
-    least ``tol``. Sweeps repeat until one improves nothing (or ``max_sweeps``). The result
-    never scores below the starting weights on the out-of-fold data.
+    Each sweep visits the members in order and tries ``alpha + step`` and ``alpha - step``
+    (never below 0); the better of the two is kept if it raises MAP@5 by at least ``tol``.
+    Sweeps repeat until one improves nothing (or ``max_sweeps``). The ascent runs from two
+    starts, all ones and the best single member alone (weight 1, the others 0), and the better
+    end wins (equal: all ones): from all ones, a few weak members can hold the blend below its
+    best member, since no single step of one weight is large enough to help. The result never
+    scores below either start on the out-of-fold data.
 
     Returns
     -------
-    alphas : list of float, or ``(alphas, trace)`` with ``return_trace``: the trace is a
-        DataFrame of (sweep, member, alpha, score) for every accepted change, starting with
-        (0, -1, nan, starting score).
+    alphas : list of float, or ``(alphas, trace)`` with ``return_trace``: the trace of the
+        winning start is a DataFrame of (start, sweep, member, alpha, score) for every accepted
+        change, starting with (start, 0, -1, nan, starting score).
     """
     if step <= 0 or tol < 0:
         raise ValueError(f"step must be > 0 and tol >= 0, got step={step}, tol={tol}")
@@ -265,36 +308,24 @@ def search_alphas(
     truth_columns = np.where(match.any(axis=1), match.argmax(axis=1), -1)
 
     n_members = len(oof_member_predictions)
-    alphas = np.ones(n_members)
-    score = _scores(encoded, alphas)
-    best = _map5_from_scores(score, encoded, truth_columns)
-    trace = [(0, -1, float("nan"), best)]
-    rows = np.arange(score.shape[0])[:, None]
-    for sweep in range(1, max_sweeps + 1):
-        improved = False
-        for j in range(n_members):
-            contribution = encoded.weights[j]
-            trials = []
-            for delta in (step, -step):
-                if alphas[j] + delta < -1e-12:
-                    continue
-                score[rows, encoded.columns[j]] += delta * contribution
-                trials.append((_map5_from_scores(score, encoded, truth_columns), delta))
-                score[rows, encoded.columns[j]] -= delta * contribution
-            if not trials:
-                continue
-            value, delta = max(trials, key=lambda t: (t[0], t[1]))
-            if value >= best + tol:
-                alphas[j] = max(0.0, alphas[j] + delta)
-                score[rows, encoded.columns[j]] += delta * contribution
-                best = value
-                improved = True
-                trace.append((sweep, j, float(alphas[j]), best))
-        if not improved:
-            break
+    alone = np.eye(n_members)
+    single_scores = [
+        _map5_from_scores(_scores(encoded, alone[j]), encoded, truth_columns)
+        for j in range(n_members)
+    ]
+    best_member = int(np.argmax(single_scores))  # ties: the first
+    ends = [
+        (name, *_ascend(encoded, truth_columns, start, step, tol, max_sweeps))
+        for name, start in (
+            ("all ones", np.ones(n_members)),
+            (f"member {best_member} alone", alone[best_member]),
+        )
+    ]
+    name, alphas, trace = max(ends, key=lambda end: end[2][-1][3])  # ties: the first
     result = [round(float(a), 10) for a in alphas]
     if return_trace:
-        return result, pd.DataFrame(trace, columns=["sweep", "member", "alpha", "score"])
+        rows = [(name, *change) for change in trace]
+        return result, pd.DataFrame(rows, columns=["start", "sweep", "member", "alpha", "score"])
     return result
 
 
