@@ -240,6 +240,7 @@ def _snapshot(model):
     return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
 
 
+@pytest.mark.slow
 def test_fine_tuning_adamw_moves_the_backbone_at_its_fraction_of_the_learning_rate():
     """Adam's first step moves every weight by the learning rate times sign(gradient)
     (bias-corrected m / sqrt(v) = g / |g|): by 1e-3 in the head, 0.25e-3 in the backbone."""
@@ -258,6 +259,7 @@ def test_fine_tuning_adamw_moves_the_backbone_at_its_fraction_of_the_learning_ra
     assert max(backbone.values()) == pytest.approx(0.25e-3, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_backbone_warmup_trains_the_head_alone_first(tmp_path):
     training_model, embedding_model = _lite_model(freeze_backbone_batchnorm=True)
     train.compile_model(training_model, 1e-3, backbone_lr_scale=0.5)
