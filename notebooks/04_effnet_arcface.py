@@ -128,8 +128,8 @@ with choice.strategy.scope():
         freeze_backbone_batchnorm=freeze_backbone_batchnorm,
     )  # fmt: skip
     train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)
-augmentation = pipeline.Augmentation(**augmentation)
-batches, steps = split.training_batches(image_size, batch_size, augmentation, seed=seed)
+training_augmentation = pipeline.Augmentation(**augmentation)
+batches, steps = split.training_batches(image_size, batch_size, training_augmentation, seed=seed)
 snapshots = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
 log = train.fit(
     training_model,

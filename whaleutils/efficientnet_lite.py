@@ -125,10 +125,6 @@ def build(
     return model
 
 
-def _bn_weights(state, prefix):
-    return [state[f"{prefix}.{key}"] for key in ("weight", "bias", "running_mean", "running_var")]
-
-
 def _conv_kernel(tensor: np.ndarray, depthwise: bool) -> np.ndarray:
     """PyTorch (out, in, kh, kw) -> Keras (kh, kw, in, out); depthwise (c, 1, kh, kw) ->
     (kh, kw, c, 1)."""
@@ -155,11 +151,8 @@ def checkpoint_mapping(model: keras.Model) -> dict[str, tuple[str, bool]]:
             index += 1
     mapping.update({"head_conv": ("_conv_head", False), "head_bn": ("_bn1", False)})
     mapping["predictions"] = ("_fc", False)
-    return {name: value for name, value in mapping.items() if _has_layer(model, name)}
-
-
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
+    names = {layer.name for layer in model.layers}
+    return {name: value for name, value in mapping.items() if name in names}
 
 
 def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
@@ -168,18 +161,22 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
     used (the classifier ``_fc`` only with ``include_top``); raises naming what is missing,
     left over or of the wrong shape."""
     state = torchfile.load_state_dict(path)
+    mapping = checkpoint_mapping(model)
     used = {key for key in state if key.endswith("num_batches_tracked")}
-    for name, (prefix, depthwise) in checkpoint_mapping(model).items():
+    if "predictions" not in mapping:  # a backbone without the ImageNet classifier
+        used |= {"_fc.weight", "_fc.bias"}
+    for name, (prefix, depthwise) in mapping.items():
         layer = model.get_layer(name)
         if isinstance(layer, keras.layers.BatchNormalization):
-            values = _bn_weights(state, prefix)
-            used.update(f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var"))
+            keys = [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+            values = [state[key] for key in keys]
         elif isinstance(layer, keras.layers.Dense):
-            values = [state[f"{prefix}.weight"].T, state[f"{prefix}.bias"]]
-            used.update({f"{prefix}.weight", f"{prefix}.bias"})
+            keys = [f"{prefix}.weight", f"{prefix}.bias"]
+            values = [state[keys[0]].T, state[keys[1]]]
         else:
-            values = [_conv_kernel(state[f"{prefix}.weight"], depthwise)]
-            used.add(f"{prefix}.weight")
+            keys = [f"{prefix}.weight"]
+            values = [_conv_kernel(state[keys[0]], depthwise)]
+        used.update(keys)
         expected = [tuple(w.shape) for w in layer.weights]
         if [v.shape for v in values] != expected:
             raise ValueError(
@@ -187,17 +184,9 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
                 f"expects {expected}"
             )
         layer.set_weights(values)
-    unused = sorted(
-        set(state)
-        - used
-        - ({"_fc.weight", "_fc.bias"} if not _has_layer(model, "predictions") else set())
-    )
+    unused = sorted(set(state) - used)
     if unused:
         raise ValueError(f"{path}: {len(unused)} checkpoint tensors unused, e.g. {unused[:3]}")
-    unset = [
-        layer.name
-        for layer in model.layers
-        if layer.weights and layer.name not in checkpoint_mapping(model)
-    ]
+    unset = [layer.name for layer in model.layers if layer.weights and layer.name not in mapping]
     if unset:
         raise ValueError(f"{path}: no weights for layers {unset[:3]}")

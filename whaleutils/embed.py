@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from whaleutils.splits import PARTS  # each part of a split is saved as <part>.npz
+
 SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
-PARTS = ("train", "valid", "test")  # the parts of a split, each saved as <part>.npz
 PART_FILES = tuple(f"{part}.npz" for part in PARTS)
 
 

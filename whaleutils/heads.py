@@ -145,13 +145,13 @@ def knn_search(
     k_grid: Sequence[int] = knn.K_GRID,
 ) -> dict:
     """k and the distance threshold that maximise validation MAP@5 (``knn.search_k_and_
-    threshold``), with the validation queries' nearest neighbours under ``neighbours``."""
+    threshold``), with the validation queries' nearest neighbours under :func:`neighbours`;
+    the result also holds those neighbours (``similarities``, ``indices``, ``labels``)."""
     similarities, indices, labels = neighbours(split, embeddings, "valid", max(k_grid))
     search = knn.search_k_and_threshold(
         similarities, indices, labels, split.valid["target_id"].to_numpy(), rule, k_grid
     )
-    search["nearest_similarities"] = similarities[:, : min(10, similarities.shape[1])]
-    return search
+    return {**search, "similarities": similarities, "indices": indices, "labels": labels}
 
 
 def knn_head(
@@ -171,7 +171,7 @@ def knn_head(
     search = knn_search(split, embeddings, rule, k_grid)
     search["curve"].to_csv(out_dir / "knn_search.csv", index=False)
     plot_knn_search(search).savefig(out_dir / "knn_search.png", dpi=110)
-    nearest = search["nearest_similarities"]
+    nearest = search["similarities"][:, : min(10, search["similarities"].shape[1])]
     settings = {
         "k": search["k"],
         "threshold": search["threshold"],
@@ -183,13 +183,17 @@ def knn_head(
             "valid_10th_cosine_median": round(float(np.median(nearest[:, -1])), 4),
         },
     }
-    scores = write_predictions(
-        split,
-        out_dir,
-        knn_predictions(split, embeddings, "valid", search["k"], search["threshold"], rule),
-        knn_predictions(split, embeddings, "test", search["k"], search["threshold"], rule),
-        settings,
+    k = search["k"]  # the search's neighbours, cut to k, are the validation predictions' own
+    valid = knn.predict_from_neighbours(
+        search["similarities"][:, :k],
+        search["indices"][:, :k],
+        search["labels"],
+        search["threshold"],
+        rule,
+        split.frequent_ids("valid"),
     )
+    test = knn_predictions(split, embeddings, "test", k, search["threshold"], rule)
+    scores = write_predictions(split, out_dir, valid, test, settings)
     return {**scores, "search": search}
 
 

@@ -74,20 +74,21 @@ class Split:
 
     # ------------------------------------------------------------------ galleries
 
-    def _valid_known(self) -> np.ndarray:
-        return self.valid["target_id"].ne(NEW_INDIVIDUAL).to_numpy()
+    def _valid_in_gallery(self, part: str) -> np.ndarray:
+        """Which validation rows the gallery of ``part``'s queries holds (bool (n_valid,)):
+        the known ones for validation queries, all for test queries."""
+        if part == "valid":
+            return self.valid["target_id"].ne(NEW_INDIVIDUAL).to_numpy()
+        if part == "test":
+            return np.ones(len(self.valid), dtype=bool)
+        raise ValueError(f"galleries exist for 'valid' and 'test' queries, got part={part!r}")
 
     def gallery_labels(self, part: str) -> np.ndarray:
         """Individual ids of the gallery that ``part``'s queries ("valid" or "test") are matched
-        against, in gallery row order (see the module docstring)."""
-        if part == "valid":
-            known = self.valid["individual_id"].to_numpy()[self._valid_known()]
-            return np.concatenate([self.train["individual_id"].to_numpy(), known]).astype(object)
-        if part == "test":
-            return np.concatenate(
-                [self.train["individual_id"].to_numpy(), self.valid["individual_id"].to_numpy()]
-            ).astype(object)
-        raise ValueError(f"galleries exist for 'valid' and 'test' queries, got part={part!r}")
+        against, in gallery row order: the training rows, then the validation rows it holds
+        (see the module docstring)."""
+        valid = self.valid["individual_id"].to_numpy()[self._valid_in_gallery(part)]
+        return np.concatenate([self.train["individual_id"].to_numpy(), valid]).astype(object)
 
     def gallery(self, part: str, embeddings: dict[str, np.ndarray]) -> np.ndarray:
         """Gallery embeddings (n_gallery, d) for ``part``'s queries, rows as in
@@ -99,8 +100,7 @@ class Split:
                     f"embeddings[{name!r}] has {len(embeddings[name])} rows, "
                     f"the split's {name} part {expected}"
                 )
-        valid = embeddings["valid"][self._valid_known()] if part == "valid" else embeddings["valid"]
-        self.gallery_labels(part)  # checks part
+        valid = embeddings["valid"][self._valid_in_gallery(part)]
         return np.concatenate([embeddings["train"], valid])
 
     def own_gallery_rows(self, part: str) -> np.ndarray:
@@ -110,7 +110,7 @@ class Split:
             return np.full(len(self.test), -1, dtype=np.int64)
         if part != "valid":
             raise ValueError(f"queries are 'valid' or 'test', got part={part!r}")
-        known = self._valid_known()
+        known = self._valid_in_gallery("valid")
         rows = np.full(len(self.valid), -1, dtype=np.int64)
         rows[known] = len(self.train) + np.arange(int(known.sum()))
         return rows
