@@ -27,17 +27,19 @@
 # **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`, `train.npz`,
 # `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
 # `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
-# **Accelerator:** GPU T4 x2 on Kaggle; CPU at small sizes. Not yet the TPU: Kaggle's TPU
-# image has no TensorFlow that sees it (see Hardware below and the README).
-# **Expected time:** minutes on CPU with B0 at 64-128 px; hours on Kaggle at B5 / 380 px.
+# **Accelerator:** TPU v5e-8 on Kaggle (Keras on JAX, data-parallel over the 8 chips, bfloat16),
+# or GPU T4 x2 (Keras on TensorFlow, mirrored over both); the CPU at small sizes.
+# **Expected time:** minutes on CPU with Lite0 at 64-160 px; hours on Kaggle at B5 / 380 px.
 
 # %% tags=["parameters"]
+backend = "auto"  # Keras backend: "jax", "tensorflow", or "auto" (JAX on a TPU machine)
+mixed_precision = "auto"  # a Keras dtype policy; "auto": mixed_bfloat16 on TPU, else float32
 data_dir = None
 out_dir = "runs/local/04_effnet_arcface"
 fold = 0
 n_folds = 5
 seed = 0
-backbone = "efficientnet-b5"
+backbone = "keras-efficientnet-b5"  # keras.applications: builds on JAX and TensorFlow
 weights = "noisy-student"  # or the path of an attached .h5 file; None for random weights
 image_size = 380
 batch_size_per_replica = 16
@@ -61,21 +63,31 @@ knn_rule = "vote"
 max_valid_images = None
 
 # %% [markdown]
-# ## Hardware
-# `get_strategy` connects a TPU if one answers, else mirrors over several GPUs, else uses the
-# one device. Kaggle's TPU image ships tensorflow-cpu, which finds no TPU: then this says "cpu"
-# with a warning that a TPU is attached but unused, and how to install TensorFlow for it (see
-# also the README).
+# ## Backend and hardware
+# Keras reads its backend once, when it is first imported, so it is chosen here, before any
+# import of keras or of whaleutils' model modules (papermill's injected parameters come just
+# before this cell). Kaggle's TPU image ships tensorflow-cpu and jax[tpu]: only Keras on JAX uses
+# its TPU, so "auto" picks JAX on a TPU machine and TensorFlow elsewhere.
+
+# %%
+from whaleutils import environment
+
+print(f"Keras backend: {environment.use_backend(backend)}")
+
+# %% [markdown]
+# `get_strategy` spreads training over every device the backend sees: DataParallel over the TPU's
+# chips on JAX, a TPU or mirrored GPUs on TensorFlow, else one device. On a TPU machine where
+# the backend sees no TPU it stops with what to do, rather than train for hours on the host CPU.
 
 # %%
 from pathlib import Path
 
+import keras
 import matplotlib.pyplot as plt
 
 from whaleutils import (
     distribute,
     embed,
-    environment,
     heads,
     layers,
     models,
@@ -87,9 +99,12 @@ from whaleutils import (
 )
 
 choice = distribute.get_strategy()
+keras.mixed_precision.set_global_policy(choice.precision(mixed_precision))
 batch_size = choice.global_batch_size(batch_size_per_replica)
 lr_max = schedules.scaled_lr_max(lr_per_sample, batch_size)
-print(f"{choice.describe()}\nglobal batch {batch_size}, lr_max {lr_max:.2e}")
+print(choice.describe())
+print(f"dtype policy {keras.mixed_precision.global_policy().name}")
+print(f"global batch {batch_size}, lr_max {lr_max:.2e}")
 
 # %% [markdown]
 # ## Data
@@ -115,13 +130,13 @@ plt.show()
 
 # %% [markdown]
 # ## Model and training
-# Built inside the strategy's scope so that its variables are mirrored on every replica.
+# Built inside the strategy's scope so that its variables are laid out on every replica.
 
 # %%
 weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
 class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin else None
-with choice.strategy.scope():
+with choice.scope():
     training_model, embedding_model = models.build_model(
         backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
         k_subcenters=k_subcenters, class_margins=class_margins,

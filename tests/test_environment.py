@@ -62,7 +62,7 @@ def test_weights_file_names_are_the_ones_keras_would_download(monkeypatch):
     import efficientnet.model
     import keras
 
-    from whaleutils import models  # noqa: F401 - imports efficientnet.tfkeras the supported way
+    from whaleutils import models  # imports efficientnet.tfkeras the supported way
 
     requested = []
 
@@ -82,6 +82,13 @@ def test_weights_file_names_are_the_ones_keras_would_download(monkeypatch):
         keras.applications.ResNet50(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
     assert requested[-1] == environment.weights_file_name("resnet50", "imagenet")
     assert efficientnet.model.NS_WEIGHTS_PATH  # the package still names its release URL
+    # keras.applications' EfficientNet: its own imagenet file, qubvel's noisy-student file
+    monkeypatch.setattr("keras.src.applications.efficientnet.file_utils.get_file", refuse)
+    for weights in ("noisy-student", "imagenet"):
+        with pytest.raises(RuntimeError, match="no download"):
+            models.build_backbone("keras-efficientnet-b0", 32, weights)
+        assert requested[-1] == environment.weights_file_name("keras-efficientnet-b0", weights)
+    assert requested[-2] == environment.weights_file_name("efficientnet-b0", "noisy-student")
 
 
 def test_attached_weights_prefers_a_mounted_file(tmp_path):
@@ -107,23 +114,60 @@ def test_tpu_host_detection(tmp_path):
     assert environment.tpu_host({}, dev)
 
 
-def test_strategy_on_a_tpu_host_without_tpu_says_so():
+def test_strategy_on_a_tpu_host_the_backend_cannot_use_stops_with_what_to_do():
     from whaleutils import distribute
 
-    unused = distribute.get_strategy(allow_tpu=False, tpu_host=True)
-    assert unused.kind == "cpu" and unused.note == environment.TPU_INSTALL_HINT
-    assert unused.describe().startswith("running on cpu with 1 replica(s). WARNING:")
-    assert "tensorflow-tpu" in unused.describe()
+    with pytest.raises(RuntimeError, match="Keras on tensorflow sees no TPU") as raised:
+        distribute.get_strategy(allow_tpu=False, tpu_host=True)
+    assert str(raised.value) == environment.TPU_UNUSED_HINT.format(backend="tensorflow")
+    assert '"jax"' in str(raised.value) and "GPU T4 x2" in str(raised.value)
     plain = distribute.get_strategy(allow_tpu=False, tpu_host=False)
-    assert plain.note == "" and plain.describe() == "running on cpu with 1 replica(s)"
+    assert plain.describe() == "Keras on tensorflow: 1 cpu device(s) (CPU), one device"
+    assert plain.precision() == "float32" and plain.precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        plain.precision("bfloat16")
+
+
+def test_auto_precision_is_bfloat16_on_tpus_only():
+    from whaleutils import distribute
+
+    tpu = distribute.StrategyChoice("jax", "tpu", 8, "TPU v5 lite", distribution=object())
+    assert tpu.precision() == "mixed_bfloat16" and tpu.global_batch_size(16) == 128
+    assert tpu.describe() == "Keras on jax: 8 tpu device(s) (TPU v5 lite), data-parallel (object)"
+    assert distribute.StrategyChoice("tensorflow", "gpu", 2, "GPU").precision() == "float32"
 
 
 def test_describe_devices_says_plainly_what_runs():
     from whaleutils import distribute
 
     assert distribute.describe_devices(tpu_host=False) == (
-        "TensorFlow runs this notebook on the CPU (no GPU visible)"
+        "Keras on tensorflow runs this notebook on the CPU (no GPU visible)"
     )
     warned = distribute.describe_devices(tpu_host=True)
-    assert warned.startswith("TensorFlow runs this notebook on the CPU (no GPU visible). WARNING:")
-    assert environment.TPU_INSTALL_HINT in warned
+    assert warned.startswith(
+        "Keras on tensorflow runs this notebook on the CPU (no GPU visible). WARNING:"
+    )
+    assert environment.TPU_UNUSED_HINT.format(backend="tensorflow") in warned
+
+
+def test_auto_backend_is_jax_on_a_tpu_machine_and_tensorflow_elsewhere(tmp_path):
+    dev = make(tmp_path / "dev")
+    assert environment.choose_backend("auto", {}, dev) == "tensorflow"
+    assert environment.choose_backend("auto", {"ISTPUVM": "1"}, dev) == "jax"
+    assert environment.choose_backend("tensorflow", {"ISTPUVM": "1"}, dev) == "tensorflow"
+    assert environment.choose_backend("jax", {}, dev) == "jax"
+    with pytest.raises(ValueError, match="backend='torch'"):
+        environment.choose_backend("torch", {}, dev)
+
+
+def test_use_backend_sets_keras_backend_and_refuses_a_late_switch():
+    import keras  # imported by the test session on TensorFlow
+
+    assert keras.backend.backend() == "tensorflow"
+    environ = {}
+    assert environment.use_backend("tensorflow", environ) == "tensorflow"
+    assert environ == {"KERAS_BACKEND": "tensorflow"}
+    untouched = {"KERAS_BACKEND": "tensorflow"}
+    with pytest.raises(RuntimeError, match="already imported with the tensorflow backend"):
+        environment.use_backend("jax", untouched)
+    assert untouched == {"KERAS_BACKEND": "tensorflow"}

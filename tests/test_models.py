@@ -111,3 +111,77 @@ def test_basic_cnn_is_the_papers_first_model():
 def test_build_model_rejects_bad_pooling():
     with pytest.raises(ValueError, match="pooling='gem'"):
         models.build_model("efficientnet-b0", 3, 64, pooling="gem")
+
+
+def _qubvel_weights_file(path, variant=0, image_size=64, seed=0):
+    """A qubvel EfficientNet with random (non-trivial) weights, saved in the legacy ``.h5``
+    layout of its released noisy-student files (by Keras' own writer of that layout)."""
+    import efficientnet.tfkeras as qubvel
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = getattr(qubvel, f"EfficientNetB{variant}")(
+        include_top=False, weights=None, input_shape=(image_size, image_size, 3)
+    )
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:  # BatchNorm statistics and scales away from their defaults
+        if weight.path.endswith(("moving_variance", "gamma")):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+        elif weight.path.endswith(("moving_mean", "beta", "bias")):
+            weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, model)
+    return model
+
+
+@pytest.mark.parametrize("image_size", [64, 33])  # even and odd: the two padding cases
+def test_qubvel_noisy_student_weights_load_into_keras_applications(tmp_path, image_size):
+    """qubvel's B0 on its torch-normalised input and keras.applications' B0 given the same
+    weights file and 0-255 input compute the same features."""
+    path = tmp_path / "efficientnet-b0_noisy-student_notop.h5"
+    qubvel_model = _qubvel_weights_file(path, image_size=image_size)
+    keras_model, mode = models.build_backbone("keras-efficientnet-b0", image_size, path)
+    assert mode == "none"
+    images = np.random.default_rng(1).uniform(0, 255, (2, image_size, image_size, 3))
+    images = images.astype("float32")
+    expected = qubvel_model.predict(layers.ImageNormalization("torch")(images), verbose=0)
+    features = keras_model.predict(images, verbose=0)
+    assert features.shape == expected.shape
+    assert np.abs(features - expected).max() < 1e-4
+    assert np.abs(expected).max() > 0.1  # not a comparison of near-zero maps
+
+
+def test_qubvel_weights_of_another_variant_are_refused_by_name(tmp_path):
+    path = tmp_path / "b0.h5"
+    _qubvel_weights_file(path, image_size=32)
+    with pytest.raises(ValueError, match=r"b0.h5: not the weights of efficientnetb1"):
+        models.build_backbone("keras-efficientnet-b1", 32, path)
+
+
+def test_mixed_bfloat16_keeps_head_and_embeddings_in_float32():
+    """The TPU's policy: the backbone computes in bfloat16, the embedding and the ArcFace
+    logits in float32; a training step runs (bfloat16 on this CPU, with or without its
+    bfloat16 instructions)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        training_model, embedding_model = models.build_model(
+            "efficientnet-lite0", n_classes=3, image_size=32, embedding_dim=8
+        )
+        train.compile_model(training_model, 1e-3)
+        images, labels = _batch(n=4, size=32)
+        labels = labels % 3
+        history = training_model.fit(
+            {"image": images, "label": labels}, labels, batch_size=4, epochs=1, verbose=0
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    convolutions = [
+        layer
+        for layer in embedding_model.layers[2].layers
+        if isinstance(layer, keras.layers.Conv2D)
+    ]
+    assert convolutions[0].compute_dtype == "bfloat16"
+    assert training_model.get_layer("embedding").compute_dtype == "float32"
+    assert training_model.get_layer("arc_margin").compute_dtype == "float32"
+    assert embedding_model.output.dtype == "float32" and training_model.output.dtype == "float32"
+    assert np.isfinite(history.history["loss"]).all()

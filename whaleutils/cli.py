@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from whaleutils import baselines, data, metrics, prepare, submission, synth, validate
 
 
@@ -117,7 +119,8 @@ def cmd_run(args) -> int:
     from whaleutils import runner
 
     try:
-        summary = runner.run(args.profile, args.data, args.out, args.only, args.force)
+        overrides = {name: yaml.safe_load(value) for name, value in args.parameter or []}
+        summary = runner.run(args.profile, args.data, args.out, args.only, args.force, overrides)
     except runner.NotebookFailed:
         return 1  # the runner has printed which notebook and cell failed
     print(f"summary: {Path(args.out) / args.profile / 'summary.md'}")
@@ -247,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="runs folder; this run goes to OUT/PROFILE")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     p.add_argument("--force", action="store_true", help="run notebooks again even if complete")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter of every notebook that has it, over the profile (VALUE is read "
+        "as YAML), e.g. -p backend jax; complete notebooks are skipped unless --force",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("kaggle", help="stage and push the suite as Kaggle kernels")

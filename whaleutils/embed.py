@@ -64,15 +64,47 @@ def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.
 
     if tta not in ("none", "flip"):
         raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
-    embeddings = l2_normalize(embedding_model.predict(image_batches, verbose=0))
+    embeddings = l2_normalize(predict_batches(embedding_model, image_batches))
     if tta == "flip":
         flipped = image_batches.map(
             lambda images: tf.reverse(images, axis=[2]), num_parallel_calls=tf.data.AUTOTUNE
         )
-        embeddings = l2_normalize(
-            embeddings + l2_normalize(embedding_model.predict(flipped, verbose=0))
-        )
+        mirrored = l2_normalize(predict_batches(embedding_model, flipped))
+        embeddings = l2_normalize(embeddings + mirrored)
     return embeddings
+
+
+def data_parallel_devices() -> int:
+    """How many devices Keras' global distribution (JAX's ``DataParallel``) splits each batch
+    over; 1 without one."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+
+def predict_batches(model, image_batches) -> np.ndarray:
+    """``model.predict`` over a dataset of batches, row for row, whatever the batch sizes.
+
+    Keras on JAX splits every batch evenly over the devices of a ``DataParallel`` distribution
+    and refuses a batch it cannot split (the last one, usually); such batches are padded with
+    zero images to a multiple of the devices, and the padding rows are dropped from the result.
+    """
+    devices = data_parallel_devices()
+    if devices == 1:
+        return model.predict(image_batches, verbose=0)
+    sizes = []  # real rows of each batch, recorded as predict draws the batches
+
+    def padded():
+        for images in image_batches.as_numpy_iterator():
+            sizes.append(len(images))
+            missing = -len(images) % devices
+            yield (np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)]),)
+
+    batches = int(image_batches.cardinality())  # negative when unknown
+    outputs = model.predict(padded(), steps=batches if batches >= 0 else None, verbose=0)
+    keep = np.concatenate([np.arange(n + (-n % devices)) < n for n in sizes])
+    return outputs[keep]
 
 
 def embed_split(

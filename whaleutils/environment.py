@@ -11,22 +11,56 @@ an argument, so it is testable anywhere.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
 SEARCH_DEPTH = 4  # levels below the root searched for a mounted folder or file
 
-# How to get TensorFlow onto a Kaggle TPU, whose image ships tensorflow-cpu (Kaggle disabled
-# tensorflow-tpu for want of a matching libtpu; see the README). Needs the internet switched on.
-TPU_INSTALL_HINT = (
-    "Kaggle's TPU image ships tensorflow-cpu, so TensorFlow cannot see the TPU and this notebook "
-    "would train on the TPU host's CPU. To train on the TPU, switch the notebook's internet on, "
-    "run `pip install tensorflow-tpu==2.20.0 -f "
-    "https://storage.googleapis.com/libtpu-tf-releases/index.html` in a cell and restart the "
-    "kernel (it may fail if no libtpu matches the image), or choose "
-    "the GPU T4 x2 accelerator instead."
+BACKENDS = ("auto", "tensorflow", "jax")  # the Keras backends a notebook can ask for
+
+# What to do on a TPU machine where the chosen backend sees no TPU. Kaggle's TPU image ships
+# tensorflow-cpu (no TensorFlow that sees the TPU), Keras 3 and jax[tpu]: Keras on JAX trains there.
+TPU_UNUSED_HINT = (
+    "A TPU is attached but Keras on {backend} sees no TPU, so this notebook would train on the "
+    "TPU host's CPU for hours. On Kaggle's TPU image JAX is the backend that uses the TPU: set "
+    'the notebook\'s backend parameter to "auto" or "jax" and restart the kernel (if JAX '
+    "still sees no TPU, check `pip show jax libtpu` and that no TPU build of TensorFlow was "
+    'installed beside it), or choose the GPU T4 x2 accelerator with backend "tensorflow".'
 )
+
+
+def choose_backend(
+    requested: str = "auto", environ: dict | None = None, dev: str | os.PathLike = "/dev"
+) -> str:
+    """The Keras backend to run on: ``requested`` unless it is "auto", which means JAX on a TPU
+    machine (the backend that uses Kaggle's TPUs) and TensorFlow everywhere else."""
+    if requested not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got backend={requested!r}")
+    if requested != "auto":
+        return requested
+    return "jax" if tpu_host(environ, dev) else "tensorflow"
+
+
+def use_backend(requested: str = "auto", environ: dict | None = None) -> str:
+    """Make Keras run on the backend :func:`choose_backend` picks; returns its name.
+
+    Keras reads ``KERAS_BACKEND`` once, when it is first imported, so this must run before
+    anything imports keras (whaleutils' modules do; this one does not). If keras is already
+    imported on another backend, it raises rather than leaving the notebook on the wrong one.
+    """
+    environ = os.environ if environ is None else environ
+    backend = choose_backend(requested, environ)
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != backend:
+        raise RuntimeError(
+            f"Keras was already imported with the {keras.backend.backend()} backend, so it cannot "
+            f"switch to {backend}: restart the kernel and run the notebook from the top (the "
+            "backend is chosen before the first import of keras or whaleutils' model modules)"
+        )
+    environ["KERAS_BACKEND"] = backend
+    return backend
 
 
 def on_kaggle() -> bool:
@@ -124,6 +158,10 @@ def weights_file_name(backbone: str, weights: str) -> str | None:
     ``efficientnet-bN`` with ``noisy-student`` or ``imagenet``: the ``efficientnet`` package's
     names; ``resnet50`` with ``imagenet``: keras.applications' name.
     """
+    if backbone.startswith("keras-efficientnet-b"):  # keras.applications, qubvel's weights
+        backbone = backbone.removeprefix("keras-")
+        if weights == "imagenet":
+            return f"efficientnetb{backbone[-1]}_notop.h5"
     if backbone.startswith("efficientnet-b"):
         if weights == "noisy-student":
             return f"{backbone}_noisy-student_notop.h5"

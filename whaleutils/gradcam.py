@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
+from keras import ops
 from matplotlib import colormaps
 
 
@@ -52,24 +52,41 @@ def heatmaps(
     feature raises the similarity).
     """
     before, after = _feature_split(embedding_model)
-    targets = tf.math.l2_normalize(tf.convert_to_tensor(target_embeddings, tf.float32), axis=1)
-    x = tf.convert_to_tensor(images, tf.float32)
+    targets = ops.normalize(ops.convert_to_tensor(target_embeddings, "float32"), axis=1)
+    x = ops.convert_to_tensor(images, "float32")
     for layer in before:
         x = layer(x, training=False)
-    features = x
-    with tf.GradientTape() as tape:
-        tape.watch(features)
+    features = ops.cast(x, "float32")
+
+    def similarity(features):  # (n,): cosine of each photo's embedding to its target
         y = features
         for layer in after:
             y = layer(y, training=False)
-        similarity = tf.reduce_sum(
-            tf.math.l2_normalize(tf.cast(y, tf.float32), axis=1) * targets, axis=1
-        )
-    gradients = tape.gradient(similarity, features)
-    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
+        return ops.sum(ops.normalize(ops.cast(y, "float32"), axis=1) * targets, axis=1)
+
+    gradients = _gradient_of_sum(similarity, features)
+    weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
+    cam = ops.convert_to_numpy(ops.relu(ops.sum(weights * features, axis=-1)))
     peak = cam.max(axis=(1, 2), keepdims=True)
     return (cam / np.maximum(peak, 1e-12)).astype(np.float32)
+
+
+def _gradient_of_sum(function, x):
+    """The gradient of ``sum(function(x))`` with respect to ``x``, by the Keras backend's own
+    automatic differentiation (TensorFlow's tape or ``jax.grad``)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = ops.sum(function(x))
+        return tape.gradient(total, x)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda value: ops.sum(function(value)))(x)
+    raise ValueError(f"Grad-CAM runs on the tensorflow or jax backend, not {backend}")
 
 
 def overlay(
@@ -77,7 +94,7 @@ def overlay(
 ) -> np.ndarray:
     """The heatmap, upsampled and coloured, blended over a 0-255 RGB image; uint8 (S, S, 3)."""
     size = image.shape[:2]
-    upsampled = tf.image.resize(heatmap[..., None], size).numpy()[..., 0]
+    upsampled = ops.convert_to_numpy(ops.image.resize(heatmap[..., None], size))[..., 0]
     coloured = colormaps[colormap](np.clip(upsampled, 0, 1))[..., :3] * 255.0
     blended = (1 - alpha) * np.asarray(image, np.float32) + alpha * coloured
     return np.clip(blended, 0, 255).astype(np.uint8)

@@ -22,6 +22,9 @@ from whaleutils import efficientnet_lite
 from whaleutils.layers import ArcMarginProduct, ImageNormalization
 
 EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
+# What qubvel's noisy-student (and imagenet) weights expect: ImageNet mean / std on 0-1 RGB.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = (
     ["resnet50", "efficientnet-lite0"]
     + [f"efficientnet-b{i}" for i in range(8)]
@@ -47,15 +50,17 @@ def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Mode
     ----------
     name : str
         ``resnet50`` (``keras.applications``), ``efficientnet-b0`` ... ``-b7`` (the
-        ``efficientnet`` package, qubvel; noisy-student weights) or ``keras-efficientnet-b0`` ...
-        ``-b7`` (``keras.applications``, backend-agnostic), or ``efficientnet-lite0``
+        ``efficientnet`` package, qubvel; TensorFlow only) or ``keras-efficientnet-b0`` ...
+        ``-b7`` (``keras.applications``, any backend; :func:`keras_efficientnet`), or
+        ``efficientnet-lite0``
         (``whaleutils.efficientnet_lite``: Keras layers only; its ImageNet weights install from
         the package index, so it is the pretrained backbone that works offline).
     image_size : int
         Square input side in pixels.
-    weights : None, "imagenet", "noisy-student" (efficientnet only), or a path to an ``.h5``
-        file (how Kaggle kernels without internet attach weights; for ``efficientnet-lite0``
-        a ``.pth`` checkpoint in the package's format). None is random.
+    weights : None, "imagenet", "noisy-student" (EfficientNet B0-B7), or the path of a weights
+        file, which is how Kaggle kernels without internet attach weights: an ``.h5`` file (for
+        ``keras-efficientnet-bN``, qubvel's file) or, for ``efficientnet-lite0``, a ``.pth``
+        checkpoint in the package's format. None is random.
 
     Returns
     -------
@@ -76,15 +81,103 @@ def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Mode
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
     variant = match.group(2)
     if match.group(1):
-        _check_weights(weights, (None, "imagenet"))
-        constructor = getattr(keras.applications, f"EfficientNetB{variant}")
-        return constructor(include_top=False, weights=weights, input_shape=shape), "none"
+        _check_weights(weights, EFFICIENTNET_WEIGHTS)
+        return keras_efficientnet(int(variant), image_size, weights), "none"
     _check_weights(weights, EFFICIENTNET_WEIGHTS)
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"backbone {name!r} (the efficientnet package) runs on TensorFlow only, and Keras "
+            f"runs on {keras.backend.backend()}: use 'keras-{name}', the same architecture from "
+            "keras.applications, which loads the same noisy-student weights"
+        )
     import efficientnet.tfkeras as efficientnet
 
     constructor = getattr(efficientnet, f"EfficientNetB{variant}")
     weights = str(weights) if isinstance(weights, os.PathLike) else weights
     return constructor(include_top=False, weights=weights, input_shape=shape), "torch"
+
+
+def keras_efficientnet(variant: int, image_size: int, weights=None) -> keras.Model:
+    """``keras.applications`` EfficientNet-B``variant`` without its top, on 0-255 RGB input.
+
+    Builds under every Keras backend (qubvel's ``efficientnet`` needs TensorFlow), so it is the
+    backbone that trains on TPUs through JAX. ``weights``: None (random), "imagenet"
+    (``keras.applications``' own), the paper's "noisy-student" (:func:`qubvel_weights_file`), or
+    the path of a qubvel ``efficientnet`` ``.h5`` weights file; qubvel's files are loaded by
+    :func:`load_qubvel_weights`, so the model computes what qubvel's model computes on its
+    ``torch``-normalised input.
+    """
+    constructor = getattr(keras.applications, f"EfficientNetB{variant}")
+    shape = (image_size, image_size, 3)
+    if weights in (None, "imagenet"):
+        return constructor(include_top=False, weights=weights, input_shape=shape)
+    if weights == "noisy-student":
+        weights = qubvel_weights_file(variant, weights)
+    model = constructor(include_top=False, weights=None, input_shape=shape)
+    load_qubvel_weights(model, weights)
+    return model
+
+
+def qubvel_weights_file(variant: int, weights: str = "noisy-student") -> str:
+    """The local path of qubvel's ``efficientnet-bN_noisy-student_notop.h5``, downloaded into
+    Keras' cache the way the ``efficientnet`` package does (same address and hash); needs the
+    internet unless cached. On Kaggle, attach the file and pass its path instead."""
+    from efficientnet import weights as qubvel
+
+    name = f"efficientnet-b{variant}"
+    file_name = f"{name}_{weights}_notop.h5"
+    return keras.utils.get_file(
+        file_name,
+        qubvel.NS_WEIGHTS_PATH + file_name,
+        cache_subdir="models",
+        file_hash=qubvel.NS_WEIGHTS_HASHES[name][1],
+    )
+
+
+def load_qubvel_weights(model: keras.Model, path) -> None:
+    """Load a qubvel ``efficientnet`` weights file (Keras' legacy ``.h5`` layout) into a
+    ``keras.applications`` EfficientNet of the same variant built with ``weights=None``.
+
+    The two architectures share their layer names (keras.applications' EfficientNet was made
+    from qubvel's) and their padding arithmetic, so the weights load by layer name; every layer
+    of ``model`` that has weights must find them in the file. Only the input differs: the
+    ``keras.applications`` model starts with ``x / 255`` and a ``Normalization`` layer, which is
+    set to the ImageNet mean and variance that qubvel's weights expect (its ``torch`` mode).
+
+    Raises
+    ------
+    ValueError
+        Naming the layers of ``model`` that the file does not have, or a shape that differs.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        group = file["model_weights"] if "layer_names" not in file.attrs else file
+        in_file = {_decode(name) for name in group.attrs["layer_names"]}
+    normalizations = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)
+    ]
+    if len(normalizations) != 1:
+        raise ValueError(f"{model.name}: expected one Normalization layer, found {normalizations}")
+    missing = [
+        layer.name
+        for layer in model.layers
+        if layer.weights and layer not in normalizations and layer.name not in in_file
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not the weights of {model.name}: no weights for its layers "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)"
+        )
+    model.load_weights(str(path), by_name=True)  # raises on a count or shape mismatch
+    normalization = normalizations[0]
+    normalization.adapt_mean.assign(IMAGENET_MEAN)
+    normalization.adapt_variance.assign([std**2 for std in IMAGENET_STD])
+    normalization.finalize_state()  # the layer computes with copies made from these weights
+
+
+def _decode(name) -> str:
+    return name.decode("utf8") if isinstance(name, bytes) else str(name)
 
 
 def build_model(
@@ -137,9 +230,10 @@ def build_model(
     )
     x = pool(name="pooling")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    embedding = keras.layers.Dense(embedding_dim, name="embedding")(x)
+    # The embedding layers compute in float32 under a mixed-precision policy, as the head does.
+    embedding = keras.layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
     if embedding_batchnorm:
-        embedding = keras.layers.BatchNormalization(name="embedding_bn")(embedding)
+        embedding = keras.layers.BatchNormalization(name="embedding_bn", dtype="float32")(embedding)
     embedding_model = keras.Model(image, embedding, name=f"{backbone}_embedding")
 
     label = keras.Input(shape=(), dtype="int32", name="label")

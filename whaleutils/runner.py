@@ -101,16 +101,29 @@ def declared_parameters(name: str) -> frozenset[str]:
 
 
 def notebook_parameters(
-    name: str, profile: dict[str, dict], data_dir: str | None, out_dir, inputs_dir
+    name: str,
+    profile: dict[str, dict],
+    data_dir: str | None,
+    out_dir,
+    inputs_dir,
+    overrides: dict | None = None,
 ) -> dict:
     """A notebook's papermill parameters: the profile's common settings that the notebook
-    declares, then its own file's, plus where its data and outputs are and, for the notebooks
-    in ``INPUTS``, the folder holding the output folders they read (``inputs_dir``).
+    declares, then its own file's, then the ``overrides`` it declares (e.g. ``{"backend":
+    "jax"}`` from ``run -p backend jax``), plus where its data and outputs are and, for the
+    notebooks in ``INPUTS``, the folder holding the output folders they read (``inputs_dir``).
 
     ``profile`` is :func:`load_profile`'s result."""
     declared = declared_parameters(name)
     common = {key: value for key, value in profile[COMMON].items() if key in declared}
-    parameters = {**common, **profile[name], "data_dir": data_dir, "out_dir": str(out_dir)}
+    chosen = {key: value for key, value in (overrides or {}).items() if key in declared}
+    parameters = {
+        **common,
+        **profile[name],
+        **chosen,
+        "data_dir": data_dir,
+        "out_dir": str(out_dir),
+    }
     if name in INPUTS:
         parameters["inputs_dir"] = str(inputs_dir)
     return parameters
@@ -152,14 +165,24 @@ def run(
     runs_dir: str = "runs",
     only: list[str] | None = None,
     force: bool = False,
+    overrides: dict | None = None,
 ) -> dict:
-    """Run the suite (or the ``only`` notebooks) and write the summary; returns it."""
+    """Run the suite (or the ``only`` notebooks) and write the summary; returns it.
+
+    ``overrides`` set parameters of every notebook that declares them, over the profile's
+    values (a notebook whose outputs are complete is still skipped: use ``force``)."""
     settings = load_profile(profile)
     runs = Path(runs_dir)
     run_dir = runs / profile
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
+    running = [name for name in NOTEBOOKS if not only or name in only]
+    undeclared = sorted(
+        set(overrides or {}) - set().union(*(declared_parameters(n) for n in running))
+    )
+    if undeclared:
+        raise ValueError(f"no notebook of this run has the parameter(s) {undeclared}")
     data_path = Path(data_dir) if data_dir else default_data(runs, settings[RUN_SETTINGS])
     summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
     earlier = {}
@@ -175,7 +198,7 @@ def run(
                 summary["notebooks"].append({**earlier[name], "reused": True})
             continue
         out = run_dir / name
-        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir)
+        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
         if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             previous = earlier.get(name, {"name": name, "status": "ok", "seconds": None})
