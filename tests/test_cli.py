@@ -101,3 +101,12 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
         == 1
     )
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_run_sets_parameters_and_names_one_no_notebook_has(tmp_path, capsys):
+    argv = ["run", "--profile", "smoke", "--data", str(tmp_path), "--out", str(tmp_path)]
+    argv += ["--only", "01_eda", "-p", "backend", "jax", "-p", "epochs", "1"]
+    assert cli.main(argv) == 2
+    assert "no notebook of this run has the parameter(s) ['backend', 'epochs']" in (
+        capsys.readouterr().err
+    )

@@ -67,6 +67,20 @@ def test_profiles_name_only_parameters_the_notebooks_have(profile):
         assert ("inputs_dir" in parameters) == (name in runner.INPUTS)
 
 
+def test_overrides_reach_only_the_notebooks_that_declare_them(tmp_path):
+    settings = runner.load_profile("smoke")
+    overrides = {"backend": "jax", "epochs": 1}
+    trained = runner.notebook_parameters("04_effnet_arcface", settings, "D", "O", "I", overrides)
+    assert trained["backend"] == "jax" and trained["epochs"] == 1  # over the profile's 2
+    assert trained["image_size"] == settings["04_effnet_arcface"]["image_size"]
+    eda = runner.notebook_parameters("01_eda", settings, "D", "O", "I", overrides)
+    assert "backend" not in eda and "epochs" not in eda
+    with pytest.raises(
+        ValueError, match=r"no notebook of this run has the parameter\(s\) \['backend'\]"
+    ):
+        runner.run("smoke", str(tmp_path), str(tmp_path), ["01_eda"], overrides={"backend": "jax"})
+
+
 def test_fold_settings_are_stated_once_per_profile():
     for profile in runner.PROFILES:
         settings = runner.load_profile(profile)

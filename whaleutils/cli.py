@@ -123,9 +123,63 @@ def cmd_run(args) -> int:
         summary = runner.run(args.profile, args.data, args.out, args.only, args.force, overrides)
     except runner.NotebookFailed:
         return 1  # the runner has printed which notebook and cell failed
+    except ValueError as error:  # an unknown notebook or parameter
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"summary: {Path(args.out) / args.profile / 'summary.md'}")
     for model, scores in summary["scores"].items():
         print(f"{model:<18} MAP@5 {scores['map5']:.4f} ({scores['split']})")
+    return 0
+
+
+def cmd_identify(args) -> int:
+    from whaleutils import identify, review
+
+    try:
+        photos = identify.photo_files(args.photos)
+        boxes = identify.read_boxes(args.boxes) if args.boxes else {}
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not photos:
+        print(f"error: no photos in {' '.join(args.photos)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identifier = identify.Identifier(args.model, args.catalogue, out, args.batch_size)
+    print(
+        f"catalogue: {len(identifier.catalogue)} photos of "
+        f"{identifier.catalogue['individual_id'].nunique()} individuals "
+        f"({identifier.catalogue_embedded} embedded now, the rest from {out / identify.CACHE_FILE})"
+    )
+    matches = identifier.match(photos, args.top, boxes)
+    matches.to_csv(out / "matches.csv", index=False)
+    identifier.skipped.to_csv(out / "skipped.csv", index=False)
+    for photo, reason in identifier.skipped.itertuples(index=False):
+        print(f"skipped {photo}: {reason}", file=sys.stderr)
+    matched = matches["photo"].nunique()
+    if matched:
+        review.write_review(out / "review.html", matches, identifier, title=str(out))
+    new = matches.drop_duplicates("photo")["new_individual"].sum() if matched else 0
+    print(
+        f"{matched} photo(s) matched ({new} new individual(s) by the threshold), "
+        f"{len(identifier.skipped)} skipped: {out / 'matches.csv'}, {out / 'review.html'}"
+    )
+    return 0 if matched else 1
+
+
+def cmd_enroll(args) -> int:
+    from whaleutils import review
+
+    try:
+        added = review.enroll(args.catalogue, args.decisions, args.new_id_prefix, args.species)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    new = added["individual_id"].str.startswith(args.new_id_prefix).sum()
+    print(f"enrolled {len(added)} photo(s) into {args.catalogue} ({new} new individual(s))")
+    for row in added.itertuples(index=False):
+        print(f"  {row.image}: {row.individual_id}")
     return 0
 
 
@@ -260,6 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
         "as YAML), e.g. -p backend jax; complete notebooks are skipped unless --force",
     )
     p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser(
+        "identify", help="match new photos against a catalogue; write matches.csv, review.html"
+    )
+    p.add_argument("--model", required=True, help="a trained notebook's output folder (RUN_DIR)")
+    p.add_argument("--catalogue", required=True, help="a Happywhale-format folder (DATA_DIR)")
+    p.add_argument("--photos", required=True, nargs="+", help="photo files or folders")
+    p.add_argument("--out", required=True, help="output folder (also holds the catalogue cache)")
+    p.add_argument("--top", type=int, default=5, help="candidates per photo")
+    p.add_argument("--boxes", help="CSV of image,box (left top right bottom) for the photos")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(handler=cmd_identify)
+
+    p = commands.add_parser("enroll", help="add reviewed photos to a catalogue")
+    p.add_argument("--catalogue", required=True, help="the Happywhale-format catalogue folder")
+    p.add_argument("--decisions", required=True, help="the CSV exported from review.html")
+    p.add_argument("--new-id-prefix", default="new-", help="prefix of new individuals' ids")
+    p.add_argument("--species", default="unknown", help="species of new individuals")
+    p.set_defaults(handler=cmd_enroll)
 
     p = commands.add_parser("kaggle", help="stage and push the suite as Kaggle kernels")
     kaggle_commands = p.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")

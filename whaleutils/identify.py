@@ -1,0 +1,367 @@
+"""Identify new photos against a catalogue of known individuals (the paper's section 5.8).
+
+A researcher has a trained model (a notebook's output folder: its embedding model, KNN ``k``,
+rule and new-individual threshold), a catalogue in the Happywhale format (``train.csv`` and
+``train_images/``; ``python -m whaleutils prepare`` makes one) and a folder of new photos::
+
+    identifier = Identifier("runs/local/04_effnet_arcface", "my_catalogue")
+    matches = identifier.match(["new/IMG_001.jpg", "new/IMG_002.jpg"])   # a DataFrame
+    identifier.skipped                                                   # unreadable photos
+
+Each photo gets its ``top`` candidate individuals, best first, each with its ``similarity``
+(the cosine similarity of its most similar catalogue photo among the query's ``k`` nearest) and
+the run's verdict: ``new_individual`` is True when even the nearest catalogue photo is farther
+than the run's distance threshold. The catalogue's embeddings are cached in a file and only
+photos that are new or changed (size or modification time) are embedded again.
+
+Photos are read with Pillow: JPEG, PNG, TIFF, WebP of any size, grayscale, CMYK or with alpha,
+turned upright by their EXIF orientation, then (with a box) cropped as the training pipeline
+crops and resized as it resizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils import data
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+MATCH_COLUMNS = ["photo", "rank", "individual_id", "species", "similarity", "new_individual"]
+CACHE_FILE = "catalogue_embeddings.npz"
+BOX_MARGIN = 0.1  # the pipeline's default margin around a box
+
+
+def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The photos named by ``paths``: files as given, folders searched (recursively) for files
+    with a photo suffix, in name order.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a path that does not exist.
+    """
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such photo or folder: {path}")
+    return found
+
+
+def read_photo(photo, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """A photo as upright uint8 RGB (h, w, 3), cropped to ``box`` (left, top, right, bottom in
+    the upright photo's pixels, grown by the pipeline's 10% margin) if given.
+
+    ``photo`` is a path or an array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), 0-255.
+
+    Raises
+    ------
+    ValueError
+        Naming the photo, when it cannot be read as an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(photo, np.ndarray):
+        image = _array_rgb(photo)
+    else:
+        try:
+            with Image.open(photo) as opened:
+                upright = ImageOps.exif_transpose(opened)
+                image = np.asarray(upright.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{photo}: not a readable image ({error})") from None
+    if box is not None:
+        image = _crop(image, box)
+    return image
+
+
+def _array_rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"an image array must be (h, w[, 1|3|4]), got shape {array.shape}")
+    array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return array[..., :3]
+
+
+def _crop(image: np.ndarray, box) -> np.ndarray:
+    """The pipeline's crop (``pipeline.crop_window``): the box grown by the margin, clipped."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = (float(v) for v in box)
+    grow_x, grow_y = BOX_MARGIN * (right - left), BOX_MARGIN * (bottom - top)
+    left = int(np.clip(np.floor(left - grow_x), 0, width - 1))
+    top = int(np.clip(np.floor(top - grow_y), 0, height - 1))
+    right = int(np.clip(np.ceil(right + grow_x), left + 1, width))
+    bottom = int(np.clip(np.ceil(bottom + grow_y), top + 1, height))
+    return image[top:bottom, left:right]
+
+
+def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """A boxes CSV (columns ``image`` and ``box``, "left top right bottom"; an empty box means
+    the whole photo) as ``{file name: box}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and row of a missing column or a malformed box.
+    """
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"image", "box"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    boxes = {}
+    for row, (image, text) in enumerate(zip(frame["image"], frame["box"], strict=True)):
+        try:
+            box = data.parse_box(text)
+        except ValueError as error:
+            raise ValueError(f"{path}, row {row + 2} ({image}): {error}") from None
+        if box is not None:
+            boxes[Path(image).name] = box
+    return boxes
+
+
+class Identifier:
+    """Match photos against a catalogue with a trained model.
+
+    Parameters
+    ----------
+    run_dir : a trained notebook's output folder (``embedding_model.keras`` and ``scores.json``
+        with ``k``, ``threshold`` and ``rule``; e.g. ``runs/local/04_effnet_arcface``)
+    catalogue : a Happywhale-format folder: ``train.csv`` (image, species, individual_id[, box])
+        and ``train_images/``
+    cache_dir : the folder of the catalogue's embeddings cache (``catalogue_embeddings.npz``,
+        e.g. the output folder of ``identify``); None embeds the catalogue without a cache
+    batch_size : photos embedded at once
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        catalogue: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 32,
+    ):
+        from whaleutils import models, outputs
+
+        self.run_dir = Path(run_dir)
+        model_path = self.run_dir / outputs.EMBEDDING_MODEL
+        if not model_path.is_file():
+            raise FileNotFoundError(
+                f"{model_path} not found: is {run_dir} a trained model's folder?"
+            )
+        scores = outputs.read_scores(self.run_dir)
+        missing = [key for key in ("k", "threshold", "rule") if key not in scores]
+        if missing:
+            raise ValueError(f"{self.run_dir / outputs.SCORES}: no KNN settings {missing}")
+        self.k, self.threshold, self.rule = (
+            int(scores["k"]),
+            float(scores["threshold"]),
+            scores["rule"],
+        )
+        self.model = models.load_model(model_path)
+        self.image_size = models.input_image_size(self.model)
+        self.tta = _run_tta(self.run_dir)
+        self.model_fingerprint = _fingerprint(model_path)
+        self.batch_size = int(batch_size)
+        self.catalogue_dir = Path(catalogue)
+        self.catalogue = data.read_train(self.catalogue_dir)
+        if self.catalogue.empty:
+            raise ValueError(f"{self.catalogue_dir / 'train.csv'}: the catalogue has no photos")
+        self.cache_path = None if cache_dir is None else Path(cache_dir) / CACHE_FILE
+        self.catalogue_embeddings, self.catalogue_embedded = self._embed_catalogue()
+        self.skipped = pd.DataFrame(columns=["photo", "reason"])
+        self.query_embeddings: dict[str, np.ndarray] = {}  # of the last match, by photo
+        self.query_thumbnails: dict[str, np.ndarray] = {}  # small copies, for the review page
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised embeddings (n, d) of uint8 RGB images, with the run's TTA."""
+        from keras import ops
+
+        from whaleutils import embed
+
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = np.stack(
+                [
+                    ops.convert_to_numpy(
+                        ops.image.resize(image.astype("float32"), (self.image_size,) * 2)
+                    )
+                    for image in chunk
+                ]
+            )
+            vectors = embed.l2_normalize(self.model.predict(batch, verbose=0))
+            if self.tta == "flip":
+                mirrored = embed.l2_normalize(self.model.predict(batch[:, :, ::-1], verbose=0))
+                vectors = embed.l2_normalize(vectors + mirrored)
+            out.append(vectors.astype(np.float32))
+        if not out:
+            return np.zeros((0, self.model.output.shape[-1]), np.float32)
+        return np.concatenate(out)
+
+    def _read_many(self, items: list, boxes: list) -> list:
+        """Read photos in two threads (Pillow decodes without holding the GIL); an exception
+        in place of each unreadable one."""
+
+        def read(pair):
+            try:
+                return read_photo(*pair)
+            except ValueError as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(read, zip(items, boxes, strict=True)))
+
+    def _embed_catalogue(self) -> tuple[np.ndarray, int]:
+        """Embeddings of every catalogue photo, in ``train.csv`` order, and how many were
+        embedded now (the rest came from the cache)."""
+        paths = [self.catalogue_dir / "train_images" / name for name in self.catalogue["image"]]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} catalogue photo(s) listed in train.csv missing, e.g. {missing[0]}"
+            )
+        stats = [p.stat() for p in paths]
+        keys = np.array(
+            [
+                f"{name}|{s.st_size}|{s.st_mtime_ns}|{box}"
+                for name, s, box in zip(
+                    self.catalogue["image"], stats, self.catalogue["box"], strict=True
+                )
+            ]
+        )
+        settings = json.dumps(
+            {"model": self.model_fingerprint, "image_size": self.image_size, "tta": self.tta}
+        )
+        cached = {}
+        if self.cache_path is not None and self.cache_path.is_file():
+            with np.load(self.cache_path, allow_pickle=False) as file:
+                if str(file["settings"]) == settings:
+                    cached = dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
+        todo = [row for row, key in enumerate(keys) if key not in cached]
+        boxes = [data.parse_box(self.catalogue["box"].iloc[row]) for row in todo]
+        images = self._read_many([paths[row] for row in todo], boxes)
+        bad = [
+            (str(paths[row]), str(image))
+            for row, image in zip(todo, images, strict=True)
+            if isinstance(image, Exception)
+        ]
+        if bad:
+            raise ValueError(f"{len(bad)} catalogue photo(s) unreadable, e.g. {bad[0][1]}")
+        fresh = self.embed(images)
+        for row, vector in zip(todo, fresh, strict=True):
+            cached[keys[row]] = vector
+        embeddings = np.stack([cached[key] for key in keys]).astype(np.float32)
+        if self.cache_path is not None and (todo or len(cached) != len(keys)):
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.cache_path.with_suffix(".partial.npz")
+            np.savez(partial, keys=keys, embeddings=embeddings, settings=np.array(settings))
+            partial.replace(self.cache_path)
+        return embeddings, len(todo)
+
+    # ------------------------------------------------------------------ matching
+    def match(
+        self,
+        photos: Iterable,
+        top: int = 5,
+        boxes: dict[str, tuple] | None = None,
+    ) -> pd.DataFrame:
+        """The ``top`` candidate individuals of each photo (paths or uint8 arrays), best first.
+
+        Returns one row per photo and candidate: ``photo`` (its path, or ``array-N``),
+        ``rank`` (1 = best), ``individual_id``, ``species``, ``similarity`` and
+        ``new_individual`` (the run's verdict for the photo, the same on each of its rows).
+        Unreadable photos are left out and listed in :attr:`skipped` (photo, reason).
+        """
+        from whaleutils import knn
+
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got top={top}")
+        photos = list(photos)
+        names = [
+            f"array-{i}" if isinstance(p, np.ndarray) else str(p) for i, p in enumerate(photos)
+        ]
+        boxes = boxes or {}
+        photo_boxes = [
+            None if isinstance(p, np.ndarray) else boxes.get(Path(p).name) for p in photos
+        ]
+        images = self._read_many(photos, photo_boxes)
+        readable = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
+        self.skipped = pd.DataFrame(
+            [(names[i], str(image)) for i, image in enumerate(images) if i not in set(readable)],
+            columns=["photo", "reason"],
+        )
+        queries = self.embed([images[i] for i in readable])
+        self.query_embeddings = {names[i]: q for i, q in zip(readable, queries, strict=True)}
+        self.query_thumbnails = {names[i]: _shrink(images[i]) for i in readable}
+        k = min(max(self.k, top), len(self.catalogue))
+        if len(queries) == 0:
+            return pd.DataFrame(columns=MATCH_COLUMNS)
+        similarities, indices = knn.cosine_topk(self.catalogue_embeddings, queries, k)
+        labels = self.catalogue["individual_id"].to_numpy(dtype=object)
+        ids, _ = knn.rank_individuals(similarities, indices, labels, self.rule, n_ids=top)
+        species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
+        rows = []
+        for query, i in enumerate(readable):
+            best = {}  # individual -> its best similarity among the neighbours
+            for similarity, index in zip(similarities[query], indices[query], strict=True):
+                best.setdefault(labels[index], float(similarity))
+            new = bool(1.0 - similarities[query, 0] > self.threshold)
+            for rank, individual in enumerate(ids[query], start=1):
+                if individual is None:
+                    break
+                rows.append(
+                    (names[i], rank, individual, species[individual], best[individual], new)
+                )
+        return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+    def catalogue_photos(self, individual_id: str, query: np.ndarray, n: int = 3) -> list[Path]:
+        """Up to ``n`` catalogue photos of ``individual_id``, the most similar to the query
+        embedding ``query`` (d,) first."""
+        rows = np.flatnonzero(self.catalogue["individual_id"].to_numpy() == individual_id)
+        order = rows[np.argsort(-(self.catalogue_embeddings[rows] @ query), kind="stable")]
+        return [
+            self.catalogue_dir / "train_images" / self.catalogue["image"].iloc[r] for r in order[:n]
+        ]
+
+
+def _shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
+    """A copy of a uint8 RGB image no larger than ``side`` on its long side."""
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
+
+
+def _run_tta(run_dir: Path) -> str:
+    """The TTA the run embedded with (from its ``train.npz``), "none" if it says nothing."""
+    from whaleutils import embed
+
+    path = run_dir / "train.npz"
+    return str(embed.load_embeddings(path)["tta"]) if path.is_file() else "none"
+
+
+def _fingerprint(path: Path) -> str:
+    """A digest of the model file: the cache is valid for this model only."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
