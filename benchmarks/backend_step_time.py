@@ -11,6 +11,7 @@ own process (a process has one Keras backend), alternating, best of ``--repeats`
   the two "devices" share the same cores, so this measures the sharding's overhead, not a gain).
 
 Usage: python benchmarks/backend_step_time.py [--image-size 160] [--batch-size 32] [--steps 8]
+                                              [--repeats 2]
 Prints ms per step of each and, last, the ratio jax / tensorflow.
 """
 
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -88,6 +89,7 @@ def main() -> None:
                 check=True,
             )
             measured = json.loads(result.stdout.strip().splitlines()[-1])
+            print(f"{label}: {measured['ms_per_step']:.0f} ms/step", file=sys.stderr, flush=True)
             if label not in best or measured["ms_per_step"] < best[label]["ms_per_step"]:
                 best[label] = measured
     print(

@@ -1,0 +1,228 @@
+"""identify (match photos against a catalogue), the review page's data, and enroll."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from whaleutils import cli, data, identify, models, outputs, review
+from whaleutils.metrics import NEW_INDIVIDUAL
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A trained notebook's output folder as identify reads it: an embedding model (ImageNet
+    features, a random projection), the KNN settings in scores.json and the TTA in
+    train.npz."""
+    from whaleutils import embed
+
+    folder = tmp_path_factory.mktemp("run") / "04_effnet_arcface"
+    folder.mkdir()
+    _, embedding_model = models.build_model(
+        "efficientnet-lite0", 5, 64, "imagenet", embedding_dim=16, embedding_batchnorm=False
+    )
+    embedding_model.save(folder / outputs.EMBEDDING_MODEL)
+    settings = {"k": 10, "threshold": 1e-4, "rule": "max", "valid": {"map5": 0.5}}
+    (folder / outputs.SCORES).write_text(json.dumps(settings))
+    unit = np.eye(1, 16, dtype=np.float32)
+    embed.save_embeddings(folder / "train.npz", ["a.jpg"], unit, ["x"], tta="flip")
+    return folder
+
+
+@pytest.fixture
+def catalogue(small_synth, tmp_path):
+    """A copy of the small synthetic set's train part (enroll writes into it)."""
+    folder = tmp_path / "catalogue"
+    (folder / "train_images").mkdir(parents=True)
+    frame = pd.read_csv(small_synth / "train.csv").head(60)
+    frame.to_csv(folder / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, folder / "train_images" / name)
+    return folder
+
+
+def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tmp_path):
+    """Given the same box as in the catalogue, a catalogue photo is its own nearest match."""
+    identifier = identify.Identifier(run_dir, catalogue, tmp_path / "cache")
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    assert frame["box"].str.len().gt(0).all()  # the synthetic set has boxes
+    photos = [catalogue / "train_images" / name for name in frame["image"][:3]]
+    boxes = dict(zip(frame["image"], frame["box"].map(data.parse_box), strict=True))
+    matches = identifier.match(photos, top=5, boxes=boxes)
+    assert list(matches.columns) == identify.MATCH_COLUMNS
+    for photo, individual in zip(photos, frame["individual_id"][:3], strict=True):
+        rows = matches[matches["photo"] == str(photo)]
+        assert rows["rank"].tolist() == list(range(1, len(rows) + 1)) and len(rows) <= 5
+        assert rows["individual_id"].is_unique
+        best = rows.iloc[0]
+        assert best["individual_id"] == individual
+        assert best["similarity"] == pytest.approx(1.0, abs=1e-5)  # the same photo
+        assert not best["new_individual"]  # distance 0 is within any threshold
+        assert (np.diff(rows["similarity"]) <= 1e-6).all()  # max rule: best first
+    assert identifier.skipped.empty
+    whole = identifier.match(photos[:1])  # the whole photo, not the catalogue's crop
+    assert whole["similarity"].iloc[0] < 0.999
+
+
+def test_a_photo_not_in_the_catalogue_is_new_by_the_runs_threshold(run_dir, catalogue, tmp_path):
+    """The run's threshold is a cosine distance of 1e-4: a mirrored, darkened copy of a
+    catalogue photo lies farther than that from everything."""
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    name = pd.read_csv(catalogue / "train.csv")["image"][0]
+    changed = np.asarray(Image.open(catalogue / "train_images" / name))[:, ::-1] * 0.5
+    matches = identifier.match([changed])
+    assert matches["photo"].unique().tolist() == ["array-0"]
+    assert matches["new_individual"].all()
+    assert 1 - matches["similarity"].iloc[0] > 1e-4
+
+
+def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)  # 40 high, 60 wide
+    Image.fromarray(original).save(tmp_path / "plain.png")
+    assert np.array_equal(identify.read_photo(tmp_path / "plain.png"), original)
+    Image.fromarray(original[..., 0]).save(tmp_path / "gray.png")
+    gray = identify.read_photo(tmp_path / "gray.png")
+    assert gray.shape == (40, 60, 3) and np.array_equal(gray[..., 2], original[..., 0])
+    Image.fromarray(np.dstack([original, np.full((40, 60), 7, np.uint8)])).save(
+        tmp_path / "alpha.png"
+    )
+    assert np.array_equal(identify.read_photo(tmp_path / "alpha.png"), original)
+    Image.fromarray(original).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    cmyk = identify.read_photo(tmp_path / "cmyk.jpg")
+    assert cmyk.shape == (40, 60, 3) and np.abs(cmyk.astype(int) - original).mean() < 40
+    # stored turned a quarter (60 high, 40 wide) with EXIF orientation 6: shown upright again
+    rotated = Image.fromarray(np.rot90(original, k=1).copy())  # counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    rotated.save(tmp_path / "exif.png", exif=exif)
+    assert np.array_equal(identify.read_photo(tmp_path / "exif.png"), original)
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    with pytest.raises(ValueError, match=r"broken.jpg: not a readable image"):
+        identify.read_photo(tmp_path / "broken.jpg")
+    box = identify.read_photo(tmp_path / "plain.png", box=(10, 10, 30, 20))  # 20 x 10, +10%
+    assert np.array_equal(box, original[9:21, 8:32])
+    assert identify.read_photo(original[..., 0]).shape == (40, 60, 3)
+
+
+def test_photo_files_takes_files_and_folders_and_names_a_missing_one(tmp_path):
+    (tmp_path / "in" / "deeper").mkdir(parents=True)
+    for name in ("b.JPG", "a.png", "deeper/c.jpeg", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    found = identify.photo_files([tmp_path / "in", tmp_path / "in" / "notes.txt"])
+    assert [p.name for p in found] == ["a.png", "b.JPG", "c.jpeg", "notes.txt"]
+    with pytest.raises(FileNotFoundError, match="no such photo or folder: .*nowhere"):
+        identify.photo_files([tmp_path / "nowhere"])
+
+
+def test_boxes_csv_is_read_and_a_bad_row_named(tmp_path):
+    path = tmp_path / "boxes.csv"
+    path.write_text("image,box\na.jpg,1 2 30 40\nb.jpg,\n")
+    assert identify.read_boxes(path) == {"a.jpg": (1, 2, 30, 40)}
+    path.write_text("image,box\na.jpg,1 2 30\n")
+    with pytest.raises(ValueError, match=r"boxes.csv, row 2 \(a.jpg\)"):
+        identify.read_boxes(path)
+
+
+def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogue, tmp_path):
+    cache = tmp_path / "cache"
+    first = identify.Identifier(run_dir, catalogue, cache)
+    assert first.catalogue_embedded == 60 and (cache / identify.CACHE_FILE).is_file()
+    again = identify.Identifier(run_dir, catalogue, cache)
+    assert again.catalogue_embedded == 0
+    assert np.array_equal(again.catalogue_embeddings, first.catalogue_embeddings)
+    name = pd.read_csv(catalogue / "train.csv")["image"][5]
+    photo = catalogue / "train_images" / name
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo, format="JPEG")
+    changed = identify.Identifier(run_dir, catalogue, cache)
+    assert changed.catalogue_embedded == 1
+    fresh = identify.Identifier(run_dir, catalogue, None)
+    np.testing.assert_allclose(changed.catalogue_embeddings, fresh.catalogue_embeddings, atol=1e-6)
+
+
+def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, tmp_path, capsys):
+    photos = tmp_path / "new"
+    photos.mkdir()
+    names = pd.read_csv(catalogue / "train.csv")["image"][:2]
+    for name in names:
+        shutil.copy(catalogue / "train_images" / name, photos / name)
+    (photos / "broken.jpg").write_text("not a photo")
+    out = tmp_path / "out"
+    argv = ["identify", "--model", str(run_dir), "--catalogue", str(catalogue)]
+    argv += ["--photos", str(photos), "--out", str(out), "--top", "3"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    assert "broken.jpg: not a readable image" in printed.err
+    matches = pd.read_csv(out / "matches.csv")
+    assert set(matches["photo"]) == {str(photos / name) for name in names}
+    assert matches.groupby("photo")["rank"].max().tolist() == [3, 3]
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped["photo"].tolist() == [str(photos / "broken.jpg")]
+    page = (out / "review.html").read_text()
+    assert page.count("data:image/jpeg;base64,") >= 2 + 2 * 3  # queries and candidates
+    assert "__DATA__" not in page and "__TITLE__" not in page
+    # nothing readable: exit 1
+    assert cli.main(argv[:-4] + ["--photos", str(photos / "broken.jpg"), "--out", str(out)]) == 1
+
+
+def write_decisions(path, rows):
+    pd.DataFrame(rows, columns=["photo", "individual_id"]).to_csv(path, index=False)
+    return path
+
+
+def test_enroll_copies_photos_and_appends_rows_without_touching_the_rest(catalogue, tmp_path):
+    table = catalogue / "train.csv"
+    before = table.read_bytes()
+    frame = pd.read_csv(table)
+    known = frame["individual_id"][0]
+    new_photos = []
+    for index, name in enumerate(["n1.jpg", "n2.jpg", "n3.jpg"]):
+        path = tmp_path / name
+        Image.fromarray(np.full((20, 20, 3), 40 * index, np.uint8)).save(path)
+        new_photos.append(path)
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [(new_photos[0], known), (new_photos[1], NEW_INDIVIDUAL), (new_photos[2], NEW_INDIVIDUAL)],
+    )
+    added = review.enroll(catalogue, decisions, new_id_prefix="nw-", new_species="minke_whale")
+    assert added["individual_id"].tolist() == [known, "nw-0001", "nw-0002"]
+    after = table.read_bytes()
+    assert after.startswith(before)  # every row there before is there, byte for byte
+    grown = pd.read_csv(table)
+    assert len(grown) == len(frame) + 3
+    assert grown.iloc[-3:]["species"].tolist() == [frame["species"][0], "minke_whale"] * 1 + [
+        "minke_whale"
+    ]
+    for path in new_photos:
+        assert (catalogue / "train_images" / path.name).read_bytes() == path.read_bytes()
+    # the same photos again: refused by name, nothing added
+    with pytest.raises(ValueError, match=r"already in the catalogue .*\['n1.jpg', 'n2.jpg', 'n3"):
+        review.enroll(catalogue, decisions, new_id_prefix="nw-")
+    assert table.read_bytes() == after
+    # another new individual continues the numbering
+    extra = tmp_path / "n4.jpg"
+    shutil.copy(new_photos[0], extra)
+    more = review.enroll(
+        catalogue, write_decisions(tmp_path / "d2.csv", [(extra, NEW_INDIVIDUAL)]), "nw-"
+    )
+    assert more["individual_id"].tolist() == ["nw-0003"]
+
+
+def test_enroll_refuses_bad_decisions_by_row(catalogue, tmp_path):
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    before = (catalogue / "train.csv").read_bytes()
+    bad = write_decisions(tmp_path / "bad.csv", [(photo, "no-such-whale")])
+    with pytest.raises(ValueError, match=r"individual\(s\) not in the catalogue .*no-such-whale"):
+        review.enroll(catalogue, bad)
+    missing = write_decisions(tmp_path / "missing.csv", [(tmp_path / "gone.jpg", NEW_INDIVIDUAL)])
+    with pytest.raises(ValueError, match=r"missing.csv, row 2: photo .*gone.jpg not found"):
+        review.enroll(catalogue, missing)
+    (tmp_path / "columns.csv").write_text("photo,id\nx,y\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['individual_id'\]"):
+        review.enroll(catalogue, tmp_path / "columns.csv")
+    assert (catalogue / "train.csv").read_bytes() == before
+    assert not (catalogue / "train_images" / "p.jpg").exists()
