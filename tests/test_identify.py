@@ -12,15 +12,13 @@ from whaleutils import cli, data, identify, models, outputs, review
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def make_run_dir(folder):
     """A trained notebook's output folder as identify reads it: an embedding model (ImageNet
     features, a random projection), the KNN settings in scores.json and the TTA in
     train.npz."""
     from whaleutils import embed
 
-    folder = tmp_path_factory.mktemp("run") / "04_effnet_arcface"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     _, embedding_model = models.build_model(
         "efficientnet-lite0", 5, 64, "imagenet", embedding_dim=16, embedding_batchnorm=False
     )
@@ -30,6 +28,11 @@ def run_dir(tmp_path_factory):
     unit = np.eye(1, 16, dtype=np.float32)
     embed.save_embeddings(folder / "train.npz", ["a.jpg"], unit, ["x"], tta="flip")
     return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run_dir(tmp_path_factory.mktemp("run") / "04_effnet_arcface")
 
 
 @pytest.fixture
@@ -193,8 +196,10 @@ def test_enroll_copies_photos_and_appends_rows_without_touching_the_rest(catalog
     assert after.startswith(before)  # every row there before is there, byte for byte
     grown = pd.read_csv(table)
     assert len(grown) == len(frame) + 3
-    assert grown.iloc[-3:]["species"].tolist() == [frame["species"][0], "minke_whale"] * 1 + [
-        "minke_whale"
+    assert grown.iloc[-3:]["species"].tolist() == [
+        frame["species"][0],
+        "minke_whale",
+        "minke_whale",
     ]
     for path in new_photos:
         assert (catalogue / "train_images" / path.name).read_bytes() == path.read_bytes()

@@ -1,0 +1,112 @@
+"""The review page in a real browser: Debian's Chromium, headless, driven by selenium through
+Debian's chromedriver (``.ci/run`` installs both; no browser is downloaded)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from whaleutils import identify, review
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1400, 1000)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, small_synth):
+    """identify's review page for three photos against a catalogue of the small synthetic set:
+    the first two are catalogue photos, the third one a dark mirror image of one."""
+    from test_identify import make_run_dir
+
+    folder = tmp_path_factory.mktemp("review")
+    run_dir = make_run_dir(folder / "04_effnet_arcface")
+    catalogue = folder / "catalogue"
+    (catalogue / "train_images").mkdir(parents=True)
+    frame = pd.read_csv(small_synth / "train.csv").head(40).drop(columns="box")
+    frame.to_csv(catalogue / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, catalogue / "train_images" / name)
+    photos = [catalogue / "train_images" / name for name in frame["image"][:2]]
+    dark = identify.read_photo(photos[0])[:, ::-1] // 3
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    matches = identifier.match([*photos, np.ascontiguousarray(dark)], top=3)
+    path = review.write_review(folder / "review.html", matches, identifier, title="test")
+    return path, matches
+
+
+def test_the_page_loads_with_every_image_decoded(browser, page):
+    path, matches = page
+    browser.get(path.as_uri())
+    images = browser.find_elements("css selector", "img")
+    # three queries, and up to three catalogue photos for each of their three candidates
+    assert len(images) >= 3 + 3 * 3
+    assert all(
+        browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+        for img in images
+    )
+    sections = browser.find_elements("css selector", "section.photo")
+    assert [s.get_attribute("data-photo") for s in sections] == list(matches["photo"].unique())
+    assert browser.find_element("id", "total").text == "3"
+    assert browser.execute_script("return document.activeElement.dataset.index") == "0"
+
+
+def test_keyboard_decisions_export_as_csv(browser, page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    path, matches = page
+    browser.get(path.as_uri())
+    keys = ActionChains(browser)
+    keys.send_keys("2").send_keys("j").send_keys("n").send_keys("j").send_keys("1").perform()
+    keys.send_keys("u").perform()  # the third photo: undecided again
+    assert browser.find_element("id", "progress").text == "2"
+    browser.find_element("id", "export").click()
+    exported = browser.find_element("id", "csv").get_attribute("value")
+    first, second = matches["photo"].unique()[:2]
+    second_choice = matches[(matches["photo"] == first) & (matches["rank"] == 2)]
+    assert exported == (
+        "photo,individual_id\n"
+        f"{first},{second_choice['individual_id'].iloc[0]}\n"
+        f"{second},new_individual\n"
+    )
+    link = browser.find_element("id", "download")
+    assert link.get_attribute("href").startswith("blob:")
+    assert link.get_attribute("download") == "decisions.csv"
+
+
+def test_mouse_choice_and_the_suggestion(browser, page):
+    path, matches = page
+    browser.get(path.as_uri())
+    third = browser.find_elements("css selector", "section.photo")[2]
+    verdict = matches[matches["photo"] == "array-2"]["new_individual"].iloc[0]
+    suggested = third.find_element("css selector", "label.option.suggested")
+    assert suggested.get_attribute("data-key") == ("n" if verdict else "1")
+    third.find_element("css selector", 'label.option[data-key="3"]').click()
+    browser.find_element("id", "export").click()
+    chosen = matches[(matches["photo"] == "array-2") & (matches["rank"] == 3)]
+    assert browser.find_element("id", "csv").get_attribute("value") == (
+        f"photo,individual_id\narray-2,{chosen['individual_id'].iloc[0]}\n"
+    )
