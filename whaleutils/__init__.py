@@ -5,8 +5,9 @@ One module per stage (the README's Layout lists them): data sets (``data``, ``va
 ``models``, ``efficientnet_lite``, ``torchfile``, ``schedules``, ``distribute``, ``train``),
 embeddings and heads (``embed``, ``knn``, ``heads``), scoring and files (``metrics``,
 ``submission``, ``outputs``), analyses (``gradcam``, ``robustness``, ``blend``, ``eda``,
-``baselines``) and running (``runner``, ``environment``, ``kaggle_suite``, ``cli``). Run
-``python -m whaleutils --help`` for the command line.
+``baselines``), identification of new photos (``identify``, ``review``) and running
+(``runner``, ``environment``, ``kaggle_suite``, ``cli``). Run ``python -m whaleutils --help``
+for the command line.
 """
 
 __version__ = "0.1.0"
