@@ -231,3 +231,16 @@ def test_enroll_refuses_bad_decisions_by_row(catalogue, tmp_path):
         review.enroll(catalogue, tmp_path / "columns.csv")
     assert (catalogue / "train.csv").read_bytes() == before
     assert not (catalogue / "train_images" / "p.jpg").exists()
+
+
+def test_a_small_k_still_gives_the_top_candidates(run_dir, catalogue):
+    """The run's rule over its k neighbours orders the first candidates; further ones come from
+    a wider search, by best similarity."""
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    photo = catalogue / "train_images" / pd.read_csv(catalogue / "train.csv")["image"][0]
+    wide = identifier.match([photo], top=4)
+    identifier.k = 1
+    narrow = identifier.match([photo], top=4)
+    assert len(narrow) == 4 and narrow["individual_id"].is_unique
+    assert narrow["individual_id"].iloc[0] == wide["individual_id"].iloc[0]  # the nearest
+    assert (np.diff(narrow["similarity"]) <= 1e-6).all()

@@ -231,6 +231,10 @@ def test_stage_writes_kernels_library_and_summary(staged):
         assert metadata["id"] == f"{OWNER}/{slug}"
         assert (staged / slug / metadata["code_file"]).is_file()
         assert metadata["dataset_sources"][0] == f"{OWNER}/whaleutils-library"
+    training = json.loads(
+        (staged / "happywhale-04-effnet-arcface" / "kernel-metadata.json").read_text()
+    )
+    assert (training["enable_tpu"], training["machine_shape"]) == (True, "TpuV5E8")
 
 
 @pytest.mark.parametrize("slug, notebook", list(zip(SLUGS, runner.NOTEBOOKS, strict=True)))
@@ -256,11 +260,12 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
         assert injected["inputs_dir"] == "/kaggle/input"
     if notebook == "04_effnet_arcface":
         assert (injected["backbone"], injected["image_size"], injected["epochs"]) == (
-            "efficientnet-b5",
+            "keras-efficientnet-b5",
             380,
             30,
         )
         assert injected["weights"] == "noisy-student"
+        assert injected["backend"] == injected["mixed_precision"] == "auto"  # JAX on the TPU
 
 
 @pytest.mark.slow

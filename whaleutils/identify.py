@@ -304,18 +304,33 @@ class Identifier:
         images = self._read_many(photos, photo_boxes)
         readable = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
         self.skipped = pd.DataFrame(
-            [(names[i], str(image)) for i, image in enumerate(images) if i not in set(readable)],
+            [
+                (names[i], str(image))
+                for i, image in enumerate(images)
+                if isinstance(image, Exception)
+            ],
             columns=["photo", "reason"],
         )
         queries = self.embed([images[i] for i in readable])
         self.query_embeddings = {names[i]: q for i, q in zip(readable, queries, strict=True)}
         self.query_thumbnails = {names[i]: _shrink(images[i]) for i in readable}
-        k = min(max(self.k, top), len(self.catalogue))
         if len(queries) == 0:
             return pd.DataFrame(columns=MATCH_COLUMNS)
-        similarities, indices = knn.cosine_topk(self.catalogue_embeddings, queries, k)
+        # The run's rule over its k neighbours orders the first candidates; a wider search
+        # fills the rest of the ``top`` by best similarity (with a small k, say 3, the k
+        # neighbours often hold one or two individuals only).
+        k = min(self.k, len(self.catalogue))
+        wider = min(max(k, 10 * top), len(self.catalogue))
+        similarities, indices = knn.cosine_topk(self.catalogue_embeddings, queries, wider)
         labels = self.catalogue["individual_id"].to_numpy(dtype=object)
-        ids, _ = knn.rank_individuals(similarities, indices, labels, self.rule, n_ids=top)
+        by_rule, _ = knn.rank_individuals(
+            similarities[:, :k], indices[:, :k], labels, self.rule, n_ids=top
+        )
+        by_similarity, _ = knn.rank_individuals(similarities, indices, labels, "max", n_ids=top)
+        ids = [
+            list(dict.fromkeys(i for i in (*first, *second) if i is not None))[:top]
+            for first, second in zip(by_rule, by_similarity, strict=True)
+        ]
         species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
         rows = []
         for query, i in enumerate(readable):
@@ -324,20 +339,24 @@ class Identifier:
                 best.setdefault(labels[index], float(similarity))
             new = bool(1.0 - similarities[query, 0] > self.threshold)
             for rank, individual in enumerate(ids[query], start=1):
-                if individual is None:
-                    break
                 rows.append(
                     (names[i], rank, individual, species[individual], best[individual], new)
                 )
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
-    def catalogue_photos(self, individual_id: str, query: np.ndarray, n: int = 3) -> list[Path]:
-        """Up to ``n`` catalogue photos of ``individual_id``, the most similar to the query
-        embedding ``query`` (d,) first."""
+    def catalogue_photos(
+        self, individual_id: str, query: np.ndarray, n: int = 3
+    ) -> list[tuple[Path, tuple | None]]:
+        """Up to ``n`` catalogue photos of ``individual_id`` as (path, box or None), the most
+        similar to the query embedding ``query`` (d,) first."""
         rows = np.flatnonzero(self.catalogue["individual_id"].to_numpy() == individual_id)
         order = rows[np.argsort(-(self.catalogue_embeddings[rows] @ query), kind="stable")]
         return [
-            self.catalogue_dir / "train_images" / self.catalogue["image"].iloc[r] for r in order[:n]
+            (
+                self.catalogue_dir / "train_images" / self.catalogue["image"].iloc[row],
+                data.parse_box(self.catalogue["box"].iloc[row]),
+            )
+            for row in order[:n]
         ]
 
 

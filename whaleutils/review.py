@@ -51,9 +51,9 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
 
     thumbnails: dict[Path, str] = {}
 
-    def catalogue_thumbnail(path: Path) -> str:
+    def catalogue_thumbnail(path: Path, box) -> str:  # cropped as the model saw it
         if path not in thumbnails:
-            thumbnails[path] = thumbnail(read_photo(path))
+            thumbnails[path] = thumbnail(read_photo(path, box))
         return thumbnails[path]
 
     photos = []
@@ -65,8 +65,8 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
                 "species": row.species,
                 "similarity": float(row.similarity),
                 "thumbnails": [
-                    catalogue_thumbnail(path)
-                    for path in identifier.catalogue_photos(
+                    catalogue_thumbnail(path, box)
+                    for path, box in identifier.catalogue_photos(
                         row.individual_id, query, photos_per_candidate
                     )
                 ],
