@@ -401,7 +401,8 @@ def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
         c.source for c, t in zip(notebook.cells, tags, strict=True) if "injected-parameters" in t
     )
     assert 'out_dir = "/kaggle/working/04_effnet_arcface"' in injected
-    assert 'backbone = "efficientnet-b5"' in injected
+    assert 'backbone = "keras-efficientnet-b5"' in injected
+    assert effnet["enableTpu"] is True and effnet["machineShape"] == "TpuV5E8"
 
 
 @pytest.mark.slow

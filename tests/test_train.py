@@ -156,7 +156,7 @@ def test_two_replica_mirrored_fit_on_cpu(tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from whaleutils import distribute, models, pipeline, train
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        choice = distribute.StrategyChoice(strategy, "cpu", strategy.num_replicas_in_sync)
+        choice = distribute.StrategyChoice("tensorflow", "cpu", strategy.num_replicas_in_sync, "CPU", strategy=strategy)
         assert choice.replicas == 2 and choice.global_batch_size(4) == 8
         with strategy.scope():
             training_model, embedding_model = models.build_model("efficientnet-b0", 5, 32, embedding_dim=8)
