@@ -158,6 +158,7 @@ def test_qubvel_weights_of_another_variant_are_refused_by_name(tmp_path):
         models.build_backbone("keras-efficientnet-b1", 32, path)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_keeps_head_and_embeddings_in_float32():
     """The TPU's policy: the backbone computes in bfloat16, the embedding and the ArcFace
     logits in float32; a training step runs (bfloat16 on this CPU, with or without its
