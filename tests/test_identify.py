@@ -124,10 +124,10 @@ def test_photo_files_takes_files_and_folders_and_names_a_missing_one(tmp_path):
 def test_boxes_csv_is_read_and_a_bad_row_named(tmp_path):
     path = tmp_path / "boxes.csv"
     path.write_text("image,box\na.jpg,1 2 30 40\nb.jpg,\n")
-    assert identify.read_boxes(path) == {"a.jpg": (1, 2, 30, 40)}
+    assert data.read_boxes(path) == {"a.jpg": (1, 2, 30, 40)}
     path.write_text("image,box\na.jpg,1 2 30\n")
     with pytest.raises(ValueError, match=r"boxes.csv, row 2 \(a.jpg\)"):
-        identify.read_boxes(path)
+        data.read_boxes(path)
 
 
 def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogue, tmp_path):

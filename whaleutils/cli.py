@@ -137,7 +137,7 @@ def cmd_identify(args) -> int:
 
     try:
         photos = identify.photo_files(args.photos)
-        boxes = identify.read_boxes(args.boxes) if args.boxes else {}
+        boxes = data.read_boxes(args.boxes) if args.boxes else {}
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -180,6 +180,22 @@ def cmd_enroll(args) -> int:
     print(f"enrolled {len(added)} photo(s) into {args.catalogue} ({new} new individual(s))")
     for row in added.itertuples(index=False):
         print(f"  {row.image}: {row.individual_id}")
+    return 0
+
+
+def cmd_crops(args) -> int:
+    from whaleutils import crops
+
+    try:
+        boxes = data.read_boxes(args.boxes) if args.boxes else None
+        index = crops.write_crop_cache(args.data, args.out, args.size, boxes, args.margin)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for part, entry in index["parts"].items():
+        print(f"{part}: {entry['images']} crops in {len(entry['shards'])} shard(s)")
+    cropped = "cropped to boxes" if index["crop_to_box"] else "whole photos (no test boxes)"
+    print(f"{args.out}: {args.size} px, {cropped}")
     return 0
 
 
@@ -333,6 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-id-prefix", default="new-", help="prefix of new individuals' ids")
     p.add_argument("--species", default="unknown", help="species of new individuals")
     p.set_defaults(handler=cmd_enroll)
+
+    p = commands.add_parser(
+        "crops", help="write the crop cache: every photo cropped and resized once, TFRecords"
+    )
+    p.add_argument("--data", required=True, help="the data set (DATA_DIR)")
+    p.add_argument("--boxes", help="CSV (or folder of CSVs) of image,box for train and test")
+    p.add_argument("--size", type=int, required=True, help="side of the cached crops, px")
+    p.add_argument("--margin", type=float, default=0.1, help="box grown by this share a side")
+    p.add_argument("--out", required=True, help="new or empty folder")
+    p.set_defaults(handler=cmd_crops)
 
     p = commands.add_parser("kaggle", help="stage and push the suite as Kaggle kernels")
     kaggle_commands = p.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")

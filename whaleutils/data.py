@@ -168,6 +168,37 @@ def read_test_boxes(data_dir: str | os.PathLike) -> pd.DataFrame | None:
     return frame
 
 
+def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """Boxes by photo file name, from a CSV with columns ``image`` and ``box`` ("left top right
+    bottom" in the photo's pixels; empty: the whole photo; other columns ignored) or from every
+    such CSV in a folder (e.g. the Happywhale 1st-place repository's ``train.csv`` and
+    ``test.csv``, which carry Detic boxes).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and row of a missing column or a malformed box, or a photo given two
+        different boxes.
+    """
+    path = Path(path)
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no CSV files with boxes")
+    boxes: dict[str, tuple[int, int, int, int]] = {}
+    for file in files:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+        _require_columns(frame, ("image", "box"), file)
+        for row, (image, text) in enumerate(zip(frame["image"], frame["box"], strict=True)):
+            try:
+                box = parse_box(text)
+            except ValueError as error:
+                raise ValueError(f"{file}, row {row + 2} ({image}): {error}") from None
+            name = Path(image).name
+            if box is not None and boxes.setdefault(name, box) != box:
+                raise ValueError(f"{file}, row {row + 2}: {name} has another box in {files}")
+    return boxes
+
+
 def read_solution(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``test_solution.csv`` (image, individual_id; ``new_individual`` for unseen)."""
     path = Path(path)

@@ -111,30 +111,6 @@ def _crop(image: np.ndarray, box) -> np.ndarray:
     return image[top:bottom, left:right]
 
 
-def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
-    """A boxes CSV (columns ``image`` and ``box``, "left top right bottom"; an empty box means
-    the whole photo) as ``{file name: box}``.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and row of a missing column or a malformed box.
-    """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"image", "box"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-    boxes = {}
-    for row, (image, text) in enumerate(zip(frame["image"], frame["box"], strict=True)):
-        try:
-            box = data.parse_box(text)
-        except ValueError as error:
-            raise ValueError(f"{path}, row {row + 2} ({image}): {error}") from None
-        if box is not None:
-            boxes[Path(image).name] = box
-    return boxes
-
-
 class Identifier:
     """Match photos against a catalogue with a trained model.
 

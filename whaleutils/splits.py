@@ -46,11 +46,13 @@ class Split:
     test: pd.DataFrame
     encoding: data.LabelEncoding
     solution: pd.DataFrame | None
+    crop_cache: Path | None = None  # a crops.write_crop_cache folder, read instead of the photos
 
     @property
     def crop_to_box(self) -> bool:
         """Crop photos to their boxes only if the test photos have boxes too (``test_boxes.csv``):
-        gallery and query photos must be framed alike."""
+        gallery and query photos must be framed alike. (A crop cache holds photos already
+        cropped by the same rule.)"""
         return "box" in self.test.columns
 
     def frame(self, part: str) -> pd.DataFrame:
@@ -161,11 +163,36 @@ class Split:
 
         frame = self.frame(part)
         if rows is not None:
-            frame = frame.iloc[np.asarray(rows)]
+            rows = np.asarray(rows)
+            if self.crop_cache is not None and np.any(np.diff(rows) <= 0):
+                return self._reordered(part, rows, image_size, batch_size)
+            frame = frame.iloc[rows]
+        if self.crop_cache is not None:
+            records = self._cached(part, frame["image"])
+            return pipeline.make_dataset(records, image_size, batch_size, crop_to_box=False)
         records = pipeline.file_records(frame, self.image_folder(part))
         return pipeline.make_dataset(
             records, image_size, batch_size, crop_to_box=self.crop_to_box, box_margin=box_margin
         )
+
+    def _cached(self, part: str, names, targets=None):
+        from whaleutils import crops
+
+        cache_part = "test" if part == "test" else "train"
+        return crops.cached_records(self.crop_cache, cache_part, names, targets)
+
+    def _reordered(self, part: str, rows: np.ndarray, image_size: int, batch_size: int):
+        """Batches of ``rows`` in the order given, from the cache, which yields photos in its
+        own order: the (few) photos are read sorted, then put in the order asked."""
+        import tensorflow as tf
+
+        order = np.argsort(rows, kind="stable")
+        images = np.concatenate(
+            list(self.batches(part, image_size, batch_size, rows[order]).as_numpy_iterator())
+        )
+        restored = np.empty_like(images)
+        restored[order] = images
+        return tf.data.Dataset.from_tensor_slices(restored).batch(batch_size)
 
     def training_batches(
         self,
@@ -181,7 +208,10 @@ class Split:
         from whaleutils import pipeline
 
         targets = self.encoding.encode_individuals(self.train["individual_id"])
-        records = pipeline.file_records(self.train, self.image_folder("train"), targets)
+        if self.crop_cache is not None:
+            records = self._cached("train", self.train["image"], targets)
+        else:
+            records = pipeline.file_records(self.train, self.image_folder("train"), targets)
         dataset = pipeline.make_dataset(
             records,
             image_size,
@@ -189,7 +219,7 @@ class Split:
             training=True,
             augmentation=augmentation,
             label_as_input=label_as_input,
-            crop_to_box=self.crop_to_box,
+            crop_to_box=self.crop_to_box and self.crop_cache is None,
             box_margin=box_margin,
             repeat=True,
             seed=seed,
@@ -203,11 +233,13 @@ def load_split(
     n_folds: int = 5,
     seed: int = 0,
     max_valid_images: int | None = None,
+    crop_cache: str | os.PathLike | None = None,
 ) -> Split:
     """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
 
     ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
-    profiles); the training rows are all kept.
+    profiles); the training rows are all kept. ``crop_cache``: a folder written by
+    ``crops.write_crop_cache`` for this data set, read instead of the photos.
     """
     data_dir = data.find_data_dir(data_dir)
     folds = data.make_folds(data.read_train(data_dir), n_folds=n_folds, seed=seed)
@@ -229,4 +261,14 @@ def load_split(
         test,
         data.LabelEncoding.fit(train),
         solution,
+        _checked_cache(crop_cache),
     )
+
+
+def _checked_cache(crop_cache) -> Path | None:
+    if crop_cache is None:
+        return None
+    from whaleutils import crops
+
+    crops.read_index(crop_cache)  # raises if it is not a complete crop cache
+    return Path(crop_cache)

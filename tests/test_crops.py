@@ -1,0 +1,97 @@
+"""The crop cache: written once, read by a Split instead of the photos."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from whaleutils import cli, crops, data, identify, splits
+
+
+@pytest.fixture(scope="module")
+def cache(small_synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crops") / "cache"
+    crops.write_crop_cache(small_synth, out, size=40)
+    return out
+
+
+def decoded(cache_dir, part):
+    index = crops.read_index(cache_dir)
+    from whaleutils import pipeline
+
+    shards = [cache_dir / name for name in index["parts"][part]["shards"]]
+    records = pipeline.tfrecord_records(shards)
+    return [
+        (record["image_name"].decode(), tf.io.decode_jpeg(record["image_bytes"]).numpy())
+        for record in records.as_numpy_iterator()
+    ]
+
+
+def test_the_cache_holds_every_photo_cropped_to_its_box_and_resized(small_synth, cache):
+    index = json.loads((cache / crops.CACHE_INDEX).read_text())
+    train = data.read_train(small_synth)
+    assert index["size"] == 40 and index["crop_to_box"] is True
+    assert index["parts"]["train"]["names"] == train["image"].tolist()
+    assert index["parts"]["test"]["names"] == data.read_test_images(small_synth)
+    assert all(
+        name.endswith(f"-{len(index['parts'][part]['names'])}.tfrec")
+        for part in ("train", "test")
+        for name in index["parts"][part]["shards"]
+    )
+    cached = decoded(cache, "train")
+    for (name, image), box in list(zip(cached, train["box"], strict=True))[:5]:
+        # the same crop computed independently: Pillow decodes, the pipeline's box arithmetic
+        # (identify._crop), an antialiased resize; the cache adds its JPEG rounding
+        photo = identify.read_photo(small_synth / "train_images" / name, data.parse_box(box))
+        expected = tf.image.resize(photo, [40, 40], antialias=True).numpy()
+        assert image.shape == (40, 40, 3)
+        assert np.abs(image.astype(float) - expected).mean() < 3.0
+
+
+def test_boxes_from_a_csv_give_the_crops_of_the_sets_own_boxes(small_synth, cache, tmp_path):
+    train = data.read_train(small_synth)
+    test_boxes = data.read_test_boxes(small_synth)
+    boxes_csv = tmp_path / "boxes.csv"
+    pd.concat([train[["image", "box"]], test_boxes[["image", "box"]]]).to_csv(
+        boxes_csv, index=False
+    )
+    out = tmp_path / "from_csv"
+    argv = ["crops", "--data", str(small_synth), "--boxes", str(boxes_csv), "--size", "40"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    for part in ("train", "test"):
+        for (name, image), (other, own) in zip(
+            decoded(out, part), decoded(cache, part), strict=True
+        ):
+            assert name == other and np.array_equal(image, own)
+    assert cli.main([*argv, "--out", str(out)]) == 2  # never into a folder that is not empty
+
+
+def test_a_split_reads_the_cache_in_its_own_row_order(small_synth, cache):
+    split = splits.load_split(small_synth, crop_cache=cache)
+    files = splits.load_split(small_synth)
+    assert split.valid["image"].tolist() == files.valid["image"].tolist()
+    all_rows = np.concatenate(list(split.batches("valid", 40, 8).as_numpy_iterator()))
+    assert all_rows.shape == (len(split.valid), 40, 40, 3)
+    rows = np.array([5, 0, 3])  # asked out of order
+    some = np.concatenate(list(split.batches("valid", 40, 2, rows=rows).as_numpy_iterator()))
+    assert np.array_equal(some, all_rows[rows])
+    test = np.concatenate(list(split.batches("test", 40, 8).as_numpy_iterator()))
+    assert len(test) == len(split.test)
+    # the training batches carry each photo's label, joined by name
+    batches, steps = split.training_batches(40, 4, seed=0)
+    inputs, targets = next(iter(batches))
+    assert inputs["image"].shape == (4, 40, 40, 3)
+    assert set(targets.numpy()) <= set(range(split.encoding.n_individuals))
+    assert steps == int(np.ceil(len(split.train) / 4))
+
+
+def test_cache_errors_name_what_is_wrong(small_synth, cache, tmp_path):
+    with pytest.raises(KeyError, match=r"photo\(s\) not cached, e.g. \['nope.jpg'\]"):
+        crops.cached_records(cache, "train", ["nope.jpg"])
+    names = data.read_train(small_synth)["image"].tolist()
+    with pytest.raises(ValueError, match="not in the cache's order"):
+        crops.cached_records(cache, "train", [names[3], names[1]])
+    with pytest.raises(FileNotFoundError, match="not a crop cache"):
+        splits.load_split(small_synth, crop_cache=tmp_path)
