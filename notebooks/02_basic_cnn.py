@@ -29,6 +29,7 @@
 
 # %% tags=["parameters"]
 data_dir = None
+crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
 out_dir = "runs/local/02_basic_cnn"
 fold = 0
 n_folds = 5
@@ -55,7 +56,7 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images)
+split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images, crop_cache=crop_cache)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

@@ -35,6 +35,7 @@
 backend = "auto"  # Keras backend: "jax", "tensorflow", or "auto" (JAX on a TPU machine)
 mixed_precision = "auto"  # a Keras dtype policy; "auto": mixed_bfloat16 on TPU, else float32
 data_dir = None
+crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
 out_dir = "runs/local/04_effnet_arcface"
 fold = 0
 n_folds = 5
@@ -112,7 +113,7 @@ print(f"global batch {batch_size}, lr_max {lr_max:.2e}")
 # %%
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images)
+split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images, crop_cache=crop_cache)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

@@ -28,6 +28,7 @@
 
 # %% tags=["parameters"]
 data_dir = None
+crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
 inputs_dir = "runs/local"  # holds the model notebook's output folder; on Kaggle: /kaggle/input
 out_dir = "runs/local/05_gradcam"
 fold = 0
@@ -46,7 +47,7 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed)
+split = splits.load_split(data_dir, fold, n_folds, seed, crop_cache=crop_cache)
 trained = outputs.load_trained(inputs_dir, *runner.INPUTS["05_gradcam"])
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 

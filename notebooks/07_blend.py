@@ -32,6 +32,7 @@
 
 # %% tags=["parameters"]
 data_dir = None
+crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
 inputs_dir = "runs/local"  # holds the members' output folders; on Kaggle: /kaggle/input
 out_dir = "runs/local/07_blend"
 members = None  # notebooks whose outputs are blended; None: the suite's (runner.INPUTS)
@@ -55,7 +56,7 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed)
+split = splits.load_split(data_dir, fold, n_folds, seed, crop_cache=crop_cache)
 members = list(members or runner.INPUTS["07_blend"])
 notebook_folders = [environment.notebook_output(inputs_dir, name) for name in members]
 

@@ -192,3 +192,26 @@ def test_gradcam_explains_known_validation_photos(smoke_run):
     known = split.valid[split.valid["target_id"] != "new_individual"]
     assert set(explained["image"]) <= set(known["image"])
     assert (explained["correct"] == (explained["top_match"] == explained["target_id"])).all()
+
+
+@pytest.mark.slow
+def test_the_suite_runs_from_a_crop_cache_without_the_photos(tmp_path):
+    """``run -p crop_cache DIR``: notebooks 02-07 read the crop cache; the data set they are
+    given has its CSV files only, so a photo read from disk would fail the run."""
+    import shutil
+
+    from whaleutils import crops
+
+    photos = runner.default_data(tmp_path, runner.load_profile("smoke")[runner.RUN_SETTINGS])
+    cache = tmp_path / "cache"
+    crops.write_crop_cache(photos, cache, size=64)
+    csv_only = tmp_path / "csv_only"
+    csv_only.mkdir()
+    for path in photos.glob("*.csv"):
+        shutil.copy(path, csv_only / path.name)
+    only = [name for name in runner.NOTEBOOKS if name != "01_eda"]
+    summary = runner.run(
+        "smoke", str(csv_only), str(tmp_path / "runs"), only, overrides={"crop_cache": str(cache)}
+    )
+    assert [n["status"] for n in summary["notebooks"]] == ["ok"] * len(only)
+    assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface", "blend"}
