@@ -2,8 +2,9 @@
 
 Makes ``--photos`` test photos of 3000 x 2000 pixels (Happywhale's median width is 3039), each
 with a box of the median Detic box's proportions on the real test set (78% of the width, 46% of
-the height: ``../shared/data/happywhale`` test.csv against test_image_sizes.csv), writes their crop cache at ``--size`` px once (``crops.write_crop_cache``, timed on its
-own), then reads both ways with the training notebooks' pipeline (``pipeline.make_dataset``,
+the height: ``../shared/data/happywhale`` test.csv against test_image_sizes.csv), writes their
+crop cache at ``--size`` px once (``crops.write_crop_cache``, timed on its own), then reads both
+ways with the training notebooks' pipeline (``pipeline.make_dataset``,
 inference mode, batches of 16) and reports images/s of each, best of ``--repeats``, measured
 side by side in one run (the cache read ten times over in each measurement: one pass is too
 short to time).
