@@ -128,13 +128,15 @@ def test_strategy_on_a_tpu_host_the_backend_cannot_use_stops_with_what_to_do():
         plain.precision("bfloat16")
 
 
-def test_auto_precision_is_bfloat16_on_tpus_only():
+def test_auto_precision_is_bfloat16_on_tpus_float16_on_gpus():
     from whaleutils import distribute
 
     tpu = distribute.StrategyChoice("jax", "tpu", 8, "TPU v5 lite", distribution=object())
     assert tpu.precision() == "mixed_bfloat16" and tpu.global_batch_size(16) == 128
     assert tpu.describe() == "Keras on jax: 8 tpu device(s) (TPU v5 lite), data-parallel (object)"
-    assert distribute.StrategyChoice("tensorflow", "gpu", 2, "GPU").precision() == "float32"
+    gpus = distribute.StrategyChoice("tensorflow", "gpu", 2, "GPU")
+    assert gpus.precision() == "mixed_float16"  # with Keras' loss scaling
+    assert distribute.StrategyChoice("tensorflow", "cpu", 1, "CPU").precision() == "float32"
 
 
 def test_describe_devices_says_plainly_what_runs():

@@ -287,6 +287,45 @@ def test_backbone_warmup_trains_the_head_alone_first(tmp_path):
     assert reloaded.optimizer.backbone_lr_scale == 0.5
 
 
+@pytest.mark.slow
+def test_float16_with_loss_scaling_and_xla_fine_tune_as_float32_does(tmp_path):
+    """The GPU path: mixed_float16 (Keras wraps the optimizer in a LossScaleOptimizer), the
+    backbone frozen for the first epoch through the wrapper, the step compiled with XLA. From
+    ImageNet weights, as the profiles fine-tune: from random weights with frozen BatchNorm
+    statistics the backbone's float16 gradients overflow at any loss scale."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        training_model, embedding_model = _lite_model(
+            weights="imagenet", freeze_backbone_batchnorm=True
+        )
+        train.compile_model(training_model, 1e-3, backbone_lr_scale=0.5, jit_compile=True)
+        stem = training_model.get_layer("efficientnet_lite0").get_layer("stem_conv")
+        kernel_start = stem.kernel.numpy().copy()
+        seen = []
+
+        class Watch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                seen.append(np.abs(stem.kernel.numpy() - kernel_start).max())
+
+        log = train.fit(
+            training_model, tf.data.Dataset.from_tensors(_batch()).repeat(), 2, tmp_path / "run",
+            embedding_model, steps_per_epoch=8, frozen_backbone_epochs=1,
+            extra_callbacks=[Watch()], verbose=0,
+        )  # fmt: skip
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(training_model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(training_model.optimizer.inner_optimizer, train.FineTuningAdamW)
+    assert training_model.jit_compile is True
+    assert stem.compute_dtype == "float16" and stem.kernel.dtype == "float32"
+    # dynamic loss scaling skips the steps whose float16 gradients overflow while it lowers the
+    # scale from 2**15; the rest move the backbone
+    assert seen[0] == 0.0 and seen[1] > 0.0
+    assert log["backbone_lr_scale"].tolist() == [0.0, 0.5]
+    assert np.isfinite(log["loss"]).all()
+    assert embedding_model.output.dtype == "float32"
+
+
 def test_backbone_warmup_needs_the_fine_tuning_optimizer(tmp_path):
     training_model, embedding_model = _lite_model()
     train.compile_model(training_model, 1e-3)

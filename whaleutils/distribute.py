@@ -68,13 +68,14 @@ class StrategyChoice:
 
     def precision(self, requested: str = "auto") -> str:
         """The Keras dtype policy to train with: ``requested``, or for "auto" bfloat16 mixed
-        precision on TPUs (their matrix units compute in bfloat16) and float32 elsewhere.
-        The ArcFace head and the embedding layers stay float32 under any policy."""
+        precision on TPUs (their matrix units compute in bfloat16), float16 on GPUs (the T4's
+        tensor cores; Keras adds dynamic loss scaling) and float32 on CPUs. The ArcFace head and
+        the embedding layers stay float32 under any policy."""
         if requested not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {requested!r}")
         if requested != "auto":
             return requested
-        return "mixed_bfloat16" if self.kind == "tpu" else "float32"
+        return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(self.kind, "float32")
 
 
 def _connect_tpu():

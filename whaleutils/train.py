@@ -86,14 +86,18 @@ class BackboneWarmup(keras.callbacks.Callback):
         self.frozen_epochs = int(frozen_epochs)
 
     def scale_at(self, epoch: int) -> float:
-        return 0.0 if epoch < self.frozen_epochs else self.model.optimizer.backbone_lr_scale
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        return 0.0 if epoch < self.frozen_epochs else optimizer.backbone_lr_scale
 
     def on_epoch_begin(self, epoch, logs=None):
-        optimizer = self.model.optimizer
+        outer = self.model.optimizer
+        # under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, whose build
+        # builds the inner one (again): build the outer one, then set the inner one's scale
+        optimizer = getattr(outer, "inner_optimizer", outer)
         if not isinstance(optimizer, FineTuningAdamW):
             raise ValueError("BackboneWarmup needs a model compiled with FineTuningAdamW")
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+        if not outer.built:
+            outer.build(self.model.trainable_variables)
         optimizer.backbone_scale.assign(self.scale_at(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -108,6 +112,7 @@ def compile_model(
     optimizer: str = "adam",
     weight_decay: float = 1e-4,
     backbone_lr_scale: float = 1.0,
+    jit_compile: bool | str = "auto",
 ) -> keras.Model:
     """Compile with sparse cross-entropy and accuracy / top-5 accuracy metrics.
 
@@ -115,7 +120,10 @@ def compile_model(
     basic CNN's softmax. ``optimizer`` is "adam" or "adamw" (Keras 3's AdamW, with
     ``weight_decay``). ``backbone_lr_scale`` other than 1 (a model from
     ``models.build_model``) makes it :class:`FineTuningAdamW`, the backbone learning at that
-    fraction of ``learning_rate``.
+    fraction of ``learning_rate``. ``jit_compile``: XLA for the training step; Keras' "auto"
+    uses it on JAX and on a single GPU, not on a CPU-only machine nor under a tf.distribute
+    strategy (MirroredStrategy). Under the ``mixed_float16`` policy Keras wraps the optimizer in
+    a ``LossScaleOptimizer`` (dynamic loss scaling).
     """
     if optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got optimizer={optimizer!r}")
@@ -133,6 +141,7 @@ def compile_model(
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
         ],
+        jit_compile=jit_compile,
     )
     return model
 
