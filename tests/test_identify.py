@@ -244,3 +244,20 @@ def test_a_small_k_still_gives_the_top_candidates(run_dir, catalogue):
     assert len(narrow) == 4 and narrow["individual_id"].is_unique
     assert narrow["individual_id"].iloc[0] == wide["individual_id"].iloc[0]  # the nearest
     assert (np.diff(narrow["similarity"]) <= 1e-6).all()
+
+
+def test_photos_are_read_a_chunk_at_a_time_with_the_same_result(
+    run_dir, catalogue, tmp_path, monkeypatch
+):
+    whole = identify.Identifier(run_dir, catalogue, None)
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    names = pd.read_csv(catalogue / "train.csv")["image"][:9]
+    photos = [catalogue / "train_images" / name for name in names]
+    photos.insert(4, tmp_path / "broken.jpg")
+    expected = whole.match(photos, top=2)
+    monkeypatch.setattr(identify, "READ_CHUNK", 3)  # 10 photos in 4 chunks
+    chunked = identify.Identifier(run_dir, catalogue, None)
+    np.testing.assert_allclose(chunked.catalogue_embeddings, whole.catalogue_embeddings, atol=1e-6)
+    matches = chunked.match(photos, top=2)
+    pd.testing.assert_frame_equal(matches, expected, atol=1e-6)
+    assert chunked.skipped["photo"].tolist() == [str(tmp_path / "broken.jpg")]

@@ -37,6 +37,7 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 MATCH_COLUMNS = ["photo", "rank", "individual_id", "species", "similarity", "new_individual"]
 CACHE_FILE = "catalogue_embeddings.npz"
 BOX_MARGIN = 0.1  # the pipeline's default margin around a box
+READ_CHUNK = 128  # photos read at a time: full-size photos take up to ~50 MB each
 
 
 def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -191,6 +192,32 @@ class Identifier:
             return np.zeros((0, self.model.output.shape[-1]), np.float32)
         return np.concatenate(out)
 
+    def _embed_photos(self, photos: list, boxes: list, thumbnails: bool = False):
+        """Read and embed ``photos`` (paths or arrays) a chunk at a time, so that full-size
+        photos never all sit in memory at once.
+
+        Returns (embeddings (n_readable, d), positions of the readable photos, {position: why
+        unreadable}, {position: small copy} if ``thumbnails``).
+        """
+        vectors, readable, errors, small = [], [], {}, {}
+        for start in range(0, len(photos), READ_CHUNK):
+            images = self._read_many(
+                photos[start : start + READ_CHUNK], boxes[start : start + READ_CHUNK]
+            )
+            good = []
+            for position, image in enumerate(images, start=start):
+                if isinstance(image, Exception):
+                    errors[position] = str(image)
+                    continue
+                good.append(image)
+                readable.append(position)
+                if thumbnails:
+                    small[position] = _shrink(image)
+            vectors.append(self.embed(good))
+        dimensions = self.model.output.shape[-1]
+        embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dimensions), np.float32)
+        return embeddings, readable, errors, small
+
     def _read_many(self, items: list, boxes: list) -> list:
         """Read photos in two threads (Pillow decodes without holding the GIL); an exception
         in place of each unreadable one."""
@@ -232,17 +259,13 @@ class Identifier:
                     cached = dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
         todo = [row for row, key in enumerate(keys) if key not in cached]
         boxes = [data.parse_box(self.catalogue["box"].iloc[row]) for row in todo]
-        images = self._read_many([paths[row] for row in todo], boxes)
-        bad = [
-            (str(paths[row]), str(image))
-            for row, image in zip(todo, images, strict=True)
-            if isinstance(image, Exception)
-        ]
-        if bad:
-            raise ValueError(f"{len(bad)} catalogue photo(s) unreadable, e.g. {bad[0][1]}")
-        fresh = self.embed(images)
-        for row, vector in zip(todo, fresh, strict=True):
-            cached[keys[row]] = vector
+        fresh, readable, errors, _ = self._embed_photos([paths[row] for row in todo], boxes)
+        if errors:
+            raise ValueError(
+                f"{len(errors)} catalogue photo(s) unreadable, e.g. {next(iter(errors.values()))}"
+            )
+        for position, vector in zip(readable, fresh, strict=True):
+            cached[keys[todo[position]]] = vector
         embeddings = np.stack([cached[key] for key in keys]).astype(np.float32)
         if self.cache_path is not None and (todo or len(cached) != len(keys)):
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,19 +300,12 @@ class Identifier:
         photo_boxes = [
             None if isinstance(p, np.ndarray) else boxes.get(Path(p).name) for p in photos
         ]
-        images = self._read_many(photos, photo_boxes)
-        readable = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
+        queries, readable, errors, small = self._embed_photos(photos, photo_boxes, True)
         self.skipped = pd.DataFrame(
-            [
-                (names[i], str(image))
-                for i, image in enumerate(images)
-                if isinstance(image, Exception)
-            ],
-            columns=["photo", "reason"],
+            [(names[i], reason) for i, reason in errors.items()], columns=["photo", "reason"]
         )
-        queries = self.embed([images[i] for i in readable])
         self.query_embeddings = {names[i]: q for i, q in zip(readable, queries, strict=True)}
-        self.query_thumbnails = {names[i]: _shrink(images[i]) for i in readable}
+        self.query_thumbnails = {names[i]: small[i] for i in readable}
         if len(queries) == 0:
             return pd.DataFrame(columns=MATCH_COLUMNS)
         # The run's rule over its k neighbours orders the first candidates; a wider search
