@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 backend = "auto"  # Keras backend: "jax", "tensorflow", or "auto" (JAX on a TPU machine)
-mixed_precision = "auto"  # Keras dtype policy; "auto": bfloat16 on TPU, float16 on GPU, else float32
+mixed_precision = "auto"  # dtype policy; "auto": bfloat16 on TPU, float16 on GPU, else float32
 data_dir = None
 crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
 out_dir = "runs/local/04_effnet_arcface"
