@@ -25,7 +25,7 @@
 # `labels.json`, `embedding_model.keras`, `train.npz`, `valid.npz`, `test.npz`,
 # `knn_search.csv`, `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`,
 # `submission.csv`, `scores.json`.
-# **Accelerator:** GPU or TPU for 224 px; CPU at small sizes. **Expected time:** minutes on CPU
+# **Accelerator:** GPU for 224 px; CPU at small sizes. **Expected time:** minutes on CPU
 # at 64 px; about an hour per fold on a Kaggle GPU at 224 px.
 
 # %% tags=["parameters"]

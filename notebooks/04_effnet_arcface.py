@@ -19,8 +19,8 @@
 # **Purpose.** EfficientNet (B5 at 380 px on Kaggle, noisy-student weights; locally
 # EfficientNet-Lite0 from ImageNet weights that install from the package index) with an ArcFace
 # head and a 512-d embedding, fine-tuned with the paper's warm-up / exponential-decay schedule on
-# one or several GPUs or the CPU. Snapshots of the embedding model are kept for the blend notebook;
-# the KNN head's k and threshold are searched on validation; the test submission is written.
+# a TPU (Keras on JAX), GPUs or the CPU. Snapshots of the embedding model are kept for the blend
+# notebook; the KNN head's k and threshold are searched on validation; the submission is written.
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
 # weights as an attached dataset (found by file name, e.g. `efficientnet-b5_noisy-student_notop.h5`).
