@@ -98,23 +98,12 @@ def write_crop_cache(
             path = out_dir / f"{PREFIX}-{part}-{shard:02d}-{len(names)}.tfrec"
             with tf.io.TFRecordWriter(str(path)) as writer:
                 for name, image in zip(names, images, strict=True):
-                    writer.write(_example(name, image))
+                    writer.write(pipeline.serialize_example(name, image))
             shards.append(path.name)
             written += [name.decode() for name in names]
         index["parts"][part] = {"images": len(written), "shards": shards, "names": written}
     (out_dir / CACHE_INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return index
-
-
-def _example(name: bytes, image: bytes) -> bytes:
-    import tensorflow as tf
-
-    feature = {
-        "image_name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name])),
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-        "target": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def read_index(cache_dir: str | os.PathLike) -> dict:

@@ -212,7 +212,7 @@ class Identifier:
                 good.append(image)
                 readable.append(position)
                 if thumbnails:
-                    small[position] = _shrink(image)
+                    small[position] = shrink(image)
             vectors.append(self.embed(good))
         dimensions = self.model.output.shape[-1]
         embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dimensions), np.float32)
@@ -352,7 +352,7 @@ class Identifier:
         ]
 
 
-def _shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
+def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
     """A copy of a uint8 RGB image no larger than ``side`` on its long side."""
     from PIL import Image
 
@@ -362,11 +362,13 @@ def _shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
 
 
 def _run_tta(run_dir: Path) -> str:
-    """The TTA the run embedded with (from its ``train.npz``), "none" if it says nothing."""
-    from whaleutils import embed
-
+    """The TTA the run embedded with (the ``tta`` entry of its ``train.npz``, read alone: the
+    file's embeddings can be large), "none" if it says nothing."""
     path = run_dir / "train.npz"
-    return str(embed.load_embeddings(path)["tta"]) if path.is_file() else "none"
+    if not path.is_file():
+        return "none"
+    with np.load(path, allow_pickle=False) as archive:
+        return str(archive["tta"]) if "tta" in archive.files else "none"
 
 
 def _fingerprint(path: Path) -> str:

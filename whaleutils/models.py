@@ -19,12 +19,9 @@ from pathlib import Path
 import keras
 
 from whaleutils import efficientnet_lite
-from whaleutils.layers import ArcMarginProduct, ImageNormalization
+from whaleutils.layers import NORMALIZATION_MODES, ArcMarginProduct, ImageNormalization
 
 EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
-# What qubvel's noisy-student (and imagenet) weights expect: ImageNet mean / std on 0-1 RGB.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = (
     ["resnet50", "efficientnet-lite0"]
     + [f"efficientnet-b{i}" for i in range(8)]
@@ -170,9 +167,11 @@ def load_qubvel_weights(model: keras.Model, path) -> None:
             f"{missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)"
         )
     model.load_weights(str(path), by_name=True)  # raises on a count or shape mismatch
+    # qubvel's "torch" statistics are on 0-255; this layer follows keras.applications' x / 255
+    mean, std, _ = NORMALIZATION_MODES["torch"]
     normalization = normalizations[0]
-    normalization.adapt_mean.assign(IMAGENET_MEAN)
-    normalization.adapt_variance.assign([std**2 for std in IMAGENET_STD])
+    normalization.adapt_mean.assign([m / 255.0 for m in mean])
+    normalization.adapt_variance.assign([(s / 255.0) ** 2 for s in std])
     normalization.finalize_state()  # the layer computes with copies made from these weights
 
 

@@ -100,6 +100,19 @@ def _bytes_feature(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
+def serialize_example(name: bytes, image: bytes, target: int = -1, box=None) -> bytes:
+    """One record of the TFRecord format (module docstring), serialized; ``box`` (4 floats) is
+    written only when given."""
+    feature = {
+        "image_name": _bytes_feature(name),
+        "image": _bytes_feature(image),
+        "target": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(target)])),
+    }
+    if box is not None:
+        feature["box"] = tf.train.Feature(float_list=tf.train.FloatList(value=box))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
 def write_tfrecords(
     frame: pd.DataFrame,
     image_dir: str | os.PathLike,
@@ -131,17 +144,14 @@ def write_tfrecords(
             raise FileExistsError(f"{path} exists; write TFRecords to a new folder")
         with tf.io.TFRecordWriter(str(path)) as writer:
             for row in rows:
-                feature = {
-                    "image_name": _bytes_feature(names[row].encode()),
-                    "image": _bytes_feature((Path(image_dir) / names[row]).read_bytes()),
-                    "target": tf.train.Feature(int64_list=tf.train.Int64List(value=[labels[row]])),
-                }
-                if has_box:
-                    feature["box"] = tf.train.Feature(
-                        float_list=tf.train.FloatList(value=boxes[row])
+                writer.write(
+                    serialize_example(
+                        names[row].encode(),
+                        (Path(image_dir) / names[row]).read_bytes(),
+                        labels[row],
+                        boxes[row] if has_box else None,
                     )
-                example = tf.train.Example(features=tf.train.Features(feature=feature))
-                writer.write(example.SerializeToString())
+                )
         paths.append(path)
     return paths
 

@@ -37,10 +37,12 @@ def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
     """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB image shrunk to fit ``side``."""
     from PIL import Image
 
-    picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    from whaleutils.identify import shrink
+
     buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=85)
+    Image.fromarray(shrink(np.asarray(image, dtype=np.uint8), side)).save(
+        buffer, format="JPEG", quality=85
+    )
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

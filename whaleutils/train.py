@@ -85,19 +85,25 @@ class BackboneWarmup(keras.callbacks.Callback):
             raise ValueError(f"frozen_epochs must be >= 0, got frozen_epochs={frozen_epochs}")
         self.frozen_epochs = int(frozen_epochs)
 
-    def scale_at(self, epoch: int) -> float:
-        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
-        return 0.0 if epoch < self.frozen_epochs else optimizer.backbone_lr_scale
-
-    def on_epoch_begin(self, epoch, logs=None):
+    def fine_tuning_optimizer(self) -> FineTuningAdamW:
+        """The model's FineTuningAdamW, inside the LossScaleOptimizer that Keras wraps it in
+        under mixed_float16."""
         outer = self.model.optimizer
-        # under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, whose build
-        # builds the inner one (again): build the outer one, then set the inner one's scale
         optimizer = getattr(outer, "inner_optimizer", outer)
         if not isinstance(optimizer, FineTuningAdamW):
             raise ValueError("BackboneWarmup needs a model compiled with FineTuningAdamW")
-        if not outer.built:
-            outer.build(self.model.trainable_variables)
+        return optimizer
+
+    def scale_at(self, epoch: int) -> float:
+        scale = self.fine_tuning_optimizer().backbone_lr_scale
+        return 0.0 if epoch < self.frozen_epochs else scale
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.fine_tuning_optimizer()
+        # build the outer optimizer: a LossScaleOptimizer's build (re)builds the inner one,
+        # which would reset the scale set here
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
         optimizer.backbone_scale.assign(self.scale_at(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
