@@ -1,7 +1,8 @@
 """A crop cache: every photo cropped to its box and resized once, stored as TFRecord shards.
 
-Decoding a full-size photo is what limits the input pipeline (a 6 MP JPEG takes 37-46 ms per
-core here; Happywhale photos are 3039 px wide at the median). The cache decodes each photo once,
+Decoding a full-size photo is what limits the input pipeline (Happywhale photos are 3039 px
+wide at the median; ``benchmarks/crop_cache_speed.py`` reads 3000 x 2000 JPEGs, cropped, at
+about 75 per second on 2 cores). The cache decodes each photo once,
 crops it to its box (grown by a margin, as the pipeline crops), resizes it with antialiasing to
 ``size`` x ``size`` and stores it as a JPEG in TFRecord shards of the public Happywhale TPU
 notebooks' format (``image_name``, ``image``; ``target`` -1: labels are joined by name when the
