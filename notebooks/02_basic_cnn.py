@@ -30,6 +30,8 @@
 # %% tags=["parameters"]
 data_dir = None
 crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
+boxes = None  # CSV (or folder of CSVs) of image,box for train and test; None: the set's own
+box_margin = None  # share of a box added on each side before cropping; None: 0.1 (or the cache's)
 out_dir = "runs/local/02_basic_cnn"
 fold = 0
 n_folds = 5
@@ -56,7 +58,16 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed, max_valid_images, crop_cache=crop_cache)
+split = splits.load_split(
+    data_dir,
+    fold,
+    n_folds,
+    seed,
+    max_valid_images,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

@@ -30,6 +30,8 @@
 # %% tags=["parameters"]
 data_dir = None
 crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
+boxes = None  # CSV (or folder of CSVs) of image,box for train and test; None: the set's own
+box_margin = None  # share of a box added on each side before cropping; None: 0.1 (or the cache's)
 inputs_dir = "runs/local"  # holds the model notebook's output folder; on Kaggle: /kaggle/input
 out_dir = "runs/local/06_robustness"
 fold = 0
@@ -49,7 +51,15 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed, crop_cache=crop_cache)
+split = splits.load_split(
+    data_dir,
+    fold,
+    n_folds,
+    seed,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+)
 trained = outputs.load_trained(inputs_dir, *runner.INPUTS["06_robustness"])
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 

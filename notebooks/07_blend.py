@@ -33,6 +33,8 @@
 # %% tags=["parameters"]
 data_dir = None
 crop_cache = None  # a crop cache (python -m whaleutils crops) read instead of the photos
+boxes = None  # CSV (or folder of CSVs) of image,box for train and test; None: the set's own
+box_margin = None  # share of a box added on each side before cropping; None: 0.1 (or the cache's)
 inputs_dir = "runs/local"  # holds the members' output folders; on Kaggle: /kaggle/input
 out_dir = "runs/local/07_blend"
 members = None  # notebooks whose outputs are blended; None: the suite's (runner.INPUTS)
@@ -56,7 +58,15 @@ print(distribute.describe_devices())
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(data_dir, fold, n_folds, seed, crop_cache=crop_cache)
+split = splits.load_split(
+    data_dir,
+    fold,
+    n_folds,
+    seed,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+)
 members = list(members or runner.INPUTS["07_blend"])
 notebook_folders = [environment.notebook_output(inputs_dir, name) for name in members]
 

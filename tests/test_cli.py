@@ -110,3 +110,12 @@ def test_run_sets_parameters_and_names_one_no_notebook_has(tmp_path, capsys):
     assert "no notebook of this run has the parameter(s) ['backend', 'epochs']" in (
         capsys.readouterr().err
     )
+
+
+def test_run_boxes_must_exist_and_reach_only_notebooks_that_read_photos(tmp_path, capsys):
+    argv = ["run", "--profile", "smoke", "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert cli.main([*argv, "--boxes", str(tmp_path / "none.csv")]) == 2
+    assert f"--boxes {tmp_path / 'none.csv'}: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "boxes.csv").write_text("image,box\n")
+    assert cli.main([*argv, "--only", "01_eda", "--boxes", str(tmp_path / "boxes.csv")]) == 2
+    assert "no notebook of this run has the parameter(s) ['boxes']" in capsys.readouterr().err

@@ -95,3 +95,14 @@ def test_cache_errors_name_what_is_wrong(small_synth, cache, tmp_path):
         crops.cached_records(cache, "train", [names[3], names[1]])
     with pytest.raises(FileNotFoundError, match="not a crop cache"):
         splits.load_split(small_synth, crop_cache=tmp_path)
+
+
+def test_a_cache_brings_its_own_margin_and_refuses_boxes(small_synth, cache, tmp_path):
+    assert splits.load_split(small_synth, crop_cache=cache).box_margin == 0.1
+    assert splits.load_split(small_synth, crop_cache=cache, box_margin=0.1).box_margin == 0.1
+    with pytest.raises(ValueError, match="box_margin=0.3 differs from the margin 0.1"):
+        splits.load_split(small_synth, crop_cache=cache, box_margin=0.3)
+    boxes_csv = tmp_path / "boxes.csv"
+    boxes_csv.write_text("image,box\n")
+    with pytest.raises(ValueError, match="both given: a cache's crops are cut when it is written"):
+        splits.load_split(small_synth, crop_cache=cache, boxes=boxes_csv)

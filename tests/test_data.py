@@ -201,3 +201,18 @@ def test_split_fold_marks_unseen_as_new_individual():
     assert (new == valid["is_new_in_fold"]).all()
     with pytest.raises(ValueError, match="fold=7"):
         data.split_fold(folds, 7)
+
+
+def test_find_boxes_from_a_path_or_an_attached_dataset(tmp_path, monkeypatch):
+    attached = tmp_path / "input" / "owner" / "happywhale-detic-boxes"
+    attached.mkdir(parents=True)
+    (attached / "test.csv").write_text("image,predictions,box\nq.jpg,x,1 2 3 4\n")
+    monkeypatch.setattr(data.environment, "KAGGLE_INPUT", tmp_path / "input")
+    assert data.find_boxes("happywhale-detic-boxes") == {"q.jpg": (1, 2, 3, 4)}
+    assert data.find_boxes(attached / "test.csv") == {"q.jpg": (1, 2, 3, 4)}
+    assert data.find_boxes({"a.jpg": (0, 0, 1, 1)}) == {"a.jpg": (0, 0, 1, 1)}
+    assert data.find_boxes(None) is None
+    with pytest.raises(FileNotFoundError, match="no attached dataset of that name under"):
+        data.find_boxes("other-boxes")
+    with pytest.raises(FileNotFoundError, match=r"boxes '.*/nope.csv': no such file or folder$"):
+        data.find_boxes(tmp_path / "nope.csv")

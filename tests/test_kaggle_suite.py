@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -218,7 +219,11 @@ def test_stage_writes_kernels_library_and_summary(staged):
     library = staged / "whaleutils-library"
     wheels = sorted(p.name for p in library.glob("*.whl"))
     assert wheels == summary["library"]["files"]
-    assert any(w.startswith("whaleutils-") for w in wheels)
+    (own,) = [w for w in wheels if w.startswith("whaleutils-")]
+    with zipfile.ZipFile(library / own) as wheel:  # every resource, e.g. review.html, packaged
+        packaged = {Path(name).name for name in wheel.namelist() if "/resources/" in name}
+    resources = Path(kaggle_suite.__file__).parent / "resources"
+    assert {p.name for p in resources.iterdir() if p.is_file()} <= packaged
     if WHEELHOUSE is not None:
         assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
         assert any(w.lower().startswith("keras_applications-1.0.8") for w in wheels)

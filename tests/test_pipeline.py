@@ -151,3 +151,50 @@ def test_bad_arguments(tiny_images):
         pipeline.file_records(frame, folder, targets=[1])
     with pytest.raises(ValueError, match="image_size=4"):
         pipeline.make_dataset(pipeline.file_records(frame, folder), 4, 2)
+
+
+def test_box_jitter_moves_each_side_within_its_share():
+    box = tf.constant([100.0, 50.0, 300.0, 150.0])  # 200 wide, 100 high
+    moved = np.array(
+        [pipeline.jitter_box(box, tf.constant([s, 7], tf.int64), 0.1).numpy() for s in range(200)]
+    )
+    shift = moved - box.numpy()
+    limits = np.array([20.0, 10.0, 20.0, 10.0])  # 0.1 of the width (left, right), height
+    assert np.all(np.abs(shift) <= limits + 1e-4)
+    assert np.all(np.abs(shift).max(axis=0) > 0.8 * limits)  # the whole range is used
+    assert np.all(shift.mean(axis=0) < 0.2 * limits)  # centred
+    seed = tf.constant([3, 4], tf.int64)
+    assert np.array_equal(  # stateless: the same seed moves it alike
+        pipeline.jitter_box(box, seed, 0.1).numpy(), pipeline.jitter_box(box, seed, 0.1).numpy()
+    )
+    assert pipeline.jitter_box(box, seed, 0.0).numpy().tolist() == box.numpy().tolist()
+    absent = tf.constant([-1.0, -1.0, -1.0, -1.0])
+    assert pipeline.jitter_box(absent, seed, 0.3).numpy().tolist() == [-1, -1, -1, -1]
+    with pytest.raises(ValueError, match=r"box_jitter must be in \[0, 0.5\), got box_jitter=0.5"):
+        pipeline.Augmentation(box_jitter=0.5)
+
+
+def test_box_jitter_changes_training_crops_only(tiny_images):
+    folder, frame = tiny_images
+    frame = frame.assign(box=["10 5 50 35"] * 4)  # straddles the red / blue border at x=30
+
+    def first_images(augmentation, training=True):
+        records = pipeline.file_records(frame, folder, targets=[0, 1, 2, 3])
+        dataset = pipeline.make_dataset(
+            records, 16, 4, training=training, augmentation=augmentation, box_margin=0.0,
+            label_as_input=False, deterministic=True, shuffle_buffer=1,
+        )  # fmt: skip
+        batch = next(iter(dataset))
+        return (batch[0] if training else batch).numpy()
+
+    still = pipeline.Augmentation.none()
+    jittered = pipeline.Augmentation(**{**still.__dict__, "box_jitter": 0.3})
+    plain = first_images(still)
+    moved = first_images(jittered)
+    assert np.array_equal(plain, first_images(still))
+    assert np.array_equal(moved, first_images(jittered))  # reproducible
+    # the jittered crops shift the red / blue border; without jitter all four are the same crop
+    assert np.abs(plain - plain[0]).mean(axis=(1, 2, 3)).max() < 3  # JPEG, PNG of one picture
+    assert np.abs(moved - plain).mean() > 5
+    # inference never jitters
+    assert np.array_equal(first_images(jittered, False), first_images(still, False))

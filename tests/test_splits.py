@@ -96,3 +96,24 @@ def test_load_split_on_a_synthetic_set(small_synth):
     assert steps == int(np.ceil(len(split.train) / 8))
     inputs, targets = next(iter(dataset))
     assert inputs["image"].shape == (8, 24, 24, 3) and targets.shape == (8,)
+
+
+def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):
+    own = splits.load_split(small_synth, fold=0, n_folds=3)
+    first_train, first_test = own.train["image"].iloc[0], own.test["image"].iloc[0]
+    boxes_csv = tmp_path / "boxes.csv"
+    pd.DataFrame(
+        {"image": [first_train, f"elsewhere/{first_test}"], "box": ["1 2 30 40", "5 6 20 21"]}
+    ).to_csv(boxes_csv, index=False)
+    split = splits.load_split(small_synth, fold=0, n_folds=3, boxes=boxes_csv, box_margin=0.25)
+    assert split.box_margin == 0.25 and split.crop_to_box
+    assert split.train["box"].iloc[0] == "1 2 30 40"
+    assert (split.train["box"].iloc[1:] == "").all()  # a photo the CSV does not list: whole
+    assert split.test["box"].tolist() == ["5 6 20 21"] + [""] * (len(split.test) - 1)
+    assert split.describe_fold() == {"fold": 0, "n_folds": 3, "seed": 0}
+    assert own.box_margin == 0.1
+    # boxes for training photos only: the test photos stay whole, so training photos do too
+    pd.DataFrame({"image": [first_train], "box": ["1 2 30 40"]}).to_csv(boxes_csv, index=False)
+    assert not splits.load_split(small_synth, n_folds=3, boxes=boxes_csv).crop_to_box
+    with pytest.raises(ValueError, match="box_margin must be >= 0"):
+        splits.load_split(small_synth, n_folds=3, box_margin=-0.1)

@@ -120,6 +120,17 @@ def cmd_run(args) -> int:
 
     try:
         overrides = {name: yaml.safe_load(value) for name, value in args.parameter or []}
+        for name in ("boxes", "crop_cache"):  # paths, made absolute; a bare --boxes NAME may
+            value = getattr(args, name)  # be an attached Kaggle dataset (data.find_boxes)
+            if value is None:
+                continue
+            path = Path(value)
+            if path.exists():
+                overrides[name] = str(path.resolve())
+            elif name == "boxes" and len(path.parts) == 1:
+                overrides[name] = value
+            else:
+                raise ValueError(f"--{name.replace('_', '-')} {path}: no such file or folder")
         summary = runner.run(args.profile, args.data, args.out, args.only, args.force, overrides)
     except runner.NotebookFailed:
         return 1  # the runner has printed which notebook and cell failed
@@ -187,7 +198,7 @@ def cmd_crops(args) -> int:
     from whaleutils import crops
 
     try:
-        boxes = data.read_boxes(args.boxes) if args.boxes else None
+        boxes = data.find_boxes(args.boxes)
         index = crops.write_crop_cache(args.data, args.out, args.size, boxes, args.margin)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -329,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a parameter of every notebook that has it, over the profile (VALUE is read "
         "as YAML), e.g. -p backend jax; complete notebooks are skipped unless --force",
     )
+    p.add_argument("--boxes", help="CSV (or folder of CSVs) of image,box for train and test photos")
+    p.add_argument("--crop-cache", help="a crop cache (python -m whaleutils crops) to read")
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser(

@@ -44,7 +44,7 @@ def part_frames(data_dir: Path, boxes: dict | None) -> dict[str, pd.DataFrame]:
     frames = {"train": train, "test": test}
     if boxes is not None:
         for frame in frames.values():
-            frame["box"] = frame["image"].map(lambda name: data.format_box(boxes.get(name)))
+            frame["box"] = data.boxes_column(frame["image"], boxes)
     return frames
 
 

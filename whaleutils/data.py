@@ -199,6 +199,48 @@ def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
     return boxes
 
 
+def find_boxes(boxes: str | os.PathLike | dict | None) -> dict | None:
+    """Boxes by photo name (:func:`read_boxes`) from a CSV or folder path, or from the attached
+    Kaggle dataset of that name (a bare name, e.g. ``happywhale-detic-boxes``, found under
+    ``/kaggle/input`` holding ``train.csv`` or ``test.csv``); a dict is returned as it is,
+    None gives None.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the path, and for a bare name where it was looked for.
+    """
+    if boxes is None or isinstance(boxes, dict):
+        return boxes
+    path = Path(boxes)
+    if path.exists():
+        return read_boxes(path)
+    bare = len(path.parts) == 1
+    if bare:
+        for marker in ("train.csv", "test.csv"):
+            found = environment.find_folder(path.name, marker)
+            if found is not None:
+                return read_boxes(found)
+    raise FileNotFoundError(
+        f"boxes {str(boxes)!r}: no such file or folder"
+        + (
+            f", and no attached dataset of that name under {environment.KAGGLE_INPUT}"
+            if bare
+            else ""
+        )
+    )
+
+
+def boxes_column(images, boxes: dict) -> list[str]:
+    """The ``box`` column for photo names ``images`` from ``boxes`` (name -> box, as
+    :func:`read_boxes` returns; matched by file name): empty where a photo has none.
+
+    >>> boxes_column(["a.jpg", "sub/b.jpg"], {"b.jpg": (1, 2, 3, 4)})
+    ['', '1 2 3 4']
+    """
+    return [format_box(boxes.get(Path(str(name)).name)) for name in images]
+
+
 def read_solution(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``test_solution.csv`` (image, individual_id; ``new_individual`` for unseen)."""
     path = Path(path)

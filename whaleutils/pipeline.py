@@ -36,7 +36,10 @@ class Augmentation:
     ``crop_probability`` of a random crop keeping at least ``crop_min_area`` of the image;
     ``flip_probability`` of a horizontal flip; random hue (``hue_delta``), saturation and
     contrast (factor ranges), brightness (``brightness_delta`` on a 0-1 scale); and
-    ``grayscale_probability`` of a grey photo. ``Augmentation.none()`` turns all off.
+    ``grayscale_probability`` of a grey photo; ``box_jitter``: each side of a photo's detector
+    box moves by up to this share of the box's width or height before the crop (the top
+    solutions' box augmentation; applies where photos are cropped to boxes while training, not
+    to a crop cache, whose crops are cut once). ``Augmentation.none()`` turns all off.
     """
 
     crop_probability: float = 0.5
@@ -47,10 +50,26 @@ class Augmentation:
     contrast_range: tuple[float, float] = (0.8, 1.2)
     brightness_delta: float = 0.1
     grayscale_probability: float = 0.1
+    box_jitter: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.box_jitter < 0.5:  # below 0.5 a jittered box can never invert
+            raise ValueError(f"box_jitter must be in [0, 0.5), got box_jitter={self.box_jitter}")
 
     @classmethod
     def none(cls) -> Augmentation:
-        return cls(0.0, 1.0, 0.0, 0.0, (1.0, 1.0), (1.0, 1.0), 0.0, 0.0)
+        return cls(0.0, 1.0, 0.0, 0.0, (1.0, 1.0), (1.0, 1.0), 0.0, 0.0, 0.0)
+
+
+def jitter_box(box: tf.Tensor, seed: tf.Tensor, amount: float) -> tf.Tensor:
+    """``box`` (left, top, right, bottom) with each side moved by a uniform random share in
+    ``[-amount, amount]`` of the box's width (left, right) or height (top, bottom); an absent
+    box (-1s) is returned as it is. Stateless: the same ``seed`` (int64 pair) moves it alike.
+    ``crop_window`` clips the result to the photo."""
+    box = tf.cast(box, tf.float32)
+    size = tf.stack([box[2] - box[0], box[3] - box[1]] * 2)
+    shift = tf.random.stateless_uniform([4], seed, -amount, amount) * size
+    return tf.where(box[0] < 0, box, box + shift)
 
 
 def _boxes_array(frame: pd.DataFrame) -> np.ndarray:
@@ -315,8 +334,14 @@ def make_dataset(
     records = records.with_options(options)
     augmentation = augmentation or Augmentation()
 
+    jitter = training and crop_to_box and augmentation.box_jitter > 0
+
     def load(record, element_seed):
-        image = decode_image(record["image_bytes"], record["box"], crop_to_box, box_margin)
+        box = record["box"]
+        if jitter:  # a seed of its own, so the other augmentations draw as without jitter
+            box_seed = tf.random.experimental.stateless_fold_in(element_seed, 1)
+            box = jitter_box(box, box_seed, augmentation.box_jitter)
+        image = decode_image(record["image_bytes"], box, crop_to_box, box_margin)
         if training:
             image = augment(image, element_seed, augmentation, image_size)
         else:

@@ -47,6 +47,14 @@ class Split:
     encoding: data.LabelEncoding
     solution: pd.DataFrame | None
     crop_cache: Path | None = None  # a crops.write_crop_cache folder, read instead of the photos
+    box_margin: float = 0.1  # a box grows by this share of its size on each side before the crop
+    fold: int = 0  # which fold of data.make_folds(n_folds, seed) is ``valid``
+    n_folds: int = 5
+    seed: int = 0
+
+    def describe_fold(self) -> dict:
+        """The fold as stored in ``scores.json`` (the blend joins folds by it)."""
+        return {"fold": self.fold, "n_folds": self.n_folds, "seed": self.seed}
 
     @property
     def crop_to_box(self) -> bool:
@@ -155,7 +163,6 @@ class Split:
         image_size: int,
         batch_size: int,
         rows: np.ndarray | None = None,
-        box_margin: float = 0.1,
     ):
         """Inference batches (b, S, S, 3) float32 0-255 of ``part``'s photos (those at
         positions ``rows`` only, if given), in row order."""
@@ -172,7 +179,11 @@ class Split:
             return pipeline.make_dataset(records, image_size, batch_size, crop_to_box=False)
         records = pipeline.file_records(frame, self.image_folder(part))
         return pipeline.make_dataset(
-            records, image_size, batch_size, crop_to_box=self.crop_to_box, box_margin=box_margin
+            records,
+            image_size,
+            batch_size,
+            crop_to_box=self.crop_to_box,
+            box_margin=self.box_margin,
         )
 
     def _cached(self, part: str, names, targets=None):
@@ -200,7 +211,6 @@ class Split:
         batch_size: int,
         augmentation=None,
         label_as_input: bool = True,
-        box_margin: float = 0.1,
         seed: int = 0,
     ):
         """Shuffled, augmented, repeating batches of the ``train`` photos with their integer
@@ -220,7 +230,7 @@ class Split:
             augmentation=augmentation,
             label_as_input=label_as_input,
             crop_to_box=self.crop_to_box and self.crop_cache is None,
-            box_margin=box_margin,
+            box_margin=self.box_margin,
             repeat=True,
             seed=seed,
         )
@@ -234,24 +244,62 @@ def load_split(
     seed: int = 0,
     max_valid_images: int | None = None,
     crop_cache: str | os.PathLike | None = None,
+    boxes: str | os.PathLike | dict | None = None,
+    box_margin: float | None = None,
 ) -> Split:
     """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
 
     ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
     profiles); the training rows are all kept. ``crop_cache``: a folder written by
-    ``crops.write_crop_cache`` for this data set, read instead of the photos.
+    ``crops.write_crop_cache`` for this data set, read instead of the photos. ``boxes``: a CSV
+    (or folder of CSVs, ``data.read_boxes``, or an attached dataset's name, ``data.find_boxes``)
+    of image, box for training and test photos, used
+    instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it does
+    not list is used whole. ``box_margin``: share of a box's size added on each side before
+    cropping (None: 0.1, or the cache's own margin).
+
+    Raises
+    ------
+    ValueError
+        If ``boxes`` or a ``box_margin`` other than the cache's come with a ``crop_cache``
+        (its crops were cut when it was written).
     """
+    cache = _checked_cache(crop_cache)
+    if cache is not None:
+        from whaleutils import crops
+
+        cache_margin = float(crops.read_index(cache)["margin"])
+        if boxes is not None:
+            raise ValueError(
+                f"boxes={str(boxes)!r} and crop_cache={str(cache)!r} both given: a cache's crops "
+                "are cut when it is written (python -m whaleutils crops --boxes CSV)"
+            )
+        if box_margin is not None and float(box_margin) != cache_margin:
+            raise ValueError(
+                f"box_margin={box_margin} differs from the margin {cache_margin} that "
+                f"{cache} was cut with; write a cache with --margin {box_margin}"
+            )
+        box_margin = cache_margin
+    box_margin = 0.1 if box_margin is None else float(box_margin)
+    if box_margin < 0:
+        raise ValueError(f"box_margin must be >= 0, got box_margin={box_margin}")
     data_dir = data.find_data_dir(data_dir)
     folds = data.make_folds(data.read_train(data_dir), n_folds=n_folds, seed=seed)
-    train, valid = data.split_fold(folds, fold)
-    if max_valid_images is not None and len(valid) > max_valid_images:
-        valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
     test = pd.DataFrame({"image": data.read_test_images(data_dir)})
     test_boxes = data.read_test_boxes(data_dir)
     if test_boxes is not None:
         test = test.merge(test_boxes, on="image", how="left", validate="one_to_one").fillna(
             {"box": ""}
         )
+    if boxes is not None:
+        by_name = data.find_boxes(boxes)
+        folds["box"] = data.boxes_column(folds["image"], by_name)
+        test["box"] = data.boxes_column(test["image"], by_name)
+        if not (test["box"] != "").any():  # no test boxes: photos stay whole (Split.crop_to_box)
+            test = test.drop(columns="box")
+    train, valid = data.split_fold(folds, fold)
+    if max_valid_images is not None and len(valid) > max_valid_images:
+        valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
     solution_path = data_dir / "test_solution.csv"
     solution = data.read_solution(solution_path) if solution_path.is_file() else None
     return Split(
@@ -261,7 +309,11 @@ def load_split(
         test,
         data.LabelEncoding.fit(train),
         solution,
-        _checked_cache(crop_cache),
+        cache,
+        box_margin,
+        fold,
+        n_folds,
+        seed,
     )
 
 
