@@ -46,7 +46,8 @@ learning_rate = 1e-4
 arc_s = 30.0
 arc_m = 0.5
 margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
-knn_rule = "vote"
+knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
+new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
 max_valid_images = None
 
 # %% [markdown]
@@ -113,7 +114,7 @@ log
 embeddings = embed.embed_split(
     embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}"
 )
-result = heads.knn_head(split, embeddings, out, knn_rule)
+result = heads.knn_head(split, embeddings, out, knn_rule, new_share=new_share)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 

@@ -24,7 +24,8 @@
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
 # weights as an attached dataset (found by file name, e.g. `efficientnet-b5_noisy-student_notop.h5`).
-# **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`, `train.npz`,
+# **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`,
+# `snapshots/epoch-NNN/` (each snapshot's embeddings and predictions), `train.npz`,
 # `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
 # `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
 # **Accelerator:** TPU v5e-8 on Kaggle (Keras on JAX, data-parallel over the 8 chips, bfloat16),
@@ -62,8 +63,10 @@ augmentation = {}  # pipeline.Augmentation settings, e.g. {"flip_probability": 0
 tta = "flip"  # embed each photo and its mirror image ("flip") or the photo alone ("none")
 adaptive_margin = False
 k_subcenters = 1
-knn_rule = "vote"
+knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
+new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
 max_valid_images = None
+member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 
 # %% [markdown]
 # ## Backend and hardware
@@ -89,6 +92,7 @@ import keras
 import matplotlib.pyplot as plt
 
 from whaleutils import (
+    blend,
     distribute,
     embed,
     heads,
@@ -182,12 +186,25 @@ log
 embeddings = embed.embed_split(
     embedding_model, split, batch_size, out, tta, f"{backbone} fold {fold}"
 )
-result = heads.knn_head(split, embeddings, out, knn_rule)
+member = member or f"{backbone} {image_size}px"
+result = heads.knn_head(split, embeddings, out, knn_rule, member=member, new_share=new_share)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
+
+# %% [markdown]
+# ## The snapshots as blend members
+# Each snapshot but the last (the model above) is embedded here, under this notebook's strategy, and run through the KNN head
+# with the k and threshold chosen above, so the blend notebook only reads files (one kernel per
+# fold on Kaggle: no re-embedding of every fold's snapshots on one device later).
+
+# %%
+with choice.scope():  # loaded onto every replica, as the model was built
+    snapshot_folders = blend.snapshot_members(split, out, out / "snapshots", batch_size, epochs)
+[folder.name for folder in snapshot_folders]
 
 # %%
 outputs.write_outputs(
     out,
-    ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS],
+    ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS]
+    + [folder / name for folder in snapshot_folders for name in blend.SNAPSHOT_FILES],
 )

@@ -14,21 +14,25 @@
 # ---
 
 # %% [markdown]
-# # 7. Blend: many checkpoints, one submission
+# # 7. Blend: many checkpoints and folds, one submission
 #
 # **Purpose.** The paper's best result is a blend of many checkpoints. Every member (the models
-# of notebooks 2-4 and the snapshot checkpoints saved while training the EfficientNet) ranks
-# five ids per photo; the blend scores each id by the members' rank weights times member
-# weights, minus a small penalty per gallery photo, and the member weights are searched by
-# coordinate ascent on the out-of-fold (validation) predictions. The top solutions blended at
-# the embedding level instead (concatenated embeddings, one KNN head): we report both.
+# of notebooks 2-4 and the snapshot checkpoints the EfficientNet notebook embedded while it
+# trained) ranks five ids per photo; the blend scores each id by the members' rank weights
+# times member weights, minus a small penalty per gallery photo, and the member weights are
+# searched by coordinate ascent on out-of-fold predictions. Notebook 4 may run once per fold
+# (one Kaggle kernel each): a member *name* (e.g. `efficientnet-lite0 160px epoch-003`) then has
+# one model per fold, and every training photo is predicted by the model of that name that did
+# not train on it. The top solutions blended at the embedding level instead (concatenated
+# embeddings, one KNN head): we report both.
 #
-# **Inputs.** The output folders of notebooks 2-4 (found under `inputs_dir`), and the data set.
-# **Outputs** (in `out_dir`): `snapshots/epoch-NNN/` (each snapshot's embeddings and
-# predictions), `alphas.csv`, `alpha_search.png`, `oof_predictions.csv`,
-# `test_predictions.csv`, `submission.csv`, `comparison.csv`, `scores.json`.
-# **Accelerator:** optional (embedding the snapshots). **Expected time:** a minute on CPU for
-# the smoke profile; the search itself takes seconds.
+# **Inputs.** The output folders of notebooks 2-4 (all of them: one per fold or variant, found
+# under `inputs_dir`), and the data set.
+# **Outputs** (in `out_dir`): `members.csv`, `alphas.csv`, `alpha_search.png`,
+# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `comparison.csv`,
+# `scores.json`, `embedding_blend/`.
+# **Accelerator:** none (the members' embeddings and predictions are read, not computed).
+# **Expected time:** seconds for the smoke profile; minutes at Kaggle scale.
 
 # %% tags=["parameters"]
 data_dir = None
@@ -38,10 +42,9 @@ box_margin = None  # share of a box added on each side before cropping; None: 0.
 inputs_dir = "runs/local"  # holds the members' output folders; on Kaggle: /kaggle/input
 out_dir = "runs/local/07_blend"
 members = None  # notebooks whose outputs are blended; None: the suite's (runner.INPUTS)
-fold = 0
+fold = 0  # the fold of the embedding-level blend (its members' embeddings must share rows)
 n_folds = 5
 seed = 0
-batch_size = 16
 step = 0.1
 tol = 0.001
 knn_rule = "vote"  # the embedding-level blend's KNN rule
@@ -52,9 +55,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from whaleutils import blend, distribute, embed, environment, heads, outputs, runner, splits
-
-print(distribute.describe_devices())
+from whaleutils import blend, data, embed, heads, outputs, runner, splits
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -67,41 +68,44 @@ split = splits.load_split(
     boxes=boxes,
     box_margin=box_margin,
 )
-members = list(members or runner.INPUTS["07_blend"])
-notebook_folders = [environment.notebook_output(inputs_dir, name) for name in members]
 
 # %% [markdown]
-# ## Members: the notebooks' models and the snapshot checkpoints
-# Each snapshot embedding model is run through the KNN head with the k and threshold chosen in
-# its notebook.
+# ## Members: every output of the notebooks and the snapshots they embedded
+# Each member folder holds the predictions its notebook made with its own k and threshold; the
+# fold each was validated on is read from its `scores.json`.
 
 # %%
-snapshot_folders = [
-    folder
-    for name, notebook_folder in zip(members, notebook_folders, strict=True)
-    for folder in blend.snapshot_members(
-        split, notebook_folder, out / "snapshots" / name, batch_size
+found = blend.find_members(inputs_dir, list(members or runner.INPUTS["07_blend"]))
+if {(m.n_folds, m.seed) for m in found} != {(n_folds, seed)}:
+    raise ValueError(
+        f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}"
     )
-]
-member_folders = notebook_folders + snapshot_folders
-member_names = [folder.name for folder in member_folders]
-oof_images, oof_members = blend.load_members([f / "oof_predictions.csv" for f in member_folders])
-test_images, test_members = blend.load_members([f / "test_predictions.csv" for f in member_folders])
-print(f"{len(member_folders)} members: {member_names}")
+listing = pd.DataFrame(
+    [(m.name, m.fold, str(m.folder)) for m in found], columns=["member", "fold", "folder"]
+)
+listing.to_csv(out / "members.csv", index=False)
+listing
+
+# %% [markdown]
+# ## Out-of-fold predictions
+# Every training photo's prediction by each member name comes from the model of that name whose
+# validation fold holds the photo. A name with fewer folds (notebooks 2 and 3 train one) does not
+# vote on the other folds' photos. Each photo is scored against its own fold's truth, and the
+# frequency penalty counts the photos of the gallery it was matched against.
+
+# %%
+folds = data.make_folds(data.read_train(split.data_dir), n_folds=n_folds, seed=seed)
+oof = blend.assemble_oof(found, dict(zip(folds["image"], folds["fold"], strict=True)))
+oof_truth, oof_galleries = blend.oof_truth_and_galleries(split.data_dir, oof, n_folds, seed)
+print(f"{len(oof.images)} out-of-fold photos over folds {sorted(set(oof.folds.tolist()))}")
+pd.Series(oof.coverage(), name="photos predicted out of fold")
 
 # %% [markdown]
 # ## Member weights by coordinate ascent on the out-of-fold predictions
-# The frequency penalty counts each individual's photos in the gallery its photos were matched
-# against: the validation gallery for out-of-fold predictions, every labelled photo for test.
 
 # %%
 alphas, trace = blend.search_alphas(
-    oof_members,
-    split.truth("valid", oof_images),
-    split.photo_counts("valid"),
-    step=step,
-    tol=tol,
-    return_trace=True,
+    oof.predictions, oof_truth, oof_galleries, step=step, tol=tol, return_trace=True
 )
 figure, axis = plt.subplots(figsize=(7, 3.5))
 axis.plot(range(len(trace)), trace["score"], marker="o")
@@ -112,33 +116,42 @@ axis.set(
 )
 figure.savefig(out / "alpha_search.png", dpi=110)
 plt.show()
-weights = pd.DataFrame({"member": member_names, "alpha": alphas})
+weights = pd.DataFrame({"member": oof.names, "alpha": alphas})
 weights.to_csv(out / "alphas.csv", index=False)
 weights
 
 # %% [markdown]
 # ## The blend, its submission, and the comparison with its members
-# The out-of-fold score of the searched weights is optimistic (they were chosen on it); the
-# test score, where a solution exists, is not.
+# On test, every member votes: a name's weight is shared among its fold models. The out-of-fold
+# score of the searched weights is optimistic (they were chosen on it); the test score, where a
+# solution exists, is not.
 
 # %%
+test_images, test_members = blend.load_members([m.folder / "test_predictions.csv" for m in found])
+test_alphas = blend.fold_member_alphas(found, oof.names, alphas)
 scores = heads.write_predictions(
     split,
     out,
-    blend.rank_blend(oof_members, alphas, split.photo_counts("valid"), return_scores=True),
-    blend.rank_blend(test_members, alphas, split.photo_counts("test"), return_scores=True),
-    {"alphas": dict(zip(member_names, alphas, strict=True))},
-    oof_images,
+    blend.rank_blend(oof.predictions, alphas, oof_galleries, return_scores=True),
+    blend.rank_blend(test_members, test_alphas, split.photo_counts("test"), return_scores=True),
+    {
+        "alphas": dict(zip(oof.names, alphas, strict=True)),
+        "oof_folds": sorted(set(oof.folds.tolist())),
+    },
+    oof.images,
     test_images,
+    valid_truth=oof_truth,
 )
 
 # %% [markdown]
 # ## Embedding-level blend
-# Concatenate each member's L2-normalised embeddings (equal weights) and run one KNN head,
-# with its own k and threshold search on the validation fold.
+# Concatenate the L2-normalised embeddings (equal weights) of the members validated on this
+# notebook's fold and run one KNN head, with its own k and threshold search on that fold.
 
 # %%
-embedding_folders = [folder for folder in member_folders if (folder / "train.npz").is_file()]
+embedding_folders = [
+    m.folder for m in found if m.fold == fold and (m.folder / "train.npz").is_file()
+]
 joined = {
     part: blend.concatenate_embeddings(
         blend.load_member_embeddings(embedding_folders, part, split.frame(part)["image"])
@@ -153,19 +166,17 @@ scores["embedding_blend"] = {
 outputs.write_json(out / outputs.SCORES, scores)
 
 # %%
-comparison = blend.member_scores(
-    split, member_names, oof_images, oof_members, test_images, test_members
-)
+comparison = blend.member_scores(split, oof, oof_truth, found, test_images, test_members)
 for name, result in (("rank blend", scores), ("embedding blend", embedding_result)):
+    covered = len(oof.images) if name == "rank blend" else len(split.valid)
     comparison.loc[len(comparison)] = [
-        name,
-        result["valid"]["map5"],
-        (result["test"] or {}).get("map5"),
-    ]
+        name, None, covered, result["valid"]["map5"], (result["test"] or {}).get("map5"),
+    ]  # fmt: skip
 comparison.to_csv(out / "comparison.csv", index=False)
 comparison
 
 # %%
 outputs.write_outputs(
-    out, ["alphas.csv", "alpha_search.png", *heads.PREDICTION_FILES, "comparison.csv"]
+    out,
+    ["members.csv", "alphas.csv", "alpha_search.png", *heads.PREDICTION_FILES, "comparison.csv"],
 )

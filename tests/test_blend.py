@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -7,19 +9,21 @@ W = blend.RANK_WEIGHTS
 
 
 def blend_loop(members, alphas, counts, rank_weights=W, frequency_penalty=0.033, new_penalty=4.0):
-    """The scoring rule as a plain loop over images, members and ranks: the reference."""
+    """The scoring rule as a plain loop over images, members and ranks: the reference. A member
+    with None for an image does not vote there; ``counts`` is one mapping or one per image."""
     out = []
     for i in range(len(members[0])):
         scores = {}
+        gallery = counts if isinstance(counts, dict) else counts[i]
         for alpha, member in zip(alphas, members, strict=True):
-            for rank, label in enumerate(member[i]):
+            for rank, label in enumerate(member[i] or []):
                 weight = rank_weights[rank]
                 if label == "new_individual" and rank >= 2:
                     weight /= new_penalty
                 scores[label] = scores.get(label, 0.0) + alpha * weight
         for label in scores:
             scores[label] -= frequency_penalty * (
-                0 if label == "new_individual" else counts.get(label, 0)
+                0 if label == "new_individual" else gallery.get(label, 0)
             )
         out.append(sorted(scores, key=lambda label: (-scores[label], label))[:5])
     return out
@@ -190,3 +194,120 @@ def test_search_never_ends_below_its_best_member():
     assert searched >= best_alone > all_ones
     assert trace["start"].iloc[0] == "member 5 alone"
     assert searched == pytest.approx(trace["score"].iloc[-1])
+
+
+def test_members_missing_images_and_per_image_galleries_match_the_loop():
+    rng = np.random.default_rng(3)
+    pool = [f"id{i}" for i in range(12)] + ["new_individual"]
+    n = 150
+    members = [[list(rng.choice(pool, 5, replace=False)) for _ in range(n)] for _ in range(4)]
+    for j, member in enumerate(members[1:], start=1):  # members 1-3 miss a third of the images
+        for i in range(n):
+            if (i + j) % 3 == 0:
+                member[i] = None
+    galleries = [{f"id{i}": int(rng.integers(1, 80)) for i in range(12)} for _ in range(3)]
+    counts = [galleries[i % 3] for i in range(n)]  # three folds, three galleries
+    alphas = rng.uniform(0, 2, 4).round(1)
+    assert blend.rank_blend(members, alphas, counts) == blend_loop(members, alphas, counts)
+    # a member that misses an image adds no candidate to it, even at weight 0
+    row = next(i for i in range(n) if members[1][i] is None)
+    assert set(blend.rank_blend(members, [1, 1, 1, 1], counts)[row]) <= set(
+        sum((m[row] for m in members if m[row] is not None), [])
+    )
+
+
+def test_blend_input_errors_for_missing_rows_and_galleries():
+    a = [["p", "q", "r", "s", "t"], None]
+    with pytest.raises(ValueError, match="image 1: no member has a prediction for it"):
+        blend.rank_blend([a, a], [1, 1], {})
+    with pytest.raises(ValueError, match="individual_counts has 1 galleries for 2 images"):
+        blend.rank_blend([a, [a[0], a[0]]], [1, 1], [{}])
+
+
+def write_oof(folder, rows):
+    """An oof_predictions.csv of (image, five labels) rows, as the heads write them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["image,predictions"] + [f"{image},{' '.join(labels)}" for image, labels in rows]
+    (folder / "oof_predictions.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def labels_of(image, model):
+    """Five labels that say which model predicted which image."""
+    return [f"{model}-{image}", "x1", "x2", "x3", "x4"]
+
+
+def test_out_of_fold_assembly_by_hand_with_three_folds(tmp_path):
+    """Six photos in three folds; model A trained on every fold, B on folds 0 and 2 only. Each
+    photo's prediction by A comes from the A model validated on its fold (which never trained
+    on it); B does not vote on fold 1's photos."""
+    fold_of = {"p0": 0, "p1": 1, "p2": 2, "p3": 0, "p4": 1, "p5": 2}
+    members = []
+    for name, folds in (("A", (0, 1, 2)), ("B", (0, 2))):
+        for fold in folds:
+            mine = [image for image, f in fold_of.items() if f == fold]
+            folder = write_oof(
+                tmp_path / f"{name}{fold}", [(i, labels_of(i, f"{name}{fold}")) for i in mine]
+            )
+            members.append(blend.Member(name, fold, 3, 0, folder))
+    oof = blend.assemble_oof(members, fold_of)
+    assert oof.images == ["p0", "p1", "p2", "p3", "p4", "p5"]
+    assert oof.folds.tolist() == [0, 1, 2, 0, 1, 2]
+    assert oof.names == ["A", "B"]
+    firsts = [[None if row is None else row[0] for row in rows] for rows in oof.predictions]
+    assert firsts == [
+        ["A0-p0", "A1-p1", "A2-p2", "A0-p3", "A1-p4", "A2-p5"],
+        ["B0-p0", None, "B2-p2", "B0-p3", None, "B2-p5"],
+    ]
+    assert oof.coverage() == {"A": 6, "B": 4}
+    # on test every member votes, a name's weight shared among its folds
+    shared = blend.fold_member_alphas(members, ["A", "B"], [0.6, 1.0])
+    assert shared == pytest.approx([0.2, 0.2, 0.2, 0.5, 0.5])
+    # a model asked to predict a photo it trained on is refused, naming file and photo
+    write_oof(tmp_path / "A1", [("p1", labels_of("p1", "A1")), ("p0", labels_of("p0", "A1"))])
+    with pytest.raises(ValueError, match=r"A1/oof_predictions.csv: image 'p0' lies in fold 0, but"):
+        blend.assemble_oof(members, fold_of)
+    write_oof(tmp_path / "A1", [("p9", labels_of("p9", "A1"))])
+    with pytest.raises(ValueError, match="image 'p9' is not a training image of these folds"):
+        blend.assemble_oof(members, fold_of)
+
+
+def write_output(folder, fold, member=None, n_folds=3, snapshots=()):
+    """A notebook output folder as find_members sees it: scores.json and predictions."""
+    write_oof(folder, [])
+    scores = {"valid": {"map5": 0.5}, "split": {"fold": fold, "n_folds": n_folds, "seed": 0}}
+    (folder / "scores.json").write_text(
+        json.dumps({**scores, **({"member": member} if member else {})})
+    )
+    for name in snapshots:
+        write_oof(folder / "snapshots" / name, [])
+    return folder
+
+
+def test_find_members_reads_every_fold_and_snapshot(tmp_path):
+    runs = tmp_path / "runs"
+    write_output(runs / "kernel-a" / "04_effnet_arcface", 0, "b5 380px", snapshots=["epoch-005"])
+    write_output(runs / "kernel-b" / "04_effnet_arcface", 1, "b5 380px", snapshots=["epoch-005"])
+    write_output(runs / "03_resnet_arcmargin", 0)
+    (runs / "kernel-b" / "04_effnet_arcface" / "snapshots" / "epoch-010").mkdir()  # no files
+    found = blend.find_members(runs, ["03_resnet_arcmargin", "04_effnet_arcface"])
+    assert [(m.name, m.fold, m.folder.relative_to(runs).as_posix()) for m in found] == [
+        ("03_resnet_arcmargin", 0, "03_resnet_arcmargin"),
+        ("b5 380px", 0, "kernel-a/04_effnet_arcface"),
+        ("b5 380px epoch-005", 0, "kernel-a/04_effnet_arcface/snapshots/epoch-005"),
+        ("b5 380px", 1, "kernel-b/04_effnet_arcface"),
+        ("b5 380px epoch-005", 1, "kernel-b/04_effnet_arcface/snapshots/epoch-005"),
+    ]
+    write_output(runs / "04_effnet_arcface-again", 1, "b5 380px")
+    with pytest.raises(
+        ValueError, match=r"two members named 'b5 380px' on fold 1: .* different `member` names"
+    ):
+        blend.find_members(runs, ["04_effnet_arcface"])
+    write_output(runs / "04_effnet_arcface-again", 1, "b5 380px", n_folds=5)
+    with pytest.raises(ValueError, match=r"different fold assignments \(n_folds, seed\)"):
+        blend.find_members(runs, ["04_effnet_arcface"])
+    (runs / "04_effnet_arcface-again" / "scores.json").write_text('{"valid": {}}')
+    with pytest.raises(ValueError, match="no 'split'.*run notebook 04_effnet_arcface again"):
+        blend.find_members(runs, ["04_effnet_arcface"])
+    with pytest.raises(FileNotFoundError, match="no output of notebook 02_basic_cnn"):
+        blend.find_members(runs, ["02_basic_cnn"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_splits import tiny_split
 
-from whaleutils import heads, metrics, submission
+from whaleutils import heads, knn, metrics, submission
 
 
 def unit(degrees):
@@ -84,3 +84,52 @@ def test_classifier_head_picks_the_lowest_separating_confidence(tmp_path):
 def test_classifier_predictions_rejects_a_shape_mismatch():
     with pytest.raises(ValueError, match=r"shape \(n, 3\), got \(2, 2\)"):
         heads.classifier_predictions(np.ones((2, 2)), ["a", "b", "c"], 0.5)
+
+
+def test_best_rule_is_the_better_of_vote_and_max_on_validation(tmp_path):
+    """v_a3 lies 1 degree from c's photo and 5-6 degrees from a's two: among 3 neighbours the
+    vote ranks a first, the best similarity c. The other photos rank alike under both."""
+    split = tiny_split()
+    embeddings = {
+        "train": unit([-5, -6, 90, 1]),  # a a b c
+        "valid": unit([0, -45, -44, 87]),  # a, d, d, b
+        "test": unit([1, -44.5]),
+    }
+    vote, best_max = (heads.knn_search(split, embeddings, r, [3]) for r in ("vote", "max"))
+    assert vote["map5"] == pytest.approx(1.0) and best_max["map5"] < 0.9
+    best = heads.knn_search(split, embeddings, "best", [3])
+    assert (best["rule"], best["map5"]) == ("vote", vote["map5"])
+    assert sorted(set(best["curve"]["rule"])) == ["max", "vote"]
+    result = heads.knn_head(split, embeddings, tmp_path, "best", [3])
+    assert json.loads((tmp_path / "scores.json").read_text())["rule"] == "vote"
+    assert result["valid"]["map5"] == pytest.approx(1.0)
+
+
+def new_first_share(path):
+    labels = submission.read_predictions(path)["labels"]
+    return float(np.mean([row[0] == "new_individual" for row in labels]))
+
+
+@pytest.mark.parametrize("new_share", [None, 0.5])
+def test_a_new_individual_share_sets_each_parts_threshold(tmp_path, new_share):
+    split = tiny_split()
+    heads.knn_head(split, EMBEDDINGS, tmp_path, "max", [1, 3], new_share=new_share)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    if new_share is not None:
+        nearest = {
+            part: heads.neighbours(split, EMBEDDINGS, part, 1)[0][:, 0]
+            for part in ("valid", "test")
+        }
+        assert scores["valid_threshold"] == knn.share_threshold(nearest["valid"], 0.5)
+        assert scores["threshold"] == knn.share_threshold(nearest["test"], 0.5)
+        assert scores["new_share"] == 0.5 and "searched_threshold" in scores
+        # half of each part's photos get new_individual first: d's two of four, one of two
+        assert new_first_share(tmp_path / "oof_predictions.csv") == 0.5
+        assert new_first_share(tmp_path / "test_predictions.csv") == 0.5
+        assert_scores_match_the_file(split, tmp_path, "valid", "oof_predictions.csv")
+    # the settings reproduce the head's own predictions (what the snapshot members rely on)
+    for part, file_name in (("valid", "oof_predictions.csv"), ("test", "test_predictions.csv")):
+        lists, _ = heads.settings_predictions(split, EMBEDDINGS, part, scores)
+        assert lists == submission.read_predictions(tmp_path / file_name)["labels"].tolist()
+    with pytest.raises(ValueError, match=r"share must be in \[0, 1\], got share=1.5"):
+        knn.share_threshold(np.array([0.5]), 1.5)

@@ -19,15 +19,18 @@ from kaggle_server import FakeKaggle
 from whaleutils import cli, kaggle_suite, runner
 
 OWNER = "whale-tester"
-SLUGS = [
-    "happywhale-01-eda",
-    "happywhale-02-basic-cnn",
-    "happywhale-03-resnet-arcmargin",
-    "happywhale-04-effnet-arcface",
-    "happywhale-05-gradcam",
-    "happywhale-06-robustness",
-    "happywhale-07-blend",
+KERNELS = [  # (slug, notebook, fold): notebook 04 runs in one kernel per fold
+    ("happywhale-01-eda", "01_eda", None),
+    ("happywhale-02-basic-cnn", "02_basic_cnn", 0),
+    ("happywhale-03-resnet-arcmargin", "03_resnet_arcmargin", 0),
+    ("happywhale-04-effnet-arcface", "04_effnet_arcface", 0),
+    *[(f"happywhale-04-effnet-arcface-fold-{f}", "04_effnet_arcface", f) for f in range(1, 5)],
+    ("happywhale-05-gradcam", "05_gradcam", 0),
+    ("happywhale-06-robustness", "06_robustness", 0),
+    ("happywhale-07-blend", "07_blend", 0),
 ]
+SLUGS = [slug for slug, _, _ in KERNELS]
+TRAINING = [slug for slug, notebook, _ in KERNELS if notebook in runner.INPUTS["07_blend"]]
 
 
 # The pinned wheels for offline staging: `.ci/run` fills this folder with
@@ -101,7 +104,8 @@ def write_metadata(path: Path, **changes) -> Path:
 
 def test_repository_metadata_lists_every_notebook_once_in_order():
     metadata = kaggle_suite.load_metadata()
-    assert [k["notebook"] for k in metadata["kernels"]] == list(runner.NOTEBOOKS)
+    assert [k["notebook"] for k in metadata["kernels"]] == [n for _, n, _ in KERNELS]
+    assert list(dict.fromkeys(k["notebook"] for k in metadata["kernels"])) == list(runner.NOTEBOOKS)
     assert [k["slug"] for k in metadata["kernels"]] == SLUGS
     assert metadata["competition"] == "happy-whale-and-dolphin"
     for kernel in metadata["kernels"]:
@@ -109,11 +113,8 @@ def test_repository_metadata_lists_every_notebook_once_in_order():
         assert kernel["internet"] is False  # runs offline: wheels and weights are attached
     # the kernels each one reads follow from the suite's graph, stated once in the runner
     sources = {k["notebook"]: k["kernels"] for k in metadata["kernels"]}
-    assert sources["07_blend"] == [
-        "happywhale-02-basic-cnn",
-        "happywhale-03-resnet-arcmargin",
-        "happywhale-04-effnet-arcface",
-    ]
+    # the blend reads every training kernel (all five folds of 04), the others the first
+    assert sources["07_blend"] == TRAINING and len(TRAINING) == 7
     assert sources["05_gradcam"] == sources["06_robustness"] == ["happywhale-04-effnet-arcface"]
     assert sources["04_effnet_arcface"] == sources["01_eda"] == []
 
@@ -150,6 +151,38 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
     for fragment in expected:
         assert any(fragment in line for line in lines), (fragment, lines)
     assert len(lines) == len(expected)
+
+
+def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
+    kernels = [
+        {"slug": "whale-two", "title": "Whale Two", "notebook": "02_basic_cnn",
+         "parameters": {"fold": 1, "epochz": 3}},
+        {"slug": "whale-four", "title": "Whale Four", "notebook": "04_effnet_arcface"},
+        {"slug": "whale-three", "title": "Whale Three", "notebook": "03_resnet_arcmargin",
+         "parameters": [1]},
+        {"slug": "whale-seven", "title": "Whale Seven", "notebook": "07_blend"},
+        {"slug": "whale-four-b", "title": "Whale Four B", "notebook": "04_effnet_arcface",
+         "parameters": {"fold": 1}},
+    ]  # fmt: skip
+    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
+    with pytest.raises(kaggle_suite.MetadataError) as caught:
+        kaggle_suite.load_metadata(path)
+    lines = str(caught.value).splitlines()
+    expected = [
+        "kernels[0] (whale-two): parameters ['epochz'] are not parameters of notebook 02_basic_cnn",
+        "kernels[2] (whale-three): parameters must be an object of notebook parameters",
+        "kernels[3] (whale-seven): blends every output of ['02_basic_cnn', "
+        "'03_resnet_arcmargin', '04_effnet_arcface'], so ['whale-four-b'] must be listed before it",
+    ]
+    for fragment in expected:
+        assert any(fragment in line for line in lines), (fragment, lines)
+    assert len(lines) == len(expected)
+    del kernels[0]["parameters"]["epochz"], kernels[2]["parameters"]
+    kernels[3], kernels[4] = kernels[4], kernels[3]
+    metadata = kaggle_suite.load_metadata(write_metadata(path, kernels=kernels))
+    blend = metadata["kernels"][4]
+    assert blend["kernels"] == ["whale-two", "whale-three", "whale-four", "whale-four-b"]
+    assert metadata["kernels"][3]["parameters"] == {"fold": 1}
 
 
 @pytest.mark.parametrize(
@@ -242,9 +275,9 @@ def test_stage_writes_kernels_library_and_summary(staged):
     assert (training["enable_tpu"], training["machine_shape"]) == (True, "TpuV5E8")
 
 
-@pytest.mark.parametrize("slug, notebook", list(zip(SLUGS, runner.NOTEBOOKS, strict=True)))
+@pytest.mark.parametrize("slug, notebook, fold", KERNELS)
 @pytest.mark.slow
-def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, notebook):
+def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, notebook, fold):
     path = staged / slug / f"{slug}.ipynb"
     staged_nb = nbformat.read(path, as_version=4)
     nbformat.validate(staged_nb)
@@ -259,8 +292,9 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
     assert injected["out_dir"] == f"/kaggle/working/{notebook}"
     profile = runner.load_profile("kaggle")
     assert {k: injected[k] for k in profile[notebook]} == profile[notebook]
-    if notebook != "01_eda":  # 01 has no fold; every other notebook gets the profile's
-        assert {k: injected[k] for k in profile["_common"]} == profile["_common"]
+    if notebook != "01_eda":  # 01 has no fold; every other notebook gets the profile's,
+        common = {**profile["_common"], "fold": fold}  # the fold kernels their own fold
+        assert {k: injected[k] for k in profile["_common"]} == common
     if notebook in runner.INPUTS:
         assert injected["inputs_dir"] == "/kaggle/input"
     if notebook == "04_effnet_arcface":
@@ -389,15 +423,19 @@ def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
         "notebook",
         "Happywhale 07 Blend",
     )
-    assert blend["datasetDataSources"] == [f"{OWNER}/whaleutils-library"]
+    assert blend["datasetDataSources"] == [
+        f"{OWNER}/whaleutils-library",
+        f"{OWNER}/happywhale-detic-boxes",
+    ]
     assert blend["competitionDataSources"] == ["happy-whale-and-dolphin"]
-    assert blend["kernelDataSources"] == [f"{OWNER}/{s}" for s in SLUGS[1:4]]
-    assert blend["enableGpu"] is True and blend["machineShape"] == "NvidiaTeslaT4"
+    assert blend["kernelDataSources"] == [f"{OWNER}/{s}" for s in TRAINING]
+    assert blend["enableGpu"] is False and not blend.get("machineShape")
     assert not blend.get("enableInternet", False)
     effnet = bodies[3]
     assert effnet["datasetDataSources"] == [
         f"{OWNER}/whaleutils-library",
         f"{OWNER}/happywhale-backbone-weights",
+        f"{OWNER}/happywhale-detic-boxes",
     ]
     notebook = nbformat.reads(effnet["text"], as_version=4)
     tags = [c.metadata.get("tags", []) for c in notebook.cells]
@@ -418,12 +456,13 @@ def test_push_detects_a_server_side_error_the_cli_exits_0_on(staged, kaggle_env,
         return saved(request)
 
     fake = kaggle_env({"SaveKernel": refuse_gradcam})
-    code = cli.main(["kaggle", "push", "--stage", str(staged), "--only", SLUGS[4], SLUGS[5]])
+    gradcam, robustness = "happywhale-05-gradcam", "happywhale-06-robustness"
+    code = cli.main(["kaggle", "push", "--stage", str(staged), "--only", gradcam, robustness])
     assert code == 1
     assert len(fake.named("SaveKernel")) == 2  # the failure does not stop the others
     captured = capsys.readouterr()
-    assert f"{OWNER}/{SLUGS[4]}: FAILED: Kernel push error: Notebook quota exceeded" in captured.err
-    assert f"{OWNER}/{SLUGS[5]}: pushed" in captured.out
+    assert f"{OWNER}/{gradcam}: FAILED: Kernel push error: Notebook quota exceeded" in captured.err
+    assert f"{OWNER}/{robustness}: pushed" in captured.out
     assert "1 of 2 pushes failed" in captured.err
 
 

@@ -53,8 +53,8 @@ class _Encoded:
 
 
 def _encode(
-    member_predictions: Sequence[Sequence[Sequence[str]]],
-    individual_counts: Mapping[str, int],
+    member_predictions: Sequence[Sequence[Sequence[str] | None]],
+    individual_counts: Mapping[str, int] | Sequence[Mapping[str, int]],
     rank_weights: Sequence[float],
     frequency_penalty: float,
     new_individual_penalty: float,
@@ -70,17 +70,31 @@ def _encode(
         raise ValueError(f"rank_weights must have {N_PREDICTIONS} values, got {list(rank_weights)}")
     if new_individual_penalty <= 0:
         raise ValueError(f"new_individual_penalty must be > 0, got {new_individual_penalty}")
+    per_image = not isinstance(individual_counts, Mapping)
+    if per_image and len(individual_counts) != n_images:
+        raise ValueError(
+            f"individual_counts has {len(individual_counts)} galleries for {n_images} images"
+        )
 
+    # A member without a prediction for an image (None) votes there with weight 0, over the
+    # labels of the first member that has one, so it adds no candidate.
+    present = np.array([[row is not None for row in member] for member in member_predictions])
+    uncovered = np.flatnonzero(~present.any(axis=0))
+    if len(uncovered):
+        raise ValueError(f"image {int(uncovered[0])}: no member has a prediction for it")
+    stand_in = present.argmax(axis=0)  # (n,) the first member with a prediction
     labels = np.empty((n_members, n_images, N_PREDICTIONS), dtype=object)
     for j, member in enumerate(member_predictions):
-        lengths = np.fromiter((len(row) for row in member), dtype=np.int64, count=n_images)
+        rows = [row if row is not None else member_predictions[stand_in[i]][i]
+                for i, row in enumerate(member)]  # fmt: skip
+        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=n_images)
         if np.any(lengths != N_PREDICTIONS):
             bad = int(np.flatnonzero(lengths != N_PREDICTIONS)[0])
             raise ValueError(
                 f"member {j}, image {bad}: expected {N_PREDICTIONS} distinct labels, "
-                f"got {list(member[bad])}"
+                f"got {list(rows[bad])}"
             )
-        labels[j] = np.array([list(row) for row in member], dtype=object)
+        labels[j] = np.array([list(row) for row in rows], dtype=object)
     vocabulary, codes = np.unique(labels.ravel().astype(str), return_inverse=True)
     codes = codes.reshape(labels.shape).astype(np.int64)  # (M, n, 5)
     ordered = np.sort(codes, axis=2)
@@ -108,13 +122,25 @@ def _encode(
     if new_code < len(vocabulary) and vocabulary[new_code] == NEW_INDIVIDUAL:
         low_rank_new = (codes == new_code) & (np.arange(N_PREDICTIONS) >= 2)  # ranks 3, 4, 5
         weights[low_rank_new] /= new_individual_penalty
-    counts = np.array(
-        [0 if v == NEW_INDIVIDUAL else individual_counts.get(v, 0) for v in vocabulary],
-        dtype=np.float64,
-    )
-    penalty = np.where(
-        candidates >= 0, frequency_penalty * counts[np.maximum(candidates, 0)], np.inf
-    )
+    weights[~present] = 0.0
+
+    def count_vector(counts: Mapping[str, int]) -> np.ndarray:
+        return np.array(
+            [0 if v == NEW_INDIVIDUAL else counts.get(v, 0) for v in vocabulary], dtype=np.float64
+        )
+
+    safe = np.maximum(candidates, 0)
+    if per_image:  # one gallery per image; images sharing a gallery object share the work
+        counted = np.zeros(candidates.shape)
+        groups: dict[int, list[int]] = {}
+        for i, counts in enumerate(individual_counts):
+            groups.setdefault(id(counts), []).append(i)
+        for image_rows in groups.values():
+            vector = count_vector(individual_counts[image_rows[0]])
+            counted[image_rows] = vector[safe[image_rows]]
+    else:
+        counted = count_vector(individual_counts)[safe]
+    penalty = np.where(candidates >= 0, frequency_penalty * counted, np.inf)
     return _Encoded(vocabulary, candidates, columns, weights, penalty)
 
 
@@ -156,7 +182,7 @@ def _check_alphas(alphas, n_members: int) -> np.ndarray:
 def rank_blend(
     member_predictions: Sequence[Sequence[Sequence[str]]],
     alphas: Sequence[float],
-    individual_counts: Mapping[str, int],
+    individual_counts: Mapping[str, int] | Sequence[Mapping[str, int]],
     rank_weights: Sequence[float] = RANK_WEIGHTS,
     frequency_penalty: float = 0.033,
     new_individual_penalty: float = 4.0,
@@ -167,9 +193,11 @@ def rank_blend(
     Parameters
     ----------
     member_predictions : list over members of lists over images of five ranked labels
-        (every member in the same image order)
+        (every member in the same image order); None where a member has no prediction for an
+        image (e.g. the images of other folds): it does not vote there
     alphas : member weights, >= 0, shape (n_members,)
-    individual_counts : gallery photos per individual id (ids absent count 0)
+    individual_counts : gallery photos per individual id (ids absent count 0); or one such
+        mapping per image, when images were matched against different galleries (folds)
     rank_weights : the weight of ranks 1-5
     frequency_penalty : subtracted per training photo of an id
     new_individual_penalty : divides a member's vote for ``new_individual`` at rank 3-5
@@ -258,7 +286,7 @@ def _ascend(
 def search_alphas(
     oof_member_predictions: Sequence[Sequence[Sequence[str]]],
     truth: Sequence[str],
-    individual_counts: Mapping[str, int],
+    individual_counts: Mapping[str, int] | Sequence[Mapping[str, int]],
     step: float = 0.1,
     tol: float = 1e-3,
     max_sweeps: int = 20,
@@ -275,7 +303,8 @@ def search_alphas(
     starts, all ones and the best single member alone (weight 1, the others 0), and the better
     end wins (equal: all ones): from all ones, a few weak members can hold the blend below its
     best member, since no single step of one weight is large enough to help. The result never
-    scores below either start on the out-of-fold data.
+    scores below either start on the out-of-fold data. Members may miss images (None) and
+    ``individual_counts`` may be one gallery per image, as in :func:`rank_blend`.
 
     Returns
     -------
@@ -362,6 +391,138 @@ def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[li
     return images, members
 
 
+# ------------------------------------------------------------------ members across folds
+
+
+@dataclass(frozen=True)
+class Member:
+    """One blend member: a trained model's predictions in ``folder`` (``oof_predictions.csv``
+    for its validation fold, ``test_predictions.csv``; ``{train,valid,test}.npz`` too for
+    embedding models). ``name`` is the same on every fold (e.g. ``keras-efficientnet-b5 380px
+    epoch-010``): members of one name are one model trained on different folds."""
+
+    name: str
+    fold: int
+    n_folds: int
+    seed: int
+    folder: Path
+
+
+def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> list[Member]:
+    """Every member the ``notebooks``' outputs under ``inputs_dir`` hold: each output folder
+    (``environment.notebook_outputs``: one per fold or variant) and the snapshots it embedded
+    (``snapshots/epoch-NNN/``, see :func:`snapshot_members`).
+
+    The name is ``scores.json``'s ``member`` (notebook 04 writes its backbone and image size),
+    else the notebook's name; snapshots add their epoch. The fold comes from ``scores.json``'s
+    ``split``.
+
+    Raises
+    ------
+    ValueError
+        If an output has no ``split`` (written before folds were recorded: run it again), if the
+        outputs come from different fold assignments (n_folds, seed), or if two outputs give the
+        same name on the same fold (set notebook 04's ``member`` parameter to tell them apart).
+    """
+    from whaleutils import environment, outputs
+
+    members: list[Member] = []
+    for notebook in notebooks:
+        for folder in environment.notebook_outputs(inputs_dir, notebook):
+            scores = outputs.read_scores(folder)
+            if "split" not in scores:
+                raise ValueError(
+                    f"{folder / outputs.SCORES}: no 'split' (fold, n_folds, seed); this output "
+                    f"predates fold records: run notebook {notebook} again"
+                )
+            split = scores["split"]
+            name = scores.get("member") or notebook
+            common = (int(split["fold"]), int(split["n_folds"]), int(split["seed"]))
+            members.append(Member(name, *common, folder))
+            for snapshot in sorted((folder / "snapshots").glob("epoch-*")):
+                if (snapshot / "oof_predictions.csv").is_file():
+                    members.append(Member(f"{name} {snapshot.name}", *common, snapshot))
+    assignments = {(m.n_folds, m.seed) for m in members}
+    if len(assignments) > 1:
+        examples = {(m.n_folds, m.seed): m.folder for m in members}
+        raise ValueError(
+            "the members come from different fold assignments (n_folds, seed): "
+            + "; ".join(f"{key} in {folder}" for key, folder in sorted(examples.items()))
+        )
+    seen: dict[tuple[str, int], Path] = {}
+    for member in members:
+        other = seen.setdefault((member.name, member.fold), member.folder)
+        if other != member.folder:
+            raise ValueError(
+                f"two members named {member.name!r} on fold {member.fold}: {other} and "
+                f"{member.folder}; give them different `member` names"
+            )
+    return members
+
+
+@dataclass
+class OutOfFold:
+    """Out-of-fold predictions of every member name over the images some member of that name
+    did not train on. ``images`` in the order of ``fold_of_image``; ``folds`` (n,) their folds;
+    ``names`` the member names (first-seen order); ``predictions[j][i]`` name j's five labels for
+    image i, from its member of that image's fold, or None if it has no member there."""
+
+    images: list[str]
+    folds: np.ndarray
+    names: list[str]
+    predictions: list[list[list[str] | None]]
+
+    def coverage(self) -> dict[str, int]:
+        """Images each member name predicted."""
+        return {
+            name: sum(row is not None for row in rows)
+            for name, rows in zip(self.names, self.predictions, strict=True)
+        }
+
+
+def assemble_oof(members: Sequence[Member], fold_of_image: Mapping[str, int]) -> OutOfFold:
+    """Join the members' ``oof_predictions.csv`` by name: each image's prediction comes from the
+    member of that name whose validation fold holds the image, i.e. a model that did not train
+    on it (``fold_of_image``: every training image's fold, ``data.make_folds``).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and image if a member's out-of-fold file holds an image outside its own
+        fold (its model trained on it), or an image not in ``fold_of_image``.
+    """
+    names = list(dict.fromkeys(member.name for member in members))
+    by_image: dict[str, dict[str, list[str]]] = {}
+    for member in members:
+        path = member.folder / "oof_predictions.csv"
+        frame = submission.read_predictions(path)
+        for image, labels in zip(frame["image"], frame["labels"], strict=True):
+            fold = fold_of_image.get(image)
+            if fold is None:
+                raise ValueError(f"{path}: image {image!r} is not a training image of these folds")
+            if fold != member.fold:
+                raise ValueError(
+                    f"{path}: image {image!r} lies in fold {fold}, but this member was "
+                    f"validated on fold {member.fold} and so trained on it"
+                )
+            by_image.setdefault(image, {})[member.name] = list(labels)
+    images = [image for image in fold_of_image if image in by_image]
+    return OutOfFold(
+        images,
+        np.array([fold_of_image[image] for image in images], dtype=np.int64),
+        names,
+        [[by_image[image].get(name) for image in images] for name in names],
+    )
+
+
+def fold_member_alphas(members: Sequence[Member], names: Sequence[str], alphas) -> list[float]:
+    """Each member's weight on the test set: its name's weight shared among that name's
+    members (one per fold), so a name weighs the same whatever its number of folds."""
+    alpha_of = dict(zip(names, _check_alphas(alphas, len(names)), strict=True))
+    folds_of = pd.Series([m.name for m in members]).value_counts().to_dict()
+    return [float(alpha_of[m.name] / folds_of[m.name]) for m in members]
+
+
 def load_member_embeddings(
     folders: Sequence[str | os.PathLike], part: str, image_names: Sequence[str]
 ) -> list[np.ndarray]:
@@ -394,17 +555,36 @@ def load_member_embeddings(
     return result
 
 
+SNAPSHOT_FILES = (
+    "train.npz",
+    "valid.npz",
+    "test.npz",
+    "oof_predictions.csv",
+    "test_predictions.csv",
+)
+
+
 def snapshot_members(
-    split, member_folder: str | os.PathLike, out_dir: str | os.PathLike, batch_size: int
+    split,
+    member_folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    batch_size: int,
+    final_epoch: int | None = None,
 ) -> list[Path]:
     """Every snapshot embedding model a trained notebook saved (``member_folder/run/snapshots/
     epoch-NNN.keras``; none for most notebooks) as a blend member: embedded at its own image
     size with the notebook's TTA (``embed.embed_split``) and run through the KNN head with the
-    notebook's k, threshold and rule (its ``scores.json``). Writes ``out_dir/<snapshot>/`` with
-    ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``; returns those folders."""
+    notebook's settings (its ``scores.json``: ``heads.settings_predictions``). Writes
+    ``out_dir/<snapshot>/`` with ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``;
+    returns those folders. The snapshot of ``final_epoch`` is skipped: it is the notebook's own
+    model, already a member."""
     from whaleutils import embed, heads, models, outputs
 
-    paths = sorted((Path(member_folder) / "run" / "snapshots").glob("epoch-*.keras"))
+    paths = [
+        path
+        for path in sorted((Path(member_folder) / "run" / "snapshots").glob("epoch-*.keras"))
+        if final_epoch is None or path.stem != f"epoch-{final_epoch:03d}"
+    ]
     if not paths:
         return []
     settings = outputs.read_scores(member_folder)
@@ -417,9 +597,7 @@ def snapshot_members(
             models.load_model(path), split, batch_size, folder, tta, model_name=str(path)
         )
         for name, part in (("oof_predictions.csv", "valid"), ("test_predictions.csv", "test")):
-            lists, scores = heads.knn_predictions(
-                split, embeddings, part, settings["k"], settings["threshold"], settings["rule"]
-            )
+            lists, scores = heads.settings_predictions(split, embeddings, part, settings)
             submission.write_predictions(
                 folder / name, split.frame(part)["image"], lists, scores, overwrite=True
             )
@@ -427,18 +605,52 @@ def snapshot_members(
     return folders
 
 
-def member_scores(split, names, oof_images, oof_members, test_images, test_members):
-    """Validation and test MAP@5 of each member (test: None without a solution), one row per
-    member: the blend notebook's comparison table."""
+def oof_truth_and_galleries(
+    data_dir, oof: OutOfFold, n_folds: int, seed: int
+) -> tuple[list[str], list[dict[str, int]]]:
+    """Each out-of-fold image's true label on its own fold (``new_individual`` for individuals
+    absent from that fold's training part) and the photo counts of the gallery it was matched
+    against (its fold's validation gallery, ``splits.Split.photo_counts``): the blend's truth
+    and frequency penalty. Images of one fold share one counts mapping."""
+    from whaleutils import splits
+
+    truth: list = [None] * len(oof.images)
+    galleries: list = [None] * len(oof.images)
+    for fold in sorted(set(oof.folds.tolist())):
+        split = splits.load_split(data_dir, fold, n_folds, seed)
+        rows = np.flatnonzero(oof.folds == fold)
+        counts = split.photo_counts("valid")
+        for row, label in zip(
+            rows, split.truth("valid", [oof.images[i] for i in rows]), strict=True
+        ):
+            truth[row], galleries[row] = label, counts
+    return truth, galleries
+
+
+def member_scores(split, oof: OutOfFold, truth, members, test_images, test_members):
+    """One row per member name: its folds, the images it predicted out of fold and their
+    MAP@5, and the test MAP@5 (None without a solution) of its fold models' predictions joined
+    by plain rank voting (a single fold: its own predictions): the blend notebook's table."""
     from whaleutils import heads
 
     rows = []
-    for name, oof, test in zip(names, oof_members, test_members, strict=True):
+    for name, predictions in zip(oof.names, oof.predictions, strict=True):
+        covered = [i for i, row in enumerate(predictions) if row is not None]
+        own = [test_members[k] for k, member in enumerate(members) if member.name == name]
+        test = (
+            own[0]
+            if len(own) == 1
+            else rank_blend(own, [1.0] * len(own), {}, frequency_penalty=0.0)
+        )
         test_scores = heads.split_scores(split, "test", test_images, test) or {}
         rows.append(
             {
                 "model": name,
-                "valid_map5": heads.split_scores(split, "valid", oof_images, oof)["map5"],
+                "folds": len(own),
+                "oof_images": len(covered),
+                "oof_map5": heads.score(
+                    [truth[i] for i in covered], [predictions[i] for i in covered]
+                )["map5"],
                 "test_map5": test_scores.get("map5"),
             }
         )

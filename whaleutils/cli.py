@@ -131,7 +131,9 @@ def cmd_run(args) -> int:
                 overrides[name] = value
             else:
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such file or folder")
-        summary = runner.run(args.profile, args.data, args.out, args.only, args.force, overrides)
+        summary = runner.run(
+            args.profile, args.data, args.out, args.only, args.force, overrides, args.variant
+        )
     except runner.NotebookFailed:
         return 1  # the runner has printed which notebook and cell failed
     except ValueError as error:  # an unknown notebook or parameter
@@ -342,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--boxes", help="CSV (or folder of CSVs) of image,box for train and test photos")
     p.add_argument("--crop-cache", help="a crop cache (python -m whaleutils crops) to read")
+    p.add_argument(
+        "--variant",
+        help="write NOTEBOOK-VARIANT folders (e.g. --only 04_effnet_arcface -p fold 1 "
+        "--variant fold1); the blend reads every variant",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser(

@@ -152,6 +152,38 @@ def notebook_output(
     )
 
 
+def notebook_outputs(
+    inputs_dir: str | os.PathLike, notebook: str, marker: str = "scores.json"
+) -> list[Path]:
+    """Every output folder of ``notebook`` under ``inputs_dir`` (up to ``SEARCH_DEPTH`` levels
+    below it): folders named ``notebook`` (one per Kaggle kernel running it, e.g. one per fold)
+    or ``notebook-VARIANT`` (local runs with ``--variant``), holding ``marker``; sorted by path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is none, naming what was looked for and where.
+    """
+    runs = Path(inputs_dir)
+    found = (
+        sorted(
+            folder
+            for folder in _walk(runs, SEARCH_DEPTH)
+            if (folder.name == notebook or folder.name.startswith(f"{notebook}-"))
+            and (folder / marker).exists()
+        )
+        if runs.is_dir()
+        else []
+    )
+    if not found:
+        raise FileNotFoundError(
+            f"no output of notebook {notebook} ({notebook}/{marker} or {notebook}-*/{marker}) "
+            f"found in {runs} or up to {SEARCH_DEPTH} levels below it; run that notebook first"
+            + (" and attach its kernel as an input" if on_kaggle() else "")
+        )
+    return found
+
+
 def weights_file_name(backbone: str, weights: str) -> str | None:
     """The file a backbone's named weights are saved as (what Keras would download), or None.
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from whaleutils import embed, knn, metrics, outputs, submission
 from whaleutils.splits import Split
@@ -60,13 +61,16 @@ def write_predictions(
     settings: dict,
     valid_images: Sequence[str] | None = None,
     test_images: Sequence[str] | None = None,
+    valid_truth: Sequence[str] | None = None,
 ) -> dict:
     """Write the prediction files and ``scores.json`` of a head (or a blend); returns the
     scores.
 
     ``valid`` and ``test`` are (label lists, scores (n, 5)) for ``valid_images`` and
     ``test_images`` (default: the split's row order); ``settings`` (the head's chosen values)
-    are stored beside the scores.
+    are stored beside the scores, with the split's fold (``split``). ``valid_truth``: the
+    labels the validation predictions are scored on, if not the split's (a blend's
+    out-of-fold images span every fold).
     """
     out_dir = Path(out_dir)
     images = {
@@ -82,8 +86,13 @@ def write_predictions(
         )
     submission.write_submission(out_dir / "submission.csv", images["test"], test[0], overwrite=True)
     scores = {
-        "valid": split_scores(split, "valid", images["valid"], valid[0]),
+        "valid": (
+            split_scores(split, "valid", images["valid"], valid[0])
+            if valid_truth is None
+            else score(valid_truth, valid[0])
+        ),
         "test": split_scores(split, "test", images["test"], test[0]),
+        "split": split.describe_fold(),
         **settings,
     }
     outputs.write_json(out_dir / outputs.SCORES, scores)
@@ -146,12 +155,26 @@ def knn_search(
 ) -> dict:
     """k and the distance threshold that maximise validation MAP@5 (``knn.search_k_and_
     threshold``), with the validation queries' nearest neighbours under :func:`neighbours`;
-    the result also holds those neighbours (``similarities``, ``indices``, ``labels``)."""
+    the result also holds those neighbours (``similarities``, ``indices``, ``labels``) and the
+    ``rule``. ``rule="best"`` searches every rule of ``knn.RULES`` (ties: the first); the curve
+    then has a ``rule`` column."""
+    rules = knn.RULES if rule == "best" else (rule,)
     similarities, indices, labels = neighbours(split, embeddings, "valid", max(k_grid))
-    search = knn.search_k_and_threshold(
-        similarities, indices, labels, split.valid["target_id"].to_numpy(), rule, k_grid
-    )
-    return {**search, "similarities": similarities, "indices": indices, "labels": labels}
+    truth = split.valid["target_id"].to_numpy()
+    searches = []
+    for candidate in rules:
+        search = knn.search_k_and_threshold(similarities, indices, labels, truth, candidate, k_grid)
+        search["curve"].insert(0, "rule", candidate)
+        searches.append({**search, "rule": candidate})
+    best = max(searches, key=lambda s: s["map5"])  # ties: the first rule
+    curve = pd.concat([s["curve"] for s in searches], ignore_index=True)
+    return {
+        **best,
+        "curve": curve,
+        "similarities": similarities,
+        "indices": indices,
+        "labels": labels,
+    }
 
 
 def knn_head(
@@ -160,9 +183,17 @@ def knn_head(
     out_dir: str | os.PathLike,
     rule: str = "vote",
     k_grid: Sequence[int] = knn.K_GRID,
+    member: str | None = None,
+    new_share: float | None = None,
 ) -> dict:
     """Choose k and the threshold on validation, write the head's files (module docstring)
     and ``knn_search.csv`` / ``.png``; returns the scores with ``search`` (the search's result).
+
+    ``rule``: ``vote``, ``max`` or ``best`` (both searched, the better on validation kept).
+    ``member``: the model's name in a blend, the same on every fold (``blend.find_members``).
+    ``new_share``: put ``new_individual`` first for this share of each part's photos
+    (``knn.share_threshold``, validation and test each by their own distances) instead of
+    carrying the validated distance threshold over to test.
 
     The scores also describe the embedding (``embedding``: participation ratio of the training
     embeddings, median cosine of each validation photo to its nearest and 10th neighbour).
@@ -172,10 +203,13 @@ def knn_head(
     search["curve"].to_csv(out_dir / "knn_search.csv", index=False)
     plot_knn_search(search).savefig(out_dir / "knn_search.png", dpi=110)
     nearest = search["similarities"][:, : min(10, search["similarities"].shape[1])]
+    k, rule = search["k"], search["rule"]
+    test_neighbours = neighbours(split, embeddings, "test", k)
     settings = {
-        "k": search["k"],
+        "k": k,
         "threshold": search["threshold"],
         "rule": rule,
+        **({"member": member} if member else {}),
         "embedding": {  # is the space used? (a barely trained model: a handful of dimensions)
             "participation_ratio": round(embed.participation_ratio(embeddings["train"]), 2),
             "dimensions": int(embeddings["train"].shape[1]),
@@ -183,25 +217,58 @@ def knn_head(
             "valid_10th_cosine_median": round(float(np.median(nearest[:, -1])), 4),
         },
     }
-    k = search["k"]  # the search's neighbours, cut to k, are the validation predictions' own
+    thresholds = {"valid": search["threshold"], "test": search["threshold"]}
+    if new_share is not None:
+        thresholds = {
+            "valid": knn.share_threshold(search["similarities"][:, 0], new_share),
+            "test": knn.share_threshold(test_neighbours[0][:, 0], new_share),
+        }
+        settings.update(
+            new_share=new_share,
+            searched_threshold=search["threshold"],
+            threshold=thresholds["test"],
+            valid_threshold=thresholds["valid"],
+        )
+    # the search's neighbours, cut to k, are the validation predictions' own
     valid = knn.predict_from_neighbours(
         search["similarities"][:, :k],
         search["indices"][:, :k],
         search["labels"],
-        search["threshold"],
+        thresholds["valid"],
         rule,
         split.frequent_ids("valid"),
     )
-    test = knn_predictions(split, embeddings, "test", k, search["threshold"], rule)
+    test = knn.predict_from_neighbours(
+        *test_neighbours, thresholds["test"], rule, split.frequent_ids("test")
+    )
     scores = write_predictions(split, out_dir, valid, test, settings)
     return {**scores, "search": search}
 
 
+def settings_predictions(
+    split: Split, embeddings: dict[str, np.ndarray], part: str, settings: dict
+) -> tuple[list[list[str]], np.ndarray]:
+    """``part``'s predictions with a head's chosen settings (its ``scores.json``: k, rule, and
+    the distance threshold, or the ``new_share`` of the part's photos put ``new_individual``
+    first): what :func:`knn_head` chose, applied to other embeddings (e.g. a snapshot's)."""
+    similarities, indices, labels = neighbours(split, embeddings, part, settings["k"])
+    threshold = (
+        settings["threshold"]
+        if settings.get("new_share") is None
+        else knn.share_threshold(similarities[:, 0], settings["new_share"])
+    )
+    return knn.predict_from_neighbours(
+        similarities, indices, labels, threshold, settings["rule"], split.frequent_ids(part)
+    )
+
+
 def plot_knn_search(search: dict):
-    """Validation MAP@5 against the distance threshold, one line per k, the choice marked."""
+    """Validation MAP@5 against the distance threshold, one line per k, the choice marked (the
+    chosen rule's curves, when several rules were searched)."""
     import matplotlib.pyplot as plt
 
     curve = search["curve"]
+    curve = curve[curve["rule"] == search["rule"]]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4))
     for k, rows in curve.groupby("k"):
         axes[0].plot(rows["threshold"], rows["map5"], label=f"k={k}")
@@ -214,7 +281,8 @@ def plot_knn_search(search: dict):
         axes[1].plot(chosen["threshold"], chosen[column], label=column)
     axes[1].axvline(search["threshold"], color="grey", linestyle="--")
     axes[1].set_title(
-        f"k={search['k']}: threshold {search['threshold']:.4g}, MAP@5 {search['map5']:.4f}"
+        f"rule {search['rule']}, k={search['k']}: threshold {search['threshold']:.4g}, "
+        f"MAP@5 {search['map5']:.4f}"
     )
     axes[1].set_xlabel("distance threshold")
     axes[1].legend()

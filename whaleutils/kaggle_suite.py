@@ -12,10 +12,13 @@ kernel::
                   "private": true, "datasets": []}, ...]}
 
 ``accelerator`` is ``none``, ``gpu`` (GPU T4 x2) or ``tpu`` (TPU v5e-8); ``datasets`` are
-``owner/slug`` or a bare ``slug`` of the same owner. The kernels whose outputs a kernel reads
-are not listed: they follow from ``runner.INPUTS`` (the kernel running each notebook that this
-one reads, which must be listed earlier). Every kernel also gets the competition and the
-library dataset as sources. The owner is filled in at staging.
+``owner/slug`` or a bare ``slug`` of the same owner; ``parameters`` (optional) set notebook
+parameters of this kernel over the profile's, e.g. ``{"fold": 1}``: one notebook may run in
+several kernels (folds, backbones). The kernels whose outputs a kernel reads are not listed:
+they follow from ``runner.INPUTS``: the first kernel running each notebook this one reads, or,
+for a notebook that reads every output (``runner.READS_EVERY_OUTPUT``, the blend), every such
+kernel; all must be listed earlier. Every kernel also gets the competition and the library
+dataset as sources. The owner is filled in at staging.
 
 ``stage(out_dir)`` writes::
 
@@ -55,7 +58,7 @@ ACCELERATORS = {  # accelerator -> (enable_gpu, enable_tpu, machine_shape)
     "tpu": (False, True, "TpuV5E8"),
 }
 KERNEL_FIELDS = frozenset(
-    ("slug", "title", "notebook", "accelerator", "internet", "private", "datasets")
+    ("slug", "title", "notebook", "accelerator", "internet", "private", "datasets", "parameters")
 )
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -146,7 +149,7 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
         problems.append(f"{path}: kernels must be a non-empty list")
         kernels = []
     seen: list[str] = []
-    kernel_of: dict[str, str] = {}  # notebook -> the first kernel running it
+    kernels_of: dict[str, list[str]] = {}  # notebook -> the kernels running it, in order
     for index, kernel in enumerate(kernels):
         where = f"{path}: kernels[{index}]"
         if not isinstance(kernel, dict):
@@ -188,19 +191,47 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
             kernel["datasets"] = []
         for dataset in kernel["datasets"]:
             _check_source(dataset, "datasets", where, problems)
+        kernel.setdefault("parameters", {})
+        if not isinstance(kernel["parameters"], dict):
+            problems.append(f"{where}: parameters must be an object of notebook parameters")
+            kernel["parameters"] = {}
+        elif kernel.get("notebook") in runner.NOTEBOOKS:
+            undeclared = sorted(
+                set(kernel["parameters"]) - runner.declared_parameters(kernel["notebook"])
+            )
+            if undeclared:
+                problems.append(
+                    f"{where}: parameters {undeclared} are not parameters of notebook "
+                    f"{kernel['notebook']}"
+                )
         # The kernels whose outputs this one reads follow from the suite's graph.
         kernel["kernels"] = []
+        every = kernel.get("notebook") in runner.READS_EVERY_OUTPUT
         for notebook in runner.INPUTS.get(kernel.get("notebook"), ()):
-            if notebook not in kernel_of:
+            if notebook not in kernels_of:
                 problems.append(
                     f"{where}: reads the outputs of notebook {notebook}, so a kernel running "
                     f"{notebook} must be listed before this one"
                 )
             else:
-                kernel["kernels"].append(kernel_of[notebook])
+                kernel["kernels"] += kernels_of[notebook] if every else kernels_of[notebook][:1]
         if isinstance(slug, str):
             seen.append(slug)
-            kernel_of.setdefault(kernel.get("notebook"), slug)
+            kernels_of.setdefault(kernel.get("notebook"), []).append(slug)
+    for index, kernel in enumerate(kernels):  # a blend must come after every kernel it reads
+        if not isinstance(kernel, dict) or kernel.get("notebook") not in runner.READS_EVERY_OUTPUT:
+            continue
+        later = [
+            other.get("slug")
+            for other in kernels[index + 1 :]
+            if isinstance(other, dict)
+            and other.get("notebook") in runner.INPUTS.get(kernel["notebook"], ())
+        ]
+        if later:
+            problems.append(
+                f"{path}: kernels[{index}] ({kernel.get('slug')}): blends every output of "
+                f"{list(runner.INPUTS[kernel['notebook']])}, so {later} must be listed before it"
+            )
     if problems:
         raise MetadataError("\n".join(problems))
     return metadata
@@ -439,6 +470,7 @@ def stage(
             None,
             environment.KAGGLE_WORKING / notebook,
             environment.KAGGLE_INPUT,
+            kernel["parameters"],
         )
         unknown = sorted(set(parameters) - declared)
         if unknown:

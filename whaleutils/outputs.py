@@ -119,7 +119,11 @@ def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
         folder=folder,
         embedding_model=embedding_model,
         image_size=models.input_image_size(embedding_model),
-        knn=KnnSettings(int(scores["k"]), float(scores["threshold"]), str(scores["rule"])),
+        knn=KnnSettings(  # its users (05, 06) query validation photos: the validation
+            int(scores["k"]),  # threshold where a new_individual share set the two apart
+            float(scores.get("valid_threshold", scores["threshold"])),
+            str(scores["rule"]),
+        ),
         embedding_files={
             part: embed.load_embeddings(folder / f"{part}.npz")
             for part in ("train", "valid", "test")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import sys
 import time
@@ -53,6 +54,9 @@ INPUTS = {
     "06_robustness": ("04_effnet_arcface",),
     "07_blend": ("02_basic_cnn", "03_resnet_arcmargin", "04_effnet_arcface"),
 }
+# Notebooks that read every output of their INPUTS notebooks (each fold or variant: one
+# Kaggle kernel each), not only the first: the blend.
+READS_EVERY_OUTPUT = frozenset({"07_blend"})
 # params/<profile>/_common.yaml: settings every notebook gets if its parameters cell declares
 # them (the fold, the number of folds, the seed), so that they are stated once per profile.
 COMMON = "_common"
@@ -166,11 +170,17 @@ def run(
     only: list[str] | None = None,
     force: bool = False,
     overrides: dict | None = None,
+    variant: str | None = None,
 ) -> dict:
     """Run the suite (or the ``only`` notebooks) and write the summary; returns it.
 
     ``overrides`` set parameters of every notebook that declares them, over the profile's
-    values (a notebook whose outputs are complete is still skipped: use ``force``)."""
+    values (a notebook whose outputs are complete is still skipped: use ``force``).
+    ``variant`` writes each notebook into ``<notebook>-<variant>`` beside the main folders, e.g.
+    notebook 04 on another fold (``only=["04_effnet_arcface"], overrides={"fold": 1},
+    variant="fold1"``): the blend reads every variant, the other notebooks the main folder."""
+    if variant is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", variant):
+        raise ValueError(f"variant must be letters, digits, '_' or '.', got variant={variant!r}")
     settings = load_profile(profile)
     runs = Path(runs_dir)
     run_dir = runs / profile
@@ -197,11 +207,14 @@ def run(
             if name in earlier:
                 summary["notebooks"].append({**earlier[name], "reused": True})
             continue
-        out = run_dir / name
+        folder_name = name if variant is None else f"{name}-{variant}"
+        out = run_dir / folder_name
         parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
         if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
-            previous = earlier.get(name, {"name": name, "status": "ok", "seconds": None})
+            previous = earlier.get(
+                folder_name, {"name": folder_name, "status": "ok", "seconds": None}
+            )
             summary["notebooks"].append({**previous, "reused": True})
             continue
         if force and out.exists():
@@ -213,17 +226,23 @@ def run(
         except NotebookFailed as error:
             seconds = round(time.perf_counter() - started, 1)
             summary["notebooks"].append(
-                {"name": name, "status": "failed", "seconds": seconds, "error": str(error)}
+                {"name": folder_name, "status": "failed", "seconds": seconds, "error": str(error)}
             )
             failure = error
             print(f"[{name}] FAILED after {seconds:.0f} s\n{error}", file=sys.stderr, flush=True)
             break
         seconds = round(time.perf_counter() - started, 1)
-        summary["notebooks"].append({"name": name, "status": "ok", "seconds": seconds})
+        summary["notebooks"].append({"name": folder_name, "status": "ok", "seconds": seconds})
         print(
             f"[{name}] ok in {seconds:.0f} s (total {time.perf_counter() - started_all:.0f} s)",
             flush=True,
         )
+    # Folders this run did not touch stay listed: other variants, and in a variant run the
+    # main folders of the notebooks it ran.
+    listed = {entry["name"] for entry in summary["notebooks"]}
+    for folder_name, entry in earlier.items():
+        if folder_name not in listed and (variant is not None or folder_name not in NOTEBOOKS):
+            summary["notebooks"].append({**entry, "reused": True})
     summary["scores"] = collect_scores(run_dir)
     write_summary(run_dir, summary)
     if failure is not None:
