@@ -48,6 +48,9 @@ arc_m = 0.5
 margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
 knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
+flipped_gallery = (
+    False  # also match against each gallery photo's mirror image; "best": chosen on validation
+)
 max_valid_images = None
 
 # %% [markdown]
@@ -112,9 +115,12 @@ log
 
 # %%
 embeddings = embed.embed_split(
-    embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}"
+    embedding_model, split, batch_size, out, "flip", f"{backbone} fold {fold}",
+    mirrored_gallery=bool(flipped_gallery),
+)  # fmt: skip
+result = heads.knn_head(
+    split, embeddings, out, knn_rule, new_share=new_share, flipped_gallery=flipped_gallery
 )
-result = heads.knn_head(split, embeddings, out, knn_rule, new_share=new_share)
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 

@@ -65,6 +65,9 @@ adaptive_margin = False
 k_subcenters = 1
 knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
+flipped_gallery = (
+    False  # also match against each gallery photo's mirror image; "best": chosen on validation
+)
 max_valid_images = None
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 
@@ -184,10 +187,14 @@ log
 
 # %%
 embeddings = embed.embed_split(
-    embedding_model, split, batch_size, out, tta, f"{backbone} fold {fold}"
-)
+    embedding_model, split, batch_size, out, tta, f"{backbone} fold {fold}",
+    mirrored_gallery=bool(flipped_gallery),
+)  # fmt: skip
 member = member or f"{backbone} {image_size}px"
-result = heads.knn_head(split, embeddings, out, knn_rule, member=member, new_share=new_share)
+result = heads.knn_head(
+    split, embeddings, out, knn_rule, member=member, new_share=new_share,
+    flipped_gallery=flipped_gallery,
+)  # fmt: skip
 plt.show()
 {key: value for key, value in result.items() if key != "search"}
 

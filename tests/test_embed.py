@@ -53,6 +53,27 @@ def test_compute_embeddings_with_flip_tta():
     np.testing.assert_allclose(flipped, embed.l2_normalize(plain + mirror), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="tta='rotate'"):
         embed.compute_embeddings(embedding_model, batches, tta="rotate")
+    # the mirror images' own embeddings, for a flipped gallery, with either TTA
+    for tta in ("none", "flip"):
+        vectors, mirrored = embed.compute_embeddings(embedding_model, batches, tta, mirrored=True)
+        np.testing.assert_allclose(mirrored, mirror, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(vectors, plain if tta == "none" else flipped, atol=1e-6)
+
+
+def test_mirrored_embeddings_are_saved_and_checked(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors, mirrored = (embed.l2_normalize(rng.normal(size=(2, 4))) for _ in range(2))
+    path = embed.save_embeddings(tmp_path / "train.npz", ["a", "b"], vectors, mirrored=mirrored)
+    np.testing.assert_array_equal(embed.load_embeddings(path)["mirrored"], mirrored)
+    assert "mirrored" not in embed.load_embeddings(
+        embed.save_embeddings(tmp_path / "plain.npz", ["a", "b"], vectors)
+    )
+    with pytest.raises(
+        ValueError, match=r"mirrored must be float32 \(2, 4\), got float32 \(1, 4\)"
+    ):
+        embed.save_embeddings(tmp_path / "bad.npz", ["a", "b"], vectors, mirrored=mirrored[:1])
+    with pytest.raises(ValueError, match="mirrored are not L2-normalised"):
+        embed.save_embeddings(tmp_path / "raw.npz", ["a", "b"], vectors, mirrored=2 * mirrored)
 
 
 def test_participation_ratio_counts_used_dimensions():

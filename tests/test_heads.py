@@ -133,3 +133,36 @@ def test_a_new_individual_share_sets_each_parts_threshold(tmp_path, new_share):
         assert lists == submission.read_predictions(tmp_path / file_name)["labels"].tolist()
     with pytest.raises(ValueError, match=r"share must be in \[0, 1\], got share=1.5"):
         knn.share_threshold(np.array([0.5]), 1.5)
+
+
+def test_a_flipped_gallery_finds_a_photo_seen_from_the_other_side(tmp_path):
+    """v_a3 (individual a) lies at 50 degrees, nearest to b's photo at 90 - 40 off; the mirror
+    image of a's first photo lies at 51. Its own mirror image (at 50, the same point) is never
+    its own match."""
+    split = tiny_split()
+    embeddings = {
+        "train": unit([0, 3, 90, 180]),
+        "valid": unit([50, -45, -44, 87]),
+        "test": unit([1, -44.5]),
+        "train_mirrored": unit([51, -160, -90, 200]),
+        "valid_mirrored": unit([50, 130, 131, -87]),
+    }
+    plain = heads.neighbours(split, embeddings, "valid", 2)
+    flipped = heads.neighbours(split, embeddings, "valid", 2, flipped=True)
+    assert plain[2][plain[1][0, 0]] == "b"
+    assert flipped[1][0, 0] == 6 and flipped[2][6] == "a"  # t_a1's mirror row
+    np.testing.assert_allclose(flipped[0][0, 0], np.cos(np.radians(1)), atol=1e-6)
+    assert 10 not in flipped[1][0]  # its own mirror image (row 6 + 4) is left out
+    search = heads.knn_search(split, embeddings, "max", [1], flipped="best")
+    assert search["flipped_gallery"] is True
+    assert sorted(set(search["curve"]["flipped_gallery"])) == [False, True]
+    heads.knn_head(split, embeddings, tmp_path, "max", [1], flipped_gallery="best")
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["flipped_gallery"] is True
+    lists, _ = heads.settings_predictions(split, embeddings, "valid", scores)
+    assert lists == submission.read_predictions(tmp_path / "oof_predictions.csv")["labels"].tolist()
+    assert lists[0][0] == "a"
+    with pytest.raises(
+        ValueError, match="flipped must be False, True or 'best', got flipped='yes'"
+    ):
+        heads.knn_search(split, embeddings, "max", [1], flipped="yes")

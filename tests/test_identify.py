@@ -261,3 +261,33 @@ def test_photos_are_read_a_chunk_at_a_time_with_the_same_result(
     matches = chunked.match(photos, top=2)
     pd.testing.assert_frame_equal(matches, expected, atol=1e-6)
     assert chunked.skipped["photo"].tolist() == [str(tmp_path / "broken.jpg")]
+
+
+def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, tmp_path):
+    """A run whose head added mirror images to its gallery: the catalogue's mirror images are
+    embedded (and cached) too, so a mirrored catalogue photo is found at similarity 1."""
+    flipped = tmp_path / "flipped_run"
+    shutil.copytree(run_dir, flipped)
+    settings = json.loads((flipped / outputs.SCORES).read_text())
+    (flipped / outputs.SCORES).write_text(json.dumps({**settings, "flipped_gallery": True}))
+    from whaleutils import embed
+
+    unit = np.eye(1, 16, dtype=np.float32)  # no TTA: a photo and its mirror embed differently
+    embed.save_embeddings(flipped / "train.npz", ["a.jpg"], unit, ["x"], overwrite=True)
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    frame.assign(box="").to_csv(catalogue / "train.csv", index=False)  # whole photos
+    photo = np.asarray(Image.open(catalogue / "train_images" / frame["image"][0]).convert("RGB"))
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    identifier = identify.Identifier(flipped, catalogue, tmp_path / "cache")
+    assert identifier.catalogue_mirrored.shape == identifier.catalogue_embeddings.shape
+    best = identifier.match([mirrored]).iloc[0]
+    assert best["individual_id"] == frame["individual_id"][0]
+    assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert identifier.flipped_gallery
+    settings["flipped_gallery"] = False
+    (flipped / outputs.SCORES).write_text(json.dumps(settings))
+    unflipped = identify.Identifier(flipped, catalogue, tmp_path / "cache")
+    assert unflipped.catalogue_mirrored is None and unflipped.catalogue_embedded == len(frame)
+    assert unflipped.match([mirrored]).iloc[0]["similarity"] < 0.999
+    again = identify.Identifier(flipped, catalogue, tmp_path / "cache")
+    assert again.catalogue_embedded == 0  # its own cache entry

@@ -307,7 +307,29 @@ def test_cosine_topk_excluding_matches_a_search_without_the_own_row(method):
 
 
 def test_cosine_topk_excluding_rejects_bad_rows():
-    with pytest.raises(ValueError, match=r"one entry per query \(2\), got shape \(1,\)"):
+    with pytest.raises(
+        ValueError, match=r"one entry per query \(2\), or one row of entries, got shape \(1,\)"
+    ):
         knn.cosine_topk_excluding(np.eye(3), np.eye(3)[:2], 1, np.array([0]))
     with pytest.raises(ValueError, match="k must be at most 2"):
         knn.cosine_topk_excluding(np.eye(3), np.eye(3)[:1], 3, np.array([0]))
+
+
+def test_excluding_two_own_rows_matches_a_brute_force_reference():
+    rng = np.random.default_rng(5)
+    gallery = rng.normal(size=(40, 8))
+    queries = np.concatenate(
+        [gallery[:10] + 0.01 * rng.normal(size=(10, 8)), rng.normal(size=(5, 8))]
+    )
+    own = np.full((15, 2), -1)
+    own[:10, 0], own[:10, 1] = np.arange(10), np.arange(10) + 20  # its photo, its mirror copy
+    own[3, 1] = -1  # only one row of its own
+    similarities, indices = knn.cosine_topk_excluding(gallery, queries, 6, own)
+    unit = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    cosine = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    for i in range(15):
+        allowed = [j for j in np.argsort(-cosine[i], kind="stable") if j not in own[i]]
+        assert indices[i].tolist() == allowed[:6]
+        np.testing.assert_allclose(similarities[i], cosine[i, allowed[:6]], atol=1e-5)
+    with pytest.raises(ValueError, match="k must be at most 38"):
+        knn.cosine_topk_excluding(gallery, queries, 39, own)

@@ -195,23 +195,61 @@ def test_gradcam_explains_known_validation_photos(smoke_run):
 
 
 @pytest.mark.slow
-def test_the_suite_runs_from_a_crop_cache_without_the_photos(tmp_path):
-    """``run -p crop_cache DIR``: notebooks 02-07 read the crop cache; the data set they are
-    given has its CSV files only, so a photo read from disk would fail the run."""
+def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_path):
+    """The boxes come from a CSV (the data set the notebooks get has its CSVs only, without
+    boxes); ``crops --boxes`` cuts the cache from them; ``run -p crop_cache DIR`` runs 02-07 on
+    the cache, so a photo read from disk would fail the run. Then notebook 04 runs again on
+    fold 1 (``--variant fold1``) and the blend joins both folds out of fold."""
     import shutil
 
-    from whaleutils import crops
+    from whaleutils import crops, data
 
     photos = runner.default_data(tmp_path, runner.load_profile("smoke")[runner.RUN_SETTINGS])
+    train = data.read_train(photos)
+    boxes_csv = tmp_path / "boxes.csv"
+    pd.concat([train[["image", "box"]], data.read_test_boxes(photos)]).to_csv(
+        boxes_csv, index=False
+    )
     cache = tmp_path / "cache"
-    crops.write_crop_cache(photos, cache, size=64)
+    crops.write_crop_cache(photos, cache, size=64, boxes=data.find_boxes(boxes_csv))
     csv_only = tmp_path / "csv_only"
     csv_only.mkdir()
     for path in photos.glob("*.csv"):
-        shutil.copy(path, csv_only / path.name)
-    only = [name for name in runner.NOTEBOOKS if name != "01_eda"]
-    summary = runner.run(
-        "smoke", str(csv_only), str(tmp_path / "runs"), only, overrides={"crop_cache": str(cache)}
+        if path.name != "test_boxes.csv":
+            shutil.copy(path, csv_only / path.name)
+    pd.read_csv(photos / "train.csv").drop(columns="box").to_csv(
+        csv_only / "train.csv", index=False
     )
+    only = [name for name in runner.NOTEBOOKS if name != "01_eda"]
+    runs, overrides = tmp_path / "runs", {"crop_cache": str(cache)}
+    summary = runner.run("smoke", str(csv_only), str(runs), only, overrides=overrides)
     assert [n["status"] for n in summary["notebooks"]] == ["ok"] * len(only)
     assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface", "blend"}
+
+    trained = ["04_effnet_arcface"]
+    runner.run("smoke", str(csv_only), str(runs), trained, overrides={**overrides, "fold": 1},
+               variant="fold1")  # fmt: skip
+    runner.run("smoke", str(csv_only), str(runs), ["07_blend"], True, overrides)
+    blended = runs / "smoke" / "07_blend"
+    members = pd.read_csv(blended / "members.csv")
+    effnet = members[members["folder"].str.contains("04_effnet_arcface")]
+    assert sorted(set(effnet["fold"])) == [0, 1]
+    assert all(folds == [0, 1] for folds in effnet.groupby("member")["fold"].apply(sorted))
+    # every out-of-fold photo is predicted on its own fold; each fold scored on its own truth
+    common = runner.load_profile("smoke")["_common"]
+    folds = data.make_folds(data.read_train(csv_only), common["n_folds"], common["seed"])
+    fold_of = dict(zip(folds["image"], folds["fold"], strict=True))
+    oof = submission.read_predictions(blended / "oof_predictions.csv")
+    assert sorted({fold_of[image] for image in oof["image"]}) == [0, 1]
+    truth = []
+    for image in oof["image"]:
+        split = splits.load_split(csv_only, fold_of[image], common["n_folds"], common["seed"])
+        truth += split.truth("valid", [image])
+    written = json.loads((blended / "scores.json").read_text())
+    assert written["oof_folds"] == [0, 1]
+    assert written["valid"]["map5"] == pytest.approx(
+        metrics.map_at_k(truth, oof["labels"].tolist()), abs=1e-6
+    )
+    comparison = pd.read_csv(blended / "comparison.csv").set_index("model")
+    assert comparison.loc[effnet["member"].iloc[0], "folds"] == 2
+    assert comparison.loc["rank blend", "oof_images"] == len(oof)

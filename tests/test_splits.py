@@ -117,3 +117,41 @@ def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):
     assert not splits.load_split(small_synth, n_folds=3, boxes=boxes_csv).crop_to_box
     with pytest.raises(ValueError, match="box_margin must be >= 0"):
         splits.load_split(small_synth, n_folds=3, box_margin=-0.1)
+
+
+def test_a_flipped_gallery_adds_every_photos_mirror_image():
+    split = tiny_split()
+    assert (
+        split.gallery_labels("valid", flipped=True).tolist() == ["a", "a", "b", "c", "a", "b"] * 2
+    )
+    # each known validation photo: its own row and its mirror image's row, 6 rows later
+    assert split.own_gallery_rows("valid", flipped=True).tolist() == [
+        [4, 10],
+        [-1, -1],
+        [-1, -1],
+        [5, 11],
+    ]
+    assert split.own_gallery_rows("test", flipped=True).tolist() == [[-1, -1], [-1, -1]]
+    embeddings = {
+        "train": np.arange(4.0)[:, None],
+        "valid": 10 + np.arange(4.0)[:, None],
+        "train_mirrored": 100 + np.arange(4.0)[:, None],
+        "valid_mirrored": 110 + np.arange(4.0)[:, None],
+    }
+    assert split.gallery("valid", embeddings, flipped=True)[:, 0].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        10,
+        13,
+        100,
+        101,
+        102,
+        103,
+        110,
+        113,
+    ]
+    del embeddings["valid_mirrored"]
+    with pytest.raises(ValueError, match=r"needs embeddings\['valid_mirrored'\]: embed with"):
+        split.gallery("test", embeddings, flipped=True)

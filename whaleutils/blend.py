@@ -594,8 +594,9 @@ def snapshot_members(
         folder = Path(out_dir) / path.stem
         folder.mkdir(parents=True, exist_ok=True)
         embeddings = embed.embed_split(
-            models.load_model(path), split, batch_size, folder, tta, model_name=str(path)
-        )
+            models.load_model(path), split, batch_size, folder, tta, str(path),
+            mirrored_gallery=bool(settings.get("flipped_gallery", False)),
+        )  # fmt: skip
         for name, part in (("oof_predictions.csv", "valid"), ("test_predictions.csv", "test")):
             lists, scores = heads.settings_predictions(split, embeddings, part, settings)
             submission.write_predictions(

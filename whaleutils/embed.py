@@ -7,6 +7,8 @@ Schema of an embeddings file (``np.savez``; every stage after training reads onl
     labels        str   (n,)      individual ids, "" where unknown (test images)
     model         str   ()        what produced them (free text, e.g. a checkpoint path)
     tta           str   ()        "none" or "flip"
+    mirrored      float32 (n, d)  optional: the mirror images' own L2-normalised embeddings
+                                  (a flipped gallery adds them as gallery rows)
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ def participation_ratio(embeddings: np.ndarray) -> float:
     return float(total**2 / np.square(variances).sum()) if total > 0 else 0.0
 
 
-def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.ndarray:
+def compute_embeddings(
+    embedding_model, image_batches, tta: str = "none", mirrored: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Embed a ``tf.data`` dataset of image batches (b, S, S, 3) with a Keras model.
 
-    Returns L2-normalised float32 (n, d), in dataset order.
+    Returns L2-normalised float32 (n, d), in dataset order; with ``mirrored``, also the mirror
+    images' own normalised embeddings (n, d), for a flipped gallery.
 
     ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
     then normalises again.
@@ -65,13 +70,15 @@ def compute_embeddings(embedding_model, image_batches, tta: str = "none") -> np.
     if tta not in ("none", "flip"):
         raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
     embeddings = l2_normalize(predict_batches(embedding_model, image_batches))
-    if tta == "flip":
+    mirror = None
+    if tta == "flip" or mirrored:
         flipped = image_batches.map(
             lambda images: tf.reverse(images, axis=[2]), num_parallel_calls=tf.data.AUTOTUNE
         )
-        mirrored = l2_normalize(predict_batches(embedding_model, flipped))
-        embeddings = l2_normalize(embeddings + mirrored)
-    return embeddings
+        mirror = l2_normalize(predict_batches(embedding_model, flipped))
+    if tta == "flip":
+        embeddings = l2_normalize(embeddings + mirror)
+    return (embeddings, mirror) if mirrored else embeddings
 
 
 def data_parallel_devices() -> int:
@@ -114,11 +121,14 @@ def embed_split(
     out_dir: str | os.PathLike,
     tta: str = "flip",
     model_name: str = "",
+    mirrored_gallery: bool = False,
 ) -> dict[str, np.ndarray]:
     """Embed every part of a ``splits.Split`` at the model's own image size and save
     ``train.npz``, ``valid.npz`` and ``test.npz`` in ``out_dir``; returns the embeddings by part
     (validation labels are ``target_id``: ``new_individual`` for validation-only
-    individuals)."""
+    individuals). ``mirrored_gallery``: the gallery parts (train, valid) also get their mirror
+    images' embeddings (``mirrored`` in the file; ``<part>_mirrored`` in the result), for a
+    flipped gallery (``splits.Split.gallery``)."""
     from whaleutils import models
 
     image_size = models.input_image_size(embedding_model)
@@ -130,9 +140,11 @@ def embed_split(
     }
     result = {}
     for part in PARTS:
+        mirrored = mirrored_gallery and part != "test"
         vectors = compute_embeddings(
-            embedding_model, split.batches(part, image_size, batch_size), tta=tta
+            embedding_model, split.batches(part, image_size, batch_size), tta, mirrored
         )
+        vectors, mirror = vectors if mirrored else (vectors, None)
         save_embeddings(
             out_dir / f"{part}.npz",
             split.frame(part)["image"],
@@ -141,8 +153,11 @@ def embed_split(
             model=model_name,
             tta=tta,
             overwrite=True,
+            mirrored=mirror,
         )
         result[part] = vectors
+        if mirrored:
+            result[f"{part}_mirrored"] = mirror
     return result
 
 
@@ -154,6 +169,7 @@ def save_embeddings(
     model: str = "",
     tta: str = "none",
     overwrite: bool = False,
+    mirrored: np.ndarray | None = None,
 ) -> Path:
     """Write an embeddings file (schema in the module docstring) after checking it."""
     path = Path(path)
@@ -172,6 +188,8 @@ def save_embeddings(
         "model": np.asarray(model, dtype=str),
         "tta": np.asarray(tta, dtype=str),
     }
+    if mirrored is not None:
+        payload["mirrored"] = np.asarray(mirrored, dtype=np.float32)
     _check(payload, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:  # np.savez would append .npz to other suffixes
@@ -206,9 +224,18 @@ def _check(payload: dict, path: Path) -> None:
         )
     if embeddings.dtype != np.float32:
         raise ValueError(f"{path}: embeddings must be float32, got {embeddings.dtype}")
-    norms = np.linalg.norm(embeddings, axis=1)
-    if n and not np.allclose(norms[norms > 0], 1.0, atol=1e-3):
-        raise ValueError(
-            f"{path}: embeddings are not L2-normalised "
-            f"(row norms {norms.min():.3f}-{norms.max():.3f})"
-        )
+    for key in ("embeddings", "mirrored"):
+        if key not in payload:
+            continue
+        vectors = payload[key]
+        if vectors.dtype != np.float32 or vectors.shape != embeddings.shape:
+            raise ValueError(
+                f"{path}: {key} must be float32 {embeddings.shape}, got {vectors.dtype} "
+                f"{vectors.shape}"
+            )
+        norms = np.linalg.norm(vectors, axis=1)
+        if n and not np.allclose(norms[norms > 0], 1.0, atol=1e-3):
+            raise ValueError(
+                f"{path}: {key} are not L2-normalised "
+                f"(row norms {norms.min():.3f}-{norms.max():.3f})"
+            )

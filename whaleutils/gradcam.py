@@ -102,7 +102,8 @@ def overlay(
 
 def top_matches(split, trained) -> pd.DataFrame:
     """The top match of each validation photo of a known individual, as the KNN head sees it
-    (``heads.neighbours``: the mirrored gallery, the saved flip-TTA embeddings).
+    (``heads.neighbours``: the mirrored gallery, the saved flip-TTA embeddings; without mirror
+    images in the gallery, so that every match is a photo to show).
 
     Returns the known validation rows with ``row`` (position in ``split.valid``),
     ``top_match`` (individual id), ``similarity``, ``correct`` and ``gallery_row``.

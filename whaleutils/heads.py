@@ -109,23 +109,26 @@ def neighbours(
     k: int,
     queries: np.ndarray | None = None,
     rows: np.ndarray | None = None,
+    flipped: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` nearest gallery photos of ``part``'s queries (its embeddings, or ``queries``
-    for the part's ``rows``, e.g. degraded copies), each query's own photo excluded.
+    for the part's ``rows``, e.g. degraded copies), each query's own photo excluded (and its
+    mirror image, in a ``flipped`` gallery: ``Split.gallery``).
 
     Returns similarities and gallery indices (n, k') with k' = k cut to the gallery, and the
     gallery's labels.
     """
-    gallery = split.gallery(part, embeddings)
-    labels = split.gallery_labels(part)
-    own_rows = split.own_gallery_rows(part)
+    gallery = split.gallery(part, embeddings, flipped)
+    labels = split.gallery_labels(part, flipped)
+    own_rows = split.own_gallery_rows(part, flipped)
     if queries is None:
         queries = embeddings[part]
     if rows is not None:
         own_rows = own_rows[np.asarray(rows)]
     if len(queries) != len(own_rows):
         raise ValueError(f"{len(queries)} query embeddings for {len(own_rows)} {part} rows")
-    k = min(k, len(gallery) - int((own_rows >= 0).any()))
+    own_per_query = (own_rows >= 0).reshape(len(own_rows), -1).sum(axis=1)
+    k = min(k, len(gallery) - int(own_per_query.max(initial=0)))
     similarities, indices = knn.cosine_topk_excluding(gallery, queries, k, own_rows)
     return similarities, indices, labels
 
@@ -139,9 +142,10 @@ def knn_predictions(
     rule: str = "vote",
     queries: np.ndarray | None = None,
     rows: np.ndarray | None = None,
+    flipped: bool = False,
 ) -> tuple[list[list[str]], np.ndarray]:
     """Five labels and their scores per query of ``part`` (see :func:`neighbours`)."""
-    similarities, indices, labels = neighbours(split, embeddings, part, k, queries, rows)
+    similarities, indices, labels = neighbours(split, embeddings, part, k, queries, rows, flipped)
     return knn.predict_from_neighbours(
         similarities, indices, labels, threshold, rule, split.frequent_ids(part)
     )
@@ -152,29 +156,31 @@ def knn_search(
     embeddings: dict[str, np.ndarray],
     rule: str = "vote",
     k_grid: Sequence[int] = knn.K_GRID,
+    flipped: bool | str = False,
 ) -> dict:
     """k and the distance threshold that maximise validation MAP@5 (``knn.search_k_and_
     threshold``), with the validation queries' nearest neighbours under :func:`neighbours`;
-    the result also holds those neighbours (``similarities``, ``indices``, ``labels``) and the
-    ``rule``. ``rule="best"`` searches every rule of ``knn.RULES`` (ties: the first); the curve
-    then has a ``rule`` column."""
+    the result also holds those neighbours (``similarities``, ``indices``, ``labels``), the
+    ``rule`` and ``flipped_gallery``. ``rule="best"`` searches every rule of ``knn.RULES``,
+    ``flipped="best"`` the gallery without and with its mirror images (ties: the first, i.e.
+    vote, unflipped); the curve has ``rule`` and ``flipped_gallery`` columns."""
+    if rule not in (*knn.RULES, "best"):
+        raise ValueError(f"rule must be one of {[*knn.RULES, 'best']}, got rule={rule!r}")
+    if flipped not in (False, True, "best"):
+        raise ValueError(f"flipped must be False, True or 'best', got flipped={flipped!r}")
     rules = knn.RULES if rule == "best" else (rule,)
-    similarities, indices, labels = neighbours(split, embeddings, "valid", max(k_grid))
     truth = split.valid["target_id"].to_numpy()
     searches = []
-    for candidate in rules:
-        search = knn.search_k_and_threshold(similarities, indices, labels, truth, candidate, k_grid)
-        search["curve"].insert(0, "rule", candidate)
-        searches.append({**search, "rule": candidate})
-    best = max(searches, key=lambda s: s["map5"])  # ties: the first rule
-    curve = pd.concat([s["curve"] for s in searches], ignore_index=True)
-    return {
-        **best,
-        "curve": curve,
-        "similarities": similarities,
-        "indices": indices,
-        "labels": labels,
-    }
+    for flip in (False, True) if flipped == "best" else (bool(flipped),):
+        found = neighbours(split, embeddings, "valid", max(k_grid), flipped=flip)
+        for candidate in rules:
+            search = knn.search_k_and_threshold(*found, truth, candidate, k_grid)
+            search["curve"].insert(0, "flipped_gallery", flip)
+            search["curve"].insert(0, "rule", candidate)
+            searches.append({**search, "rule": candidate, "flipped_gallery": flip})
+            searches[-1].update(zip(("similarities", "indices", "labels"), found, strict=True))
+    best = max(searches, key=lambda s: s["map5"])  # ties: the first
+    return {**best, "curve": pd.concat([s["curve"] for s in searches], ignore_index=True)}
 
 
 def knn_head(
@@ -185,6 +191,7 @@ def knn_head(
     k_grid: Sequence[int] = knn.K_GRID,
     member: str | None = None,
     new_share: float | None = None,
+    flipped_gallery: bool | str = False,
 ) -> dict:
     """Choose k and the threshold on validation, write the head's files (module docstring)
     and ``knn_search.csv`` / ``.png``; returns the scores with ``search`` (the search's result).
@@ -193,22 +200,25 @@ def knn_head(
     ``member``: the model's name in a blend, the same on every fold (``blend.find_members``).
     ``new_share``: put ``new_individual`` first for this share of each part's photos
     (``knn.share_threshold``, validation and test each by their own distances) instead of
-    carrying the validated distance threshold over to test.
+    carrying the validated distance threshold over to test. ``flipped_gallery``: add every
+    gallery photo's mirror image as a gallery row of the same individual (True), or choose on
+    validation ("best"); the embeddings then need ``train_mirrored`` and ``valid_mirrored``.
 
     The scores also describe the embedding (``embedding``: participation ratio of the training
     embeddings, median cosine of each validation photo to its nearest and 10th neighbour).
     """
     out_dir = Path(out_dir)
-    search = knn_search(split, embeddings, rule, k_grid)
+    search = knn_search(split, embeddings, rule, k_grid, flipped_gallery)
     search["curve"].to_csv(out_dir / "knn_search.csv", index=False)
     plot_knn_search(search).savefig(out_dir / "knn_search.png", dpi=110)
     nearest = search["similarities"][:, : min(10, search["similarities"].shape[1])]
-    k, rule = search["k"], search["rule"]
-    test_neighbours = neighbours(split, embeddings, "test", k)
+    k, rule, flipped = search["k"], search["rule"], search["flipped_gallery"]
+    test_neighbours = neighbours(split, embeddings, "test", k, flipped=flipped)
     settings = {
         "k": k,
         "threshold": search["threshold"],
         "rule": rule,
+        "flipped_gallery": flipped,
         **({"member": member} if member else {}),
         "embedding": {  # is the space used? (a barely trained model: a handful of dimensions)
             "participation_ratio": round(embed.participation_ratio(embeddings["train"]), 2),
@@ -251,7 +261,9 @@ def settings_predictions(
     """``part``'s predictions with a head's chosen settings (its ``scores.json``: k, rule, and
     the distance threshold, or the ``new_share`` of the part's photos put ``new_individual``
     first): what :func:`knn_head` chose, applied to other embeddings (e.g. a snapshot's)."""
-    similarities, indices, labels = neighbours(split, embeddings, part, settings["k"])
+    similarities, indices, labels = neighbours(
+        split, embeddings, part, settings["k"], flipped=settings.get("flipped_gallery", False)
+    )
     threshold = (
         settings["threshold"]
         if settings.get("new_share") is None
@@ -268,7 +280,9 @@ def plot_knn_search(search: dict):
     import matplotlib.pyplot as plt
 
     curve = search["curve"]
-    curve = curve[curve["rule"] == search["rule"]]
+    curve = curve[
+        (curve["rule"] == search["rule"]) & (curve["flipped_gallery"] == search["flipped_gallery"])
+    ]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4))
     for k, rows in curve.groupby("k"):
         axes[0].plot(rows["threshold"], rows["map5"], label=f"k={k}")
@@ -281,8 +295,8 @@ def plot_knn_search(search: dict):
         axes[1].plot(chosen["threshold"], chosen[column], label=column)
     axes[1].axvline(search["threshold"], color="grey", linestyle="--")
     axes[1].set_title(
-        f"rule {search['rule']}, k={search['k']}: threshold {search['threshold']:.4g}, "
-        f"MAP@5 {search['map5']:.4f}"
+        f"rule {search['rule']}{', flipped gallery' if search['flipped_gallery'] else ''}, "
+        f"k={search['k']}: threshold {search['threshold']:.4g}, MAP@5 {search['map5']:.4f}"
     )
     axes[1].set_xlabel("distance threshold")
     axes[1].legend()

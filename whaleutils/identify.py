@@ -150,6 +150,7 @@ class Identifier:
             float(scores["threshold"]),
             scores["rule"],
         )
+        self.flipped_gallery = bool(scores.get("flipped_gallery", False))
         self.model = models.load_model(model_path)
         self.image_size = models.input_image_size(self.model)
         self.tta = _run_tta(self.run_dir)
@@ -160,14 +161,18 @@ class Identifier:
         if self.catalogue.empty:
             raise ValueError(f"{self.catalogue_dir / 'train.csv'}: the catalogue has no photos")
         self.cache_path = None if cache_dir is None else Path(cache_dir) / CACHE_FILE
-        self.catalogue_embeddings, self.catalogue_embedded = self._embed_catalogue()
+        vectors, self.catalogue_embedded = self._embed_catalogue()
+        # (n, d); with a flipped gallery (n, 2, d): each photo and its mirror image
+        self.catalogue_embeddings = vectors[:, 0] if self.flipped_gallery else vectors
+        self.catalogue_mirrored = vectors[:, 1] if self.flipped_gallery else None
         self.skipped = pd.DataFrame(columns=["photo", "reason"])
         self.query_embeddings: dict[str, np.ndarray] = {}  # of the last match, by photo
         self.query_thumbnails: dict[str, np.ndarray] = {}  # small copies, for the review page
 
     # ------------------------------------------------------------------ embedding
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """L2-normalised embeddings (n, d) of uint8 RGB images, with the run's TTA."""
+    def embed(self, images: Sequence[np.ndarray], mirrored: bool = False) -> np.ndarray:
+        """L2-normalised embeddings (n, d) of uint8 RGB images, with the run's TTA; with
+        ``mirrored`` (n, 2, d): also each mirror image's own embedding (a flipped gallery)."""
         from keras import ops
 
         from whaleutils import embed
@@ -184,20 +189,25 @@ class Identifier:
                 ]
             )
             vectors = embed.l2_normalize(self.model.predict(batch, verbose=0))
+            if self.tta == "flip" or mirrored:
+                mirror = embed.l2_normalize(self.model.predict(batch[:, :, ::-1], verbose=0))
             if self.tta == "flip":
-                mirrored = embed.l2_normalize(self.model.predict(batch[:, :, ::-1], verbose=0))
-                vectors = embed.l2_normalize(vectors + mirrored)
-            out.append(vectors.astype(np.float32))
+                vectors = embed.l2_normalize(vectors + mirror)
+            out.append(np.stack([vectors, mirror], axis=1) if mirrored else vectors)
         if not out:
-            return np.zeros((0, self.model.output.shape[-1]), np.float32)
-        return np.concatenate(out)
+            dimensions = self.model.output.shape[-1]
+            return np.zeros((0, 2, dimensions) if mirrored else (0, dimensions), np.float32)
+        return np.concatenate(out).astype(np.float32)
 
-    def _embed_photos(self, photos: list, boxes: list, thumbnails: bool = False):
+    def _embed_photos(
+        self, photos: list, boxes: list, thumbnails: bool = False, mirrored: bool = False
+    ):
         """Read and embed ``photos`` (paths or arrays) a chunk at a time, so that full-size
         photos never all sit in memory at once.
 
-        Returns (embeddings (n_readable, d), positions of the readable photos, {position: why
-        unreadable}, {position: small copy} if ``thumbnails``).
+        Returns (embeddings (n_readable, d), or (n_readable, 2, d) with ``mirrored``: see
+        :meth:`embed`; positions of the readable photos, {position: why unreadable},
+        {position: small copy} if ``thumbnails``).
         """
         vectors, readable, errors, small = [], [], {}, {}
         for start in range(0, len(photos), READ_CHUNK):
@@ -213,9 +223,8 @@ class Identifier:
                 readable.append(position)
                 if thumbnails:
                     small[position] = shrink(image)
-            vectors.append(self.embed(good))
-        dimensions = self.model.output.shape[-1]
-        embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dimensions), np.float32)
+            vectors.append(self.embed(good, mirrored))
+        embeddings = np.concatenate(vectors) if vectors else self.embed([], mirrored)
         return embeddings, readable, errors, small
 
     def _read_many(self, items: list, boxes: list) -> list:
@@ -250,7 +259,12 @@ class Identifier:
             ]
         )
         settings = json.dumps(
-            {"model": self.model_fingerprint, "image_size": self.image_size, "tta": self.tta}
+            {
+                "model": self.model_fingerprint,
+                "image_size": self.image_size,
+                "tta": self.tta,
+                "mirrored": self.flipped_gallery,
+            }
         )
         cached = {}
         if self.cache_path is not None and self.cache_path.is_file():
@@ -259,7 +273,9 @@ class Identifier:
                     cached = dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
         todo = [row for row, key in enumerate(keys) if key not in cached]
         boxes = [data.parse_box(self.catalogue["box"].iloc[row]) for row in todo]
-        fresh, readable, errors, _ = self._embed_photos([paths[row] for row in todo], boxes)
+        fresh, readable, errors, _ = self._embed_photos(
+            [paths[row] for row in todo], boxes, mirrored=self.flipped_gallery
+        )
         if errors:
             raise ValueError(
                 f"{len(errors)} catalogue photo(s) unreadable, e.g. {next(iter(errors.values()))}"
@@ -311,10 +327,14 @@ class Identifier:
         # The run's rule over its k neighbours orders the first candidates; a wider search
         # fills the rest of the ``top`` by best similarity (with a small k, say 3, the k
         # neighbours often hold one or two individuals only).
-        k = min(self.k, len(self.catalogue))
-        wider = min(max(k, 10 * top), len(self.catalogue))
-        similarities, indices = knn.cosine_topk(self.catalogue_embeddings, queries, wider)
+        gallery = self.catalogue_embeddings
         labels = self.catalogue["individual_id"].to_numpy(dtype=object)
+        if self.flipped_gallery:  # the run matched against each photo and its mirror image
+            gallery = np.concatenate([gallery, self.catalogue_mirrored])
+            labels = np.concatenate([labels, labels])
+        k = min(self.k, len(gallery))
+        wider = min(max(k, 10 * top), len(gallery))
+        similarities, indices = knn.cosine_topk(gallery, queries, wider)
         by_rule, _ = knn.rank_individuals(
             similarities[:, :k], indices[:, :k], labels, self.rule, n_ids=top
         )

@@ -231,30 +231,36 @@ def cosine_topk_excluding(
     gallery: np.ndarray, queries: np.ndarray, k: int, own_rows: np.ndarray, **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cosine_topk` where query ``i`` never finds gallery row ``own_rows[i]`` (its own
-    photo; -1: none). Same shapes and order as :func:`cosine_topk`, with
-    ``k <= n_gallery - 1`` where any row is excluded.
+    photo; -1: none), or any of the rows ``own_rows[i, :]`` when ``own_rows`` is (n, r) (its
+    photo and its mirror image in a flipped gallery). Same shapes and order as
+    :func:`cosine_topk`, with ``k <= n_gallery - r`` where any row is excluded.
 
     Examples
     --------
     >>> gallery = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     >>> cosine_topk_excluding(gallery, gallery[:2], 2, np.array([0, -1]))[1].tolist()
     [[1, 2], [1, 0]]
+    >>> cosine_topk_excluding(gallery, gallery[:1], 1, np.array([[0, 1]]))[1].tolist()
+    [[2]]
     """
-    own_rows = np.asarray(own_rows, dtype=np.int64)
-    if own_rows.shape != (len(queries),):
+    given = np.asarray(own_rows, dtype=np.int64)
+    own_rows = given[:, None] if given.ndim == 1 else given
+    if own_rows.ndim != 2 or len(own_rows) != len(queries):
         raise ValueError(
-            f"own_rows must have one entry per query ({len(queries)}), got shape {own_rows.shape}"
+            f"own_rows must have one entry per query ({len(queries)}), or one row of entries, "
+            f"got shape {given.shape}"
         )
     if not (own_rows >= 0).any():
         return cosine_topk(gallery, queries, k, **options)
-    if k > len(gallery) - 1:
+    excluded = int((own_rows >= 0).sum(axis=1).max())
+    if k > len(gallery) - excluded:
         raise ValueError(
-            f"k must be at most {len(gallery) - 1} (the gallery less a query's own row), got k={k}"
+            f"k must be at most {len(gallery) - excluded} (the gallery less a query's own "
+            f"rows), got k={k}"
         )
-    similarities, indices = cosine_topk(gallery, queries, k + 1, **options)
-    own = indices == own_rows[:, None]
-    keep = ~own
-    keep[~own.any(axis=1), k] = False  # own row not among the k + 1: drop the last
+    similarities, indices = cosine_topk(gallery, queries, k + excluded, **options)
+    own = ((indices[:, :, None] == own_rows[:, None, :]) & (own_rows[:, None, :] >= 0)).any(axis=2)
+    keep = ~own & (np.cumsum(~own, axis=1) <= k)  # the first k rows that are not its own
     return (
         similarities[keep].reshape(len(queries), k),
         indices[keep].reshape(len(queries), k),

@@ -77,6 +77,7 @@ class KnnSettings:
     k: int
     threshold: float
     rule: str
+    flipped_gallery: bool = False  # the gallery holds each photo's mirror image too
 
 
 @dataclass
@@ -97,8 +98,13 @@ class TrainedModel:
 
     @property
     def embeddings(self) -> dict[str, np.ndarray]:
-        """The saved embeddings (n, d) by part ("train", "valid", "test")."""
-        return {part: payload["embeddings"] for part, payload in self.embedding_files.items()}
+        """The saved embeddings (n, d) by part ("train", "valid", "test"), and the mirror
+        images' (``<part>_mirrored``) where they were saved (a flipped gallery)."""
+        result = {part: payload["embeddings"] for part, payload in self.embedding_files.items()}
+        for part, payload in self.embedding_files.items():
+            if "mirrored" in payload:
+                result[f"{part}_mirrored"] = payload["mirrored"]
+        return result
 
 
 def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
@@ -123,6 +129,7 @@ def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
             int(scores["k"]),  # threshold where a new_individual share set the two apart
             float(scores.get("valid_threshold", scores["threshold"])),
             str(scores["rule"]),
+            bool(scores.get("flipped_gallery", False)),
         ),
         embedding_files={
             part: embed.load_embeddings(folder / f"{part}.npz")

@@ -112,6 +112,7 @@ def robustness_table(
             trained.knn.rule,
             queries=queries,
             rows=rows,
+            flipped=trained.knn.flipped_gallery,
         )
         records.append(
             {

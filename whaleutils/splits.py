@@ -93,37 +93,57 @@ class Split:
             return np.ones(len(self.valid), dtype=bool)
         raise ValueError(f"galleries exist for 'valid' and 'test' queries, got part={part!r}")
 
-    def gallery_labels(self, part: str) -> np.ndarray:
+    def gallery_labels(self, part: str, flipped: bool = False) -> np.ndarray:
         """Individual ids of the gallery that ``part``'s queries ("valid" or "test") are matched
         against, in gallery row order: the training rows, then the validation rows it holds
-        (see the module docstring)."""
+        (see the module docstring); ``flipped``: then the same again, for their mirror
+        images."""
         valid = self.valid["individual_id"].to_numpy()[self._valid_in_gallery(part)]
-        return np.concatenate([self.train["individual_id"].to_numpy(), valid]).astype(object)
+        labels = np.concatenate([self.train["individual_id"].to_numpy(), valid]).astype(object)
+        return np.concatenate([labels, labels]) if flipped else labels
 
-    def gallery(self, part: str, embeddings: dict[str, np.ndarray]) -> np.ndarray:
+    def gallery(
+        self, part: str, embeddings: dict[str, np.ndarray], flipped: bool = False
+    ) -> np.ndarray:
         """Gallery embeddings (n_gallery, d) for ``part``'s queries, rows as in
-        :meth:`gallery_labels`; ``embeddings`` holds the ``train`` and ``valid`` parts."""
-        for name in ("train", "valid"):
-            expected = len(self.frame(name))
+        :meth:`gallery_labels`; ``embeddings`` holds the ``train`` and ``valid`` parts (and
+        ``train_mirrored``, ``valid_mirrored`` if ``flipped``: ``embed.embed_split(...,
+        mirrored_gallery=True)``)."""
+        names = ("train", "valid") + (("train_mirrored", "valid_mirrored") if flipped else ())
+        for name in names:
+            if name not in embeddings:
+                raise ValueError(
+                    f"a flipped gallery needs embeddings[{name!r}]: embed with "
+                    "mirrored_gallery=True (the notebooks' flipped_gallery parameter)"
+                )
+            expected = len(self.frame(name.removesuffix("_mirrored")))
             if len(embeddings[name]) != expected:
                 raise ValueError(
                     f"embeddings[{name!r}] has {len(embeddings[name])} rows, "
-                    f"the split's {name} part {expected}"
+                    f"the split's {name.removesuffix('_mirrored')} part {expected}"
                 )
-        valid = embeddings["valid"][self._valid_in_gallery(part)]
-        return np.concatenate([embeddings["train"], valid])
+        held = self._valid_in_gallery(part)
+        rows = [embeddings["train"], embeddings["valid"][held]]
+        if flipped:
+            rows += [embeddings["train_mirrored"], embeddings["valid_mirrored"][held]]
+        return np.concatenate(rows)
 
-    def own_gallery_rows(self, part: str) -> np.ndarray:
+    def own_gallery_rows(self, part: str, flipped: bool = False) -> np.ndarray:
         """For each query of ``part``, the gallery row holding its own photo, or -1: a query
-        must not find itself (int64 (n_queries,))."""
+        must not find itself (int64 (n_queries,)); ``flipped``: its photo's row and its mirror
+        image's row (int64 (n_queries, 2))."""
         if part == "test":
-            return np.full(len(self.test), -1, dtype=np.int64)
+            rows = np.full(len(self.test), -1, dtype=np.int64)
+            return np.stack([rows, rows], axis=1) if flipped else rows
         if part != "valid":
             raise ValueError(f"queries are 'valid' or 'test', got part={part!r}")
         known = self._valid_in_gallery("valid")
         rows = np.full(len(self.valid), -1, dtype=np.int64)
         rows[known] = len(self.train) + np.arange(int(known.sum()))
-        return rows
+        if not flipped:
+            return rows
+        size = len(self.train) + int(known.sum())  # the mirror rows follow the photo rows
+        return np.stack([rows, np.where(rows >= 0, rows + size, -1)], axis=1)
 
     def class_counts(self) -> np.ndarray:
         """Training photos per class, in the encoding's class order (int64 (n_individuals,))."""
