@@ -48,9 +48,7 @@ arc_m = 0.5
 margin_warmup_epochs = 0  # ramp the margin up from 0 over these first epochs (0: the paper)
 knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
-flipped_gallery = (
-    False  # also match against each gallery photo's mirror image; "best": chosen on validation
-)
+flipped_gallery = False  # also match each gallery photo's mirror image; "best": by validation
 max_valid_images = None
 
 # %% [markdown]

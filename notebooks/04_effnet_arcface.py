@@ -65,9 +65,7 @@ adaptive_margin = False
 k_subcenters = 1
 knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
-flipped_gallery = (
-    False  # also match against each gallery photo's mirror image; "best": chosen on validation
-)
+flipped_gallery = False  # also match each gallery photo's mirror image; "best": by validation
 max_valid_images = None
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 
