@@ -13,6 +13,12 @@ Both write the same files into the notebook's folder: ``oof_predictions.csv`` (v
 curve as CSV and PNG. Validation queries are matched against the mirrored gallery of
 ``splits.Split`` (every labelled photo but their own and those of validation-only
 individuals), test queries against every labelled photo.
+
+The KNN head's options, chosen on validation where they say so: the rule (``vote``, ``max`` or
+``best``), a flipped gallery (each gallery photo's mirror image as a row of its own; True or
+``best``) and ``new_individual`` by a distance threshold or by a share of the photos
+(``new_share``). :func:`settings_predictions` applies a head's chosen settings to other
+embeddings (the snapshot members).
 """
 
 from __future__ import annotations
