@@ -183,8 +183,10 @@ def knn_search(
             search = knn.search_k_and_threshold(*found, truth, candidate, k_grid)
             search["curve"].insert(0, "flipped_gallery", flip)
             search["curve"].insert(0, "rule", candidate)
-            searches.append({**search, "rule": candidate, "flipped_gallery": flip})
-            searches[-1].update(zip(("similarities", "indices", "labels"), found, strict=True))
+            neighbours_found = dict(zip(("similarities", "indices", "labels"), found, strict=True))
+            searches.append(
+                {**search, **neighbours_found, "rule": candidate, "flipped_gallery": flip}
+            )
     best = max(searches, key=lambda s: s["map5"])  # ties: the first
     return {**best, "curve": pd.concat([s["curve"] for s in searches], ignore_index=True)}
 

@@ -111,7 +111,7 @@ class Split:
         mirrored_gallery=True)``)."""
         names = ("train", "valid") + (("train_mirrored", "valid_mirrored") if flipped else ())
         for name in names:
-            if name not in embeddings:
+            if name.endswith("_mirrored") and name not in embeddings:
                 raise ValueError(
                     f"a flipped gallery needs embeddings[{name!r}]: embed with "
                     "mirrored_gallery=True (the notebooks' flipped_gallery parameter)"
