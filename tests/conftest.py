@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +45,80 @@ def default_synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "default"
     synth.generate(out, synth.SynthConfig(), workers=os.cpu_count() or 1)
     return out
+
+
+# README's commands (tests/test_readme.py): the install step that begins the quick start's
+# commands, which .ci/run runs as it is and the README tests do not repeat.
+README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt -e . && "
+
+
+def readme_commands(text: str) -> list[str]:
+    """The commands of a Markdown text's ```bash blocks, in order: continued lines (``\\``)
+    joined, comments and blank lines dropped."""
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
+        pending = ""
+        for line in block.splitlines():
+            line = re.sub(r"(^|\s+)#.*$", "", line).strip()  # no README command quotes a '#'
+            if not line:
+                continue
+            if line.endswith("\\"):
+                pending += line[:-1].strip() + " "
+                continue
+            commands.append(pending + line)
+            pending = ""
+    return commands
+
+
+def run_readme_command(root: Path, command: str, timeout: float = 1800):
+    """Run ``command`` with bash from ``root`` as a reader would in a shell: ``~`` is a home
+    folder beside ``root``, the rest of the environment as the tests have it."""
+    home = root.parent / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        ["bash", "-c", command], cwd=root, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def clean_copy(destination: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked, and new files not ignored),
+    copied to ``destination``; its ``.venv`` is this test session's Python environment (a
+    link: the install is not repeated) and ``../shared`` the shared folder, as beside the
+    repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the work tree is not copied
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    if sys.prefix != sys.base_prefix:
+        (destination / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    else:
+        (destination / ".venv" / "bin").mkdir(parents=True)
+        (destination / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    if SHARED.is_dir() and not (destination.parent / "shared").exists():
+        (destination.parent / "shared").symlink_to(SHARED.resolve(), target_is_directory=True)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def readme_main_run(tmp_path_factory):
+    """README's main command, as written but with the ``smoke`` profile, run once from the
+    root of a clean copy of the repository at a path with a space (so the default, relative
+    ``--out runs``). Returns the copy's root and the run's summary; ``root.parent /
+    "runs_snapshot"`` holds a copy of ``runs/`` as the main command left it, for the tests
+    that read its outputs (the README tests run more commands in ``root``)."""
+    root = clean_copy(tmp_path_factory.mktemp("readme") / "clean copy" / "whales")
+    command = ".venv/bin/python -m whaleutils run --profile smoke"
+    result = run_readme_command(root, command)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    summary = json.loads((root / "runs" / "smoke" / "summary.json").read_text())
+    snapshot = root.parent / "runs_snapshot"
+    shutil.copytree(root / "runs", snapshot, symlinks=True)
+    return root, summary

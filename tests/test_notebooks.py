@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import jupytext
 import pandas as pd
@@ -96,6 +98,21 @@ def test_fold_settings_are_stated_once_per_profile():
             assert not set(settings[name]) & set(settings["_common"]), (profile, name)
 
 
+def test_relative_folders_mean_the_callers_folder(small_synth, tmp_path, monkeypatch):
+    """``run`` from outside the repository with relative ``--data`` and ``--out`` (papermill
+    runs the notebooks in the repository's folder): the outputs land where the caller meant."""
+    caller = tmp_path / "a folder"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    data = Path("..") / "data set"
+    shutil.copytree(small_synth, tmp_path / "data set")
+    summary = runner.run("smoke", str(data), "../runs here", ["01_eda"])
+    run_dir = tmp_path / "runs here" / "smoke"
+    assert outputs.outputs_complete(run_dir / "01_eda")
+    assert summary["data_dir"] == str(tmp_path / "data set")
+    assert not (runner.REPO / "runs here").exists()
+
+
 @pytest.mark.slow
 def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
     with pytest.raises(runner.NotebookFailed) as error:
@@ -115,10 +132,11 @@ def test_a_failing_notebook_is_named_with_its_cell(small_synth, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The whole suite, once, with the smoke profile on its small synthetic set."""
-    runs = tmp_path_factory.mktemp("runs")
-    return runs, runner.run("smoke", None, str(runs))
+def smoke_run(readme_main_run):
+    """The whole suite, once, with the smoke profile on its small synthetic set: README's main
+    command from a clean copy (``--out runs``, relative), as it left its ``runs/`` folder."""
+    root, summary = readme_main_run
+    return root.parent / "runs_snapshot", summary
 
 
 def smoke_split(summary):

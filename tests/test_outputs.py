@@ -1,6 +1,7 @@
 """The output-file contract between notebooks, and the runner's reading of it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,39 @@ def test_write_outputs_lists_only_what_exists(tmp_path):
     assert outputs.outputs_complete(tmp_path)
     (tmp_path / "a.csv").unlink()
     assert not outputs.outputs_complete(tmp_path)  # a listed file went missing
+
+
+@pytest.mark.parametrize(
+    "out_dir", ["runs/local/04", "./runs/local/04", "../elsewhere/04", "runs with space/04", "."]
+)
+def test_outputs_may_be_named_or_built_from_a_relative_out_dir(tmp_path, monkeypatch, out_dir):
+    """A notebook lists ``out / name`` whatever form ``out_dir`` took (issue 19: a relative
+    ``--out`` had snapshot files joined to it twice)."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    out = Path(out_dir)
+    (out / "snapshots" / "epoch-003").mkdir(parents=True)
+    for name in ("log.csv", "snapshots/epoch-003/train.npz"):
+        (out / name).write_text("x\n")
+    files = ["log.csv", out / "snapshots" / "epoch-003" / "train.npz"]
+    outputs.write_outputs(out, [*files, out.absolute() / "log.csv"])
+    listed = json.loads((out / "outputs.json").read_text())["files"]
+    assert listed == ["log.csv", "snapshots/epoch-003/train.npz", "log.csv"]
+    assert outputs.outputs_complete(out)
+    monkeypatch.chdir(tmp_path.parent)  # the listing holds names, not paths from the cwd
+    assert outputs.outputs_complete(tmp_path / "cwd" / out)
+
+
+def test_an_output_outside_the_folder_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "other.csv").write_text("x\n")
+    for outside in (tmp_path / "other.csv", "../other.csv", tmp_path / "out"):
+        with pytest.raises(ValueError, match="not a file inside the output folder"):
+            outputs.write_outputs(tmp_path / "out", [outside])
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "out", target_is_directory=True)
+    (tmp_path / "out" / "a.csv").write_text("x\n")  # the same folder reached through a link
+    assert outputs.output_name(link, tmp_path / "out" / "a.csv") == "a.csv"
 
 
 def test_read_scores_names_the_file(tmp_path):

@@ -120,10 +120,13 @@ def cmd_run(args) -> int:
 
     try:
         overrides = {name: yaml.safe_load(value) for name, value in args.parameter or []}
-        for name in ("boxes", "crop_cache"):  # paths, made absolute; a bare --boxes NAME may
-            value = getattr(args, name)  # be an attached Kaggle dataset (data.find_boxes)
+        for name in ("boxes", "crop_cache"):  # paths, made absolute (the notebooks run in the
+            # repository's folder); a bare --boxes NAME may be an attached Kaggle dataset
+            # (data.find_boxes). "-p boxes PATH" is taken as "--boxes PATH".
+            value = getattr(args, name) or overrides.get(name)
             if value is None:
                 continue
+            value = str(value)
             path = Path(value)
             if path.exists():
                 overrides[name] = str(path.resolve())

@@ -38,11 +38,38 @@ def write_json(path: str | os.PathLike, payload) -> Path:
     return path
 
 
+def output_name(out_dir: str | os.PathLike, file: str | os.PathLike) -> str:
+    """The name under which ``file`` is listed in ``out_dir``'s ``outputs.json``: its path
+    relative to ``out_dir``. ``file`` is either that name already (``"log.csv"``,
+    ``"snapshots/epoch-003/train.npz"``) or a path built from ``out_dir`` (``out_dir / name``,
+    relative or absolute as ``out_dir`` was given), or any absolute path inside ``out_dir``.
+    A path leading outside ``out_dir`` raises, naming both.
+
+    >>> output_name("runs/local/04", "runs/local/04/snapshots/epoch-003/train.npz")
+    'snapshots/epoch-003/train.npz'
+    >>> output_name("./runs", "log.csv")
+    'log.csv'
+    """
+    out_dir, path = Path(out_dir), Path(file)
+    if path.is_absolute():
+        name = Path(os.path.relpath(path, out_dir.absolute()))
+        if ".." in name.parts:  # the same place reached through a symbolic link
+            name = Path(os.path.relpath(path.resolve(), out_dir.resolve()))
+    elif out_dir.parts and path.parts[: len(out_dir.parts)] == out_dir.parts:
+        name = path.relative_to(out_dir)  # built as out_dir / name
+    else:
+        name = Path(os.path.normpath(path))
+    if name.is_absolute() or ".." in name.parts or str(name) == ".":
+        raise ValueError(f"{file}: not a file inside the output folder {out_dir}")
+    return name.as_posix()
+
+
 def write_outputs(out_dir: str | os.PathLike, files) -> Path:
-    """Record a notebook's outputs (paths relative to ``out_dir``) in ``outputs.json``; raises
-    if one is missing, so a notebook cannot claim what it did not write."""
+    """Record a notebook's outputs in ``outputs.json``, each as its path relative to ``out_dir``
+    (:func:`output_name`: a name, or a path built from ``out_dir``); raises if one is missing,
+    so a notebook cannot claim what it did not write."""
     out_dir = Path(out_dir)
-    names = [str(Path(f).relative_to(out_dir)) if Path(f).is_absolute() else str(f) for f in files]
+    names = [output_name(out_dir, f) for f in files]
     missing = [name for name in names if not (out_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{out_dir}: declared outputs missing: {missing}")

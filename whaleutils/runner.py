@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import sys
@@ -182,7 +183,9 @@ def run(
     if variant is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", variant):
         raise ValueError(f"variant must be letters, digits, '_' or '.', got variant={variant!r}")
     settings = load_profile(profile)
-    runs = Path(runs_dir)
+    # Absolute from here on: papermill runs each notebook in the repository's folder, and a
+    # notebook joins the paths it is given.
+    runs = Path(os.path.abspath(runs_dir))
     run_dir = runs / profile
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
@@ -193,7 +196,8 @@ def run(
     )
     if undeclared:
         raise ValueError(f"no notebook of this run has the parameter(s) {undeclared}")
-    data_path = Path(data_dir) if data_dir else default_data(runs, settings[RUN_SETTINGS])
+    data_path = Path(os.path.abspath(data_dir)) if data_dir else None
+    data_path = data_path or default_data(runs, settings[RUN_SETTINGS])
     summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
     earlier = {}
     if (run_dir / "summary.json").is_file():

@@ -1,0 +1,158 @@
+"""README's commands, run as written from the root of a clean copy of the repository.
+
+The main command of the quick start runs once per test session (``readme_main_run`` in
+``conftest.py``, the smoke suite that ``test_notebooks.py`` checks too); the commands after it
+run here, in README order. What changes between README and here is stated in ``readme_plan``
+and nowhere else: the install step is not repeated (``.ci/run`` runs exactly README's, which a
+test checks), the ``smoke`` profile stands in for ``local``, and the placeholders a reader
+supplies (``my_catalogue``, ``new_photos/``, ``~/Downloads/decisions.csv``) are made from the
+synthetic set. A README command that needs the network says so in ``NOT_RUN``; any other new
+command runs here, so a command that fails as written fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import README_INSTALL, REPO, readme_commands, run_readme_command
+
+from whaleutils import runner
+
+# README commands that cannot run here, each with the reason (matched by prefix).
+NOT_RUN = {
+    ".venv/bin/python -m whaleutils kaggle wheelhouse": "the test command: this suite",
+    ".venv/bin/python -m whaleutils kaggle stage": (
+        "fetches two wheels from the package index (the staging tests stage with --wheelhouse)"
+    ),
+    ".venv/bin/python -m whaleutils kaggle push": "reaches Kaggle (tests/kaggle_server.py)",
+    "mkdir weights": "downloads the backbone weights",
+    "curl ": "downloads",
+    "kaggle datasets": "reaches Kaggle",
+    "mkdir boxes": "needs the 1st-place repository's files",
+}
+
+
+def readme_plan(commands: list[str]) -> list[tuple[str, str | None]]:
+    """Each README command with what runs here (None: not run, see ``NOT_RUN``)."""
+    plan = []
+    for command in commands:
+        if command.startswith(README_INSTALL):
+            command = command.removeprefix(README_INSTALL)
+        if any(command.startswith(prefix) for prefix in NOT_RUN):
+            plan.append((command, None))
+            continue
+        runs = command.replace("--profile local", "--profile smoke")
+        plan.append((command, runs.replace("runs/local/", "runs/smoke/")))
+    return plan
+
+
+def test_readme_commands_are_found():
+    """The parser finds README's blocks, joins continued lines, drops comments."""
+    commands = readme_commands((REPO / "README.md").read_text())
+    main = [c for c in commands if c.endswith("-m whaleutils run --profile local")]
+    assert main == [f"{README_INSTALL}.venv/bin/python -m whaleutils run --profile local"]
+    identify = next(c for c in commands if "whaleutils identify" in c)
+    assert "\\" not in identify and "--out review_2026_11" in identify
+    assert not [c for c in commands if c.startswith("#")]
+    text = "```bash\n# a comment\na \\\n    b  # trailing\nc\n```\n```python\nd\n```\n"
+    assert readme_commands(text) == ["a b", "c"]
+
+
+def test_ci_installs_and_tests_as_readme_says():
+    """.ci/run is README's test command, line by line (so the install the README tests skip
+    is the one CI runs)."""
+    commands = readme_commands((REPO / "README.md").read_text())
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = (REPO / ".ci" / "run").read_text()
+    for step in test_command.split(" && "):
+        assert step in ci, step
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
+    """After the quick start's main command (the fixture), every other README command that
+    runs offline, in order, from the copy's root: the second fold and the blend, identify and
+    enroll on a catalogue, prepare on the real right-whale photos (``../shared``)."""
+    root, main_summary = readme_main_run
+    assert [n["status"] for n in main_summary["notebooks"]] == ["ok"] * len(runner.NOTEBOOKS)
+    plan = readme_plan(readme_commands((root / "README.md").read_text()))
+    ran = []
+    for command, runs in plan:
+        if runs is None or runs.endswith("-m whaleutils run --profile smoke"):
+            continue  # not offline, or the main command (the fixture ran it)
+        if "pytest" in runs:
+            continue  # the test command: this suite
+        _supply_placeholders(root, runs)
+        result = run_readme_command(root, runs)
+        assert result.returncode == 0, (
+            f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+        ran.append(runs)
+    assert len(ran) >= 5, ran
+    run_dir = root / "runs" / "smoke"
+    assert (run_dir / "summary.md").is_file()
+    # the fold-1 variant, then the blend of both folds, each notebook's outputs complete
+    summary = json.loads((run_dir / "summary.json").read_text())
+    statuses = {n["name"]: n["status"] for n in summary["notebooks"]}
+    assert statuses["04_effnet_arcface-fold1"] == "ok" and statuses["07_blend"] == "ok"
+    for name in [*runner.NOTEBOOKS, "04_effnet_arcface-fold1"]:
+        assert runner.outputs.outputs_complete(run_dir / name), name
+    members = pd.read_csv(run_dir / "07_blend" / "members.csv")
+    assert sorted(set(members["fold"])) == [0, 1]
+    # identify wrote its files; enroll added the accepted photos
+    review = root / "review_2026_11"
+    matches = pd.read_csv(review / "matches.csv")
+    assert matches["photo"].nunique() == len(list((root / "new_photos").iterdir()))
+    assert (review / "review.html").stat().st_size > 0
+    catalogue = pd.read_csv(root / "my_catalogue" / "train.csv")
+    assert set(matches["photo"].map(lambda p: Path(p).name)) <= set(catalogue["image"])
+    # prepare, on the real photos beside the copy (../shared, as in the repository)
+    if (root.parent / "shared" / "data" / "real_photos").is_dir():
+        prepared = pd.read_csv(root / "data" / "right_whales" / "train.csv")
+        assert len(prepared) == 3352
+
+
+def _supply_placeholders(root: Path, command: str) -> None:
+    """What a reader brings before a command: a catalogue and a folder of new photos
+    (``identify``), the review page's decisions (``enroll``)."""
+    if " identify " in command and not (root / "my_catalogue").exists():
+        data_dir = Path(json.loads((root / "runs/smoke/summary.json").read_text())["data_dir"])
+        catalogue = root / "my_catalogue"
+        (catalogue / "train_images").mkdir(parents=True)
+        train = pd.read_csv(data_dir / "train.csv")
+        train.to_csv(catalogue / "train.csv", index=False)
+        for name in train["image"]:
+            shutil.copy(data_dir / "train_images" / name, catalogue / "train_images" / name)
+        (root / "new_photos").mkdir()
+        for name in sorted(pd.read_csv(data_dir / "test_solution.csv")["image"])[:6]:
+            shutil.copy(data_dir / "test_images" / name, root / "new_photos" / name)
+    match = re.search(r"--decisions (\S+)", command)
+    if " enroll " in command and match:
+        decisions = Path(match.group(1).replace("~", str(root.parent / "home"), 1))
+        matches = pd.read_csv(root / "review_2026_11" / "matches.csv")
+        accepted = matches[matches["rank"] == 1][["photo", "individual_id"]]  # the suggestions
+        decisions.parent.mkdir(parents=True, exist_ok=True)
+        accepted.to_csv(decisions, index=False)
+
+
+def test_every_command_of_the_table_has_help():
+    """Each command of README's command table answers ``--help`` (exit 0, its usage)."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| command | what it does |") :].split("\n\n")[0]
+    names = re.findall(r"^\| `((?:kaggle )?[a-z]+)", table, flags=re.MULTILINE)
+    assert {"run", "identify", "enroll", "crops", "kaggle stage"} <= set(names)
+    for name in names:
+        result = subprocess.run(
+            [sys.executable, "-m", "whaleutils", *name.split(), "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0 and "usage:" in result.stdout, (name, result.stderr)
