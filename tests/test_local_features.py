@@ -1,0 +1,136 @@
+"""Local features: RootSIFT, the geometric check, LNBNN over a FLANN index, the cache."""
+
+import cv2
+import numpy as np
+import pytest
+
+from whaleutils import local_features as lf
+
+
+def textured(seed: int, size: int = 224) -> np.ndarray:
+    """A photo-like RGB image: blurred noise (blobs and corners SIFT finds), a few ellipses."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (size // 8, size // 8), dtype=np.uint8)
+    base = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    for _ in range(12):
+        centre = tuple(int(v) for v in rng.integers(10, size - 10, 2))
+        axes = tuple(int(v) for v in rng.integers(4, 20, 2))
+        cv2.ellipse(base, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(0, 256)), -1)
+    return np.repeat(base[..., None], 3, axis=2)
+
+
+def rotated_crop(image: np.ndarray, degrees: float, crop: int) -> np.ndarray:
+    """The image turned by ``degrees`` about its centre, ``crop`` px cut off each side."""
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    turned = cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
+    return turned[crop : h - crop, crop : w - crop]
+
+
+def test_root_sift_is_the_square_root_of_l1_normalised_sift():
+    features = lf.extract(textured(0))
+    assert len(features) > 50
+    raw = features.sift.astype(np.float64)
+    expected = np.sqrt(raw / raw.sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(features.descriptors, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(features.descriptors, axis=1), 1.0, rtol=1e-5)
+    plain = lf.extract(textured(0), lf.FeatureSettings(root_sift=False))
+    np.testing.assert_array_equal(plain.descriptors, features.sift.astype(np.float32))
+
+
+def test_keypoints_are_in_the_resized_frame():
+    big = cv2.resize(textured(1), (448, 448), interpolation=cv2.INTER_CUBIC)
+    features = lf.extract(big, lf.FeatureSettings(max_side=224))
+    assert features.scale == 0.5
+    assert features.points.max() < 224 and features.points.min() >= 0
+    assert len(lf.extract(big, lf.FeatureSettings(max_side=224, max_keypoints=20))) <= 22
+
+
+def test_a_photo_matches_its_own_rotated_cropped_copy_and_not_another():
+    original = lf.extract(textured(2))
+    copy = lf.extract(rotated_crop(textured(2), 20, 16))
+    other = lf.extract(textured(3))
+    same = lf.verify(copy, original)
+    different = lf.verify(copy, other)
+    assert same.inliers >= 30 and same.inliers <= same.matches
+    assert different.inliers <= 8
+    # the recovered transform is the rotation: copy point -> original point
+    turn = np.degrees(np.arctan2(same.transform[1, 0], same.transform[0, 0]))
+    assert turn == pytest.approx(20, abs=2)
+    # pairs are the inliers' coordinates, consistent with the transform
+    source, target = same.pairs[:, 0], same.pairs[:, 1]
+    mapped = source @ same.transform[:, :2].T + same.transform[:, 2]
+    assert np.abs(mapped - target).max() <= 5.6 + 1e-3
+    for transform in ("similarity", "homography"):
+        assert lf.verify(copy, original, transform=transform).inliers >= 30
+    again = lf.verify(copy, original)
+    assert again.inliers == same.inliers  # deterministic (seeded RANSAC)
+
+
+def test_verify_needs_enough_matches_and_names_a_bad_transform():
+    empty = lf.PhotoFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), 1.0)
+    assert lf.verify(empty, lf.extract(textured(4))).inliers == 0
+    flat = lf.extract(np.full((64, 64, 3), 128, np.uint8))
+    assert len(flat) == 0 and lf.verify(flat, flat).pairs.shape == (0, 2, 2)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        lf.verify(flat, flat, transform="perspective")
+
+
+def test_lnbnn_by_hand():
+    """Two gallery photos of individuals a and b, one descriptor each; the query's descriptor is
+    nearest a's at distance 1 with b's next at distance 3: a earns 3 - 1 = 2."""
+    def photo(vector):
+        return lf.PhotoFeatures(np.zeros((1, 2), np.float32), np.array([vector], np.uint8), 1.0,
+                                root_sift=False)  # fmt: skip
+
+    a, b = np.zeros(128, np.uint8), np.zeros(128, np.uint8)
+    a[0], b[0] = 10, 14
+    query = np.zeros(128, np.uint8)
+    query[0] = 11
+    for exact in (True, False):
+        index = lf.DescriptorIndex([photo(a), photo(b)], ["a", "b"], exact=exact)
+        np.testing.assert_allclose(index.lnbnn(photo(query)), [2.0, 0.0])
+        # with a's photo left out, b is nearest and nothing is left as the normaliser
+        np.testing.assert_allclose(index.lnbnn(photo(query), exclude_photos=[0]), [0.0, 0.0])
+
+
+def test_flann_neighbours_agree_with_exact_search():
+    photos = [lf.extract(textured(seed)) for seed in range(6)]
+    labels = ["x", "x", "y", "y", "z", "z"]
+    exact = lf.DescriptorIndex(photos, labels, exact=True)
+    flann = lf.DescriptorIndex(photos, labels, checks=256)
+    query = lf.extract(rotated_crop(textured(2), 10, 8)).descriptors
+    exact_rows, exact_distances = exact.neighbours(query, 2)
+    flann_rows, flann_distances = flann.neighbours(query, 2)
+    # FLANN never finds a nearer neighbour than exact search, and finds the nearest (or one
+    # as near) for most descriptors
+    assert (flann_distances[:, 0] >= exact_distances[:, 0] - 1e-4).all()
+    found = flann_distances[:, 0] <= exact_distances[:, 0] + 1e-4
+    assert found.mean() > 0.9
+    agree = exact_rows[:, 0] == flann_rows[:, 0]
+    np.testing.assert_allclose(flann_distances[agree, 0], exact_distances[agree, 0], atol=1e-4)
+    scores = flann.lnbnn(lf.extract(rotated_crop(textured(2), 10, 8)))
+    assert flann.individuals[np.argmax(scores)] == "y"  # seed 2 is y's first photo
+
+
+def test_the_cache_returns_what_extraction_computes_and_recomputes_only_what_changed(tmp_path):
+    settings = lf.FeatureSettings(max_side=160)
+    images = [textured(seed) for seed in range(3)]
+    cache = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings)
+    first = cache.features(["a", "b", "c"], lambda i: images[i])
+    assert cache.computed == 3
+    cache.save()
+    again = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings)
+    read = again.features(["a", "b", "c", "d"], lambda i: textured(9))
+    assert again.computed == 1  # only the new photo
+    for stored, fresh in zip(read[:3], first, strict=True):
+        np.testing.assert_array_equal(stored.sift, fresh.sift)
+        np.testing.assert_array_equal(stored.points, fresh.points)
+        np.testing.assert_array_equal(stored.descriptors, fresh.descriptors)
+    other = lf.FeatureCache(tmp_path / lf.CACHE_FILE, lf.FeatureSettings(max_side=224))
+    assert other.entries == {}  # written with other settings: not trusted
+    (tmp_path / lf.CACHE_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.warns(UserWarning, match="unreadable feature cache"):
+        broken = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings)
+    assert broken.entries == {}
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
