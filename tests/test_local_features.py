@@ -15,7 +15,9 @@ def textured(seed: int, size: int = 224) -> np.ndarray:
     for _ in range(12):
         centre = tuple(int(v) for v in rng.integers(10, size - 10, 2))
         axes = tuple(int(v) for v in rng.integers(4, 20, 2))
-        cv2.ellipse(base, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(0, 256)), -1)
+        cv2.ellipse(
+            base, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(0, 256)), -1
+        )
     return np.repeat(base[..., None], 3, axis=2)
 
 
@@ -79,6 +81,7 @@ def test_verify_needs_enough_matches_and_names_a_bad_transform():
 def test_lnbnn_by_hand():
     """Two gallery photos of individuals a and b, one descriptor each; the query's descriptor is
     nearest a's at distance 1 with b's next at distance 3: a earns 3 - 1 = 2."""
+
     def photo(vector):
         return lf.PhotoFeatures(np.zeros((1, 2), np.float32), np.array([vector], np.uint8), 1.0,
                                 root_sift=False)  # fmt: skip

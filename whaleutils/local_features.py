@@ -114,8 +114,10 @@ def extract(image: np.ndarray, settings: FeatureSettings = FeatureSettings()) ->
 
 def _as_uint8(descriptors: np.ndarray) -> np.ndarray:
     rounded = np.rint(descriptors)
-    if not np.array_equal(rounded, descriptors) or rounded.min(initial=0) < 0 or (
-        rounded.max(initial=0) > 255
+    if (
+        not np.array_equal(rounded, descriptors)
+        or rounded.min(initial=0) < 0
+        or (rounded.max(initial=0) > 255)
     ):
         raise ValueError("SIFT descriptors are expected as whole numbers 0-255 (OpenCV's)")
     return rounded.astype(np.uint8)
@@ -138,9 +140,7 @@ class Verification:
     transform: np.ndarray | None = None
 
 
-def ratio_matches(
-    query: PhotoFeatures, candidate: PhotoFeatures, ratio: float = 0.8
-) -> np.ndarray:
+def ratio_matches(query: PhotoFeatures, candidate: PhotoFeatures, ratio: float = 0.8) -> np.ndarray:
     """(m, 2) int: query and candidate keypoint indices whose nearest candidate descriptor is
     closer than ``ratio`` times the second nearest (Lowe's test), by Euclidean distance."""
     import cv2
@@ -216,7 +216,9 @@ class DescriptorIndex:
     ):
         if len(photos) != len(labels):
             raise ValueError(f"{len(photos)} photos but {len(labels)} labels")
-        self.individuals, label_codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+        self.individuals, label_codes = np.unique(
+            np.asarray(labels, dtype=str), return_inverse=True
+        )
         counts = np.array([len(p) for p in photos], np.int64)
         self.photo_of_row = np.repeat(np.arange(len(photos)), counts)  # (rows,) gallery photo
         self.individual_of_row = label_codes[self.photo_of_row]
@@ -243,9 +245,7 @@ class DescriptorIndex:
             return np.zeros((len(descriptors), 0), np.int64), np.zeros((len(descriptors), 0))
         if self.exact:
             query, gallery = descriptors.astype(np.float64), self.descriptors.astype(np.float64)
-            squared = (
-                (query**2).sum(1)[:, None] - 2 * query @ gallery.T + (gallery**2).sum(1)[None]
-            )
+            squared = (query**2).sum(1)[:, None] - 2 * query @ gallery.T + (gallery**2).sum(1)[None]
             rows = np.argsort(squared, axis=1, kind="stable")[:, :k]
             distances = np.take_along_axis(squared, rows, axis=1)
         else:

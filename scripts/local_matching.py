@@ -1,0 +1,221 @@
+"""Local-feature matching and its fusion with the embedding, measured on one fold of a data set.
+
+    python scripts/local_matching.py --data DATA_DIR --out OUT [--model RUN_DIR] [--fold 0]
+
+Every choice is made on the validation fold; the test split (``test_solution.csv``) is scored
+once with those choices. For each part the script extracts RootSIFT features (cached in OUT),
+builds the candidate pairs (``matching.candidate_pairs``: LNBNN over all gallery descriptors
+and, with ``--model``, the run's embeddings, each shortlisting ``--shortlist`` individuals,
+all verified by RANSAC), then scores these rankings:
+
+- ``embedding``: best cosine similarity per individual (needs ``--model``)
+- ``lnbnn``: the LNBNN score alone
+- ``lnbnn+inliers``: inlier count, LNBNN breaking ties
+- ``fused``: the logistic regression of ``matching.fit_fusion``, fitted on validation pairs (its
+  validation figures are cross-fitted: each half of the validation queries scored by a model
+  fitted on the other half)
+
+with known top-1 and top-5 accuracy, the known-vs-new ROC AUC of the best score, and MAP@5 with
+the ``new_individual`` threshold chosen on validation. Writes ``pairs_valid.csv``,
+``pairs_test.csv`` and ``local_matching.json``; prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils import embed, identify, local_features, matching, metrics, splits
+
+NEW = metrics.NEW_INDIVIDUAL
+
+
+def photo_features(split, settings, cache_path):
+    """Features of every train, validation and test photo, by part (lists in frame order)."""
+    cache = local_features.FeatureCache(cache_path, settings)
+    result = {}
+    for part in ("train", "valid", "test"):
+        frame = split.frame(part)
+        folder = split.image_folder(part)
+        paths = [folder / name for name in frame["image"]]
+        boxes = list(frame["box"]) if split.crop_to_box and "box" in frame else [None] * len(frame)
+        keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
+        result[part] = cache.features(keys, lambda i: identify.read_photo(paths[i], boxes[i]))  # noqa: B023
+    cache.save()
+    return result, cache.computed
+
+
+def gallery_of(split, part, features):
+    held = split._valid_in_gallery(part)
+    return features["train"] + [f for f, h in zip(features["valid"], held, strict=True) if h]
+
+
+def thresholds_map5(ranked, queries, truth, padding):
+    """The threshold on the best score with the best MAP@5, from the scores' quantiles."""
+    best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
+    grid = np.unique(np.quantile(best[np.isfinite(best)], np.linspace(0, 1, 101)))
+    grid = np.concatenate([[-np.inf], grid, [np.inf]])
+    labels = [truth[q] for q in queries]
+    scored = [
+        (metrics.map_at_k(labels, matching.predictions(ranked, queries, t, padding)), t)
+        for t in grid
+    ]
+    return max(scored, key=lambda item: (item[0], -item[1]))
+
+
+def evaluate(ranked, queries, truth, padding, threshold):
+    lists = matching.predictions(ranked, queries, threshold, padding)
+    split_scores = metrics.map_at_k_split([truth[q] for q in queries], lists)
+    return {
+        "known_top1": matching.known_accuracy(ranked, truth, 1),
+        "known_top5": matching.known_accuracy(ranked, truth, 5),
+        "auc": matching.known_vs_new_auc(ranked, truth),
+        "map5": split_scores["map5"],
+        "map5_known": split_scores["map5_known"],
+        "map5_new": split_scores["map5_new"],
+        "threshold": float(threshold),
+    }
+
+
+def method_scores(pairs, name, fusion=None):
+    if name == "embedding":
+        return pairs["similarity"].to_numpy()
+    if name == "lnbnn":
+        return pairs["lnbnn"].to_numpy()
+    if name == "lnbnn+inliers":
+        return pairs["inliers"].to_numpy() + 1e-3 * pairs["lnbnn"].rank(pct=True).to_numpy()
+    return fusion.probability(pairs)
+
+
+def cross_fitted(pairs, truth, seed=0):
+    """Validation probabilities, each half of the queries scored by a fusion fitted on the
+    other half."""
+    queries = np.array(sorted(pairs["query"].unique()))
+    rng = np.random.default_rng(seed)
+    half = set(rng.permutation(queries)[: len(queries) // 2])
+    first = pairs["query"].isin(half).to_numpy()
+    result = np.zeros(len(pairs))
+    for held in (first, ~first):
+        model = matching.fit_fusion(pairs[~held], truth)
+        result[held] = model.probability(pairs[held])
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", help="a trained notebook's output folder (its .npz files)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shortlist", type=int, default=20)
+    parser.add_argument("--max-side", type=int, default=224)
+    parser.add_argument("--clahe", action="store_true")
+    parser.add_argument("--transform", default="affine", choices=local_features.TRANSFORMS)
+    parser.add_argument("--ratio", type=float, default=0.8)
+    parser.add_argument("--verify-photos", type=int, default=10)
+    parser.add_argument("--parts", nargs="+", default=["valid", "test"])
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = splits.load_split(args.data, args.fold, args.n_folds, args.seed)
+    settings = local_features.FeatureSettings(max_side=args.max_side, clahe=args.clahe)
+    started = time.perf_counter()
+    features, computed = photo_features(split, settings, out / local_features.CACHE_FILE)
+    n_photos = sum(len(v) for v in features.values())
+    extract_seconds = time.perf_counter() - started
+    print(f"features of {n_photos} photos ({computed} computed) in {extract_seconds:.0f} s")
+    embeddings = None
+    if args.model:
+        embeddings = {}
+        for part in ("train", "valid", "test"):
+            stored = embed.load_embeddings(Path(args.model) / f"{part}.npz")
+            if list(stored["image_names"]) != list(split.frame(part)["image"]):
+                raise ValueError(f"{args.model}/{part}.npz: photos differ from the split's {part}")
+            embeddings[part] = stored["embeddings"]
+    report = {"settings": vars(args), "parts": {}}
+    pairs_by_part, truth_by_part = {}, {}
+    for part in args.parts:
+        queries = list(split.frame(part)["image"])
+        labels = split.gallery_labels(part).astype(str)
+        gallery = gallery_of(split, part, features)
+        started = time.perf_counter()
+        index = local_features.DescriptorIndex(gallery, labels)
+        similarities = None
+        if embeddings is not None:
+            similarities = matching.embedding_similarities(
+                embeddings[part], split.gallery(part, embeddings), labels, index.individuals,
+                split.own_gallery_rows(part),
+            )  # fmt: skip
+        pairs = matching.candidate_pairs(
+            queries, features[part], gallery, labels, similarities, split.own_gallery_rows(part),
+            args.shortlist, index, verify_photos=args.verify_photos, ratio=args.ratio,
+            transform=args.transform,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        pairs.to_csv(out / f"pairs_{part}.csv", index=False)
+        truth = dict(zip(queries, split.truth(part, queries), strict=True))
+        pairs_by_part[part], truth_by_part[part] = pairs, truth
+        report["parts"][part] = {
+            "queries": len(queries),
+            "seconds_per_query": seconds / max(len(queries), 1),
+            "shortlist_recall": float(
+                np.mean(
+                    [
+                        truth[q] in set(pairs.loc[pairs["query"] == q, "individual"])
+                        for q in queries
+                        if truth[q] != NEW
+                    ]
+                )
+            ),
+        }
+        print(f"{part}: {len(queries)} queries, {seconds / len(queries):.3f} s each")
+    methods = (["embedding"] if embeddings is not None else []) + [
+        "lnbnn", "lnbnn+inliers", "fused",
+    ]  # fmt: skip
+    fusion = None
+    if "valid" in pairs_by_part:
+        fusion = matching.fit_fusion(pairs_by_part["valid"], truth_by_part["valid"])
+    results = {}
+    for method in methods:
+        if method == "fused" and fusion is None:
+            continue
+        threshold = None
+        for part in ("valid", "test"):
+            if part not in pairs_by_part:
+                continue
+            pairs, truth = pairs_by_part[part], truth_by_part[part]
+            if method == "fused" and part == "valid":
+                score = cross_fitted(pairs, truth)
+            else:
+                score = method_scores(pairs, method, fusion)
+            ranked = matching.ranked_candidates(pairs, score)
+            queries = list(truth)
+            padding = split.frequent_ids(part)
+            if part == "valid":
+                _, threshold = thresholds_map5(ranked, queries, truth, padding)
+            results[(method, part)] = evaluate(ranked, queries, truth, padding, threshold)
+    report["results"] = {f"{m} {p}": v for (m, p), v in results.items()}
+    if fusion is not None:
+        coefficients = fusion.model[-1].coef_[0]
+        report["fusion_coefficients"] = dict(
+            zip(matching.FUSION_FEATURES, map(float, coefficients), strict=True)
+        )
+    (out / "local_matching.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    table = pd.DataFrame(
+        [{"method": m, "part": p, **v} for (m, p), v in results.items()]
+    ).set_index(["method", "part"])
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for part, info in report["parts"].items():
+        print(f"{part}: shortlist recall {info['shortlist_recall']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
