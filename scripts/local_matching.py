@@ -106,6 +106,21 @@ def cross_fitted(pairs, truth, seed=0):
     return result
 
 
+def verified_share(pairs, truth, inliers):
+    """Of the queries whose best candidate by inliers has at least ``inliers``: how many,
+    how many rightly, how many new (wrong by definition)."""
+    best = pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+    accepted = best[best["inliers"] >= inliers]
+    right = accepted["individual"].to_numpy() == accepted["query"].map(truth).to_numpy()
+    known = sum(t != NEW for t in truth.values())
+    return {
+        "accepted": len(accepted),
+        "precision": float(right.mean()) if len(accepted) else float("nan"),
+        "share_of_known": float(right.sum() / known) if known else float("nan"),
+        "new_accepted": int(accepted["query"].map(truth).eq(NEW).sum()),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
@@ -203,10 +218,14 @@ def main(argv=None) -> int:
             results[(method, part)] = evaluate(ranked, queries, truth, padding, threshold)
     report["results"] = {f"{m} {p}": v for (m, p), v in results.items()}
     if fusion is not None:
-        coefficients = fusion.model[-1].coef_[0]
-        report["fusion_coefficients"] = dict(
-            zip(matching.FUSION_FEATURES, map(float, coefficients), strict=True)
+        report["fusion"] = fusion.to_json()
+        report["verified_inliers"] = matching.verified_inliers(
+            pairs_by_part["valid"], truth_by_part["valid"]
         )
+        if "test" in pairs_by_part and report["verified_inliers"] is not None:
+            report["verified_test"] = verified_share(
+                pairs_by_part["test"], truth_by_part["test"], report["verified_inliers"]
+            )
     (out / "local_matching.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     table = pd.DataFrame(
         [{"method": m, "part": p, **v} for (m, p), v in results.items()]
@@ -214,6 +233,11 @@ def main(argv=None) -> int:
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     for part, info in report["parts"].items():
         print(f"{part}: shortlist recall {info['shortlist_recall']:.3f}")
+    if "verified_inliers" in report:
+        print(
+            f"verified tier (98% precision on validation): >= {report['verified_inliers']} "
+            f"inliers; on test {report.get('verified_test')}"
+        )
     return 0
 
 

@@ -157,28 +157,83 @@ def fusion_features(pairs: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class Fusion:
-    """A fitted fusion model (scikit-learn logistic regression on :data:`FUSION_FEATURES`)."""
+    """A fitted fusion: a logistic regression on the standardised :data:`FUSION_FEATURES`,
+    kept as plain numbers (``mean``, ``scale``, ``coefficients`` (f,), ``intercept``) so that
+    it is saved as JSON, never as a pickle."""
 
-    model: object
+    mean: np.ndarray
+    scale: np.ndarray
+    coefficients: np.ndarray
+    intercept: float
     features: tuple[str, ...] = FUSION_FEATURES
 
     def probability(self, pairs: pd.DataFrame) -> np.ndarray:
-        return self.model.predict_proba(fusion_features(pairs))[:, 1]
+        """(pairs,) the probability that each pair shows one animal."""
+        logit = ((fusion_features(pairs) - self.mean) / self.scale) @ self.coefficients
+        return 1.0 / (1.0 + np.exp(-(logit + self.intercept)))
+
+    def to_json(self) -> dict:
+        return {
+            "features": list(self.features),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coefficients": self.coefficients.tolist(),
+            "intercept": float(self.intercept),
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict, source: str = "fusion") -> Fusion:
+        """Raises naming ``source`` if the features are not this version's."""
+        if tuple(payload.get("features", ())) != FUSION_FEATURES:
+            raise ValueError(
+                f"{source}: fusion features {payload.get('features')} are not "
+                f"{list(FUSION_FEATURES)}; fit it again"
+            )
+        return cls(
+            np.asarray(payload["mean"], np.float64),
+            np.asarray(payload["scale"], np.float64),
+            np.asarray(payload["coefficients"], np.float64),
+            float(payload["intercept"]),
+        )
 
 
 def fit_fusion(pairs: pd.DataFrame, truth: dict[str, str], c: float = 1.0) -> Fusion:
-    """Fit the fusion on (validation) pairs: a pair is positive when its individual is its
-    query's true one (``truth``: query -> individual id or ``new_individual``)."""
+    """Fit the fusion on (validation) pairs with scikit-learn's ``StandardScaler`` and
+    ``LogisticRegression``: a pair is positive when its individual is its query's true one
+    (``truth``: query -> individual id or ``new_individual``)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    same = (pairs["individual"] == pairs["query"].map(truth)).to_numpy()
+    same = same_animal(pairs, truth)
     if same.all() or not same.any():
         raise ValueError("fitting the fusion needs both same-animal and other pairs")
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
-    model.fit(fusion_features(pairs), same)
-    return Fusion(model)
+    inputs = fusion_features(pairs)
+    scaler = StandardScaler().fit(inputs)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    model = LogisticRegression(C=c, max_iter=1000).fit((inputs - scaler.mean_) / scale, same)
+    return Fusion(scaler.mean_, scale, model.coef_[0], float(model.intercept_[0]))
+
+
+def same_animal(pairs: pd.DataFrame, truth: dict[str, str]) -> np.ndarray:
+    """(pairs,) bool: whether each pair's individual is its query's true one."""
+    return (pairs["individual"] == pairs["query"].map(truth)).to_numpy()
+
+
+def verified_inliers(
+    pairs: pd.DataFrame, truth: dict[str, str], precision: float = 0.98
+) -> int | None:
+    """The smallest inlier count at which a query's best candidate by inliers is right at
+    least ``precision`` of the time on these (validation) pairs, counting every query (new
+    ones can only be wrong): the "verified" tier a reviewer may accept in bulk. None if no
+    count reaches it."""
+    best = pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+    right = best["individual"].to_numpy() == best["query"].map(truth).to_numpy()
+    inliers = best["inliers"].to_numpy()
+    for count in np.unique(inliers):
+        accepted = inliers >= count
+        if count > 0 and accepted.any() and right[accepted].mean() >= precision:
+            return int(count)
+    return None
 
 
 def ranked_candidates(pairs: pd.DataFrame, score: np.ndarray) -> dict[str, list[tuple[str, float]]]:
