@@ -27,7 +27,8 @@
 # **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`,
 # `snapshots/epoch-NNN/` (each snapshot's embeddings and predictions), `train.npz`,
 # `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
-# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`.
+# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`; with
+# `local_matching`, `local/` (the fused head: `matching.LOCAL_OUTPUTS` and the feature cache).
 # **Accelerator:** TPU v5e-8 on Kaggle (Keras on JAX, data-parallel over the 8 chips, bfloat16),
 # or GPU T4 x2 (Keras on TensorFlow, mirrored over both); the CPU at small sizes.
 # **Expected time:** minutes on CPU with Lite0 at 64-160 px; hours on Kaggle at B5 / 380 px.
@@ -68,6 +69,7 @@ new_share = None  # put new_individual first for this share of photos (1st place
 flipped_gallery = False  # also match each gallery photo's mirror image; "best": by validation
 max_valid_images = None
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
+local_matching = False  # fuse RootSIFT matching with the embedding: True, or a LocalSettings dict
 
 # %% [markdown]
 # ## Backend and hardware
@@ -98,6 +100,7 @@ from whaleutils import (
     embed,
     heads,
     layers,
+    matching,
     models,
     outputs,
     pipeline,
@@ -207,9 +210,32 @@ with choice.scope():  # loaded onto every replica, as the model was built
     snapshot_folders = blend.snapshot_members(split, out, out / "snapshots", batch_size, epochs)
 [folder.name for folder in snapshot_folders]
 
+# %% [markdown]
+# ## Local features fused with the embedding (with `local_matching`)
+# The embedding finds animals that look alike; local features find the same marks in the same
+# arrangement. RootSIFT keypoints of every photo, LNBNN over all gallery descriptors and the
+# embedding's nearest individuals each shortlist candidates, RANSAC counts the matches one
+# affine transform explains, and a logistic regression fitted on validation turns the evidence
+# into a probability that ranks the candidates and decides `new_individual`. Written to
+# `local/`, a blend member of its own; `calibration.png` shows whether its probabilities hold.
+
+# %%
+local_settings = matching.LocalSettings.from_parameter(local_matching)
+local_scores = local_settings and matching.fused_head(
+    split, embeddings, out / matching.LOCAL_FOLDER, local_settings, member
+)
+local_scores
+
+# %% [markdown]
+# ## What to look at
+# `knn_search.png` (does the threshold search have an interior optimum?), `log.csv` (did the
+# training accuracy rise, or did the model underfit?), and with local matching
+# `local/calibration.png` and the `local` scores beside the KNN head's.
+
 # %%
 outputs.write_outputs(
     out,
     ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS]
-    + [folder / name for folder in snapshot_folders for name in blend.SNAPSHOT_FILES],
+    + [folder / name for folder in snapshot_folders for name in blend.SNAPSHOT_FILES]
+    + matching.local_output_files(local_settings),
 )

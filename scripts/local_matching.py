@@ -30,29 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils import embed, identify, local_features, matching, metrics, splits
+from whaleutils import embed, local_features, matching, metrics, splits
 
 NEW = metrics.NEW_INDIVIDUAL
-
-
-def photo_features(split, settings, cache_path):
-    """Features of every train, validation and test photo, by part (lists in frame order)."""
-    cache = local_features.FeatureCache(cache_path, settings)
-    result = {}
-    for part in ("train", "valid", "test"):
-        frame = split.frame(part)
-        folder = split.image_folder(part)
-        paths = [folder / name for name in frame["image"]]
-        boxes = list(frame["box"]) if split.crop_to_box and "box" in frame else [None] * len(frame)
-        keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
-        result[part] = cache.features(keys, lambda i: identify.read_photo(paths[i], boxes[i]))  # noqa: B023
-    cache.save()
-    return result, cache.computed
-
-
-def gallery_of(split, part, features):
-    held = split._valid_in_gallery(part)
-    return features["train"] + [f for f, h in zip(features["valid"], held, strict=True) if h]
 
 
 def thresholds_map5(ranked, queries, truth, padding):
@@ -92,20 +72,6 @@ def method_scores(pairs, name, fusion=None):
     return fusion.probability(pairs)
 
 
-def cross_fitted(pairs, truth, seed=0):
-    """Validation probabilities, each half of the queries scored by a fusion fitted on the
-    other half."""
-    queries = np.array(sorted(pairs["query"].unique()))
-    rng = np.random.default_rng(seed)
-    half = set(rng.permutation(queries)[: len(queries) // 2])
-    first = pairs["query"].isin(half).to_numpy()
-    result = np.zeros(len(pairs))
-    for held in (first, ~first):
-        model = matching.fit_fusion(pairs[~held], truth)
-        result[held] = model.probability(pairs[held])
-    return result
-
-
 def verified_share(pairs, truth, inliers):
     """Of the queries whose best candidate by inliers has at least ``inliers``: how many,
     how many rightly, how many new (wrong by definition)."""
@@ -140,12 +106,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     split = splits.load_split(args.data, args.fold, args.n_folds, args.seed)
-    settings = local_features.FeatureSettings(max_side=args.max_side, clahe=args.clahe)
+    settings = matching.LocalSettings(
+        max_side=args.max_side, clahe=args.clahe, shortlist=args.shortlist, ratio=args.ratio,
+        transform=args.transform, verify_photos=args.verify_photos,
+    )  # fmt: skip
     started = time.perf_counter()
-    features, computed = photo_features(split, settings, out / local_features.CACHE_FILE)
+    features = matching.split_features(split, settings.features, out / local_features.CACHE_FILE)
     n_photos = sum(len(v) for v in features.values())
-    extract_seconds = time.perf_counter() - started
-    print(f"features of {n_photos} photos ({computed} computed) in {extract_seconds:.0f} s")
+    print(f"features of {n_photos} photos in {time.perf_counter() - started:.0f} s")
     embeddings = None
     if args.model:
         embeddings = {}
@@ -158,37 +126,18 @@ def main(argv=None) -> int:
     pairs_by_part, truth_by_part = {}, {}
     for part in args.parts:
         queries = list(split.frame(part)["image"])
-        labels = split.gallery_labels(part).astype(str)
-        gallery = gallery_of(split, part, features)
         started = time.perf_counter()
-        index = local_features.DescriptorIndex(gallery, labels)
-        similarities = None
-        if embeddings is not None:
-            similarities = matching.embedding_similarities(
-                embeddings[part], split.gallery(part, embeddings), labels, index.individuals,
-                split.own_gallery_rows(part),
-            )  # fmt: skip
-        pairs = matching.candidate_pairs(
-            queries, features[part], gallery, labels, similarities, split.own_gallery_rows(part),
-            args.shortlist, index, verify_photos=args.verify_photos, ratio=args.ratio,
-            transform=args.transform,
-        )  # fmt: skip
+        pairs = matching.part_pairs(split, part, features, embeddings, settings)
         seconds = time.perf_counter() - started
         pairs.to_csv(out / f"pairs_{part}.csv", index=False)
         truth = dict(zip(queries, split.truth(part, queries), strict=True))
         pairs_by_part[part], truth_by_part[part] = pairs, truth
+        listed = pairs.groupby("query")["individual"].apply(set)
+        known = [q for q in queries if truth[q] != NEW]
         report["parts"][part] = {
             "queries": len(queries),
             "seconds_per_query": seconds / max(len(queries), 1),
-            "shortlist_recall": float(
-                np.mean(
-                    [
-                        truth[q] in set(pairs.loc[pairs["query"] == q, "individual"])
-                        for q in queries
-                        if truth[q] != NEW
-                    ]
-                )
-            ),
+            "shortlist_recall": float(np.mean([truth[q] in listed.get(q, set()) for q in known])),
         }
         print(f"{part}: {len(queries)} queries, {seconds / len(queries):.3f} s each")
     methods = (["embedding"] if embeddings is not None else []) + [
@@ -207,7 +156,7 @@ def main(argv=None) -> int:
                 continue
             pairs, truth = pairs_by_part[part], truth_by_part[part]
             if method == "fused" and part == "valid":
-                score = cross_fitted(pairs, truth)
+                score = matching.cross_fitted_probability(pairs, truth)
             else:
                 score = method_scores(pairs, method, fusion)
             ranked = matching.ranked_candidates(pairs, score)

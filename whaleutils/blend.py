@@ -410,8 +410,9 @@ class Member:
 
 def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> list[Member]:
     """Every member the ``notebooks``' outputs under ``inputs_dir`` hold: each output folder
-    (``environment.notebook_outputs``: one per fold or variant) and the snapshots it embedded
-    (``snapshots/epoch-NNN/``, see :func:`snapshot_members`).
+    (``environment.notebook_outputs``: one per fold or variant), the snapshots it embedded
+    (``snapshots/epoch-NNN/``, see :func:`snapshot_members`) and its fused head (``local/``,
+    ``matching.fused_head``).
 
     The name is ``scores.json``'s ``member`` (notebook 04 writes its backbone and image size),
     else the notebook's name; snapshots add their epoch. The fold comes from ``scores.json``'s
@@ -442,6 +443,8 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
             for snapshot in sorted((folder / "snapshots").glob("epoch-*")):
                 if (snapshot / "oof_predictions.csv").is_file():
                     members.append(Member(f"{name} {snapshot.name}", *common, snapshot))
+            if (folder / "local" / "oof_predictions.csv").is_file():  # matching.fused_head
+                members.append(Member(f"{name} local", *common, folder / "local"))
     assignments = {(m.n_folds, m.seed) for m in members}
     if len(assignments) > 1:
         examples = {(m.n_folds, m.seed): m.folder for m in members}

@@ -62,9 +62,11 @@ def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_photo(photo, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def read_photo(
+    photo, box: tuple[float, float, float, float] | None = None, margin: float = BOX_MARGIN
+) -> np.ndarray:
     """A photo as upright uint8 RGB (h, w, 3), cropped to ``box`` (left, top, right, bottom in
-    the upright photo's pixels, grown by the pipeline's 10% margin) if given.
+    the upright photo's pixels, grown by ``margin``, the pipeline's 10%, on each side) if given.
 
     ``photo`` is a path or an array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), 0-255.
 
@@ -85,7 +87,7 @@ def read_photo(photo, box: tuple[float, float, float, float] | None = None) -> n
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"{photo}: not a readable image ({error})") from None
     if box is not None:
-        image = _crop(image, box)
+        image = _crop(image, box, margin)
     return image
 
 
@@ -100,11 +102,11 @@ def _array_rgb(array: np.ndarray) -> np.ndarray:
     return array[..., :3]
 
 
-def _crop(image: np.ndarray, box) -> np.ndarray:
+def _crop(image: np.ndarray, box, margin: float = BOX_MARGIN) -> np.ndarray:
     """The pipeline's crop (``pipeline.crop_window``): the box grown by the margin, clipped."""
     height, width = image.shape[:2]
     left, top, right, bottom = (float(v) for v in box)
-    grow_x, grow_y = BOX_MARGIN * (right - left), BOX_MARGIN * (bottom - top)
+    grow_x, grow_y = margin * (right - left), margin * (bottom - top)
     left = int(np.clip(np.floor(left - grow_x), 0, width - 1))
     top = int(np.clip(np.floor(top - grow_y), 0, height - 1))
     right = int(np.clip(np.ceil(right + grow_x), left + 1, width))

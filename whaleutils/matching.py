@@ -19,6 +19,7 @@ ranks the candidates and, through its maximum per query, decides ``new_individua
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -284,3 +285,228 @@ def known_vs_new_auc(ranked: dict, truth: dict[str, str]) -> float:
     if all(known) or not any(known):
         return float("nan")
     return float(roc_auc_score(known, np.nan_to_num(best, neginf=-1e9)))
+
+
+# ---------------------------------------------------------------------------- the fused head
+
+LOCAL_FOLDER = "local"  # a trained notebook's fused head, a blend member of its own
+FUSION_FILE = "fusion.json"
+LOCAL_OUTPUTS = (
+    "pairs_valid.csv", "pairs_test.csv", FUSION_FILE, "calibration.png",
+    "oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The fused head's settings (notebook 04's ``local_matching`` parameter: a dict of these,
+    or True for the defaults)."""
+
+    max_side: int | None = 224
+    clahe: bool = False
+    shortlist: int = 20
+    ratio: float = 0.8
+    transform: str = "affine"
+    reprojection: float = 5.6
+    verify_photos: int = 10
+    verified_precision: float = 0.98
+
+    @classmethod
+    def from_parameter(cls, value) -> LocalSettings | None:
+        if value in (None, False):
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, dict):
+            raise ValueError(f"local_matching must be True, False or a dict, got {value!r}")
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"local_matching: unknown setting(s) {unknown}")
+        return cls(**value)
+
+    @property
+    def features(self) -> local_features.FeatureSettings:
+        return local_features.FeatureSettings(max_side=self.max_side, clahe=self.clahe)
+
+    def verify_options(self) -> dict:
+        return {"ratio": self.ratio, "transform": self.transform, "reprojection": self.reprojection}
+
+
+def local_output_files(settings: LocalSettings | None) -> list[str]:
+    """The files :func:`fused_head` writes, relative to the notebook's folder ([] without it)."""
+    if settings is None:
+        return []
+    names = (*LOCAL_OUTPUTS, local_features.CACHE_FILE)
+    return [f"{LOCAL_FOLDER}/{name}" for name in names]
+
+
+def split_features(split, settings: local_features.FeatureSettings, cache_path=None) -> dict:
+    """Local features of every photo of the split, by part (lists in each part's row order),
+    read as ``identify.read_photo`` reads them, cropped to the boxes the split uses."""
+    from whaleutils import data, identify
+
+    if split.crop_cache is not None:
+        raise ValueError(
+            "local matching reads the photos themselves: run it without a crop cache "
+            "(a cache holds them at the training size)"
+        )
+    cache = local_features.FeatureCache(cache_path, settings)
+    result = {}
+    for part in ("train", "valid", "test"):
+        frame = split.frame(part)
+        paths = [split.image_folder(part) / name for name in frame["image"]]
+        boxes = (
+            [data.parse_box(text) for text in frame["box"]]
+            if split.crop_to_box and "box" in frame
+            else [None] * len(frame)
+        )
+        keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
+        result[part] = cache.features(
+            keys,
+            lambda i, paths=paths, boxes=boxes: identify.read_photo(
+                paths[i], boxes[i], split.box_margin
+            ),
+        )
+    cache.save()
+    return result
+
+
+def part_pairs(
+    split, part: str, features: dict, embeddings: dict | None, settings: LocalSettings
+) -> pd.DataFrame:
+    """The candidate pairs of ``part``'s queries against its gallery (``splits.Split``'s
+    rules: validation photos never find themselves nor validation-only individuals);
+    ``embeddings`` by part, or None for local features alone."""
+    held = split._valid_in_gallery(part)
+    gallery = features["train"] + [f for f, h in zip(features["valid"], held, strict=True) if h]
+    labels = split.gallery_labels(part).astype(str)
+    index = local_features.DescriptorIndex(gallery, labels)
+    own = split.own_gallery_rows(part)
+    similarities = None
+    if embeddings is not None:
+        similarities = embedding_similarities(
+            embeddings[part], split.gallery(part, embeddings), labels, index.individuals, own
+        )
+    return candidate_pairs(
+        list(split.frame(part)["image"]), features[part], gallery, labels, similarities, own,
+        settings.shortlist, index, verify_photos=settings.verify_photos,
+        **settings.verify_options(),
+    )  # fmt: skip
+
+
+def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: int = 0):
+    """Validation probabilities, each half of the queries scored by a fusion fitted on the
+    other half (so the threshold chosen on them is not chosen on fitted scores)."""
+    queries = np.array(sorted(pairs["query"].unique()))
+    half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
+    first = pairs["query"].isin(half).to_numpy()
+    result = np.zeros(len(pairs))
+    for held in (first, ~first):
+        result[held] = fit_fusion(pairs[~held], truth).probability(pairs[held])
+    return result
+
+
+def best_threshold(ranked: dict, queries: Sequence[str], truth: Sequence[str], padding) -> float:
+    """The ``new_individual`` threshold on the best candidate's probability with the best
+    MAP@5 (ties: the lower threshold), from a grid of 0.00-1.00 by 0.01."""
+    from whaleutils import metrics
+
+    grid = np.round(np.linspace(0, 1, 101), 2)
+    scored = [
+        (metrics.map_at_k(list(truth), predictions(ranked, queries, t, padding)), -t) for t in grid
+    ]
+    return float(-max(scored)[1])
+
+
+def fused_head(
+    split, embeddings: dict, out_dir, settings: LocalSettings, member: str | None = None
+):
+    """Notebook 04's fused head: local features of every photo (cached in ``out_dir``),
+    candidate pairs for validation and test, the fusion fitted on validation, the
+    ``new_individual`` threshold chosen on cross-fitted validation probabilities for MAP@5,
+    the verified tier (inliers for ``settings.verified_precision`` on validation). Writes
+    ``LOCAL_OUTPUTS`` into ``out_dir`` (a blend member: ``scores.json`` as every head's);
+    returns the scores."""
+    from pathlib import Path
+
+    from whaleutils import heads, outputs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = split_features(split, settings.features, out_dir / local_features.CACHE_FILE)
+    pairs = {
+        part: part_pairs(split, part, features, embeddings, settings) for part in ("valid", "test")
+    }
+    for part, frame in pairs.items():
+        frame.to_csv(out_dir / f"pairs_{part}.csv", index=False)
+    queries = {part: list(split.frame(part)["image"]) for part in ("valid", "test")}
+    truth = dict(zip(queries["valid"], split.truth("valid", queries["valid"]), strict=True))
+    fusion = fit_fusion(pairs["valid"], truth)
+    outputs.write_json(out_dir / FUSION_FILE, fusion.to_json())
+    crossed = cross_fitted_probability(pairs["valid"], truth)
+    ranked = {
+        "valid": ranked_candidates(pairs["valid"], crossed),
+        "test": ranked_candidates(pairs["test"], fusion.probability(pairs["test"])),
+    }
+    threshold = best_threshold(
+        ranked["valid"], queries["valid"], [truth[q] for q in queries["valid"]],
+        split.frequent_ids("valid"),
+    )  # fmt: skip
+    results = {}
+    for part in ("valid", "test"):
+        lists = predictions(ranked[part], queries[part], threshold, split.frequent_ids(part))
+        scores = np.array(
+            [
+                _list_scores(ranked[part].get(q, []), labels)
+                for q, labels in zip(queries[part], lists, strict=True)
+            ]
+        )
+        results[part] = (lists, scores)
+    figure = plot_calibration(crossed, same_animal(pairs["valid"], truth), ranked["valid"], truth)
+    figure.savefig(out_dir / "calibration.png", dpi=110)
+    settings_record = {
+        "local_matching": dataclasses.asdict(settings),
+        "threshold": threshold,
+        "verified_inliers": verified_inliers(pairs["valid"], truth, settings.verified_precision),
+        "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
+        "valid_auc": known_vs_new_auc(ranked["valid"], truth),
+        **({"member": f"{member} local"} if member else {}),
+    }
+    return heads.write_predictions(
+        split, out_dir, results["valid"], results["test"], settings_record
+    )
+
+
+def _list_scores(candidates: list[tuple[str, float]], labels: list[str]) -> list[float]:
+    """The probability of each label of a list (a new individual's: 1 - the best candidate's)."""
+    score_of = dict(candidates)
+    best = candidates[0][1] if candidates else 0.0
+    return [1.0 - best if label == NEW_INDIVIDUAL else score_of.get(label, 0.0) for label in labels]
+
+
+def plot_calibration(
+    probability: np.ndarray, same: np.ndarray, ranked: dict, truth: dict, bins: int = 10
+):
+    """Two panels: the reliability diagram (observed same-animal share per probability bin)
+    and the ROC of the best candidate's probability telling known photos from new ones."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    observed, predicted = calibration_curve(same, probability, n_bins=bins, strategy="uniform")
+    left.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    left.plot(predicted, observed, marker="o")
+    left.set(xlabel="predicted probability (cross-fitted)", ylabel="same animal, observed share",
+             title="Reliability, validation pairs")  # fmt: skip
+    queries = list(truth)
+    best = [ranked[q][0][1] if ranked.get(q) else 0.0 for q in queries]
+    known = [truth[q] != NEW_INDIVIDUAL for q in queries]
+    if 0 < sum(known) < len(known):
+        false_positive, true_positive, _ = roc_curve(known, best)
+        right.plot(false_positive, true_positive)
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.set(xlabel="new photos called known", ylabel="known photos called known",
+              title=f"Known vs new, AUC {known_vs_new_auc(ranked, truth):.3f}")  # fmt: skip
+    figure.tight_layout()
+    return figure
