@@ -162,12 +162,19 @@ def cmd_identify(args) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    identifier = identify.Identifier(args.model, args.catalogue, out, args.batch_size)
+    identifier = identify.Identifier(
+        args.model, args.catalogue, out, args.batch_size, local=False if args.no_local else None
+    )
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "
         f"({identifier.catalogue_embedded} embedded now, the rest from {out / identify.CACHE_FILE})"
     )
+    if identifier.fused is not None:
+        print(
+            "ranked by the run's fused head (embedding + local features): "
+            f"{identifier.catalogue_features_computed} catalogue photos' features computed now"
+        )
     matches = identifier.match(photos, args.top, boxes)
     matches.to_csv(out / "matches.csv", index=False)
     identifier.skipped.to_csv(out / "skipped.csv", index=False)
@@ -364,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="candidates per photo")
     p.add_argument("--boxes", help="CSV of image,box (left top right bottom) for the photos")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--no-local",
+        action="store_true",
+        help="rank by the embedding's KNN head alone, even if the run has a fused head (local/)",
+    )
     p.set_defaults(handler=cmd_identify)
 
     p = commands.add_parser("enroll", help="add reviewed photos to a catalogue")

@@ -34,7 +34,10 @@ import pandas as pd
 from whaleutils import data
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
-MATCH_COLUMNS = ["photo", "rank", "individual_id", "species", "similarity", "new_individual"]
+MATCH_COLUMNS = [
+    "photo", "rank", "individual_id", "species", "similarity", "new_individual",
+    "probability", "inliers", "verified",
+]  # fmt: skip
 CACHE_FILE = "catalogue_embeddings.npz"
 BOX_MARGIN = 0.1  # the pipeline's default margin around a box
 READ_CHUNK = 128  # photos read at a time: full-size photos take up to ~50 MB each
@@ -124,8 +127,11 @@ class Identifier:
     catalogue : a Happywhale-format folder: ``train.csv`` (image, species, individual_id[, box])
         and ``train_images/``
     cache_dir : the folder of the catalogue's embeddings cache (``catalogue_embeddings.npz``,
-        e.g. the output folder of ``identify``); None embeds the catalogue without a cache
+        e.g. the output folder of ``identify``; with local matching also
+        ``catalogue_features.npz``); None embeds the catalogue without a cache
     batch_size : photos embedded at once
+    local : use the run's fused head (``RUN_DIR/local/``, notebook 04's ``local_matching``):
+        None (default) where the run has one, True (it must), False (the KNN head alone)
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class Identifier:
         catalogue: str | os.PathLike,
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 32,
+        local: bool | None = None,
     ):
         from whaleutils import models, outputs
 
@@ -163,10 +170,14 @@ class Identifier:
         if self.catalogue.empty:
             raise ValueError(f"{self.catalogue_dir / 'train.csv'}: the catalogue has no photos")
         self.cache_path = None if cache_dir is None else Path(cache_dir) / CACHE_FILE
+        self.fused = _fused_head(self.run_dir, local)  # (fusion, settings, scores) or None
         vectors, self.catalogue_embedded = self._embed_catalogue()
         # (n, d); with a flipped gallery (n, 2, d): each photo and its mirror image
         self.catalogue_embeddings = vectors[:, 0] if self.flipped_gallery else vectors
         self.catalogue_mirrored = vectors[:, 1] if self.flipped_gallery else None
+        self.catalogue_features = self.feature_index = None
+        if self.fused is not None:
+            self.catalogue_features, self.feature_index = self._catalogue_features(cache_dir)
         self.skipped = pd.DataFrame(columns=["photo", "reason"])
         self.query_embeddings: dict[str, np.ndarray] = {}  # of the last match, by photo
         self.query_thumbnails: dict[str, np.ndarray] = {}  # small copies, for the review page
@@ -212,6 +223,7 @@ class Identifier:
         {position: small copy} if ``thumbnails``).
         """
         vectors, readable, errors, small = [], [], {}, {}
+        self.query_features = []  # with local matching: each readable photo's, in order
         for start in range(0, len(photos), READ_CHUNK):
             images = self._read_many(
                 photos[start : start + READ_CHUNK], boxes[start : start + READ_CHUNK]
@@ -225,6 +237,8 @@ class Identifier:
                 readable.append(position)
                 if thumbnails:
                     small[position] = shrink(image)
+                if thumbnails and self.fused is not None:  # query photos
+                    self.query_features.append(self._local_features(image))
             vectors.append(self.embed(good, mirrored))
         embeddings = np.concatenate(vectors) if vectors else self.embed([], mirrored)
         return embeddings, readable, errors, small
@@ -292,6 +306,27 @@ class Identifier:
             partial.replace(self.cache_path)
         return embeddings, len(todo)
 
+    def _local_features(self, image: np.ndarray):
+        from whaleutils import local_features
+
+        return local_features.extract(image, self.fused[1].features)
+
+    def _catalogue_features(self, cache_dir):
+        """Local features of every catalogue photo (cached in ``catalogue_features.npz``,
+        only new or changed photos computed) and the LNBNN index over them."""
+        from whaleutils import local_features
+
+        paths = [self.catalogue_dir / "train_images" / name for name in self.catalogue["image"]]
+        boxes = [data.parse_box(text) for text in self.catalogue["box"]]
+        cache_path = None if cache_dir is None else Path(cache_dir) / local_features.CACHE_FILE
+        cache = local_features.FeatureCache(cache_path, self.fused[1].features)
+        keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
+        features = cache.features(keys, lambda i: read_photo(paths[i], boxes[i]))
+        cache.save(keep=keys)
+        self.catalogue_features_computed = cache.computed
+        labels = self.catalogue["individual_id"].astype(str).to_numpy()
+        return features, local_features.DescriptorIndex(features, labels)
+
     # ------------------------------------------------------------------ matching
     def match(
         self,
@@ -326,6 +361,8 @@ class Identifier:
         self.query_thumbnails = {names[i]: small[i] for i in readable}
         if len(queries) == 0:
             return pd.DataFrame(columns=MATCH_COLUMNS)
+        if self.fused is not None:
+            return self._fused_matches([names[i] for i in readable], queries, top)
         # The run's rule over its k neighbours orders the first candidates; a wider search
         # fills the rest of the ``top`` by best similarity (with a small k, say 3, the k
         # neighbours often hold one or two individuals only).
@@ -355,7 +392,43 @@ class Identifier:
             for rank, individual in enumerate(ids[query], start=1):
                 rows.append(
                     (names[i], rank, individual, species[individual], best[individual], new)
+                    + (np.nan, np.nan, False)
                 )
+        return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+    def _fused_matches(self, names: list[str], queries: np.ndarray, top: int) -> pd.DataFrame:
+        """The fused head's candidates: ranked by the probability that they show the query's
+        animal; ``new_individual`` when the best is below the run's threshold; ``verified``
+        where the inliers reach the run's verified tier."""
+        from whaleutils import matching
+
+        fusion, settings, scores = self.fused
+        index = self.feature_index
+        labels = self.catalogue["individual_id"].astype(str).to_numpy()
+        similarities = matching.embedding_similarities(
+            queries, self.catalogue_embeddings, labels, index.individuals
+        )
+        pairs = matching.candidate_pairs(
+            names, self.query_features, self.catalogue_features, labels, similarities, None,
+            max(settings.shortlist, top), index, verify_photos=settings.verify_photos,
+            **settings.verify_options(),
+        )  # fmt: skip
+        self.query_pairs = pairs  # every candidate's evidence, for the review page
+        pairs = pairs.assign(probability=fusion.probability(pairs))
+        verified_at = scores.get("verified_inliers")
+        species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
+        rows = []
+        for name in names:
+            candidates = pairs[pairs["query"] == name].sort_values(
+                ["probability", "individual"], ascending=[False, True]
+            )
+            new = bool(candidates["probability"].iloc[0] < scores["threshold"])
+            for rank, row in enumerate(candidates.head(top).itertuples(index=False), start=1):
+                verified = verified_at is not None and row.inliers >= verified_at
+                rows.append((
+                    name, rank, row.individual, species[row.individual], float(row.similarity),
+                    new, float(row.probability), int(row.inliers), bool(verified),
+                ))  # fmt: skip
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
     def catalogue_photos(
@@ -381,6 +454,27 @@ def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
     picture = Image.fromarray(image)
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     return np.asarray(picture)
+
+
+def _fused_head(run_dir: Path, local: bool | None):
+    """The run's fused head (``local/``: its fusion, settings and scores), or None."""
+    from whaleutils import matching, outputs
+
+    folder = run_dir / matching.LOCAL_FOLDER
+    if local is False:
+        return None
+    if not (folder / matching.FUSION_FILE).is_file():
+        if local:
+            raise FileNotFoundError(
+                f"{folder / matching.FUSION_FILE} not found: the run has no fused head "
+                "(notebook 04 with local_matching)"
+            )
+        return None
+    scores = outputs.read_scores(folder)
+    fusion = matching.Fusion.from_json(
+        json.loads((folder / matching.FUSION_FILE).read_text()), str(folder / matching.FUSION_FILE)
+    )
+    return fusion, matching.LocalSettings.from_parameter(scores["local_matching"]), scores
 
 
 def _run_tta(run_dir: Path) -> str:

@@ -66,6 +66,10 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
                 "individual_id": row.individual_id,
                 "species": row.species,
                 "similarity": float(row.similarity),
+                # the fused head's evidence (None for a KNN-only run)
+                "probability": None if pd.isna(row.probability) else float(row.probability),
+                "inliers": None if pd.isna(row.inliers) else int(row.inliers),
+                "verified": bool(row.verified),
                 "thumbnails": [
                     catalogue_thumbnail(path, box)
                     for path, box in identifier.catalogue_photos(
