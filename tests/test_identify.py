@@ -291,3 +291,47 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
     assert unflipped.match([mirrored]).iloc[0]["similarity"] < 0.999
     again = identify.Identifier(flipped, catalogue, tmp_path / "cache")
     assert again.catalogue_embedded == 0  # its own cache entry
+
+
+def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tmp_path):
+    """A run whose ``local/`` holds a fusion (weights by hand: inliers count, nothing else):
+    a rotated copy of a catalogue photo ranks that photo's individual first, with the most
+    inliers, verified; ``local=False`` falls back to the KNN head; ``local=True`` without a
+    fused head is refused."""
+    import cv2
+
+    from whaleutils import matching
+
+    fused_run = tmp_path / "run"
+    shutil.copytree(run_dir, fused_run)
+    local = fused_run / matching.LOCAL_FOLDER
+    local.mkdir()
+    n = len(matching.FUSION_FEATURES)
+    weights = [0.0] * n
+    weights[matching.FUSION_FEATURES.index("log_inliers")] = 3.0
+    fusion = {"features": list(matching.FUSION_FEATURES), "mean": [0.0] * n,
+              "scale": [1.0] * n, "coefficients": weights, "intercept": -6.0}  # fmt: skip
+    (local / matching.FUSION_FILE).write_text(json.dumps(fusion))
+    settings = {"local_matching": {"max_side": 160}, "threshold": 0.5, "verified_inliers": 5}
+    (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    assert identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    photo = identify.read_photo(
+        catalogue / "train_images" / frame["image"][0], data.parse_box(frame["box"][0])
+    )
+    h, w = photo.shape[:2]
+    turned = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), 12, 1.0), (w, h))
+    matches = identifier.match([turned], top=3)
+    assert list(matches.columns) == identify.MATCH_COLUMNS
+    best = matches.iloc[0]
+    assert best["individual_id"] == frame["individual_id"][0]
+    assert best["inliers"] >= 5 and (matches["inliers"].iloc[1:] < best["inliers"]).all()
+    assert best["verified"] and not best["new_individual"]
+    assert (np.diff(matches["probability"]) <= 0).all()
+    again = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    assert again.catalogue_features_computed == 0  # read back from the cache
+    plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
+    assert plain.fused is None and plain.match([turned])["probability"].isna().all()
+    with pytest.raises(FileNotFoundError, match="the run has no fused head"):
+        identify.Identifier(run_dir, catalogue, local=True)

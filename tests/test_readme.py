@@ -111,6 +111,7 @@ def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
     matches = pd.read_csv(review / "matches.csv")
     assert matches["photo"].nunique() == len(list((root / "new_photos").iterdir()))
     assert (review / "review.html").stat().st_size > 0
+    assert matches["probability"].notna().all()  # the smoke run's fused head ranked them
     catalogue = pd.read_csv(root / "my_catalogue" / "train.csv")
     assert set(matches["photo"].map(lambda p: Path(p).name)) <= set(catalogue["image"])
     # prepare, on the real photos beside the copy (../shared, as in the repository)
