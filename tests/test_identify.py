@@ -315,7 +315,9 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     settings = {"local_matching": {"max_side": 160}, "threshold": 0.5, "verified_inliers": 5}
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
     identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
-    assert identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
+    assert (
+        identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
+    )
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     photo = identify.read_photo(
         catalogue / "train_images" / frame["image"][0], data.parse_box(frame["box"][0])
