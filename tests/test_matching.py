@@ -121,3 +121,12 @@ def test_candidate_pairs_find_a_rotated_copy_among_other_animals():
     # excluding that photo (as a validation query's own), b keeps only its other photo
     excluded = matching.candidate_pairs(["q"], [query], gallery, labels, None, np.array([2]), 3)
     assert excluded.set_index("individual").loc["b", "photo"] == 3
+    # with one photo verified per candidate, the one the photo scores rank first is checked
+    scores = np.zeros((1, 6))
+    scores[0, 3] = 1.0
+    one = matching.candidate_pairs(
+        ["q"], [query], gallery, labels, shortlist=3, verify_photos=1, photo_scores=scores
+    )
+    assert one.set_index("individual").loc["b", "photo"] == 3
+    first = matching.candidate_pairs(["q"], [query], gallery, labels, shortlist=3, verify_photos=1)
+    assert first.set_index("individual").loc["b", "photo"] == 2

@@ -405,13 +405,12 @@ class Identifier:
         fusion, settings, scores = self.fused
         index = self.feature_index
         labels = self.catalogue["individual_id"].astype(str).to_numpy()
-        similarities = matching.embedding_similarities(
-            queries, self.catalogue_embeddings, labels, index.individuals
-        )
+        photo_scores = matching.photo_similarities(queries, self.catalogue_embeddings)
+        similarities = matching.individual_maxima(photo_scores, labels, index.individuals)
         pairs = matching.candidate_pairs(
             names, self.query_features, self.catalogue_features, labels, similarities, None,
             max(settings.shortlist, top), index, verify_photos=settings.verify_photos,
-            **settings.verify_options(),
+            photo_scores=photo_scores, **settings.verify_options(),
         )  # fmt: skip
         self.query_pairs = pairs  # every candidate's evidence, for the review page
         pairs = pairs.assign(probability=fusion.probability(pairs))

@@ -50,6 +50,19 @@ def individual_maxima(
     return result
 
 
+def photo_similarities(
+    queries: np.ndarray, gallery: np.ndarray, own_rows: np.ndarray | None = None
+) -> np.ndarray:
+    """(q, g) cosine similarity of each query (q, d) to each gallery photo (g, d), rows
+    L2-normalised; ``own_rows`` (q,): a gallery row each query must not find (its own photo),
+    -1 for none, set to -inf."""
+    scores = queries.astype(np.float64) @ gallery.astype(np.float64).T
+    if own_rows is not None:
+        held = np.flatnonzero(np.asarray(own_rows) >= 0)
+        scores[held, np.asarray(own_rows)[held]] = -np.inf
+    return scores
+
+
 def embedding_similarities(
     queries: np.ndarray,
     gallery: np.ndarray,
@@ -57,13 +70,9 @@ def embedding_similarities(
     individuals: Sequence[str],
     own_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(q, n) best cosine similarity of each query (q, d) to each individual's gallery photos
-    (g, d), L2-normalised rows; ``own_rows`` (q,): a gallery row each query must not find
-    (its own photo), -1 for none."""
-    scores = queries.astype(np.float64) @ gallery.astype(np.float64).T
-    if own_rows is not None:
-        held = np.flatnonzero(np.asarray(own_rows) >= 0)
-        scores[held, np.asarray(own_rows)[held]] = -np.inf
+    """(q, n) best cosine similarity of each query to each individual's gallery photos
+    (:func:`photo_similarities`, per individual in ``individuals``' order)."""
+    scores = photo_similarities(queries, gallery, own_rows)
     return individual_maxima(scores, gallery_labels, individuals)
 
 
@@ -86,14 +95,16 @@ def candidate_pairs(
     index: local_features.DescriptorIndex | None = None,
     lnbnn_k: int = 1,
     verify_photos: int = 10,
+    photo_scores: np.ndarray | None = None,
     **verify_options,
 ) -> pd.DataFrame:
     """The candidate pairs of each query (``PAIR_COLUMNS``).
 
     ``similarities`` (q, n): :func:`embedding_similarities` over ``index.individuals`` (None:
     local features alone); ``own_rows`` (q,): the gallery photo each query must not find;
-    ``verify_photos``: how many of a candidate's gallery photos are checked geometrically (its
-    best by embedding similarity, else by order), the most inliers kept."""
+    ``verify_photos``: how many of a candidate's gallery photos are checked geometrically, the
+    most inliers kept: its best by ``photo_scores`` (q, g), e.g. :func:`photo_similarities`,
+    else the first in gallery order."""
     gallery_labels = np.asarray(gallery_labels, dtype=str)
     if index is None:
         index = local_features.DescriptorIndex(gallery_features, gallery_labels)
@@ -118,6 +129,8 @@ def candidate_pairs(
             photos = [row for row in rows_of[individuals[code]] if row != own[i]]
             if not photos:
                 continue
+            if photo_scores is not None:
+                photos = sorted(photos, key=lambda row: -photo_scores[i, row])
             best, best_row = None, -1
             for row in photos[:verify_photos]:
                 check = local_features.verify(
@@ -382,14 +395,13 @@ def part_pairs(
     labels = split.gallery_labels(part).astype(str)
     index = local_features.DescriptorIndex(gallery, labels)
     own = split.own_gallery_rows(part)
-    similarities = None
+    similarities = scores = None
     if embeddings is not None:
-        similarities = embedding_similarities(
-            embeddings[part], split.gallery(part, embeddings), labels, index.individuals, own
-        )
+        scores = photo_similarities(embeddings[part], split.gallery(part, embeddings), own)
+        similarities = individual_maxima(scores, labels, index.individuals)
     return candidate_pairs(
         list(split.frame(part)["image"]), features[part], gallery, labels, similarities, own,
-        settings.shortlist, index, verify_photos=settings.verify_photos,
+        settings.shortlist, index, verify_photos=settings.verify_photos, photo_scores=scores,
         **settings.verify_options(),
     )  # fmt: skip
 
