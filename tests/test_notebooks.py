@@ -255,7 +255,7 @@ def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_pat
     trained = ["04_effnet_arcface"]
     runner.run("smoke", str(csv_only), str(runs), trained, overrides={**overrides, "fold": 1},
                variant="fold1")  # fmt: skip
-    runner.run("smoke", str(csv_only), str(runs), ["07_blend"], True, overrides)
+    runner.run("smoke", str(csv_only), str(runs), ["07_blend"], True, {"crop_cache": str(cache)})
     blended = runs / "smoke" / "07_blend"
     members = pd.read_csv(blended / "members.csv")
     effnet = members[members["folder"].str.contains("04_effnet_arcface")]
