@@ -213,17 +213,23 @@ class Identifier:
         return np.concatenate(out).astype(np.float32)
 
     def _embed_photos(
-        self, photos: list, boxes: list, thumbnails: bool = False, mirrored: bool = False
+        self,
+        photos: list,
+        boxes: list,
+        thumbnails: bool = False,
+        mirrored: bool = False,
+        local: bool = False,
     ):
         """Read and embed ``photos`` (paths or arrays) a chunk at a time, so that full-size
-        photos never all sit in memory at once.
+        photos never all sit in memory at once; with ``local``, also find each readable
+        photo's local features (in :attr:`query_features`, in order).
 
         Returns (embeddings (n_readable, d), or (n_readable, 2, d) with ``mirrored``: see
         :meth:`embed`; positions of the readable photos, {position: why unreadable},
         {position: small copy} if ``thumbnails``).
         """
         vectors, readable, errors, small = [], [], {}, {}
-        self.query_features = []  # with local matching: each readable photo's, in order
+        self.query_features = []
         for start in range(0, len(photos), READ_CHUNK):
             images = self._read_many(
                 photos[start : start + READ_CHUNK], boxes[start : start + READ_CHUNK]
@@ -237,7 +243,7 @@ class Identifier:
                 readable.append(position)
                 if thumbnails:
                     small[position] = shrink(image)
-                if thumbnails and self.fused is not None:  # query photos
+                if local:
                     self.query_features.append(self._local_features(image))
             vectors.append(self.embed(good, mirrored))
         embeddings = np.concatenate(vectors) if vectors else self.embed([], mirrored)
@@ -353,7 +359,9 @@ class Identifier:
         photo_boxes = [
             None if isinstance(p, np.ndarray) else boxes.get(Path(p).name) for p in photos
         ]
-        queries, readable, errors, small = self._embed_photos(photos, photo_boxes, True)
+        queries, readable, errors, small = self._embed_photos(
+            photos, photo_boxes, thumbnails=True, local=self.fused is not None
+        )
         self.skipped = pd.DataFrame(
             [(names[i], reason) for i, reason in errors.items()], columns=["photo", "reason"]
         )
