@@ -130,3 +130,13 @@ def test_candidate_pairs_find_a_rotated_copy_among_other_animals():
     assert one.set_index("individual").loc["b", "photo"] == 3
     first = matching.candidate_pairs(["q"], [query], gallery, labels, shortlist=3, verify_photos=1)
     assert first.set_index("individual").loc["b", "photo"] == 2
+
+
+def test_cross_fitted_probabilities_come_from_the_other_half():
+    pairs, truth = make_pairs(queries=40)
+    crossed = matching.cross_fitted_probability(pairs, truth)
+    fitted = matching.fit_fusion(pairs, truth).probability(pairs)
+    assert crossed.shape == fitted.shape and not np.allclose(crossed, fitted)
+    np.testing.assert_allclose(crossed, matching.cross_fitted_probability(pairs, truth))
+    same = matching.same_animal(pairs, truth)
+    assert crossed[same].mean() > crossed[~same].mean() + 0.3

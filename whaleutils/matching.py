@@ -408,13 +408,18 @@ def part_pairs(
 
 def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: int = 0):
     """Validation probabilities, each half of the queries scored by a fusion fitted on the
-    other half (so the threshold chosen on them is not chosen on fitted scores)."""
+    other half (so the threshold chosen on them is not chosen on fitted scores). A half too
+    small to fit on (no same-animal pair) is scored by the fusion fitted on all pairs."""
     queries = np.array(sorted(pairs["query"].unique()))
     half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
     first = pairs["query"].isin(half).to_numpy()
     result = np.zeros(len(pairs))
     for held in (first, ~first):
-        result[held] = fit_fusion(pairs[~held], truth).probability(pairs[held])
+        try:
+            fusion = fit_fusion(pairs[~held], truth)
+        except ValueError:
+            fusion = fit_fusion(pairs, truth)
+        result[held] = fusion.probability(pairs[held])
     return result
 
 
