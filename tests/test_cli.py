@@ -119,3 +119,12 @@ def test_run_boxes_must_exist_and_reach_only_notebooks_that_read_photos(tmp_path
     (tmp_path / "boxes.csv").write_text("image,box\n")
     assert cli.main([*argv, "--only", "01_eda", "--boxes", str(tmp_path / "boxes.csv")]) == 2
     assert "no notebook of this run has the parameter(s) ['boxes']" in capsys.readouterr().err
+
+
+def test_run_checks_a_crop_cache_given_with_p_as_with_its_flag(tmp_path, capsys, monkeypatch):
+    """``-p crop_cache DIR`` is a path like ``--crop-cache DIR``: checked, made absolute (the
+    notebooks run in the repository's folder, not the caller's)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--profile", "smoke", "--data", ".", "--out", "runs", "--only", "01_eda"]
+    assert cli.main([*argv, "-p", "crop_cache", "./no cache"]) == 2
+    assert "--crop-cache no cache: no such file or folder" in capsys.readouterr().err
