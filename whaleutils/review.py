@@ -86,6 +86,9 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
                 "thumbnail": thumbnail(identifier.query_thumbnails[name]),
                 "new_individual": bool(rows["new_individual"].iloc[0]),
                 "nearest": float(rows["similarity"].max()),
+                "best_probability": (
+                    None if rows["probability"].isna().all() else float(rows["probability"].max())
+                ),
                 "candidates": candidates,
             }
         )
