@@ -110,3 +110,48 @@ def test_mouse_choice_and_the_suggestion(browser, page):
     assert browser.find_element("id", "csv").get_attribute("value") == (
         f"photo,individual_id\narray-2,{chosen['individual_id'].iloc[0]}\n"
     )
+
+
+HOSTILE_ID = "<img src=x onerror=\"document.title='injected'\">"
+HOSTILE_PHOTO = "x<!--<script>.jpg"
+
+
+@pytest.fixture(scope="module")
+def hostile_page(tmp_path_factory, small_synth):
+    """A page whose title holds the data placeholder and markup, whose catalogue id is markup
+    that runs script if parsed as HTML, and whose photo's name opens an HTML comment and a
+    script inside the data block."""
+    from test_identify import make_run_dir
+
+    folder = tmp_path_factory.mktemp("hostile")
+    run_dir = make_run_dir(folder / "04_effnet_arcface")
+    catalogue = folder / "catalogue"
+    (catalogue / "train_images").mkdir(parents=True)
+    frame = pd.read_csv(small_synth / "train.csv").head(12).drop(columns="box")
+    frame["individual_id"] = frame["individual_id"].where(
+        frame["individual_id"] != frame["individual_id"].iloc[0], HOSTILE_ID
+    )
+    frame.to_csv(catalogue / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, catalogue / "train_images" / name)
+    photo = folder / HOSTILE_PHOTO
+    shutil.copy(catalogue / "train_images" / frame["image"].iloc[0], photo)
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    matches = identifier.match([photo], top=3)
+    title = "__DATA__ </title><script>document.title='injected'</script>"
+    return review.write_review(folder / "review.html", matches, identifier, title=title), title
+
+
+def test_hostile_names_and_ids_stay_text(browser, hostile_page):
+    path, title = hostile_page
+    browser.get(path.as_uri())
+    assert browser.title == f"Photo-ID review: {title}"  # text: no script ran, nothing filled in
+    assert browser.find_element("tag name", "h1").text == f"Photo-ID review: {title}"
+    sections = browser.find_elements("css selector", "section.photo")
+    assert [s.get_attribute("data-photo") for s in sections] == [str(path.parent / HOSTILE_PHOTO)]
+    assert HOSTILE_ID in sections[0].text  # shown as text, not parsed as an element
+    assert not browser.find_elements("css selector", "section.photo img[src='x']")
+    browser.find_element("css selector", 'label.option[data-key="1"]').click()
+    browser.find_element("id", "export").click()
+    exported = browser.find_element("id", "csv").get_attribute("value")
+    assert HOSTILE_ID.split('"')[0] in exported  # the export carries the id as it is

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -100,10 +102,17 @@ def write_review(
 ) -> Path:
     """Write the review page for ``matches`` to ``path``; returns the path."""
     template = resources.files("whaleutils").joinpath("resources/review.html").read_text()
+    # The data block is JSON that the page parses: "<", ">" and "&" written as JSON escapes, so
+    # no name or id can end the block ("</script>") or open a comment in it ("<!--"). Both
+    # placeholders are filled in one pass, so a title holding "__DATA__" stays text.
     payload = json.dumps(review_data(matches, identifier))
-    payload = payload.replace("</", "<\\/")  # no "</script>" inside the data block
-    title = (title or f"{len(matches['photo'].unique())} photos").replace("<", "&lt;")
-    page = template.replace("__TITLE__", title).replace("__DATA__", payload)
+    for character in "<>&":
+        payload = payload.replace(character, f"\\u{ord(character):04x}")
+    values = {
+        "TITLE": html.escape(title or f"{len(matches['photo'].unique())} photos"),
+        "DATA": payload,
+    }
+    page = re.sub(r"__(TITLE|DATA)__", lambda found: values[found.group(1)], template)
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
