@@ -146,6 +146,20 @@ def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogu
     np.testing.assert_allclose(changed.catalogue_embeddings, fresh.catalogue_embeddings, atol=1e-6)
 
 
+def test_an_unreadable_cache_is_set_aside_and_rebuilt(run_dir, catalogue, tmp_path):
+    """A cache file that lies about its content (a zip header, then garbage) is named, moved
+    aside and rebuilt; two writers never share a temporary file."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / identify.CACHE_FILE).write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    with pytest.warns(UserWarning, match="unreadable embedding cache"):
+        rebuilt = identify.Identifier(run_dir, catalogue, cache)
+    assert rebuilt.catalogue_embedded == 60
+    assert (cache / f"{identify.CACHE_FILE}.unreadable").is_file()
+    assert identify.Identifier(run_dir, catalogue, cache).catalogue_embedded == 0  # healed
+    assert not list(cache.glob(".*.tmp"))
+
+
 def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, tmp_path, capsys):
     photos = tmp_path / "new"
     photos.mkdir()

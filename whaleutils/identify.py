@@ -288,11 +288,7 @@ class Identifier:
                 "mirrored": self.flipped_gallery,
             }
         )
-        cached = {}
-        if self.cache_path is not None and self.cache_path.is_file():
-            with np.load(self.cache_path, allow_pickle=False) as file:
-                if str(file["settings"]) == settings:
-                    cached = dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
+        cached = _read_cache(self.cache_path, settings)
         todo = [row for row, key in enumerate(keys) if key not in cached]
         boxes = [data.parse_box(self.catalogue["box"].iloc[row]) for row in todo]
         fresh, readable, errors, _ = self._embed_photos(
@@ -306,10 +302,7 @@ class Identifier:
             cached[keys[todo[position]]] = vector
         embeddings = np.stack([cached[key] for key in keys]).astype(np.float32)
         if self.cache_path is not None and (todo or len(cached) != len(keys)):
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.cache_path.with_suffix(".partial.npz")
-            np.savez(partial, keys=keys, embeddings=embeddings, settings=np.array(settings))
-            partial.replace(self.cache_path)
+            _write_cache(self.cache_path, keys, embeddings, settings)
         return embeddings, len(todo)
 
     def _local_features(self, image: np.ndarray):
@@ -461,6 +454,45 @@ def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
     picture = Image.fromarray(image)
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
     return np.asarray(picture)
+
+
+def _read_cache(path: Path | None, settings: str) -> dict[str, np.ndarray]:
+    """The cached embeddings by key, if ``path`` holds a cache made with ``settings``. A file
+    that cannot be read is named in a warning, set aside as ``<name>.unreadable`` and
+    rebuilt (never trusted, never fatal)."""
+    import warnings
+    import zipfile
+
+    if path is None or not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as file:
+            if str(file["settings"]) != settings:
+                return {}
+            return dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        warnings.warn(
+            f"{path}: unreadable embedding cache ({error}); moved to {aside.name}, rebuilding",
+            stacklevel=3,
+        )
+        return {}
+
+
+def _write_cache(path: Path, keys: np.ndarray, embeddings: np.ndarray, settings: str) -> None:
+    """Write the cache under a name of this process's own, then rename it into place: two
+    runs sharing a folder never read or leave a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(partial, "wb") as handle:
+            np.savez(handle, keys=keys, embeddings=embeddings, settings=np.array(settings))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _fused_head(run_dir: Path, local: bool | None):

@@ -354,7 +354,9 @@ class FeatureCache:
         keys = list(self.entries) if keep is None else [k for k in keep if k in self.entries]
         chosen = [self.entries[k] for k in keys]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary = self.path.with_name(
+            f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        )
         with open(temporary, "wb") as handle:
             np.savez(
                 handle,
