@@ -60,10 +60,20 @@ def main() -> None:
         f"new), {len(identifier.skipped)} skipped, {query_seconds / len(photos):.3f} s per photo"
     )
     print(f"known individuals: top-1 accuracy {top1:.3f}, top-5 accuracy {top5:.3f}")
+    verdict = (
+        f"distance threshold {identifier.threshold:.4f}"
+        if identifier.fused is None
+        else f"fused head, probability threshold {identifier.fused[2]['threshold']:.2f}"
+    )
     print(
-        f"new-individual verdict (threshold {identifier.threshold:.4f}): precision "
+        f"new-individual verdict ({verdict}): precision "
         f"{precision:.3f}, recall {recall:.3f} ({int(said_new.sum())} photos called new)"
     )
+    if identifier.fused is not None:
+        verified = by_photo.head(1).set_index("photo")
+        accepted = verified[verified["verified"]]
+        right = sum(accepted.loc[p, "individual_id"] == truth[p] for p in accepted.index)
+        print(f"verified tier: {len(accepted)} photos' first candidate verified, {right} rightly")
 
 
 if __name__ == "__main__":
