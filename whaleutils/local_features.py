@@ -25,7 +25,6 @@ back to the photo's own pixels.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import zipfile
@@ -375,8 +374,3 @@ class FeatureCache:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         return self.path
-
-
-def settings_digest(settings: FeatureSettings) -> str:
-    """A short digest of the settings, for file names."""
-    return hashlib.sha256(settings.fingerprint().encode()).hexdigest()[:12]
