@@ -35,17 +35,11 @@ from whaleutils import embed, local_features, matching, metrics, splits
 NEW = metrics.NEW_INDIVIDUAL
 
 
-def thresholds_map5(ranked, queries, truth, padding):
-    """The threshold on the best score with the best MAP@5, from the scores' quantiles."""
+def threshold_grid(ranked, queries):
+    """Thresholds for any score scale: the best scores' quantiles, and both extremes."""
     best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
     grid = np.unique(np.quantile(best[np.isfinite(best)], np.linspace(0, 1, 101)))
-    grid = np.concatenate([[-np.inf], grid, [np.inf]])
-    labels = [truth[q] for q in queries]
-    scored = [
-        (metrics.map_at_k(labels, matching.predictions(ranked, queries, t, padding)), t)
-        for t in grid
-    ]
-    return max(scored, key=lambda item: (item[0], -item[1]))
+    return np.concatenate([[-np.inf], grid, [np.inf]])
 
 
 def evaluate(ranked, queries, truth, padding, threshold):
@@ -75,7 +69,7 @@ def method_scores(pairs, name, fusion=None):
 def verified_share(pairs, truth, inliers):
     """Of the queries whose best candidate by inliers has at least ``inliers``: how many,
     how many rightly, how many new (wrong by definition)."""
-    best = pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+    best = matching.best_by_inliers(pairs)
     accepted = best[best["inliers"] >= inliers]
     right = accepted["individual"].to_numpy() == accepted["query"].map(truth).to_numpy()
     known = sum(t != NEW for t in truth.values())
@@ -163,7 +157,9 @@ def main(argv=None) -> int:
             queries = list(truth)
             padding = split.frequent_ids(part)
             if part == "valid":
-                _, threshold = thresholds_map5(ranked, queries, truth, padding)
+                labels = [truth[q] for q in queries]
+                grid = threshold_grid(ranked, queries)
+                threshold = matching.best_threshold(ranked, queries, labels, padding, grid)
             results[(method, part)] = evaluate(ranked, queries, truth, padding, threshold)
     report["results"] = {f"{m} {p}": v for (m, p), v in results.items()}
     if fusion is not None:

@@ -413,15 +413,15 @@ class Identifier:
             max(settings.shortlist, top), index, verify_photos=settings.verify_photos,
             photo_scores=photo_scores, **settings.verify_options(),
         )  # fmt: skip
-        self.query_pairs = pairs  # every candidate's evidence, for the review page
-        pairs = pairs.assign(probability=fusion.probability(pairs))
+        ordered = pairs.assign(probability=fusion.probability(pairs)).sort_values(
+            ["probability", "individual"], ascending=[False, True]
+        )
+        by_query = dict(tuple(ordered.groupby("query", sort=False)))
         verified_at = scores.get("verified_inliers")
         species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
         rows = []
         for name in names:
-            candidates = pairs[pairs["query"] == name].sort_values(
-                ["probability", "individual"], ascending=[False, True]
-            )
+            candidates = by_query[name]
             new = bool(candidates["probability"].iloc[0] < scores["threshold"])
             for rank, row in enumerate(candidates.head(top).itertuples(index=False), start=1):
                 verified = verified_at is not None and row.inliers >= verified_at

@@ -13,7 +13,7 @@ gallery photo, whose gallery row is ``photo``. A query's candidates are the unio
 ``shortlist`` best individuals by each score, so that either opinion can bring the right one.
 
 :func:`fit_fusion` fits a logistic regression on validation pairs (scikit-learn) and
-:func:`fused_probability` applies it: a probability per pair, calibrated on validation, that
+:meth:`Fusion.probability` applies it: a probability per pair, calibrated on validation, that
 ranks the candidates and, through its maximum per query, decides ``new_individual``.
 """
 
@@ -22,11 +22,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from whaleutils import local_features
+from whaleutils import local_features, metrics
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 PAIR_COLUMNS = [
@@ -233,6 +234,11 @@ def same_animal(pairs: pd.DataFrame, truth: dict[str, str]) -> np.ndarray:
     return (pairs["individual"] == pairs["query"].map(truth)).to_numpy()
 
 
+def best_by_inliers(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Each query's pair with the most inliers (one row per query)."""
+    return pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+
+
 def verified_inliers(
     pairs: pd.DataFrame, truth: dict[str, str], precision: float = 0.98
 ) -> int | None:
@@ -240,7 +246,7 @@ def verified_inliers(
     least ``precision`` of the time on these (validation) pairs, counting every query (new
     ones can only be wrong): the "verified" tier a reviewer may accept in bulk. None if no
     count reaches it."""
-    best = pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+    best = best_by_inliers(pairs)
     right = best["individual"].to_numpy() == best["query"].map(truth).to_numpy()
     inliers = best["inliers"].to_numpy()
     for count in np.unique(inliers):
@@ -423,12 +429,12 @@ def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: i
     return result
 
 
-def best_threshold(ranked: dict, queries: Sequence[str], truth: Sequence[str], padding) -> float:
-    """The ``new_individual`` threshold on the best candidate's probability with the best
-    MAP@5 (ties: the lower threshold), from a grid of 0.00-1.00 by 0.01."""
-    from whaleutils import metrics
-
-    grid = np.round(np.linspace(0, 1, 101), 2)
+def best_threshold(
+    ranked: dict, queries: Sequence[str], truth: Sequence[str], padding, grid=None
+) -> float:
+    """The ``new_individual`` threshold on the best candidate's score with the best MAP@5
+    (ties: the lower threshold), from ``grid`` (default: probabilities 0.00-1.00 by 0.01)."""
+    grid = np.round(np.linspace(0, 1, 101), 2) if grid is None else grid
     scored = [
         (metrics.map_at_k(list(truth), predictions(ranked, queries, t, padding)), -t) for t in grid
     ]
@@ -444,8 +450,6 @@ def fused_head(
     the verified tier (inliers for ``settings.verified_precision`` on validation). Writes
     ``LOCAL_OUTPUTS`` into ``out_dir`` (a blend member: ``scores.json`` as every head's);
     returns the scores."""
-    from pathlib import Path
-
     from whaleutils import heads, outputs
 
     out_dir = Path(out_dir)
@@ -457,6 +461,7 @@ def fused_head(
     for part, frame in pairs.items():
         frame.to_csv(out_dir / f"pairs_{part}.csv", index=False)
     queries = {part: list(split.frame(part)["image"]) for part in ("valid", "test")}
+    padding = {part: split.frequent_ids(part) for part in ("valid", "test")}
     truth = dict(zip(queries["valid"], split.truth("valid", queries["valid"]), strict=True))
     fusion = fit_fusion(pairs["valid"], truth)
     outputs.write_json(out_dir / FUSION_FILE, fusion.to_json())
@@ -466,12 +471,11 @@ def fused_head(
         "test": ranked_candidates(pairs["test"], fusion.probability(pairs["test"])),
     }
     threshold = best_threshold(
-        ranked["valid"], queries["valid"], [truth[q] for q in queries["valid"]],
-        split.frequent_ids("valid"),
-    )  # fmt: skip
+        ranked["valid"], queries["valid"], [truth[q] for q in queries["valid"]], padding["valid"]
+    )
     results = {}
     for part in ("valid", "test"):
-        lists = predictions(ranked[part], queries[part], threshold, split.frequent_ids(part))
+        lists = predictions(ranked[part], queries[part], threshold, padding[part])
         scores = np.array(
             [
                 _list_scores(ranked[part].get(q, []), labels)
