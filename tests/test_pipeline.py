@@ -143,6 +143,32 @@ def test_augment_each_operation():
     assert cropped.shape == (20, 20, 3) and not np.allclose(cropped.numpy(), unchanged)
 
 
+def test_rotate_quarter_turns_match_numpy_and_augment_rotates():
+    image = np.random.default_rng(0).random((6, 6, 3)).astype(np.float32)
+    for degrees, quarter_turns in [(0, 0), (90, 1), (180, 2), (-90, 3), (270, 3)]:
+        turned = pipeline.rotate(tf.constant(image), degrees).numpy()
+        np.testing.assert_allclose(turned, np.rot90(image, quarter_turns), atol=1e-5)
+    wide = image[:4]
+    np.testing.assert_allclose(  # a half turn of a non-square photo keeps its shape
+        pipeline.rotate(tf.constant(wide), 180).numpy(), wide[::-1, ::-1], atol=1e-5
+    )
+    small_turn = pipeline.rotate(tf.constant(image), 10).numpy()
+    assert small_turn.shape == image.shape and small_turn.min() > 0  # corners reflected, not black
+    off = pipeline.Augmentation.none()
+    photo = tf.constant((image * 255).astype(np.uint8))
+    seed = tf.constant([1, 2], tf.int64)
+    rotating = pipeline.Augmentation(**{**off.__dict__, "rotation_degrees": 180.0})
+    turned = [pipeline.augment(photo, tf.constant([s, 2], tf.int64), rotating, 6) for s in range(5)]
+    plain = pipeline.augment(photo, seed, off, 6).numpy()
+    assert all(t.shape == (6, 6, 3) and not np.allclose(t.numpy(), plain) for t in turned)
+    np.testing.assert_array_equal(  # stateless
+        pipeline.augment(photo, seed, rotating, 6).numpy(),
+        pipeline.augment(photo, seed, rotating, 6).numpy(),
+    )
+    with pytest.raises(ValueError, match=r"rotation_degrees must be in \[0, 180\], got .*=200"):
+        pipeline.Augmentation(rotation_degrees=200)
+
+
 def test_bad_arguments(tiny_images):
     folder, frame = tiny_images
     with pytest.raises(FileNotFoundError, match="missing"):

@@ -39,7 +39,10 @@ class Augmentation:
     ``grayscale_probability`` of a grey photo; ``box_jitter``: each side of a photo's detector
     box moves by up to this share of the box's width or height before the crop (the top
     solutions' box augmentation; applies where photos are cropped to boxes while training, not
-    to a crop cache, whose crops are cut once). ``Augmentation.none()`` turns all off.
+    to a crop cache, whose crops are cut once); ``rotation_degrees``: a rotation by a uniform
+    random angle in ``[-rotation_degrees, rotation_degrees]`` about the centre, the corners
+    filled by reflection (180: any direction, for photos such as aerial heads that point every
+    way). ``Augmentation.none()`` turns all off.
     """
 
     crop_probability: float = 0.5
@@ -51,14 +54,41 @@ class Augmentation:
     brightness_delta: float = 0.1
     grayscale_probability: float = 0.1
     box_jitter: float = 0.0
+    rotation_degrees: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.box_jitter < 0.5:  # below 0.5 a jittered box can never invert
             raise ValueError(f"box_jitter must be in [0, 0.5), got box_jitter={self.box_jitter}")
+        if not 0.0 <= self.rotation_degrees <= 180.0:
+            raise ValueError(
+                f"rotation_degrees must be in [0, 180], got rotation_degrees={self.rotation_degrees}"
+            )
 
     @classmethod
     def none(cls) -> Augmentation:
-        return cls(0.0, 1.0, 0.0, 0.0, (1.0, 1.0), (1.0, 1.0), 0.0, 0.0, 0.0)
+        return cls(0.0, 1.0, 0.0, 0.0, (1.0, 1.0), (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
+
+
+def rotate(image: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
+    """``image`` (h, w, c float) turned counter-clockwise by ``degrees`` about its centre,
+    bilinear, the corners filled by reflection; the shape is kept."""
+    angle = tf.cast(degrees, tf.float32) * (np.pi / 180.0)
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # the projective transform maps each output pixel (x, y) to the input pixel it reads
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+    transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])[None]
+    turned = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=transform,
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+    return turned[0]
 
 
 def jitter_box(box: tf.Tensor, seed: tf.Tensor, amount: float) -> tf.Tensor:
@@ -259,7 +289,8 @@ def decode_image(
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size: int) -> tf.Tensor:
-    """Random crop (then resize), flip, colour jitter and grayscale; uint8 in, float 0-255 out.
+    """Random crop (then resize), flip, rotation, colour jitter and grayscale; uint8 in, float
+    0-255 out.
 
     Stateless: the same ``seed`` (int64 pair) gives the same augmentation.
     """
@@ -286,6 +317,11 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size:
         image = tf.cond(
             chance(2, config.flip_probability), lambda: tf.reverse(image, axis=[1]), lambda: image
         )
+    if config.rotation_degrees > 0:
+        degrees = tf.random.stateless_uniform(
+            [], seeds[8], -config.rotation_degrees, config.rotation_degrees
+        )
+        image = rotate(image, degrees)
     if config.hue_delta > 0:
         image = tf.image.stateless_random_hue(image, config.hue_delta, seeds[3])
     if config.saturation_range != (1.0, 1.0):
