@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -307,16 +308,13 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
     assert again.catalogue_embedded == 0  # its own cache entry
 
 
-def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tmp_path):
-    """A run whose ``local/`` holds a fusion (weights by hand: inliers count, nothing else):
-    a rotated copy of a catalogue photo ranks that photo's individual first, with the most
-    inliers, verified; ``local=False`` falls back to the KNN head; ``local=True`` without a
-    fused head is refused."""
-    import cv2
-
+def make_fused_run(run_dir: Path, folder: Path) -> Path:
+    """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, nothing
+    else: p = sigmoid(3 log(1 + inliers) - 6)), threshold 0.5, verified from 5 inliers, and a
+    known-precision curve (precision 0.9 from 0.3, 0.99 from 0.7)."""
     from whaleutils import matching
 
-    fused_run = tmp_path / "run"
+    fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
     local = fused_run / matching.LOCAL_FOLDER
     local.mkdir()
@@ -326,28 +324,123 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     fusion = {"features": list(matching.FUSION_FEATURES), "mean": [0.0] * n,
               "scale": [1.0] * n, "coefficients": weights, "intercept": -6.0}  # fmt: skip
     (local / matching.FUSION_FILE).write_text(json.dumps(fusion))
-    settings = {"local_matching": {"max_side": 160}, "threshold": 0.5, "verified_inliers": 5}
+    curve = [
+        {"threshold": t, "precision": 0.99 if t >= 0.7 else 0.9 if t >= 0.3 else 0.6,
+         "recall": 1.0 - t, "right": 0.5}
+        for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+    ]  # fmt: skip
+    settings = {"local_matching": {"max_side": 160}, "threshold": 0.5, "verified_inliers": 5,
+                "known_precision_curve": curve}  # fmt: skip
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
-    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
-    assert (
-        identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
-    )
+    return fused_run
+
+
+def turned_catalogue_photo(catalogue: Path, degrees: float = 12) -> np.ndarray:
+    """The first catalogue photo, cropped to its box, turned by ``degrees``."""
+    import cv2
+
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     photo = identify.read_photo(
         catalogue / "train_images" / frame["image"][0], data.parse_box(frame["box"][0])
     )
     h, w = photo.shape[:2]
-    turned = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), 12, 1.0), (w, h))
+    return cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h))
+
+
+def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tmp_path):
+    """A run with a fused head by hand (:func:`make_fused_run`): a rotated copy of a catalogue
+    photo ranks that photo's individual first, with the most inliers, verified, naming that
+    photo; ``local=False`` falls back to the KNN head; ``local=True`` without a fused head is
+    refused."""
+    fused_run = make_fused_run(run_dir, tmp_path)
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    assert (
+        identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
+    )
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    turned = turned_catalogue_photo(catalogue)
     matches = identifier.match([turned], top=3)
     assert list(matches.columns) == identify.MATCH_COLUMNS
     best = matches.iloc[0]
     assert best["individual_id"] == frame["individual_id"][0]
     assert best["inliers"] >= 5 and (matches["inliers"].iloc[1:] < best["inliers"]).all()
     assert best["verified"] and not best["new_individual"]
+    assert best["catalogue_photo"] == frame["image"][0]
     assert (np.diff(matches["probability"]) <= 0).all()
     again = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
     assert again.catalogue_features_computed == 0  # read back from the cache
     plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
-    assert plain.fused is None and plain.match([turned])["probability"].isna().all()
+    plain_matches = plain.match([turned])
+    assert plain.fused is None and plain_matches["probability"].isna().all()
+    assert (plain_matches["catalogue_photo"] == "").all()
     with pytest.raises(FileNotFoundError, match="the run has no fused head"):
         identify.Identifier(run_dir, catalogue, local=True)
+
+
+def test_matched_keypoints_are_the_inliers_at_the_photos_resolution(run_dir, catalogue, tmp_path):
+    """The drawing's check is the one ``match`` ran: as many pairs as its inliers, and each
+    pair maps the turned copy's keypoint onto the catalogue photo's by the turn itself."""
+    import cv2
+
+    identifier = identify.Identifier(make_fused_run(run_dir, tmp_path), catalogue)
+    turned = turned_catalogue_photo(catalogue, 12)
+    best = identifier.match([turned], top=1).iloc[0]
+    query, photo, pairs = identifier.matched_keypoints(turned, best["catalogue_photo"])
+    assert query.shape == turned.shape and len(pairs) == best["inliers"]
+    h, w = photo.shape[:2]
+    back = cv2.invertAffineTransform(cv2.getRotationMatrix2D((w / 2, h / 2), 12, 1.0))
+    expected = pairs[:, 0] @ back[:, :2].T + back[:, 2]
+    assert np.median(np.linalg.norm(expected - pairs[:, 1], axis=1)) < 2.0  # pixels
+    with pytest.raises(ValueError, match="nope.jpg is not a photo of the catalogue"):
+        identifier.matched_keypoints(turned, "nope.jpg")
+    with pytest.raises(ValueError, match="need the run's fused head"):
+        identify.Identifier(run_dir, catalogue).matched_keypoints(turned, best["catalogue_photo"])
+
+
+def test_known_precision_sets_the_fused_threshold(run_dir, catalogue, tmp_path):
+    fused_run = make_fused_run(run_dir, tmp_path)
+    assert identify.Identifier(fused_run, catalogue).fused_threshold == 0.5  # the run's
+    assert identify.Identifier(fused_run, catalogue, known_precision=0.95).fused_threshold == 0.7
+    assert identify.Identifier(fused_run, catalogue, known_precision=0.9).fused_threshold == 0.3
+    with pytest.raises(ValueError, match=r"scores.json: no threshold .* precision of 0.999 .*0.990"):
+        identify.Identifier(fused_run, catalogue, known_precision=0.999)
+    with pytest.raises(ValueError, match="needs the run's fused head"):
+        identify.Identifier(run_dir, catalogue, known_precision=0.9)
+
+
+def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue, tmp_path, capsys):
+    """With a fused head: the matched keypoints of the geometric matches drawn at the photos'
+    resolution into OUT/evidence/, named in matches.csv and on the page; --known-precision
+    sets the threshold; --evidence 0 draws none."""
+    fused_run = make_fused_run(run_dir, tmp_path)
+    photo = tmp_path / "turned.png"
+    turned = turned_catalogue_photo(catalogue)
+    Image.fromarray(turned).save(photo)
+    out = tmp_path / "out"
+    argv = ["identify", "--model", str(fused_run), "--catalogue", str(catalogue),
+            "--photos", str(photo), "--out", str(out), "--top", "3"]  # fmt: skip
+    assert cli.main([*argv, "--known-precision", "0.95"]) == 0
+    assert "known from a best probability of 0.70" in capsys.readouterr().out
+    matches = pd.read_csv(out / "matches.csv", keep_default_na=False)
+    best = matches.iloc[0]
+    assert best["evidence"] == "evidence/0001-1.jpg"
+    drawing = np.asarray(Image.open(out / best["evidence"]))
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False).set_index("image")
+    shown = identify.read_photo(
+        catalogue / "train_images" / best["catalogue_photo"],
+        data.parse_box(frame.loc[best["catalogue_photo"], "box"]),
+    )  # cropped to its box, as matched
+    assert drawing.shape[1] == turned.shape[1] + shown.shape[1]  # both at their own size
+    drawn = matches[matches["evidence"] != ""]
+    assert (drawn["inliers"] >= review.MIN_EVIDENCE_INLIERS).all()
+    assert sorted(p.name for p in (out / "evidence").iterdir()) == sorted(
+        Path(e).name for e in drawn["evidence"]
+    )
+    assert '"evidence": "evidence/0001-1.jpg"' in (out / "review.html").read_text()
+    again = tmp_path / "again"
+    assert cli.main([*argv[:-4], "--out", str(again), "--evidence", "0"]) == 0
+    assert not (again / "evidence").exists()
+    assert (pd.read_csv(again / "matches.csv", keep_default_na=False)["evidence"] == "").all()
+    assert cli.main([*argv, "--known-precision", "0.999"]) == 2
+    assert "no threshold gives the known verdict a precision of 0.999" in capsys.readouterr().err
+    assert cli.main([*argv, "--evidence", "-1"]) == 2

@@ -78,6 +78,20 @@ def test_verify_needs_enough_matches_and_names_a_bad_transform():
         lf.verify(flat, flat, transform="perspective")
 
 
+def test_draw_matches_puts_the_photos_side_by_side_and_joins_the_pairs():
+    query = np.zeros((40, 30, 3), np.uint8)
+    candidate = np.full((60, 50), 100, np.uint8)  # grayscale: drawn as RGB
+    pairs = np.array([[[5, 5], [10, 50]], [[25, 30], [40, 8]]], np.float32)
+    drawn = lf.draw_matches(query, candidate, pairs)
+    assert drawn.shape == (60, 80, 3) and drawn.dtype == np.uint8
+    assert (drawn[45:, :30] == 255).all()  # below the shorter photo: white
+    assert (drawn[:5, 32:35] == 100).all()  # the candidate, untouched away from the lines
+    colours = [tuple(drawn[5, 5]), tuple(drawn[50, 30 + 10]), tuple(drawn[30, 25])]
+    assert colours[0] == colours[1] != colours[2]  # each pair one colour, at both ends
+    assert all(max(c) > 200 for c in colours)
+    assert (lf.draw_matches(query, candidate, np.zeros((0, 2, 2))) [:40, :30] == 0).all()
+
+
 def test_lnbnn_by_hand():
     """Two gallery photos of individuals a and b, one descriptor each; the query's descriptor is
     nearest a's at distance 1 with b's next at distance 3: a earns 3 - 1 = 2."""

@@ -106,6 +106,31 @@ def test_verified_tier_by_hand():
     assert matching.verified_inliers(pairs, {**truth, "q1": "b"}, precision=0.98) is None
 
 
+def test_known_precision_curve_and_its_threshold_by_hand():
+    ranked = {
+        "a": [("w1", 0.9)],  # known, right
+        "b": [("w2", 0.6)],  # known, wrong candidate
+        "c": [("w1", 0.4)],  # new
+        "d": [],  # known, no candidate
+    }
+    truth = {"a": "w1", "b": "w3", "c": NEW_INDIVIDUAL, "d": "w2"}
+    curve = matching.known_precision_curve(ranked, truth, grid=[0.0, 0.5, 0.95])
+    assert curve == [
+        {"threshold": 0.0, "precision": 2 / 3, "recall": 2 / 3, "right": 1 / 3},
+        {"threshold": 0.5, "precision": 1.0, "recall": 2 / 3, "right": 0.5},
+        {"threshold": 0.95, "precision": None, "recall": 0.0, "right": None},
+    ]
+    assert matching.threshold_for_precision(curve, 0.9) == 0.5
+    assert matching.threshold_for_precision(curve, 0.6) == 0.0
+    # a dip above: the threshold must hold from there on up
+    dipping = [{"threshold": t, "precision": p} for t, p in [(0.1, 0.95), (0.2, 0.8), (0.3, 0.96)]]
+    assert matching.threshold_for_precision(dipping, 0.9) == 0.3
+    with pytest.raises(ValueError, match=r"precision of 0.97 .*the highest is 0.960"):
+        matching.threshold_for_precision(dipping, 0.97)
+    with pytest.raises(ValueError, match=r"precision must be in \(0, 1\], got precision=0"):
+        matching.threshold_for_precision(curve, 0)
+
+
 def test_candidate_pairs_find_a_rotated_copy_among_other_animals():
     """Gallery: two photos each of three 'individuals' (different textures); the query is a
     rotated, cropped copy of b's first photo, and is b's second photo's sibling: b comes first

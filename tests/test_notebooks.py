@@ -52,7 +52,7 @@ def test_notebooks_only_call_the_library(script):
 @pytest.mark.parametrize("profile", runner.PROFILES)
 def test_profiles_name_only_parameters_the_notebooks_have(profile):
     settings = runner.load_profile(profile)
-    for name in runner.NOTEBOOKS:
+    for name in runner.profile_notebooks(settings):
         notebook = jupytext.read(runner.NOTEBOOK_DIR / f"{name}.py")
         source = next(
             cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])
@@ -94,8 +94,27 @@ def test_fold_settings_are_stated_once_per_profile():
         settings = runner.load_profile(profile)
         folds = {"fold", "n_folds", "seed"}  # and, on Kaggle, the attached boxes
         assert folds <= set(settings["_common"]) <= folds | {"boxes"}
-        for name in runner.NOTEBOOKS:
+        for name in runner.profile_notebooks(settings):
             assert not set(settings[name]) & set(settings["_common"]), (profile, name)
+
+
+def test_a_profile_runs_the_notebooks_its_run_settings_list(tmp_path, monkeypatch):
+    catalogue = runner.load_profile("catalogue")
+    assert runner.profile_notebooks(catalogue) == ("01_eda", "04_effnet_arcface", "05_gradcam")
+    assert runner.profile_notebooks(runner.load_profile("local")) == runner.NOTEBOOKS  # default
+    with pytest.raises(ValueError, match=r"the catalogue profile does not run \['07_blend'\]"):
+        runner.run("catalogue", str(tmp_path), str(tmp_path), ["07_blend"])
+    assert not (tmp_path / "catalogue").exists()  # refused before anything ran
+    folder = tmp_path / "params" / "smoke"
+    shutil.copytree(runner.PARAMS_DIR / "smoke", folder)
+    monkeypatch.setattr(runner, "PARAMS_DIR", tmp_path / "params")
+    for listed, message in [
+        (["04_effnet_arcface", "08_nope"], r"lists unknown notebook\(s\) \['08_nope'\]"),
+        (["05_gradcam"], r"lists 05_gradcam without \['04_effnet_arcface'\], whose outputs"),
+    ]:
+        (folder / "_run.yaml").write_text(json.dumps({"notebooks": listed}))
+        with pytest.raises(ValueError, match=message):
+            runner.load_profile("smoke")
 
 
 def test_relative_folders_mean_the_callers_folder(small_synth, tmp_path, monkeypatch):

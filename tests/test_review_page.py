@@ -61,7 +61,7 @@ def page(tmp_path_factory, small_synth):
 def test_the_page_loads_with_every_image_decoded(browser, page):
     path, matches = page
     browser.get(path.as_uri())
-    images = browser.find_elements("css selector", "img")
+    images = browser.find_elements("css selector", "main img")  # not the drawings' viewer
     # three queries, and up to three catalogue photos for each of their three candidates
     assert len(images) >= 3 + 3 * 3
     assert all(
@@ -155,3 +155,59 @@ def test_hostile_names_and_ids_stay_text(browser, hostile_page):
     browser.find_element("id", "export").click()
     exported = browser.find_element("id", "csv").get_attribute("value")
     assert HOSTILE_ID.split('"')[0] in exported  # the export carries the id as it is
+
+
+@pytest.fixture(scope="module")
+def evidence_page(tmp_path_factory, small_synth):
+    """identify's page with a fused head (by hand): a turned copy of a catalogue photo, its
+    matched keypoints drawn into evidence/ beside the page."""
+    from PIL import Image
+    from test_identify import make_fused_run, make_run_dir, turned_catalogue_photo
+
+    folder = tmp_path_factory.mktemp("evidence")
+    run_dir = make_fused_run(make_run_dir(folder / "04_effnet_arcface"), folder)
+    catalogue = folder / "catalogue"
+    (catalogue / "train_images").mkdir(parents=True)
+    frame = pd.read_csv(small_synth / "train.csv").head(20)
+    frame.to_csv(catalogue / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, catalogue / "train_images" / name)
+    photo = folder / "turned.png"
+    Image.fromarray(turned_catalogue_photo(catalogue)).save(photo)
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    matches = identifier.match([photo], top=3)
+    matches["evidence"] = review.write_evidence(folder, matches, identifier)
+    return review.write_review(folder / "review.html", matches, identifier), matches
+
+
+def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_page):
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    path, matches = evidence_page
+    browser.get(path.as_uri())
+    drawn = matches[matches["evidence"] != ""]
+    buttons = browser.find_elements("css selector", "button.keypoints")
+    assert len(buttons) == len(drawn) >= 1
+    viewer = browser.find_element("id", "viewer")
+    image = browser.find_element("id", "viewer-image")
+    assert not viewer.is_displayed() and not image.get_attribute("src")  # nothing loaded yet
+    buttons[0].click()
+    assert viewer.is_displayed()
+    width = Image.open(path.parent / drawn["evidence"].iloc[0]).width
+    assert browser.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", image
+    ) == width
+    assert image.size["width"] == width  # shown at full resolution
+    caption = browser.find_element("id", "viewer-caption").text
+    assert drawn["catalogue_photo"].iloc[0] in caption and str(drawn["inliers"].iloc[0]) in caption
+    assert browser.find_element("id", "progress").text == "0"  # the button chose nothing
+    browser.find_element("id", "viewer-fit").click()
+    assert "fit" in image.get_attribute("class")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    assert not viewer.is_displayed()
+    ActionChains(browser).send_keys("v").perform()  # the first candidate with a drawing
+    assert viewer.is_displayed()
+    ActionChains(browser).send_keys("1").send_keys(Keys.ESCAPE).perform()  # no choice while open
+    assert browser.find_element("id", "progress").text == "0"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils import baselines, data, metrics, prepare, submission, synth, validate
+from whaleutils import baselines, data, metrics, prepare, runner, submission, synth, validate
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -116,8 +116,6 @@ def cmd_baselines(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from whaleutils import runner
-
     try:
         overrides = {name: yaml.safe_load(value) for name, value in args.parameter or []}
         for name in ("boxes", "crop_cache"):  # paths, made absolute (the notebooks run in the
@@ -160,11 +158,19 @@ def cmd_identify(args) -> int:
     if not photos:
         print(f"error: no photos in {' '.join(args.photos)}", file=sys.stderr)
         return 2
+    if args.evidence < 0:
+        print(f"error: --evidence must be >= 0, got {args.evidence}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    identifier = identify.Identifier(
-        args.model, args.catalogue, out, args.batch_size, local=False if args.no_local else None
-    )
+    try:
+        identifier = identify.Identifier(
+            args.model, args.catalogue, out, args.batch_size,
+            local=False if args.no_local else None, known_precision=args.known_precision,
+        )  # fmt: skip
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "
@@ -173,9 +179,11 @@ def cmd_identify(args) -> int:
     if identifier.fused is not None:
         print(
             "ranked by the run's fused head (embedding + local features): "
-            f"{identifier.catalogue_features_computed} catalogue photos' features computed now"
+            f"{identifier.catalogue_features_computed} catalogue photos' features computed now; "
+            f"known from a best probability of {identifier.fused_threshold:.2f}"
         )
     matches = identifier.match(photos, args.top, boxes)
+    matches["evidence"] = review.write_evidence(out, matches, identifier, boxes, args.evidence)
     matches.to_csv(out / "matches.csv", index=False)
     identifier.skipped.to_csv(out / "skipped.csv", index=False)
     for photo, reason in identifier.skipped.itertuples(index=False):
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_baselines)
 
     p = commands.add_parser("run", help="execute the notebook suite with papermill (the main job)")
-    p.add_argument("--profile", choices=["smoke", "local", "kaggle"], default="local")
+    p.add_argument("--profile", choices=runner.PROFILES, default="local")
     p.add_argument("--data", help="data set directory (default: generate the synthetic one)")
     p.add_argument("--out", default="runs", help="runs folder; this run goes to OUT/PROFILE")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
@@ -375,6 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-local",
         action="store_true",
         help="rank by the embedding's KNN head alone, even if the run has a fused head (local/)",
+    )
+    p.add_argument(
+        "--known-precision",
+        type=float,
+        metavar="P",
+        help="fused head: call a photo known only where that verdict was right at least P of "
+        "the time on the run's validation photos (default: the run's threshold, for MAP@5)",
+    )
+    p.add_argument(
+        "--evidence",
+        type=int,
+        default=3,
+        metavar="N",
+        help="fused head: for each photo's best N candidates with a geometric match, draw the "
+        "matched keypoints at full resolution into OUT/evidence/ (shown by review.html); 0: none",
     )
     p.set_defaults(handler=cmd_identify)
 

@@ -36,7 +36,7 @@ from whaleutils import data
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 MATCH_COLUMNS = [
     "photo", "rank", "individual_id", "species", "similarity", "new_individual",
-    "probability", "inliers", "verified",
+    "probability", "inliers", "verified", "catalogue_photo",
 ]  # fmt: skip
 CACHE_FILE = "catalogue_embeddings.npz"
 BOX_MARGIN = 0.1  # the pipeline's default margin around a box
@@ -132,6 +132,10 @@ class Identifier:
     batch_size : photos embedded at once
     local : use the run's fused head (``RUN_DIR/local/``, notebook 04's ``local_matching``):
         None (default) where the run has one, True (it must), False (the KNN head alone)
+    known_precision : with the fused head, call a photo known only where, on the run's
+        validation photos, that verdict was right at least this share of the time (the lowest
+        such threshold on the best candidate's probability); None: the run's threshold, chosen
+        for MAP@5. :attr:`fused_threshold` is the threshold in force.
     """
 
     def __init__(
@@ -141,8 +145,9 @@ class Identifier:
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 32,
         local: bool | None = None,
+        known_precision: float | None = None,
     ):
-        from whaleutils import models, outputs
+        from whaleutils import matching, models, outputs
 
         self.run_dir = Path(run_dir)
         model_path = self.run_dir / outputs.EMBEDDING_MODEL
@@ -171,6 +176,26 @@ class Identifier:
             raise ValueError(f"{self.catalogue_dir / 'train.csv'}: the catalogue has no photos")
         self.cache_path = None if cache_dir is None else Path(cache_dir) / CACHE_FILE
         self.fused = _fused_head(self.run_dir, local)  # (fusion, settings, scores) or None
+        self.fused_threshold = None
+        if self.fused is not None:
+            scores_path = self.run_dir / matching.LOCAL_FOLDER / outputs.SCORES
+            self.fused_threshold = float(self.fused[2]["threshold"])
+            if known_precision is not None:
+                curve = self.fused[2].get("known_precision_curve")
+                if not curve:
+                    raise ValueError(
+                        f"{scores_path}: no known_precision_curve (notebook 04 of this "
+                        "version writes it: run it again)"
+                    )
+                try:
+                    self.fused_threshold = matching.threshold_for_precision(curve, known_precision)
+                except ValueError as error:
+                    raise ValueError(f"{scores_path}: {error}") from None
+        elif known_precision is not None:
+            raise ValueError(
+                "a known-verdict precision needs the run's fused head (notebook 04 with "
+                f"local_matching); {self.run_dir} is matched by its KNN head"
+            )
         vectors, self.catalogue_embedded = self._embed_catalogue()
         # (n, d); with a flipped gallery (n, 2, d): each photo and its mirror image
         self.catalogue_embeddings = vectors[:, 0] if self.flipped_gallery else vectors
@@ -393,7 +418,7 @@ class Identifier:
             for rank, individual in enumerate(ids[query], start=1):
                 rows.append(
                     (names[i], rank, individual, species[individual], best[individual], new)
-                    + (np.nan, np.nan, False)
+                    + (np.nan, np.nan, False, "")
                 )
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
@@ -419,17 +444,48 @@ class Identifier:
         by_query = dict(tuple(ordered.groupby("query", sort=False)))
         verified_at = scores.get("verified_inliers")
         species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
+        images = self.catalogue["image"].to_numpy()
         rows = []
         for name in names:
             candidates = by_query[name]
-            new = bool(candidates["probability"].iloc[0] < scores["threshold"])
+            new = bool(candidates["probability"].iloc[0] < self.fused_threshold)
             for rank, row in enumerate(candidates.head(top).itertuples(index=False), start=1):
                 verified = verified_at is not None and row.inliers >= verified_at
                 rows.append((
                     name, rank, row.individual, species[row.individual], float(row.similarity),
                     new, float(row.probability), int(row.inliers), bool(verified),
+                    images[row.photo] if row.photo >= 0 else "",
                 ))  # fmt: skip
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+
+    def matched_keypoints(
+        self, photo, catalogue_photo: str, box: tuple | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The geometric check behind a candidate, at the photos' own resolution: the query
+        ``photo`` (path or array, cropped to ``box`` as in :meth:`match`) against the
+        catalogue photo named ``catalogue_photo`` (a ``catalogue_photo`` of the matches).
+
+        Returns (query image, catalogue image, pairs (inliers, 2, 2): each inlier's x, y in
+        the query image and in the catalogue image, in those images' pixels). The check is
+        the one :meth:`match` ran (deterministic), so it finds the same inliers."""
+        from whaleutils import local_features
+
+        if self.fused is None:
+            raise ValueError("matched keypoints need the run's fused head (local features)")
+        rows = np.flatnonzero(self.catalogue["image"].to_numpy() == catalogue_photo)
+        if len(rows) == 0:
+            raise ValueError(f"{catalogue_photo} is not a photo of the catalogue {self.catalogue_dir}")
+        row = int(rows[0])
+        query_image = read_photo(photo, box)
+        catalogue_image = read_photo(
+            self.catalogue_dir / "train_images" / catalogue_photo,
+            data.parse_box(self.catalogue["box"].iloc[row]),
+        )
+        query = local_features.extract(query_image, self.fused[1].features)
+        candidate = self.catalogue_features[row]
+        check = local_features.verify(query, candidate, **self.fused[1].verify_options())
+        scales = np.array([query.scale, candidate.scale], np.float32)[None, :, None]
+        return query_image, catalogue_image, check.pairs / scales
 
     def catalogue_photos(
         self, individual_id: str, query: np.ndarray, n: int = 3

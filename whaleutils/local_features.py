@@ -194,6 +194,49 @@ def verify(
     return Verification(int(keep.sum()), pairs, len(matched), model)
 
 
+def draw_matches(query: np.ndarray, candidate: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """The query and the candidate photo (uint8 RGB) side by side, at their own resolution
+    (top-aligned, the gap white), each matched keypoint pair (``pairs`` (m, 2, 2): x, y in the
+    query and in the candidate photo's pixels) dotted, circled and joined by a line, one
+    colour each.
+    Returns uint8 RGB (max height, query width + candidate width, 3)."""
+    import cv2
+
+    query, candidate = (np.ascontiguousarray(_rgb(image)) for image in (query, candidate))
+    height = max(query.shape[0], candidate.shape[0])
+    canvas = np.full((height, query.shape[1] + candidate.shape[1], 3), 255, np.uint8)
+    canvas[: query.shape[0], : query.shape[1]] = query
+    canvas[: candidate.shape[0], query.shape[1] :] = candidate
+    thickness = max(1, round(height / 400))
+    radius = 3 * thickness
+    colours = _colours(len(pairs))
+    for (start, end), colour in zip(np.asarray(pairs, np.float64), colours, strict=True):
+        a = (round(start[0]), round(start[1]))
+        b = (round(end[0]) + query.shape[1], round(end[1]))
+        cv2.line(canvas, a, b, colour, thickness, cv2.LINE_AA)
+        for point in (a, b):
+            cv2.circle(canvas, point, radius, colour, thickness, cv2.LINE_AA)
+            cv2.circle(canvas, point, thickness, colour, -1)  # filled: the keypoint itself
+    return canvas
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
+
+
+def _colours(n: int) -> list[tuple[int, int, int]]:
+    """``n`` bright, distinct RGB colours (hues spread evenly)."""
+    import colorsys
+
+    return [
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.9, 1.0))
+        for i in range(n)
+    ]
+
+
 # ---------------------------------------------------------------------------- LNBNN index
 
 

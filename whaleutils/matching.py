@@ -306,6 +306,60 @@ def known_vs_new_auc(ranked: dict, truth: dict[str, str]) -> float:
     return float(roc_auc_score(known, np.nan_to_num(best, neginf=-1e9)))
 
 
+def known_precision_curve(ranked: dict, truth: dict[str, str], grid=None) -> list[dict]:
+    """The "known" verdict at each threshold of ``grid`` (default 0.00-1.00 by 0.01): the
+    queries whose best candidate scores at least the threshold are called known.
+    ``precision``: the share of them that are known individuals (NaN where none is called
+    known); ``recall``: the share of known queries called known; ``right``: the share of them
+    whose best candidate is their individual."""
+    grid = np.round(np.linspace(0, 1, 101), 2) if grid is None else grid
+    queries = list(truth)
+    best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
+    known = np.array([truth[q] != NEW_INDIVIDUAL for q in queries])
+    right = np.array([bool(ranked.get(q)) and ranked[q][0][0] == truth[q] for q in queries])
+    curve = []
+    for threshold in grid:
+        called = best >= threshold
+        curve.append(
+            {
+                "threshold": float(threshold),
+                "precision": float(known[called].mean()) if called.any() else None,
+                "recall": float(called[known].mean()) if known.any() else None,
+                "right": float(right[called].mean()) if called.any() else None,
+            }
+        )
+    return curve
+
+
+def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
+    """The lowest threshold of a :func:`known_precision_curve` from which on the "known"
+    verdict's precision is at least ``precision`` (at it and every higher threshold that
+    calls any photo known).
+
+    Raises
+    ------
+    ValueError
+        When no threshold reaches it, naming the highest precision there is.
+    """
+    if not 0.0 < precision <= 1.0:
+        raise ValueError(f"precision must be in (0, 1], got precision={precision}")
+    points = sorted(
+        (p["threshold"], p["precision"]) for p in curve if p["precision"] is not None
+    )
+    chosen = None
+    for threshold, reached in reversed(points):
+        if reached < precision:
+            break
+        chosen = threshold
+    if chosen is None:
+        best = max((reached for _, reached in points), default=float("nan"))
+        raise ValueError(
+            f"no threshold gives the known verdict a precision of {precision} on validation "
+            f"(the highest is {best:.3f})"
+        )
+    return float(chosen)
+
+
 # ---------------------------------------------------------------------------- the fused head
 
 LOCAL_FOLDER = "local"  # a trained notebook's fused head, a blend member of its own
@@ -491,6 +545,7 @@ def fused_head(
         "verified_inliers": verified_inliers(pairs["valid"], truth, settings.verified_precision),
         "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
         "valid_auc": known_vs_new_auc(ranked["valid"], truth),
+        "known_precision_curve": known_precision_curve(ranked["valid"], truth),
         **({"member": f"{member} local"} if member else {}),
     }
     return heads.write_predictions(

@@ -33,6 +33,8 @@ from whaleutils.metrics import NEW_INDIVIDUAL
 
 THUMBNAIL_SIDE = 256
 DECISION_COLUMNS = ("photo", "individual_id")
+EVIDENCE_FOLDER = "evidence"  # identify's drawings of matched keypoints, beside review.html
+MIN_EVIDENCE_INLIERS = 3  # fewer matched keypoints than an affine transform needs: not drawn
 
 
 def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
@@ -46,6 +48,46 @@ def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
         buffer, format="JPEG", quality=85
     )
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_evidence(
+    out_dir: str | os.PathLike,
+    matches: pd.DataFrame,
+    identifier,
+    boxes: dict | None = None,
+    per_photo: int = 3,
+) -> pd.Series:
+    """Draw the matched keypoints (:meth:`identify.Identifier.matched_keypoints`) of each
+    photo's best ``per_photo`` candidates with at least ``MIN_EVIDENCE_INLIERS`` inliers, at
+    the photos' own resolution, as ``out_dir/evidence/<photo number>-<rank>.jpg`` (numbered in
+    the order of ``matches``). ``boxes``: the query boxes given to ``match``.
+
+    Returns, aligned with ``matches``, each row's drawing relative to ``out_dir`` ("" where
+    none: a KNN-only run, too few inliers, an array photo)."""
+    from PIL import Image
+
+    from whaleutils import local_features
+
+    drawn = pd.Series("", index=matches.index, dtype=object)
+    if identifier.fused is None or per_photo <= 0 or matches.empty:
+        return drawn
+    folder = Path(out_dir) / EVIDENCE_FOLDER
+    boxes = boxes or {}
+    for number, (name, rows) in enumerate(matches.groupby("photo", sort=False), start=1):
+        if name not in identifier.query_embeddings or not Path(name).is_file():
+            continue  # an array given to match: no photo to read again
+        shown = rows[rows["inliers"] >= MIN_EVIDENCE_INLIERS].sort_values("rank").head(per_photo)
+        for index, row in shown.iterrows():
+            query, candidate, pairs = identifier.matched_keypoints(
+                name, row["catalogue_photo"], boxes.get(Path(name).name)
+            )
+            relative = f"{EVIDENCE_FOLDER}/{number:04d}-{int(row['rank'])}.jpg"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(local_features.draw_matches(query, candidate, pairs)).save(
+                Path(out_dir) / relative, quality=90
+            )
+            drawn[index] = relative
+    return drawn
 
 
 def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3) -> dict:
@@ -72,6 +114,8 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
                 "probability": None if pd.isna(row.probability) else float(row.probability),
                 "inliers": None if pd.isna(row.inliers) else int(row.inliers),
                 "verified": bool(row.verified),
+                "catalogue_photo": getattr(row, "catalogue_photo", "") or "",
+                "evidence": getattr(row, "evidence", "") or "",  # a file beside the page
                 "thumbnails": [
                     catalogue_thumbnail(path, box)
                     for path, box in identifier.catalogue_photos(

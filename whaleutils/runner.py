@@ -1,7 +1,7 @@
 """The main job: execute the notebook suite in order with papermill, then summarise.
 
-``python -m whaleutils run --profile {smoke,local,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
-runs each notebook of ``NOTEBOOKS`` with its parameters (:func:`notebook_parameters`: the
+``python -m whaleutils run --profile {smoke,local,catalogue,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
+runs each notebook of the profile (``NOTEBOOKS``, or those its ``_run.yaml`` lists) with its parameters (:func:`notebook_parameters`: the
 profile's ``_common.yaml`` and ``<notebook>.yaml``, plus ``data_dir``, ``out_dir`` and, for the
 notebooks that read other notebooks' outputs (``INPUTS``), ``inputs_dir``), writing
 ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
@@ -38,7 +38,7 @@ from whaleutils import outputs, synth
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 PARAMS_DIR = REPO / "params"
-PROFILES = ("smoke", "local", "kaggle")
+PROFILES = ("smoke", "local", "catalogue", "kaggle")
 NOTEBOOKS = (
     "01_eda",
     "02_basic_cnn",
@@ -84,17 +84,41 @@ class NotebookFailed(RuntimeError):
 
 
 def load_profile(profile: str) -> dict[str, dict]:
-    """A profile's files by name: each notebook's parameters, ``_common`` and ``_run``."""
+    """A profile's files by name: ``_run``, ``_common`` and the parameters of each notebook
+    the profile runs (``_run.yaml``'s ``notebooks``, in the suite's order; default: all)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got profile={profile!r}")
     folder = PARAMS_DIR / profile
-    parameters = {}
-    for name in (*NOTEBOOKS, COMMON, RUN_SETTINGS):
+
+    def read(name):
         path = folder / f"{name}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"missing parameter file {path}")
-        parameters[name] = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
+
+    parameters = {RUN_SETTINGS: read(RUN_SETTINGS), COMMON: read(COMMON)}
+    listed = parameters[RUN_SETTINGS].get("notebooks", list(NOTEBOOKS))
+    unknown = sorted(set(listed) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(
+            f"{folder / RUN_SETTINGS}.yaml lists unknown notebook(s) {unknown}; "
+            f"choose from {list(NOTEBOOKS)}"
+        )
+    for name in NOTEBOOKS:
+        if name in listed:
+            missing = sorted(set(INPUTS.get(name, ())) - set(listed))
+            if missing:
+                raise ValueError(
+                    f"{folder / RUN_SETTINGS}.yaml lists {name} without {missing}, "
+                    "whose outputs it reads"
+                )
+            parameters[name] = read(name)
     return parameters
+
+
+def profile_notebooks(profile: dict[str, dict]) -> tuple[str, ...]:
+    """The notebooks a loaded profile runs, in the suite's order."""
+    return tuple(name for name in NOTEBOOKS if name in profile)
 
 
 @functools.cache
@@ -190,7 +214,13 @@ def run(
     unknown = sorted(set(only or []) - set(NOTEBOOKS))
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
-    running = [name for name in NOTEBOOKS if not only or name in only]
+    included = profile_notebooks(settings)
+    outside = sorted(set(only or []) - set(included))
+    if outside:
+        raise ValueError(
+            f"the {profile} profile does not run {outside}; it runs {list(included)}"
+        )
+    running = [name for name in included if not only or name in only]
     undeclared = sorted(
         set(overrides or {}) - set().union(*(declared_parameters(n) for n in running))
     )
@@ -206,7 +236,7 @@ def run(
         }
     started_all = time.perf_counter()
     failure = None
-    for name in NOTEBOOKS:
+    for name in included:
         if only and name not in only:
             if name in earlier:
                 summary["notebooks"].append({**earlier[name], "reused": True})
