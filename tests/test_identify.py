@@ -1,4 +1,4 @@
-"""identify (match photos against a catalogue), the review page's data, and enroll."""
+"""identify (match photos against a catalogue) and the review page's data."""
 
 import json
 import shutil
@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from whaleutils import cli, data, identify, models, outputs, review
-from whaleutils.metrics import NEW_INDIVIDUAL
 
 
 def make_run_dir(folder):
@@ -186,68 +185,6 @@ def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, 
     assert cli.main(argv[:-4] + ["--photos", str(photos / "broken.jpg"), "--out", str(out)]) == 1
 
 
-def write_decisions(path, rows):
-    pd.DataFrame(rows, columns=["photo", "individual_id"]).to_csv(path, index=False)
-    return path
-
-
-def test_enroll_copies_photos_and_appends_rows_without_touching_the_rest(catalogue, tmp_path):
-    table = catalogue / "train.csv"
-    before = table.read_bytes()
-    frame = pd.read_csv(table)
-    known = frame["individual_id"][0]
-    new_photos = []
-    for index, name in enumerate(["n1.jpg", "n2.jpg", "n3.jpg"]):
-        path = tmp_path / name
-        Image.fromarray(np.full((20, 20, 3), 40 * index, np.uint8)).save(path)
-        new_photos.append(path)
-    decisions = write_decisions(
-        tmp_path / "decisions.csv",
-        [(new_photos[0], known), (new_photos[1], NEW_INDIVIDUAL), (new_photos[2], NEW_INDIVIDUAL)],
-    )
-    added = review.enroll(catalogue, decisions, new_id_prefix="nw-", new_species="minke_whale")
-    assert added["individual_id"].tolist() == [known, "nw-0001", "nw-0002"]
-    after = table.read_bytes()
-    assert after.startswith(before)  # every row there before is there, byte for byte
-    grown = pd.read_csv(table)
-    assert len(grown) == len(frame) + 3
-    assert grown.iloc[-3:]["species"].tolist() == [
-        frame["species"][0],
-        "minke_whale",
-        "minke_whale",
-    ]
-    for path in new_photos:
-        assert (catalogue / "train_images" / path.name).read_bytes() == path.read_bytes()
-    # the same photos again: refused by name, nothing added
-    with pytest.raises(ValueError, match=r"already in the catalogue .*\['n1.jpg', 'n2.jpg', 'n3"):
-        review.enroll(catalogue, decisions, new_id_prefix="nw-")
-    assert table.read_bytes() == after
-    # another new individual continues the numbering
-    extra = tmp_path / "n4.jpg"
-    shutil.copy(new_photos[0], extra)
-    more = review.enroll(
-        catalogue, write_decisions(tmp_path / "d2.csv", [(extra, NEW_INDIVIDUAL)]), "nw-"
-    )
-    assert more["individual_id"].tolist() == ["nw-0003"]
-
-
-def test_enroll_refuses_bad_decisions_by_row(catalogue, tmp_path):
-    photo = tmp_path / "p.jpg"
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
-    before = (catalogue / "train.csv").read_bytes()
-    bad = write_decisions(tmp_path / "bad.csv", [(photo, "no-such-whale")])
-    with pytest.raises(ValueError, match=r"individual\(s\) not in the catalogue .*no-such-whale"):
-        review.enroll(catalogue, bad)
-    missing = write_decisions(tmp_path / "missing.csv", [(tmp_path / "gone.jpg", NEW_INDIVIDUAL)])
-    with pytest.raises(ValueError, match=r"missing.csv, row 2: photo .*gone.jpg not found"):
-        review.enroll(catalogue, missing)
-    (tmp_path / "columns.csv").write_text("photo,id\nx,y\n")
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['individual_id'\]"):
-        review.enroll(catalogue, tmp_path / "columns.csv")
-    assert (catalogue / "train.csv").read_bytes() == before
-    assert not (catalogue / "train_images" / "p.jpg").exists()
-
-
 def test_a_small_k_still_gives_the_top_candidates(run_dir, catalogue):
     """The run's rule over its k neighbours orders the first candidates; further ones come from
     a wider search, by best similarity."""
@@ -402,7 +339,9 @@ def test_known_precision_sets_the_fused_threshold(run_dir, catalogue, tmp_path):
     assert identify.Identifier(fused_run, catalogue).fused_threshold == 0.5  # the run's
     assert identify.Identifier(fused_run, catalogue, known_precision=0.95).fused_threshold == 0.7
     assert identify.Identifier(fused_run, catalogue, known_precision=0.9).fused_threshold == 0.3
-    with pytest.raises(ValueError, match=r"scores.json: no threshold .* precision of 0.999 .*0.990"):
+    with pytest.raises(
+        ValueError, match=r"scores.json: no threshold .* precision of 0.999 .*0.990"
+    ):
         identify.Identifier(fused_run, catalogue, known_precision=0.999)
     with pytest.raises(ValueError, match="needs the run's fused head"):
         identify.Identifier(run_dir, catalogue, known_precision=0.9)

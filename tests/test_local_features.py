@@ -89,7 +89,7 @@ def test_draw_matches_puts_the_photos_side_by_side_and_joins_the_pairs():
     colours = [tuple(drawn[5, 5]), tuple(drawn[50, 30 + 10]), tuple(drawn[30, 25])]
     assert colours[0] == colours[1] != colours[2]  # each pair one colour, at both ends
     assert all(max(c) > 200 for c in colours)
-    assert (lf.draw_matches(query, candidate, np.zeros((0, 2, 2))) [:40, :30] == 0).all()
+    assert (lf.draw_matches(query, candidate, np.zeros((0, 2, 2)))[:40, :30] == 0).all()
 
 
 def test_lnbnn_by_hand():

@@ -196,9 +196,10 @@ def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_p
     buttons[0].click()
     assert viewer.is_displayed()
     width = Image.open(path.parent / drawn["evidence"].iloc[0]).width
-    assert browser.execute_script(
-        "return arguments[0].complete && arguments[0].naturalWidth", image
-    ) == width
+    assert (
+        browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+        == width
+    )
     assert image.size["width"] == width  # shown at full resolution
     caption = browser.find_element("id", "viewer-caption").text
     assert drawn["catalogue_photo"].iloc[0] in caption and str(drawn["inliers"].iloc[0]) in caption

@@ -200,13 +200,19 @@ def cmd_identify(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from whaleutils import review
+    from whaleutils import catalogue
 
     try:
-        added = review.enroll(args.catalogue, args.decisions, args.new_id_prefix, args.species)
-    except ValueError as error:
+        added = catalogue.enroll(
+            args.catalogue, args.decisions, args.new_id_prefix, args.species,
+            reviewer=args.reviewer, wait=args.wait,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # busy, or a crashed enrolment to resolve by hand
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     new = added["individual_id"].str.startswith(args.new_id_prefix).sum()
     print(f"enrolled {len(added)} photo(s) into {args.catalogue} ({new} new individual(s))")
     for row in added.itertuples(index=False):
@@ -406,6 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decisions", required=True, help="the CSV exported from review.html")
     p.add_argument("--new-id-prefix", default="new-", help="prefix of new individuals' ids")
     p.add_argument("--species", default="unknown", help="species of new individuals")
+    p.add_argument(
+        "--reviewer",
+        default=os.environ.get("USER", ""),
+        help="who decided, for the catalogue's decisions_log.csv (default: $USER)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for another enroll on the same catalogue before giving up",
+    )
     p.set_defaults(handler=cmd_enroll)
 
     p = commands.add_parser(

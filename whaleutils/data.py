@@ -124,6 +124,23 @@ def _require_columns(frame: pd.DataFrame, columns, file: Path) -> None:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
+def read_csv(path: str | os.PathLike, **options) -> pd.DataFrame:
+    """``pandas.read_csv`` (strings as they are unless ``options`` say otherwise) that names
+    the file when it is missing, empty, not UTF-8 or not CSV (ValueError, FileNotFoundError)."""
+    options = {"dtype": str, "keep_default_na": False, **options}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, no header") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+
+
 def read_train(data_dir: str | os.PathLike) -> pd.DataFrame:
     """Read ``train.csv`` with the species normalised.
 
@@ -134,7 +151,7 @@ def read_train(data_dir: str | os.PathLike) -> pd.DataFrame:
         absent), in file order. ``species_raw`` keeps the file's spelling.
     """
     path = Path(data_dir) / "train.csv"
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path)
     _require_columns(frame, TRAIN_COLUMNS, path)
     frame = frame.rename(columns={"species": "species_raw"})
     frame["species"] = normalize_species(frame["species_raw"])

@@ -474,7 +474,9 @@ class Identifier:
             raise ValueError("matched keypoints need the run's fused head (local features)")
         rows = np.flatnonzero(self.catalogue["image"].to_numpy() == catalogue_photo)
         if len(rows) == 0:
-            raise ValueError(f"{catalogue_photo} is not a photo of the catalogue {self.catalogue_dir}")
+            raise ValueError(
+                f"{catalogue_photo} is not a photo of the catalogue {self.catalogue_dir}"
+            )
         row = int(rows[0])
         query_image = read_photo(photo, box)
         catalogue_image = read_photo(

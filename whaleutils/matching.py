@@ -343,9 +343,7 @@ def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
     """
     if not 0.0 < precision <= 1.0:
         raise ValueError(f"precision must be in (0, 1], got precision={precision}")
-    points = sorted(
-        (p["threshold"], p["precision"]) for p in curve if p["precision"] is not None
-    )
+    points = sorted((p["threshold"], p["precision"]) for p in curve if p["precision"] is not None)
     chosen = None
     for threshold, reached in reversed(points):
         if reached < precision:

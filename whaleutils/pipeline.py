@@ -61,7 +61,8 @@ class Augmentation:
             raise ValueError(f"box_jitter must be in [0, 0.5), got box_jitter={self.box_jitter}")
         if not 0.0 <= self.rotation_degrees <= 180.0:
             raise ValueError(
-                f"rotation_degrees must be in [0, 180], got rotation_degrees={self.rotation_degrees}"
+                "rotation_degrees must be in [0, 180], "
+                f"got rotation_degrees={self.rotation_degrees}"
             )
 
     @classmethod

@@ -1,7 +1,8 @@
 """The main job: execute the notebook suite in order with papermill, then summarise.
 
-``python -m whaleutils run --profile {smoke,local,catalogue,kaggle} [--data DATA_DIR] [--out RUNS_DIR]``
-runs each notebook of the profile (``NOTEBOOKS``, or those its ``_run.yaml`` lists) with its parameters (:func:`notebook_parameters`: the
+``python -m whaleutils run --profile PROFILE [--data DATA_DIR] [--out RUNS_DIR]`` (``PROFILES``)
+runs each notebook of the profile (``NOTEBOOKS``, or those its ``_run.yaml`` lists) with its
+parameters (:func:`notebook_parameters`: the
 profile's ``_common.yaml`` and ``<notebook>.yaml``, plus ``data_dir``, ``out_dir`` and, for the
 notebooks that read other notebooks' outputs (``INPUTS``), ``inputs_dir``), writing
 ``RUNS_DIR/<profile>/<notebook>/`` with the executed notebook inside.
@@ -217,9 +218,7 @@ def run(
     included = profile_notebooks(settings)
     outside = sorted(set(only or []) - set(included))
     if outside:
-        raise ValueError(
-            f"the {profile} profile does not run {outside}; it runs {list(included)}"
-        )
+        raise ValueError(f"the {profile} profile does not run {outside}; it runs {list(included)}")
     running = [name for name in included if not only or name in only]
     undeclared = sorted(
         set(overrides or {}) - set().union(*(declared_parameters(n) for n in running))

@@ -72,7 +72,8 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
     Checks ``train.csv`` and ``sample_submission.csv`` (and ``test_solution.csv`` if present):
     columns, duplicate rows, images listed twice (within a file or in both train and test),
     empty ids or species, listed images missing from ``train_images/`` or ``test_images/``,
-    files that do not decode, and boxes that are malformed or outside their image.
+    files that do not decode, boxes that are malformed or outside their image, and photos in
+    ``train_images/`` or ``test_images/`` that no row lists.
     With ``decode_images=False`` only the headers of images are read (faster, misses truncation).
     """
     data_dir = Path(data_dir)
@@ -146,4 +147,10 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
                         problems.append(
                             f"{where}: box {record['box']!r} outside the {width}x{height} image"
                         )
+        images = data_dir / folder
+        if images.is_dir():  # the other way round: photos no row lists (e.g. a crashed copy)
+            listed = set(frame["image"])
+            for path in sorted(images.iterdir()):
+                if path.is_file() and not path.name.startswith(".") and path.name not in listed:
+                    problems.append(f"{folder}/{path.name}: photo without a row in {file_name}")
     return problems

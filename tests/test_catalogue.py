@@ -1,0 +1,302 @@
+"""enroll as a transaction (whaleutils.catalogue): checks before any change, the lock, the
+journal that finishes or undoes a crashed enrolment, the audit log; validate's orphans."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from whaleutils import catalogue as cat
+from whaleutils import cli, validate
+from whaleutils.metrics import NEW_INDIVIDUAL
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def catalogue(small_synth, tmp_path):
+    """A copy of the small synthetic set's train part (enroll writes into it)."""
+    folder = tmp_path / "catalogue"
+    return make_catalogue(small_synth, folder)
+
+
+def make_catalogue(small_synth: Path, folder: Path) -> Path:
+    """60 photos of the small synthetic set as a data set with no test photos."""
+    (folder / "train_images").mkdir(parents=True)
+    (folder / "test_images").mkdir()
+    (folder / "sample_submission.csv").write_text("image,predictions\n")
+    frame = pd.read_csv(small_synth / "train.csv").head(60)
+    frame.to_csv(folder / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, folder / "train_images" / name)
+    return folder
+
+
+def write_decisions(path, rows):
+    pd.DataFrame(rows, columns=["photo", "individual_id"]).to_csv(path, index=False)
+    return path
+
+
+def new_photos(folder: Path, count: int, prefix: str = "n") -> list[Path]:
+    """``count`` small distinct PNG photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{prefix}{index:04d}.png"
+        pixels = np.full((12, 12, 3), index % 256, np.uint8)
+        pixels[0, 0] = (index // 256) % 256
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a catalogue (train.csv and the photos) by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in [folder / "train.csv", *sorted((folder / "train_images").iterdir())]
+    }
+
+
+def test_enroll_copies_photos_and_appends_rows_without_touching_the_rest(catalogue, tmp_path):
+    table = catalogue / "train.csv"
+    before = table.read_bytes()
+    frame = pd.read_csv(table)
+    known = frame["individual_id"][0]
+    photos = new_photos(tmp_path / "new", 3)
+    decisions = write_decisions(
+        tmp_path / "decisions.csv",
+        [(photos[0], known), (photos[1], NEW_INDIVIDUAL), (photos[2], NEW_INDIVIDUAL)],
+    )
+    added = cat.enroll(
+        catalogue, decisions, new_id_prefix="nw-", new_species="minke_whale", reviewer="ana"
+    )
+    assert added["individual_id"].tolist() == [known, "nw-0001", "nw-0002"]
+    after = table.read_bytes()
+    assert after.startswith(before)  # every row there before is there, byte for byte
+    grown = pd.read_csv(table)
+    assert len(grown) == len(frame) + 3
+    assert grown.iloc[-3:]["species"].tolist() == [frame["species"][0], *["minke_whale"] * 2]
+    for path in photos:
+        assert (catalogue / "train_images" / path.name).read_bytes() == path.read_bytes()
+    assert validate.validate_dataset(catalogue) == []
+    left = sorted(p.name for p in catalogue.iterdir())
+    assert left == sorted(  # no staging left, no journal
+        [cat.LOCK_FILE, cat.AUDIT_LOG, "sample_submission.csv", "test_images", "train.csv",
+         "train_images"]
+    )  # fmt: skip
+    log = pd.read_csv(catalogue / cat.AUDIT_LOG, dtype=str, keep_default_na=False)
+    assert list(log.columns) == list(cat.AUDIT_COLUMNS)
+    assert log["reviewer"].tolist() == ["ana"] * 3
+    assert log["decision"].tolist() == ["known", "new", "new"]
+    assert log["image"].tolist() == [p.name for p in photos]
+    assert log["individual_id"].tolist() == added["individual_id"].tolist()
+    assert log["transaction"].nunique() == 1
+    # the same decisions again (a rerun): what they added, nothing more
+    log_after = (catalogue / cat.AUDIT_LOG).read_bytes()
+    again = cat.enroll(catalogue, decisions, new_id_prefix="nw-")
+    pd.testing.assert_frame_equal(again, added)
+    assert table.read_bytes() == after and (catalogue / cat.AUDIT_LOG).read_bytes() == log_after
+    # other decisions about the same photos: refused by name, nothing added
+    other = write_decisions(tmp_path / "other.csv", [(p, known) for p in photos])
+    with pytest.raises(ValueError, match=r"already in the catalogue .*\['n0000.png', 'n0001"):
+        cat.enroll(catalogue, other, new_id_prefix="nw-")
+    assert table.read_bytes() == after
+    # another new individual continues the numbering; the log grows, its lines stay
+    log_before = (catalogue / cat.AUDIT_LOG).read_bytes()
+    extra = new_photos(tmp_path / "more", 1, prefix="m")[0]
+    more = cat.enroll(
+        catalogue, write_decisions(tmp_path / "d2.csv", [(extra, NEW_INDIVIDUAL)]), "nw-"
+    )
+    assert more["individual_id"].tolist() == ["nw-0003"]
+    assert (catalogue / cat.AUDIT_LOG).read_bytes().startswith(log_before)
+
+
+def bomb_png(path: Path, side: int = 30000) -> Path:
+    """A tiny PNG that declares ``side`` x ``side`` pixels (a decompression bomb)."""
+
+    def chunk(kind, payload):
+        body = kind + payload
+        return len(payload).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit grey
+    rows = zlib.compress(b"\x00" * (side + 1) * 16)  # a few rows only: truncated on purpose
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def hostile_decisions(tmp_path: Path, catalogue: Path):
+    """(name, decisions file, expected message) for each kind of bad decisions file."""
+    good = new_photos(tmp_path / "good", 1, prefix="g")[0]
+    truncated = tmp_path / "truncated.jpg"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    bomb = bomb_png(tmp_path / "bomb.png")  # beyond Pillow's own limit
+    large = bomb_png(tmp_path / "large.png", 12000)  # within Pillow's, beyond MAX_PHOTO_PIXELS
+    known = pd.read_csv(catalogue / "train.csv")["individual_id"][0]
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text(f"photo,individual_id\n{good},{known}\n", encoding="utf-16")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    cases = [
+        ("a text file as a photo", [(text, known)], r"row 2: .*passwd: not a readable image"),
+        ("a truncated JPEG", [(truncated, NEW_INDIVIDUAL)], r"row 2: .*truncated.jpg: not a readable"),
+        ("a decompression bomb", [(bomb, NEW_INDIVIDUAL)], r"bomb.png: refused as a decompression"),
+        ("144 megapixels", [(large, NEW_INDIVIDUAL)], r"large.png: declares 12000 x 12000 px"),
+        ("an unknown individual", [(good, "no-such-whale")], r"not in the catalogue .*no-such-whale"),
+        ("a missing photo", [(tmp_path / "gone.jpg", known)], r"row 2: photo .*gone.jpg not found"),
+        ("a blank id", [(good, " ")], r"row 2: empty photo or individual_id"),
+        ("a photo twice", [(good, known), (good, known)], r"photo name\(s\) listed twice"),
+    ]  # fmt: skip
+    for name, rows, message in cases:
+        yield name, write_decisions(tmp_path / f"{name}.csv", [(good, known), *rows][1:]), message
+    yield "a UTF-16 file", utf16, r"utf16.csv: not UTF-8 text"
+    yield "an empty file", empty, r"empty.csv: empty file, no header"
+    (tmp_path / "columns.csv").write_text("photo,id\nx,y\n")
+    yield "a wrong column", tmp_path / "columns.csv", r"missing column\(s\) \['individual_id'\]"
+
+
+def test_hostile_decisions_are_refused_by_name_and_nothing_changes(catalogue, tmp_path):
+    before = snapshot(catalogue)
+    for name, decisions, message in hostile_decisions(tmp_path, catalogue):
+        with pytest.raises(ValueError, match=message):
+            cat.enroll(catalogue, decisions)
+        assert snapshot(catalogue) == before, name
+        assert not any(p.name.startswith(".enroll-") for p in catalogue.iterdir()), name
+
+
+def test_the_cli_gives_one_line_for_bad_decisions(catalogue, tmp_path, capsys):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    decisions = write_decisions(tmp_path / "d.csv", [(bomb, NEW_INDIVIDUAL)])
+    argv = ["enroll", "--catalogue", str(catalogue), "--decisions", str(decisions)]
+    assert cli.main(argv) == 2
+    assert "bomb.png: refused as a decompression bomb" in capsys.readouterr().err
+    assert cli.main([*argv[:-1], str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv: file not found" in capsys.readouterr().err
+
+
+def test_a_second_enroll_waits_for_the_lock_then_refuses(catalogue, tmp_path):
+    photo = new_photos(tmp_path / "new", 1)[0]
+    decisions = write_decisions(tmp_path / "d.csv", [(photo, NEW_INDIVIDUAL)])
+    before = snapshot(catalogue)
+    with cat.CatalogueLock(catalogue):  # another holder (a separate open file: flock conflicts)
+        started = time.monotonic()
+        with pytest.raises(cat.CatalogueBusy, match=rf"another enroll \(process {os.getpid()}\)"):
+            cat.enroll(catalogue, decisions, wait=0.3)
+        assert time.monotonic() - started >= 0.3
+    assert snapshot(catalogue) == before
+    assert len(cat.enroll(catalogue, decisions, wait=0.3)) == 1  # free again
+
+
+def test_validate_names_photos_without_rows(catalogue):
+    (catalogue / "train_images" / "stray.jpg").write_bytes(b"")
+    gone = pd.read_csv(catalogue / "train.csv")["image"][3]
+    (catalogue / "train_images" / gone).unlink()
+    problems = validate.validate_dataset(catalogue)
+    assert "train_images/stray.jpg: photo without a row in train.csv" in problems
+    assert any(f"image missing: train_images/{gone}" in p for p in problems)
+
+
+def enroll_command(catalogue: Path, decisions: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "whaleutils", "enroll", "--catalogue", str(catalogue),
+            "--decisions", str(decisions), *extra]  # fmt: skip
+
+
+def test_two_enrolls_at_once_never_share_an_id(catalogue, tmp_path):
+    """Two processes, 300 new animals each, started together on one catalogue."""
+    runs = []
+    for side in ("a", "b"):
+        photos = new_photos(tmp_path / side, 300, prefix=side)
+        decisions = write_decisions(tmp_path / f"{side}.csv", [(p, NEW_INDIVIDUAL) for p in photos])
+        runs.append(
+            subprocess.Popen(
+                enroll_command(catalogue, decisions, "--reviewer", side),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    table = pd.read_csv(catalogue / "train.csv", dtype=str)
+    added = table[table["image"].str.match(r"[ab]\d{4}\.png")]
+    assert len(added) == 600 and added["image"].is_unique
+    assert added["individual_id"].is_unique  # 600 animals, 600 ids
+    owner = added.set_index("individual_id")["image"].str[0]
+    log = pd.read_csv(catalogue / cat.AUDIT_LOG, dtype=str)
+    assert (log.set_index("individual_id")["reviewer"] == owner.loc[log["individual_id"]]).all()
+    assert validate.validate_dataset(catalogue) == []
+
+
+@pytest.mark.slow
+def test_enroll_killed_at_random_points_is_finished_by_the_rerun(small_synth, tmp_path):
+    """SIGKILL at 20 random moments of a 1,000-photo enrolment (10 anywhere in it, 10 within
+    30 ms of its journal saying "staged": the short stretch in which the photos move into place
+    and train.csv is replaced); after each: the rerun of the same decisions completes, validate
+    passes, every photo has exactly one row and nothing the catalogue held before changed."""
+    photos = new_photos(tmp_path / "new", 1000)
+    frame = pd.read_csv(small_synth / "train.csv").head(60)
+    known = frame["individual_id"].tolist()
+    rows = [(p, NEW_INDIVIDUAL if i % 3 else known[i % len(known)]) for i, p in enumerate(photos)]
+    decisions = write_decisions(tmp_path / "decisions.csv", rows)
+    template = make_catalogue(small_synth, tmp_path / "template")
+    before = snapshot(template)
+    started = time.monotonic()  # how long a whole enrolment takes, to spread the kills over
+    subprocess.run(enroll_command(shutil.copytree(template, tmp_path / "timed"), decisions),
+                   cwd=REPO, check=True, capture_output=True)  # fmt: skip
+    whole = time.monotonic() - started
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for attempt in range(20):
+        folder = shutil.copytree(template, tmp_path / f"killed-{attempt}")
+        run = subprocess.Popen(enroll_command(folder, decisions), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        if attempt < 10:
+            time.sleep(rng.uniform(0.2, whole))
+        else:  # watch the journal (replaced atomically: always whole) for the last stretch
+            journal = folder / cat.JOURNAL_FILE
+            while run.poll() is None and not (
+                journal.is_file() and '"staged"' in journal.read_text()
+            ):
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.03))
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        journal = folder / cat.JOURNAL_FILE
+        outcomes.append(json.loads(journal.read_text())["state"] if journal.is_file() else "-")
+        rerun = subprocess.run(enroll_command(folder, decisions), cwd=REPO,
+                               capture_output=True, text=True)  # fmt: skip
+        assert rerun.returncode == 0, (attempt, outcomes[-1], rerun.stderr[-300:])
+        assert validate.validate_dataset(folder) == [], attempt
+        table = pd.read_csv(folder / "train.csv", dtype=str)
+        assert sorted(table["image"]) == sorted([*frame["image"], *(p.name for p in photos)])
+        after = snapshot(folder)
+        assert after["train.csv"].startswith(before["train.csv"]), attempt
+        assert all(
+            after[name] == content for name, content in before.items() if name != "train.csv"
+        )
+        ids = table.set_index("image")["individual_id"]
+        new = [
+            p.name
+            for p, (_, decided) in zip(photos, rows, strict=True)
+            if decided == NEW_INDIVIDUAL
+        ]
+        assert ids[new].is_unique, attempt  # each new animal its own id
+    print("journal state at each kill:", outcomes)
+    assert "staging" in outcomes[:10] and outcomes[10:].count("staged") >= 5
