@@ -31,6 +31,13 @@ def require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def own_cache_home(tmp_path_factory, monkeypatch):
+    """Caches the tests' commands write by default (identify's) go to a folder of the test
+    session, never to the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 @pytest.fixture(scope="session")
 def small_synth(tmp_path_factory) -> Path:
     """A small synthetic data set, generated once per test session. Tests must not modify it."""

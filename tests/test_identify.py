@@ -172,6 +172,9 @@ def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, 
     argv += ["--photos", str(photos), "--out", str(out), "--top", "3"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr()
+    cache = identify.default_cache_dir(catalogue)  # under the tests' own XDG_CACHE_HOME
+    assert (cache / identify.CACHE_FILE).is_file() and not (out / identify.CACHE_FILE).exists()
+    assert str(cache) in printed.out
     assert "broken.jpg: not a readable image" in printed.err
     matches = pd.read_csv(out / "matches.csv")
     assert set(matches["photo"]) == {str(photos / name) for name in names}
@@ -181,8 +184,19 @@ def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, 
     page = (out / "review.html").read_text()
     assert page.count("data:image/jpeg;base64,") >= 2 + 2 * 3  # queries and candidates
     assert "__DATA__" not in page and "__TITLE__" not in page
-    # nothing readable: exit 1
-    assert cli.main(argv[:-4] + ["--photos", str(photos / "broken.jpg"), "--out", str(out)]) == 1
+    # the same --out again: refused, unless --force, which replaces identify's files alone
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(argv) == 2
+    assert f"--out {out} is not empty" in capsys.readouterr().err
+    only_broken = argv[:-4] + ["--photos", str(photos / "broken.jpg"), "--out", str(out)]
+    assert cli.main([*only_broken, "--force"]) == 1  # nothing readable: exit 1
+    assert pd.read_csv(out / "matches.csv").empty and not (out / "review.html").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    # never into the catalogue
+    inside = argv[:-4] + ["--out", str(catalogue / "results")]
+    assert cli.main(inside) == 2
+    assert "is inside the catalogue" in capsys.readouterr().err
+    assert not (catalogue / "results").exists()
 
 
 def test_a_small_k_still_gives_the_top_candidates(run_dir, catalogue):
@@ -358,7 +372,7 @@ def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue,
     out = tmp_path / "out"
     argv = ["identify", "--model", str(fused_run), "--catalogue", str(catalogue),
             "--photos", str(photo), "--out", str(out), "--top", "3"]  # fmt: skip
-    assert cli.main([*argv, "--known-precision", "0.95"]) == 0
+    assert cli.main([*argv, "--known-precision", "0.95", "--cache", str(tmp_path / "cache")]) == 0
     assert "known from a best probability of 0.70" in capsys.readouterr().out
     matches = pd.read_csv(out / "matches.csv", keep_default_na=False)
     best = matches.iloc[0]
@@ -380,6 +394,6 @@ def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue,
     assert cli.main([*argv[:-4], "--out", str(again), "--evidence", "0"]) == 0
     assert not (again / "evidence").exists()
     assert (pd.read_csv(again / "matches.csv", keep_default_na=False)["evidence"] == "").all()
-    assert cli.main([*argv, "--known-precision", "0.999"]) == 2
+    assert cli.main([*argv, "--force", "--known-precision", "0.999"]) == 2
     assert "no threshold gives the known verdict a precision of 0.999" in capsys.readouterr().err
-    assert cli.main([*argv, "--evidence", "-1"]) == 2
+    assert cli.main([*argv, "--force", "--evidence", "-1"]) == 2

@@ -162,10 +162,11 @@ def cmd_identify(args) -> int:
         print(f"error: --evidence must be >= 0, got {args.evidence}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.cache) if args.cache else identify.default_cache_dir(args.catalogue)
     try:
+        identify.prepare_out(out, args.catalogue, args.force)
         identifier = identify.Identifier(
-            args.model, args.catalogue, out, args.batch_size,
+            args.model, args.catalogue, cache, args.batch_size,
             local=False if args.no_local else None, known_precision=args.known_precision,
         )  # fmt: skip
     except ValueError as error:
@@ -174,7 +175,7 @@ def cmd_identify(args) -> int:
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "
-        f"({identifier.catalogue_embedded} embedded now, the rest from {out / identify.CACHE_FILE})"
+        f"({identifier.catalogue_embedded} embedded now, the rest from {cache / identify.CACHE_FILE})"
     )
     if identifier.fused is not None:
         print(
@@ -381,7 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a trained notebook's output folder (RUN_DIR)")
     p.add_argument("--catalogue", required=True, help="a Happywhale-format folder (DATA_DIR)")
     p.add_argument("--photos", required=True, nargs="+", help="photo files or folders")
-    p.add_argument("--out", required=True, help="output folder (also holds the catalogue cache)")
+    p.add_argument(
+        "--out", required=True, help="a new or empty folder for matches.csv, review.html, ..."
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--out may hold an earlier identify's results: those files are replaced, no other",
+    )
+    p.add_argument(
+        "--cache",
+        help="folder of the catalogue's embeddings and features cache (default: one per "
+        "catalogue under $XDG_CACHE_HOME or ~/.cache, whaleutils/identify/)",
+    )
     p.add_argument("--top", type=int, default=5, help="candidates per photo")
     p.add_argument("--boxes", help="CSV of image,box (left top right bottom) for the photos")
     p.add_argument("--batch-size", type=int, default=32)

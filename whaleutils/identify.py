@@ -127,8 +127,8 @@ class Identifier:
     catalogue : a Happywhale-format folder: ``train.csv`` (image, species, individual_id[, box])
         and ``train_images/``
     cache_dir : the folder of the catalogue's embeddings cache (``catalogue_embeddings.npz``,
-        e.g. the output folder of ``identify``; with local matching also
-        ``catalogue_features.npz``); None embeds the catalogue without a cache
+        e.g. :func:`default_cache_dir`; with local matching also ``catalogue_features.npz``);
+        None embeds the catalogue without a cache
     batch_size : photos embedded at once
     local : use the run's fused head (``RUN_DIR/local/``, notebook 04's ``local_matching``):
         None (default) where the run has one, True (it must), False (the KNN head alone)
@@ -503,6 +503,51 @@ class Identifier:
             )
             for row in order[:n]
         ]
+
+
+OUT_FILES = ("matches.csv", "skipped.csv", "review.html", "evidence")  # what identify writes
+
+
+def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: bool = False) -> Path:
+    """Make ``out`` ready for identify's files (``OUT_FILES``): a new or empty folder, or with
+    ``force`` one whose earlier identify files are removed (nothing else in it is touched).
+
+    Raises
+    ------
+    ValueError
+        When ``out`` is the catalogue or inside it, is a file, or holds files without ``force``.
+    """
+    import shutil
+
+    out, catalogue = Path(out), Path(catalogue)
+    inside = out.resolve() == catalogue.resolve() or catalogue.resolve() in out.resolve().parents
+    if inside:
+        raise ValueError(f"--out {out} is inside the catalogue {catalogue}: choose another folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ValueError(
+                f"--out {out} is not empty: choose a new folder, or --force to replace the "
+                f"results of an earlier identify there ({', '.join(OUT_FILES)})"
+            )
+        for name in OUT_FILES:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def default_cache_dir(catalogue: str | os.PathLike) -> Path:
+    """The catalogue's cache folder when none is given: ``whaleutils/identify/<catalogue name>-
+    <digest of its absolute path>`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    absolute = Path(catalogue).resolve()
+    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:12]
+    return root / "whaleutils" / "identify" / f"{absolute.name}-{digest}"
 
 
 def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
