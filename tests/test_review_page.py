@@ -195,11 +195,13 @@ def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_p
     assert not viewer.is_displayed() and not image.get_attribute("src")  # nothing loaded yet
     buttons[0].click()
     assert viewer.is_displayed()
+    from selenium.webdriver.support.ui import WebDriverWait
+
     width = Image.open(path.parent / drawn["evidence"].iloc[0]).width
-    assert (
-        browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
-        == width
+    WebDriverWait(browser, 20).until(  # loaded now, not before
+        lambda driver: driver.execute_script("return arguments[0].complete", image)
     )
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == width
     assert image.size["width"] == width  # shown at full resolution
     caption = browser.find_element("id", "viewer-caption").text
     assert drawn["catalogue_photo"].iloc[0] in caption and str(drawn["inliers"].iloc[0]) in caption

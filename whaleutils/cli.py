@@ -175,7 +175,8 @@ def cmd_identify(args) -> int:
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "
-        f"({identifier.catalogue_embedded} embedded now, the rest from {cache / identify.CACHE_FILE})"
+        f"({identifier.catalogue_embedded} embedded now, the rest from "
+        f"{cache / identify.CACHE_FILE})"
     )
     if identifier.fused is not None:
         print(
