@@ -128,3 +128,60 @@ def test_run_checks_a_crop_cache_given_with_p_as_with_its_flag(tmp_path, capsys,
     argv = ["run", "--profile", "smoke", "--data", ".", "--out", "runs", "--only", "01_eda"]
     assert cli.main([*argv, "-p", "crop_cache", "./no cache"]) == 2
     assert "--crop-cache no cache: no such file or folder" in capsys.readouterr().err
+
+
+def hostile_inputs(tmp_path, small_synth):
+    """(what, argv, expected message) for inputs a careful or hostile user gives."""
+    import shutil
+
+    boxes = tmp_path / "boxes"
+    shutil.copytree(small_synth, boxes)
+    train = pd.read_csv(boxes / "train.csv")
+    train.loc[0, "box"] = "inf 0 10 10"
+    train.loc[1, "box"] = "1e400 0 10 10"
+    train.to_csv(boxes / "train.csv", index=False)
+    twice = tmp_path / "twice.csv"
+    solution = pd.read_csv(small_synth / "test_solution.csv")
+    pd.concat([solution, solution.head(1)]).to_csv(twice, index=False)
+    labels = tmp_path / "labels.csv"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(small_synth / "train_images" / train["image"][0], photos / name)
+    pd.DataFrame(
+        {"image": ["a.jpg", "b.jpg", "c.jpg"], "individual_id": ["new_individual", "w 1", "w2"]}
+    ).to_csv(labels, index=False)
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text("image,individual_id\na.jpg,w2\n", encoding="utf-16")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    sample = str(small_synth / "sample_submission.csv")
+    solution_file = str(small_synth / "test_solution.csv")
+    prepare = ["prepare", "--images", str(photos), "--labels"]
+    return [
+        ("a box at infinity", ["validate", str(boxes)], "box 'inf 0 10 10' has a non-finite"),
+        ("a box beyond any number", ["validate", str(boxes)], "box '1e400 0 10 10' has a non-fin"),
+        ("a folder to score", ["score", str(tmp_path), solution_file], "a folder, not a CSV file"),
+        ("a solution row twice", ["score", sample, str(twice)],
+         f"twice.csv, line {len(solution) + 2}: image"),
+        ("an empty submission", ["score", str(empty), solution_file], "empty.csv: empty file"),
+        ("a reserved id", [*prepare, str(labels), "--out", str(tmp_path / "o1")],
+         "individual_id 'new_individual' is reserved"),
+        ("an id with a space", [*prepare, str(labels), "--out", str(tmp_path / "o2")],
+         "individual_id 'w 1' is reserved or holds a space"),
+        ("UTF-16 labels", [*prepare, str(utf16), "--out", str(tmp_path / "o3")],
+         "utf16.csv: not UTF-8 text"),
+        ("--out a file", [*prepare, str(labels), "--out", str(a_file)], "a_file is a file"),
+    ]  # fmt: skip
+
+
+def test_hostile_inputs_get_one_line_and_no_traceback(tmp_path, small_synth):
+    for what, argv, message in hostile_inputs(tmp_path, small_synth):
+        result = subprocess.run(
+            [sys.executable, "-m", "whaleutils", *argv], capture_output=True, text=True
+        )
+        assert result.returncode in (1, 2), (what, result.stderr)
+        assert message in result.stdout + result.stderr, (what, result.stderr[-500:])
+        assert "Traceback" not in result.stderr, (what, result.stderr[-800:])

@@ -494,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 1
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError as error:
+        print(f"error: a file is not UTF-8 text ({error.reason})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -100,9 +100,12 @@ def parse_box(text) -> tuple[int, int, int, int] | None:
         return None
     parts = str(text).split()
     try:
-        values = tuple(int(float(p)) for p in parts)
+        numbers = [float(p) for p in parts]
     except ValueError:
         raise ValueError(f"box {text!r} is not four numbers 'left top right bottom'") from None
+    if not all(np.isfinite(numbers)) or any(abs(n) > 1e9 for n in numbers):
+        raise ValueError(f"box {text!r} has a non-finite or absurdly large coordinate")
+    values = tuple(int(n) for n in numbers)
     if len(values) != 4:
         raise ValueError(
             f"box {text!r} has {len(values)} numbers; expected 'left top right bottom'"
@@ -129,6 +132,8 @@ def read_csv(path: str | os.PathLike, **options) -> pd.DataFrame:
     the file when it is missing, empty, not UTF-8 or not CSV (ValueError, FileNotFoundError)."""
     options = {"dtype": str, "keep_default_na": False, **options}
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a CSV file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     try:
@@ -261,8 +266,15 @@ def boxes_column(images, boxes: dict) -> list[str]:
 def read_solution(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``test_solution.csv`` (image, individual_id; ``new_individual`` for unseen)."""
     path = Path(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path)
     _require_columns(frame, SOLUTION_COLUMNS, path)
+    twice = frame["image"].duplicated(keep="first")
+    if twice.any():
+        row = int(np.flatnonzero(twice)[0])
+        raise ValueError(
+            f"{path}, line {row + 2}: image {frame['image'].iloc[row]!r} listed again "
+            f"({int(twice.sum())} repeated row(s)); each image once"
+        )
     return frame
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils import data
 from whaleutils.data import most_photographed
 from whaleutils.metrics import NEW_INDIVIDUAL
 
@@ -50,7 +51,10 @@ def read_catalogue(labels_csv: str | os.PathLike, images_dir: str | os.PathLike)
         raise CatalogueError(f"{labels_csv}: labels file not found")
     if not images_dir.is_dir():
         raise CatalogueError(f"{images_dir}: images folder not found")
-    frame = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    try:
+        frame = data.read_csv(labels_csv)
+    except ValueError as error:
+        raise CatalogueError(str(error)) from None
     missing = [c for c in ("image", "individual_id") if c not in frame.columns]
     if missing:
         raise CatalogueError(
@@ -70,6 +74,12 @@ def read_catalogue(labels_csv: str | os.PathLike, images_dir: str | os.PathLike)
             problems.append(f"{where}: empty {'image' if not image else 'individual_id'}")
             names.append("")
             continue
+        if individual == NEW_INDIVIDUAL or any(c.isspace() or c == "," for c in individual):
+            problems.append(
+                f"{where}: individual_id {individual!r} is reserved or holds a space or comma "
+                f"('{NEW_INDIVIDUAL}' is the label of unseen animals; predictions are "
+                "space-separated ids)"
+            )
         name = Path(image).name
         names.append(name)
         if image in first_source:
@@ -139,6 +149,8 @@ def prepare(
     ``out_dir`` must not exist or be empty: nothing is ever overwritten.
     """
     out_dir, images_dir = Path(out_dir), Path(images_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; prepare writes only to a new or empty folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(
             f"{out_dir} exists and is not empty; prepare writes only to a new or empty folder"

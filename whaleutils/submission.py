@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils import data
 from whaleutils.data import SUBMISSION_COLUMNS
 from whaleutils.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
@@ -46,7 +47,7 @@ def read_predictions(path: str | os.PathLike, with_scores: bool = False) -> pd.D
         of a score that is not a number.
     """
     path = Path(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = data.read_csv(path)
     required = PREDICTION_COLUMNS if with_scores else SUBMISSION_COLUMNS
     missing = [c for c in required if c not in frame.columns]
     if missing:
