@@ -109,6 +109,34 @@ def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):
     box = identify.read_photo(tmp_path / "plain.png", box=(10, 10, 30, 20))  # 20 x 10, +10%
     assert np.array_equal(box, original[9:21, 8:32])
     assert identify.read_photo(original[..., 0]).shape == (40, 60, 3)
+    # 16-bit grey: scaled from its full range, not clipped to white
+    deep = original[..., 0].astype(np.uint16) * 257
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert np.array_equal(identify.read_photo(tmp_path / "deep.png")[..., 1], original[..., 0])
+
+
+def test_a_decompression_bomb_is_refused_unread_and_the_other_photos_matched(
+    run_dir, catalogue, tmp_path, capsys
+):
+    from test_catalogue import bomb_png
+
+    with pytest.raises(ValueError, match=r"bomb.png: refused as a decompression bomb"):
+        identify.read_photo(bomb_png(tmp_path / "bomb.png"))  # beyond Pillow's own limit
+    with pytest.raises(ValueError, match=r"large.png: declares 12000 x 12000 px"):
+        identify.read_photo(bomb_png(tmp_path / "large.png", 12000))
+    photos = tmp_path / "new"
+    photos.mkdir()
+    good = pd.read_csv(catalogue / "train.csv")["image"][0]
+    shutil.copy(catalogue / "train_images" / good, photos / good)
+    shutil.copy(tmp_path / "bomb.png", photos / "bomb.png")
+    argv = ["identify", "--model", str(run_dir), "--catalogue", str(catalogue),
+            "--photos", str(photos), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "bomb.png: refused as a decompression bomb" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "out" / "matches.csv")["photo"].unique().tolist() == [
+        str(photos / good)
+    ]
 
 
 def test_photo_files_takes_files_and_folders_and_names_a_missing_one(tmp_path):

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from whaleutils import metrics
-from whaleutils.data import most_photographed, read_solution, read_train
+from whaleutils.data import check_photo_size, most_photographed, read_solution, read_train
 
 
 def species_oracle_predictions(train: pd.DataFrame, test_species, k: int = 5) -> list[list[str]]:
@@ -40,9 +40,13 @@ def load_gray_thumbnails(paths, side: int = 16) -> np.ndarray:
     """Grey thumbnails, float32 of shape (n, side * side), each row centred (zero mean)."""
     thumbnails = np.empty((len(paths), side * side), dtype=np.float32)
     for row, path in enumerate(paths):
-        with Image.open(path) as image:
-            image.draft("L", (side * 4, side * 4))  # JPEG decoders shrink while decoding
-            small = image.convert("L").resize((side, side), Image.Resampling.BILINEAR)
+        try:
+            with Image.open(path) as image:
+                check_photo_size(*image.size, path)
+                image.draft("L", (side * 4, side * 4))  # JPEG decoders shrink while decoding
+                small = image.convert("L").resize((side, side), Image.Resampling.BILINEAR)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{path}: not a readable image ({error}); see validate") from None
         thumbnails[row] = np.asarray(small, dtype=np.float32).ravel()
     return thumbnails - thumbnails.mean(axis=1, keepdims=True)
 

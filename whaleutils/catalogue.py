@@ -57,7 +57,6 @@ AUDIT_COLUMNS = (
 )  # fmt: skip
 DECISION_COLUMNS = ("photo", "individual_id")
 OPTIONAL_DECISION_COLUMNS = ("model", "similarity", "probability")  # the review page's export
-MAX_PHOTO_PIXELS = 120_000_000  # larger than any camera's photo; a decompression bomb is refused
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -115,7 +114,7 @@ class CatalogueLock:
 
 def check_photo(path: str | os.PathLike) -> tuple[int, int]:
     """The (width, height) of a photo that decodes completely; raises ValueError naming the
-    file when it is not an image, is truncated, or has more than ``MAX_PHOTO_PIXELS`` (its
+    file when it is not an image, is truncated, or has more than ``data.MAX_PHOTO_PIXELS`` (its
     declared size is checked before anything is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -125,11 +124,7 @@ def check_photo(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width < 1 or height < 1 or width * height > MAX_PHOTO_PIXELS:
-                raise ValueError(
-                    f"{path}: declares {width} x {height} px, outside 1 px to "
-                    f"{MAX_PHOTO_PIXELS / 1e6:g} megapixels (refused, not decoded)"
-                )
+            data.check_photo_size(width, height, path)
             image.load()
     except Image.DecompressionBombError as error:
         raise ValueError(

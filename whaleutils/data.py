@@ -88,6 +88,21 @@ def normalize_species(species):
     raise TypeError(f"species must be a str or a pandas Series, got {type(species).__name__}")
 
 
+# Photos larger than this are refused before they are decoded (a decompression bomb: a small
+# file declaring a huge image); far above any camera's photo.
+MAX_PHOTO_PIXELS = 120_000_000
+
+
+def check_photo_size(width: int, height: int, path) -> None:
+    """Raise ValueError naming ``path`` if a photo's declared size is empty or above
+    ``MAX_PHOTO_PIXELS``."""
+    if width < 1 or height < 1 or width * height > MAX_PHOTO_PIXELS:
+        raise ValueError(
+            f"{path}: declares {width} x {height} px, outside 1 px to "
+            f"{MAX_PHOTO_PIXELS / 1e6:g} megapixels (refused, not decoded)"
+        )
+
+
 def parse_box(text) -> tuple[int, int, int, int] | None:
     """Parse ``"left top right bottom"`` into four ints; empty or NaN gives ``None``.
 

@@ -14,9 +14,9 @@ the run's verdict: ``new_individual`` is True when even the nearest catalogue ph
 than the run's distance threshold. The catalogue's embeddings are cached in a file and only
 photos that are new or changed (size or modification time) are embedded again.
 
-Photos are read with Pillow: JPEG, PNG, TIFF, WebP of any size, grayscale, CMYK or with alpha,
-turned upright by their EXIF orientation, then (with a box) cropped as the training pipeline
-crops and resized as it resizes.
+Photos are read with Pillow: JPEG, PNG, TIFF, WebP up to ``data.MAX_PHOTO_PIXELS``, grayscale
+(16-bit scaled to 8), CMYK or with alpha, turned upright by their EXIF orientation, then (with
+a box) cropped as the training pipeline crops and resized as it resizes.
 """
 
 from __future__ import annotations
@@ -85,13 +85,29 @@ def read_photo(
     else:
         try:
             with Image.open(photo) as opened:
-                upright = ImageOps.exif_transpose(opened)
-                image = np.asarray(upright.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                data.check_photo_size(*opened.size, photo)
+                image = _pillow_rgb(ImageOps.exif_transpose(opened))
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"{photo}: refused as a decompression bomb ({error})") from None
+        except ValueError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise ValueError(f"{photo}: not a readable image ({error})") from None
     if box is not None:
         image = _crop(image, box, margin)
     return image
+
+
+def _pillow_rgb(image) -> np.ndarray:
+    """uint8 RGB (h, w, 3) of a Pillow image; 16-bit and 32-bit integer greys are scaled from
+    their full range (Pillow's own conversion clips them to white)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        full = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else None
+        full = full or float(values.max())
+        grey = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def _array_rgb(array: np.ndarray) -> np.ndarray:

@@ -12,7 +12,13 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from whaleutils.data import SOLUTION_COLUMNS, SUBMISSION_COLUMNS, TRAIN_COLUMNS, parse_box
+from whaleutils.data import (
+    SOLUTION_COLUMNS,
+    SUBMISSION_COLUMNS,
+    TRAIN_COLUMNS,
+    check_photo_size,
+    parse_box,
+)
 
 
 def _read_csv(path: Path, required: tuple[str, ...], problems: list[str]) -> pd.DataFrame | None:
@@ -35,9 +41,12 @@ def _image_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     """(width, height) of a fully decodable image, or an error message."""
     try:
         with Image.open(path) as image:
+            check_photo_size(*image.size, path.name)
             image.load()  # decodes every byte: catches truncated files, not just bad headers
             return image.size, None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (
+        UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError
+    ) as error:  # fmt: skip
         return None, f"does not decode as an image ({error.__class__.__name__}: {error})"
 
 
