@@ -137,6 +137,15 @@ def test_a_decompression_bomb_is_refused_unread_and_the_other_photos_matched(
     assert pd.read_csv(tmp_path / "out" / "matches.csv")["photo"].unique().tolist() == [
         str(photos / good)
     ]
+    # in the catalogue: named, left out, the others matched
+    shutil.copy(tmp_path / "bomb.png", catalogue / "train_images" / good)
+    argv[argv.index(str(photos))] = str(photos / good)
+    assert cli.main([*argv[:-1], str(tmp_path / "again")]) == 0
+    assert f"warning: catalogue photo skipped: {catalogue / 'train_images' / good}: refused" in (
+        capsys.readouterr().err
+    )
+    matched = pd.read_csv(tmp_path / "again" / "matches.csv")
+    assert len(matched) == 5 and matched["photo"].eq(str(photos / good)).all()
 
 
 def test_photo_files_takes_files_and_folders_and_names_a_missing_one(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -165,13 +166,17 @@ def cmd_identify(args) -> int:
     cache = Path(args.cache) if args.cache else identify.default_cache_dir(args.catalogue)
     try:
         identify.prepare_out(out, args.catalogue, args.force)
-        identifier = identify.Identifier(
-            args.model, args.catalogue, cache, args.batch_size,
-            local=False if args.no_local else None, known_precision=args.known_precision,
-        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:  # printed as lines, below
+            warnings.simplefilter("always", UserWarning)
+            identifier = identify.Identifier(
+                args.model, args.catalogue, cache, args.batch_size,
+                local=False if args.no_local else None, known_precision=args.known_precision,
+            )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for warning in caught:  # skipped catalogue photos, a cache set aside
+        print(f"warning: {warning.message}", file=sys.stderr)
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "

@@ -212,6 +212,7 @@ class Identifier:
                 "a known-verdict precision needs the run's fused head (notebook 04 with "
                 f"local_matching); {self.run_dir} is matched by its KNN head"
             )
+        self.catalogue_skipped: list[str] = []  # unreadable catalogue photos, each with why
         vectors, self.catalogue_embedded = self._embed_catalogue()
         # (n, d); with a flipped gallery (n, 2, d): each photo and its mirror image
         self.catalogue_embeddings = vectors[:, 0] if self.flipped_gallery else vectors
@@ -335,12 +336,19 @@ class Identifier:
         fresh, readable, errors, _ = self._embed_photos(
             [paths[row] for row in todo], boxes, mirrored=self.flipped_gallery
         )
-        if errors:
-            raise ValueError(
-                f"{len(errors)} catalogue photo(s) unreadable, e.g. {next(iter(errors.values()))}"
-            )
         for position, vector in zip(readable, fresh, strict=True):
             cached[keys[todo[position]]] = vector
+        if errors:  # named and left out of this run's catalogue; validate lists them too
+            import warnings
+
+            bad_rows = sorted(todo[position] for position in errors)
+            for reason in errors.values():
+                warnings.warn(f"catalogue photo skipped: {reason}", stacklevel=3)
+            self.catalogue = self.catalogue.drop(index=bad_rows).reset_index(drop=True)
+            keys = np.delete(keys, bad_rows)
+            self.catalogue_skipped = list(errors.values())
+            if self.catalogue.empty:
+                raise ValueError(f"{self.catalogue_dir}: no catalogue photo is readable")
         embeddings = np.stack([cached[key] for key in keys]).astype(np.float32)
         if self.cache_path is not None and (todo or len(cached) != len(keys)):
             _write_cache(self.cache_path, keys, embeddings, settings)
