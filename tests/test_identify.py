@@ -434,3 +434,13 @@ def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue,
     assert cli.main([*argv, "--force", "--known-precision", "0.999"]) == 2
     assert "no threshold gives the known verdict a precision of 0.999" in capsys.readouterr().err
     assert cli.main([*argv, "--force", "--evidence", "-1"]) == 2
+
+
+def test_a_damaged_model_file_is_named(run_dir, catalogue, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    (damaged / outputs.EMBEDDING_MODEL).write_bytes(b"not a zip")
+    argv = ["identify", "--model", str(damaged), "--catalogue", str(catalogue),
+            "--photos", str(catalogue / "train_images"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "embedding_model.keras: not a Keras model" in capsys.readouterr().err

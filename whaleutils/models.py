@@ -301,6 +301,13 @@ def load_model(path) -> keras.Model:
     the ``efficientnet`` package registers its ``swish`` and ``FixedDropout`` when
     ``efficientnet.tfkeras`` is imported, so it is imported here first.
     """
+    import zipfile
+
     import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
+        raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive): damaged?")
     return keras.models.load_model(path)
