@@ -1,6 +1,10 @@
 """Local-feature matching and its fusion with the embedding, measured on one fold of a data set.
 
     python scripts/local_matching.py --data DATA_DIR --out OUT [--model RUN_DIR] [--fold 0]
+    python scripts/local_matching.py --data DATA_DIR --out OUT --pairs RUN_DIR/local
+
+``--pairs`` reads the candidate pairs that notebook 04's fused head wrote (``pairs_valid.csv``,
+``pairs_test.csv``, made with the settings in its ``scores.json``) instead of computing them.
 
 Every choice is made on the validation fold; the test split (``test_solution.csv``) is scored
 once with those choices. For each part the script extracts RootSIFT features (cached in OUT),
@@ -96,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ratio", type=float, default=0.8)
     parser.add_argument("--verify-photos", type=int, default=10)
     parser.add_argument("--parts", nargs="+", default=["valid", "test"])
+    parser.add_argument("--pairs", help="a fused head's folder (RUN_DIR/local): its pairs, read")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,11 +109,14 @@ def main(argv=None) -> int:
         max_side=args.max_side, clahe=args.clahe, shortlist=args.shortlist, ratio=args.ratio,
         transform=args.transform, verify_photos=args.verify_photos,
     )  # fmt: skip
-    started = time.perf_counter()
-    features = matching.split_features(split, settings.features, out / local_features.CACHE_FILE)
-    n_photos = sum(len(v) for v in features.values())
-    print(f"features of {n_photos} photos in {time.perf_counter() - started:.0f} s")
-    embeddings = None
+    features = embeddings = None
+    if args.pairs is None:
+        started = time.perf_counter()
+        features = matching.split_features(
+            split, settings.features, out / local_features.CACHE_FILE
+        )
+        n_photos = sum(len(v) for v in features.values())
+        print(f"features of {n_photos} photos in {time.perf_counter() - started:.0f} s")
     if args.model:
         embeddings = {}
         for part in ("train", "valid", "test"):
@@ -121,9 +129,14 @@ def main(argv=None) -> int:
     for part in args.parts:
         queries = list(split.frame(part)["image"])
         started = time.perf_counter()
-        pairs = matching.part_pairs(split, part, features, embeddings, settings)
+        if args.pairs is None:
+            pairs = matching.part_pairs(split, part, features, embeddings, settings)
+            pairs.to_csv(out / f"pairs_{part}.csv", index=False)
+        else:
+            pairs = pd.read_csv(Path(args.pairs) / f"pairs_{part}.csv", keep_default_na=False,
+                                dtype={"query": str, "individual": str})  # fmt: skip
+            pairs["similarity"] = pd.to_numeric(pairs["similarity"].replace("", np.nan))
         seconds = time.perf_counter() - started
-        pairs.to_csv(out / f"pairs_{part}.csv", index=False)
         truth = dict(zip(queries, split.truth(part, queries), strict=True))
         pairs_by_part[part], truth_by_part[part] = pairs, truth
         listed = pairs.groupby("query")["individual"].apply(set)
@@ -134,7 +147,8 @@ def main(argv=None) -> int:
             "shortlist_recall": float(np.mean([truth[q] in listed.get(q, set()) for q in known])),
         }
         print(f"{part}: {len(queries)} queries, {seconds / len(queries):.3f} s each")
-    methods = (["embedding"] if embeddings is not None else []) + [
+    has_similarity = any(p["similarity"].notna().any() for p in pairs_by_part.values())
+    methods = (["embedding"] if has_similarity else []) + [
         "lnbnn", "lnbnn+inliers", "fused",
     ]  # fmt: skip
     fusion = None

@@ -187,3 +187,12 @@ def test_the_ablation_script_runs_on_a_small_set(small_synth, tmp_path, capsys):
         assert 0 <= result["known_top1"] <= result["known_top5"] <= 1
     assert (out / "pairs_test.csv").is_file() and (out / lf.CACHE_FILE).is_file()
     assert "verified tier" in capsys.readouterr().out
+    # from the pairs written (as notebook 04's fused head writes them): the same results
+    again = tmp_path / "again"
+    argv = ["--data", str(small_synth), "--out", str(again), "--n-folds", "3", "--pairs", str(out)]
+    assert local_matching.main(argv) == 0
+    results = json.loads((again / "local_matching.json").read_text())["results"]
+    assert results.keys() == report["results"].keys()
+    for key, values in report["results"].items():  # as written to CSV: to the last digits
+        assert results[key] == pytest.approx(values, rel=1e-6), key
+    assert not (again / lf.CACHE_FILE).exists()  # no features computed
