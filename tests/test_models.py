@@ -186,3 +186,34 @@ def test_mixed_bfloat16_keeps_head_and_embeddings_in_float32():
     assert training_model.get_layer("arc_margin").compute_dtype == "float32"
     assert embedding_model.output.dtype == "float32" and training_model.output.dtype == "float32"
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_only_models_that_use_it_import_the_efficientnet_package(effnet_b0, tmp_path):
+    """A Lite, keras.applications or ResNet model loads with qubvel's ``efficientnet`` and the
+    scikit-image it imports both blocked (Kaggle's TPU image has no scikit-image); a model of
+    the ``efficientnet`` package is recognised as needing them."""
+    import subprocess
+    import sys
+
+    saved = {}
+    for name, (_, embedding_model) in {
+        "lite0": models.build_model("efficientnet-lite0", 3, 32, None, embedding_dim=8),
+        "keras-b0": models.build_model("keras-efficientnet-b0", 3, 32, None, embedding_dim=8),
+        "resnet50": models.build_model("resnet50", 3, 32, None, embedding_dim=8),
+    }.items():
+        saved[name] = tmp_path / f"{name}.keras"
+        embedding_model.save(saved[name])
+    effnet_b0[1].save(tmp_path / "qubvel-b0.keras")
+    assert models._needs_efficientnet_package(tmp_path / "qubvel-b0.keras")
+    assert not any(models._needs_efficientnet_package(path) for path in saved.values())
+    script = (
+        "import sys\n"
+        "sys.modules['skimage'] = None; sys.modules['efficientnet'] = None\n"
+        "from whaleutils import models\n"
+        f"for path in {[str(p) for p in saved.values()]!r}:\n"
+        "    models.load_model(path)\n"
+        "print('loaded', 'efficientnet' in sys.modules and sys.modules['efficientnet'] is not None)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("loaded False")

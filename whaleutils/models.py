@@ -299,15 +299,28 @@ def load_model(path) -> keras.Model:
 
     Our layers register themselves when ``whaleutils.layers`` is imported (this module does);
     the ``efficientnet`` package registers its ``swish`` and ``FixedDropout`` when
-    ``efficientnet.tfkeras`` is imported, so it is imported here first.
+    ``efficientnet.tfkeras`` is imported, so it is imported first where the model uses them.
     """
     import zipfile
-
-    import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
         raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive): damaged?")
+    if _needs_efficientnet_package(path):
+        import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
     return keras.models.load_model(path)
+
+
+def _needs_efficientnet_package(path: Path) -> bool:
+    """Whether a saved model uses the ``efficientnet`` package's objects (``swish``,
+    ``FixedDropout``): only then is that package (and the scikit-image it imports, which
+    Kaggle's TPU image lacks) imported to load it. Not a ``.keras`` zip: assumed so."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        return True
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8", errors="replace")
+    return "FixedDropout" in config or '"swish"' in config
