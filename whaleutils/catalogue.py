@@ -306,12 +306,10 @@ def recover(catalogue: str | os.PathLike) -> dict | None:
     journal if there was one (``"outcome"``: "finished" or "undone"), else None."""
     catalogue = Path(catalogue)
     journal_path = catalogue / JOURNAL_FILE
-    if not journal_path.is_file():
-        for leftover in catalogue.glob(f"{JOURNAL_FILE}.*.tmp"):  # a first journal cut short
-            leftover.unlink(missing_ok=True)
-        return None
     for leftover in catalogue.glob(f"{JOURNAL_FILE}.*.tmp"):  # a journal write cut short
         leftover.unlink(missing_ok=True)
+    if not journal_path.is_file():
+        return None
     journal = json.loads(journal_path.read_text())
     staging = catalogue / journal["staging"]
     new_table = catalogue / journal["new_table"]
@@ -374,6 +372,10 @@ def enroll(
         each photo that is not a readable image of a sane size; nothing is added.
     CatalogueBusy
         When another enroll holds the catalogue for longer than ``wait``.
+    RuntimeError
+        When an interrupted enrolment cannot be completed (its table or a photo changed since).
+    PermissionError
+        When ``train.csv`` cannot be written (checked before anything changes).
     """
     catalogue = Path(catalogue)
     table_path, images_dir = catalogue / "train.csv", catalogue / "train_images"
@@ -398,6 +400,8 @@ def _enroll_locked(
     new_id_prefix, new_species, reviewer,
 ) -> pd.DataFrame:  # fmt: skip
     existing = data.read_train(catalogue)
+    with open(table_path, "r+b"):  # writable (not read-only, not immutable): else stop here
+        pass
     names = chosen["photo"].map(lambda p: Path(p).name)
     present = sorted(
         name for name in names if name in set(existing["image"]) or (images_dir / name).exists()
