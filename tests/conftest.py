@@ -38,6 +38,23 @@ def own_cache_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
 
 
+def copy_catalogue(small_synth: Path, folder: Path, photos: int = 60) -> Path:
+    """The first ``photos`` train photos of the small synthetic set as a data set of its own
+    (train.csv, train_images/, an empty test part), for tests that write into a catalogue."""
+    import shutil
+
+    import pandas as pd
+
+    (folder / "train_images").mkdir(parents=True)
+    (folder / "test_images").mkdir()
+    (folder / "sample_submission.csv").write_text("image,predictions\n")
+    frame = pd.read_csv(small_synth / "train.csv").head(photos)
+    frame.to_csv(folder / "train.csv", index=False)
+    for name in frame["image"]:
+        shutil.copy(small_synth / "train_images" / name, folder / "train_images" / name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_synth(tmp_path_factory) -> Path:
     """A small synthetic data set, generated once per test session. Tests must not modify it."""

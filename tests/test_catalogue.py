@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_catalogue
 from PIL import Image
 
 from whaleutils import catalogue as cat
@@ -27,19 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def catalogue(small_synth, tmp_path):
     """A copy of the small synthetic set's train part (enroll writes into it)."""
     folder = tmp_path / "catalogue"
-    return make_catalogue(small_synth, folder)
-
-
-def make_catalogue(small_synth: Path, folder: Path) -> Path:
-    """60 photos of the small synthetic set as a data set with no test photos."""
-    (folder / "train_images").mkdir(parents=True)
-    (folder / "test_images").mkdir()
-    (folder / "sample_submission.csv").write_text("image,predictions\n")
-    frame = pd.read_csv(small_synth / "train.csv").head(60)
-    frame.to_csv(folder / "train.csv", index=False)
-    for name in frame["image"]:
-        shutil.copy(small_synth / "train_images" / name, folder / "train_images" / name)
-    return folder
+    return copy_catalogue(small_synth, folder)
 
 
 def write_decisions(path, rows):
@@ -255,7 +244,7 @@ def test_enroll_killed_at_random_points_is_finished_by_the_rerun(small_synth, tm
     known = frame["individual_id"].tolist()
     rows = [(p, NEW_INDIVIDUAL if i % 3 else known[i % len(known)]) for i, p in enumerate(photos)]
     decisions = write_decisions(tmp_path / "decisions.csv", rows)
-    template = make_catalogue(small_synth, tmp_path / "template")
+    template = copy_catalogue(small_synth, tmp_path / "template")
     before = snapshot(template)
     started = time.monotonic()  # how long a whole enrolment takes, to spread the kills over
     subprocess.run(enroll_command(shutil.copytree(template, tmp_path / "timed"), decisions),

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_catalogue
 from PIL import Image
 
 from whaleutils import cli, data, identify, models, outputs, review
@@ -38,13 +39,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture
 def catalogue(small_synth, tmp_path):
     """A copy of the small synthetic set's train part (enroll writes into it)."""
-    folder = tmp_path / "catalogue"
-    (folder / "train_images").mkdir(parents=True)
-    frame = pd.read_csv(small_synth / "train.csv").head(60)
-    frame.to_csv(folder / "train.csv", index=False)
-    for name in frame["image"]:
-        shutil.copy(small_synth / "train_images" / name, folder / "train_images" / name)
-    return folder
+    return copy_catalogue(small_synth, tmp_path / "catalogue")
 
 
 def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_catalogue
 
 from whaleutils import identify, review
 
@@ -166,12 +167,7 @@ def evidence_page(tmp_path_factory, small_synth):
 
     folder = tmp_path_factory.mktemp("evidence")
     run_dir = make_fused_run(make_run_dir(folder / "04_effnet_arcface"), folder)
-    catalogue = folder / "catalogue"
-    (catalogue / "train_images").mkdir(parents=True)
-    frame = pd.read_csv(small_synth / "train.csv").head(20)
-    frame.to_csv(catalogue / "train.csv", index=False)
-    for name in frame["image"]:
-        shutil.copy(small_synth / "train_images" / name, catalogue / "train_images" / name)
+    catalogue = copy_catalogue(small_synth, folder / "catalogue", photos=20)
     photo = folder / "turned.png"
     Image.fromarray(turned_catalogue_photo(catalogue)).save(photo)
     identifier = identify.Identifier(run_dir, catalogue, None)

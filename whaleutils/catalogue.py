@@ -184,14 +184,6 @@ def new_ids(prefix: str, count: int, taken) -> list[str]:
 # ---------------------------------------------------------------------------- files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync_dir(folder: Path) -> None:
     handle = os.open(folder, os.O_RDONLY)
     try:
@@ -325,14 +317,14 @@ def recover(catalogue: str | os.PathLike) -> dict | None:
         target, staged = images / photo["name"], staging / photo["name"]
         if not target.exists():
             _move_into_place(staged, target)
-        elif _sha256(target) != photo["sha256"]:
+        elif data.file_sha256(target) != photo["sha256"]:
             raise RuntimeError(
                 f"{target}: differs from the photo the interrupted enrolment staged; "
                 f"resolve by hand (journal {journal_path})"
             )
     _fsync_dir(images)
     if new_table.is_file():
-        current = _sha256(table)
+        current = data.file_sha256(table)
         if current == journal["table_before"]:
             os.replace(new_table, table)
         elif current != journal["table_after"]:
@@ -380,7 +372,7 @@ def enroll(
     catalogue = Path(catalogue)
     table_path, images_dir = catalogue / "train.csv", catalogue / "train_images"
     chosen = read_decisions(decisions)
-    decisions_digest = _sha256(Path(decisions))
+    decisions_digest = data.file_sha256(Path(decisions))
     with CatalogueLock(catalogue, wait):
         recovered = recover(catalogue)
         if (
@@ -457,7 +449,7 @@ def _enroll_locked(
         "decisions_sha256": decisions_digest,
         "staging": staging.name,
         "new_table": new_table,
-        "table_before": _sha256(table_path),
+        "table_before": data.file_sha256(table_path),
         "rows": rows,
         "photos": photos,
     }
@@ -468,7 +460,7 @@ def _enroll_locked(
             shutil.copyfileobj(source, target)
             target.flush()
             os.fsync(target.fileno())
-        photo["sha256"] = _sha256(staging / photo["name"])
+        photo["sha256"] = data.file_sha256(staging / photo["name"])
     _fsync_dir(staging)
     table_bytes = _table_with_rows(table_path, rows)
     _write_synced(catalogue / new_table, table_bytes)

@@ -142,6 +142,17 @@ def _require_columns(frame: pd.DataFrame, columns, file: Path) -> None:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's bytes, read 1 MB at a time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_csv(path: str | os.PathLike, **options) -> pd.DataFrame:
     """``pandas.read_csv`` (strings as they are unless ``options`` say otherwise) that names
     the file when it is missing, empty, not UTF-8 or not CSV (ValueError, FileNotFoundError)."""

@@ -655,8 +655,4 @@ def _run_tta(run_dir: Path) -> str:
 
 def _fingerprint(path: Path) -> str:
     """A digest of the model file: the cache is valid for this model only."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return data.file_sha256(path)
