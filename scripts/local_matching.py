@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         else:
             pairs = pd.read_csv(Path(args.pairs) / f"pairs_{part}.csv", keep_default_na=False,
                                 dtype={"query": str, "individual": str})  # fmt: skip
-            pairs["similarity"] = pd.to_numeric(pairs["similarity"].replace("", np.nan))
+            pairs["similarity"] = pd.to_numeric(pairs["similarity"], errors="coerce")  # "": NaN
         seconds = time.perf_counter() - started
         truth = dict(zip(queries, split.truth(part, queries), strict=True))
         pairs_by_part[part], truth_by_part[part] = pairs, truth
