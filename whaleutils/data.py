@@ -93,11 +93,15 @@ def normalize_species(species):
 MAX_PHOTO_PIXELS = 120_000_000
 
 
+class PhotoSizeError(ValueError):
+    """A photo declares no pixels or more than ``MAX_PHOTO_PIXELS``."""
+
+
 def check_photo_size(width: int, height: int, path) -> None:
-    """Raise ValueError naming ``path`` if a photo's declared size is empty or above
-    ``MAX_PHOTO_PIXELS``."""
+    """Raise :class:`PhotoSizeError` naming ``path`` if a photo's declared size is empty or
+    above ``MAX_PHOTO_PIXELS``."""
     if width < 1 or height < 1 or width * height > MAX_PHOTO_PIXELS:
-        raise ValueError(
+        raise PhotoSizeError(
             f"{path}: declares {width} x {height} px, outside 1 px to "
             f"{MAX_PHOTO_PIXELS / 1e6:g} megapixels (refused, not decoded)"
         )

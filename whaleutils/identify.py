@@ -87,11 +87,11 @@ def read_photo(
             with Image.open(photo) as opened:
                 data.check_photo_size(*opened.size, photo)
                 image = _pillow_rgb(ImageOps.exif_transpose(opened))
+        except data.PhotoSizeError:
+            raise
         except Image.DecompressionBombError as error:
             raise ValueError(f"{photo}: refused as a decompression bomb ({error})") from None
-        except ValueError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"{photo}: not a readable image ({error})") from None
     if box is not None:
         image = _crop(image, box, margin)
@@ -103,8 +103,7 @@ def _pillow_rgb(image) -> np.ndarray:
     their full range (Pillow's own conversion clips them to white)."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float64)
-        full = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else None
-        full = full or float(values.max())
+        full = max(65535.0, float(values.max(initial=0)))  # 16-bit, or a wider 32-bit range
         grey = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.asarray(image.convert("RGB"))
@@ -223,6 +222,7 @@ class Identifier:
         self.skipped = pd.DataFrame(columns=["photo", "reason"])
         self.query_embeddings: dict[str, np.ndarray] = {}  # of the last match, by photo
         self.query_thumbnails: dict[str, np.ndarray] = {}  # small copies, for the review page
+        self._last_query = (None, None, None)  # matched_keypoints' (photo, box), image, features
 
     # ------------------------------------------------------------------ embedding
     def embed(self, images: Sequence[np.ndarray], mirrored: bool = False) -> np.ndarray:
@@ -502,12 +502,16 @@ class Identifier:
                 f"{catalogue_photo} is not a photo of the catalogue {self.catalogue_dir}"
             )
         row = int(rows[0])
-        query_image = read_photo(photo, box)
+        key = None if isinstance(photo, np.ndarray) else (str(photo), box)
+        if key is None or self._last_query[0] != key:  # one photo's candidates read it once
+            query_image = read_photo(photo, box)
+            query = local_features.extract(query_image, self.fused[1].features)
+            self._last_query = (key, query_image, query)
+        _, query_image, query = self._last_query
         catalogue_image = read_photo(
             self.catalogue_dir / "train_images" / catalogue_photo,
             data.parse_box(self.catalogue["box"].iloc[row]),
         )
-        query = local_features.extract(query_image, self.fused[1].features)
         candidate = self.catalogue_features[row]
         check = local_features.verify(query, candidate, **self.fused[1].verify_options())
         scales = np.array([query.scale, candidate.scale], np.float32)[None, :, None]

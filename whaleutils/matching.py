@@ -309,9 +309,10 @@ def known_vs_new_auc(ranked: dict, truth: dict[str, str]) -> float:
 def known_precision_curve(ranked: dict, truth: dict[str, str], grid=None) -> list[dict]:
     """The "known" verdict at each threshold of ``grid`` (default 0.00-1.00 by 0.01): the
     queries whose best candidate scores at least the threshold are called known.
-    ``precision``: the share of them that are known individuals (NaN where none is called
-    known); ``recall``: the share of known queries called known; ``right``: the share of them
-    whose best candidate is their individual."""
+    ``precision``: the share of them that are known individuals; ``recall``: the share of
+    known queries called known; ``right``: the share of them whose best candidate is their
+    individual (precision and right None where no query is called known: the curve is saved
+    as JSON)."""
     grid = np.round(np.linspace(0, 1, 101), 2) if grid is None else grid
     queries = list(truth)
     best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
