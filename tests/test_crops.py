@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from whaleutils import cli, crops, data, identify, splits
+from whaleutils import cli, crops, data, photos, splits
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def test_the_cache_holds_every_photo_cropped_to_its_box_and_resized(small_synth,
     )
     cached = decoded(cache, "train")
     for (name, image), box in list(zip(cached, train["box"], strict=True))[:5]:
-        # the same crop computed independently: Pillow decodes, the pipeline's box arithmetic
-        # (identify._crop), an antialiased resize; the cache adds its JPEG rounding
-        photo = identify.read_photo(small_synth / "train_images" / name, data.parse_box(box))
+        # the photo's crop, resized by TensorFlow's antialiased resize (the reference of
+        # photos.resize); the cache adds its JPEG rounding
+        photo = photos.prepare(small_synth / "train_images" / name, data.parse_box(box))
         expected = tf.image.resize(photo, [40, 40], antialias=True).numpy()
         assert image.shape == (40, 40, 3)
         assert np.abs(image.astype(float) - expected).mean() < 3.0

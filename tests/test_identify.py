@@ -11,6 +11,7 @@ from conftest import copy_catalogue
 from PIL import Image
 
 from whaleutils import cli, data, identify, models, outputs, review
+from whaleutils.photos import prepare as prepare_photo
 
 
 def make_run_dir(folder):
@@ -43,8 +44,9 @@ def catalogue(small_synth, tmp_path):
 
 
 def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tmp_path):
-    """Given the same box as in the catalogue, a catalogue photo is its own nearest match."""
-    identifier = identify.Identifier(run_dir, catalogue, tmp_path / "cache")
+    """Given the same box as in the catalogue, a catalogue photo is its own nearest match;
+    without boxes, gallery and query photos are both whole (framed alike)."""
+    identifier = identify.Identifier(run_dir, catalogue, tmp_path / "cache", crop_to_box=True)
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     assert frame["box"].str.len().gt(0).all()  # the synthetic set has boxes
     photos = [catalogue / "train_images" / name for name in frame["image"][:3]]
@@ -63,6 +65,10 @@ def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tm
     assert identifier.skipped.empty
     whole = identifier.match(photos[:1])  # the whole photo, not the catalogue's crop
     assert whole["similarity"].iloc[0] < 0.999
+    uncropped = identify.Identifier(run_dir, catalogue, tmp_path / "cache")
+    assert uncropped.match(photos[:1])["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="need an Identifier made with crop_to_box=True"):
+        uncropped.match(photos[:1], boxes=boxes)
 
 
 def test_a_photo_not_in_the_catalogue_is_new_by_the_runs_threshold(run_dir, catalogue, tmp_path):
@@ -77,49 +83,12 @@ def test_a_photo_not_in_the_catalogue_is_new_by_the_runs_threshold(run_dir, cata
     assert 1 - matches["similarity"].iloc[0] > 1e-4
 
 
-def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):
-    rng = np.random.default_rng(0)
-    original = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)  # 40 high, 60 wide
-    Image.fromarray(original).save(tmp_path / "plain.png")
-    assert np.array_equal(identify.read_photo(tmp_path / "plain.png"), original)
-    Image.fromarray(original[..., 0]).save(tmp_path / "gray.png")
-    gray = identify.read_photo(tmp_path / "gray.png")
-    assert gray.shape == (40, 60, 3) and np.array_equal(gray[..., 2], original[..., 0])
-    Image.fromarray(np.dstack([original, np.full((40, 60), 7, np.uint8)])).save(
-        tmp_path / "alpha.png"
-    )
-    assert np.array_equal(identify.read_photo(tmp_path / "alpha.png"), original)
-    Image.fromarray(original).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
-    cmyk = identify.read_photo(tmp_path / "cmyk.jpg")
-    assert cmyk.shape == (40, 60, 3) and np.abs(cmyk.astype(int) - original).mean() < 40
-    # stored turned a quarter (60 high, 40 wide) with EXIF orientation 6: shown upright again
-    rotated = Image.fromarray(np.rot90(original, k=1).copy())  # counter-clockwise
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    rotated.save(tmp_path / "exif.png", exif=exif)
-    assert np.array_equal(identify.read_photo(tmp_path / "exif.png"), original)
-    (tmp_path / "broken.jpg").write_text("not a photo")
-    with pytest.raises(ValueError, match=r"broken.jpg: not a readable image"):
-        identify.read_photo(tmp_path / "broken.jpg")
-    box = identify.read_photo(tmp_path / "plain.png", box=(10, 10, 30, 20))  # 20 x 10, +10%
-    assert np.array_equal(box, original[9:21, 8:32])
-    assert identify.read_photo(original[..., 0]).shape == (40, 60, 3)
-    # 16-bit grey: scaled from its full range, not clipped to white
-    deep = original[..., 0].astype(np.uint16) * 257
-    Image.fromarray(deep).save(tmp_path / "deep.png")
-    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
-    assert np.array_equal(identify.read_photo(tmp_path / "deep.png")[..., 1], original[..., 0])
-
-
 def test_a_decompression_bomb_is_refused_unread_and_the_other_photos_matched(
     run_dir, catalogue, tmp_path, capsys
 ):
     from test_catalogue import bomb_png
 
-    with pytest.raises(ValueError, match=r"bomb.png: refused as a decompression bomb"):
-        identify.read_photo(bomb_png(tmp_path / "bomb.png"))  # beyond Pillow's own limit
-    with pytest.raises(ValueError, match=r"large.png: declares 12000 x 12000 px"):
-        identify.read_photo(bomb_png(tmp_path / "large.png", 12000))
+    bomb_png(tmp_path / "bomb.png")  # beyond Pillow's own limit (test_photos: both refusals)
     photos = tmp_path / "new"
     photos.mkdir()
     good = pd.read_csv(catalogue / "train.csv")["image"][0]
@@ -323,7 +292,7 @@ def turned_catalogue_photo(catalogue: Path, degrees: float = 12) -> np.ndarray:
     import cv2
 
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
-    photo = identify.read_photo(
+    photo = prepare_photo(
         catalogue / "train_images" / frame["image"][0], data.parse_box(frame["box"][0])
     )
     h, w = photo.shape[:2]
@@ -365,7 +334,7 @@ def test_matched_keypoints_are_the_inliers_at_the_photos_resolution(run_dir, cat
     pair maps the turned copy's keypoint onto the catalogue photo's by the turn itself."""
     import cv2
 
-    identifier = identify.Identifier(make_fused_run(run_dir, tmp_path), catalogue)
+    identifier = identify.Identifier(make_fused_run(run_dir, tmp_path), catalogue, crop_to_box=True)
     turned = turned_catalogue_photo(catalogue, 12)
     best = identifier.match([turned], top=1).iloc[0]
     query, photo, pairs = identifier.matched_keypoints(turned, best["catalogue_photo"])
@@ -410,11 +379,8 @@ def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue,
     best = matches.iloc[0]
     assert best["evidence"] == "evidence/0001-1.jpg"
     drawing = np.asarray(Image.open(out / best["evidence"]))
-    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False).set_index("image")
-    shown = identify.read_photo(
-        catalogue / "train_images" / best["catalogue_photo"],
-        data.parse_box(frame.loc[best["catalogue_photo"], "box"]),
-    )  # cropped to its box, as matched
+    shown = prepare_photo(catalogue / "train_images" / best["catalogue_photo"])  # whole:
+    # without --boxes the catalogue photos are matched whole, as the queries are
     assert drawing.shape[1] == turned.shape[1] + shown.shape[1]  # both at their own size
     drawn = matches[matches["evidence"] != ""]
     assert (drawn["inliers"] >= review.MIN_EVIDENCE_INLIERS).all()
@@ -439,3 +405,58 @@ def test_a_damaged_model_file_is_named(run_dir, catalogue, tmp_path, capsys):
             "--photos", str(catalogue / "train_images"), "--out", str(tmp_path / "out")]  # fmt: skip
     assert cli.main(argv) == 2
     assert "embedding_model.keras: not a Keras model" in capsys.readouterr().err
+
+
+def photo_set(small_synth: Path, folder: Path, with_test_boxes: bool) -> Path:
+    """40 train and 12 test photos of the small synthetic set as a data set of their own, with
+    the test photos' boxes (test_boxes.csv) or without."""
+    copy_catalogue(small_synth, folder, 40)
+    names = data.read_test_images(small_synth)[:12]
+    for name in names:
+        shutil.copy(small_synth / "test_images" / name, folder / "test_images" / name)
+    pd.DataFrame({"image": names, "predictions": ""}).to_csv(
+        folder / "sample_submission.csv", index=False
+    )
+    if with_test_boxes:
+        test_boxes = data.read_test_boxes(small_synth)
+        test_boxes[test_boxes["image"].isin(names)].to_csv(folder / "test_boxes.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("with_boxes", [True, False], ids=["boxes", "whole"])
+def test_identify_embeds_photos_as_the_training_notebooks_did(
+    run_dir, small_synth, tmp_path, with_boxes
+):
+    """One photo path: identify's embeddings of a data set's photos are the ones
+    ``embed.embed_split`` saved for the notebooks, catalogue (train and valid) and queries
+    (test) alike, cropped to their boxes or whole by the split's own rule; and a query stored
+    turned a quarter with an EXIF orientation is embedded as the upright photo."""
+    from whaleutils import embed, splits
+
+    folder = photo_set(small_synth, tmp_path / "set", with_boxes)
+    split = splits.load_split(folder, n_folds=3)
+    assert split.crop_to_box == with_boxes
+    model = models.load_model(run_dir / outputs.EMBEDDING_MODEL)
+    saved = embed.embed_split(model, split, 7, tmp_path / "embeddings", tta="flip")
+    by_name = {
+        **dict(zip(split.train["image"], saved["train"], strict=True)),
+        **dict(zip(split.valid["image"], saved["valid"], strict=True)),
+    }
+    identifier = identify.Identifier(run_dir, folder, None, batch_size=5, crop_to_box=with_boxes)
+    expected = np.stack([by_name[name] for name in identifier.catalogue["image"]])
+    np.testing.assert_allclose(identifier.catalogue_embeddings, expected, atol=2e-5)
+
+    queries = [folder / "test_images" / name for name in split.test["image"]]
+    turned = tmp_path / "turned.png"  # the first query's pixels, stored turned, EXIF 6
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(np.rot90(prepare_photo(queries[0]), k=1).copy()).save(turned, exif=exif)
+    boxes = data.read_boxes(folder / "test_boxes.csv") if with_boxes else None
+    if with_boxes:
+        boxes[turned.name] = boxes[queries[0].name]  # its box, in the upright photo's pixels
+    identifier.match([*queries, turned], boxes=boxes)
+    found = np.stack([identifier.query_embeddings[str(path)] for path in queries])
+    np.testing.assert_allclose(found, saved["test"], atol=2e-5)
+    np.testing.assert_allclose(
+        identifier.query_embeddings[str(turned)], saved["test"][0], atol=2e-5
+    )

@@ -49,16 +49,6 @@ def test_full_image_mode_ignores_boxes(tiny_images):
     assert images[0, :, :8, 0].mean() > 200 and images[0, :, 8:, 2].mean() > 200
 
 
-def test_crop_window_margin_and_clipping():
-    window = pipeline.crop_window(tf.constant([10.0, 20.0, 30.0, 40.0]), 100, 100, 0.5)
-    # width 20, height 20, margin 10 px each side: left 0, top 10, right 40, bottom 50
-    assert window.numpy().tolist() == [10, 0, 40, 40]
-    window = pipeline.crop_window(tf.constant([0.0, 0.0, 100.0, 80.0]), 80, 100, 0.2)
-    assert window.numpy().tolist() == [0, 0, 80, 100]  # clipped to the image
-    window = pipeline.crop_window(tf.constant([-1.0, -1.0, -1.0, -1.0]), 80, 100, 0.2)
-    assert window.numpy().tolist() == [0, 0, 80, 100]  # no box: whole image
-
-
 def test_tfrecords_round_trip_and_counts(tiny_images, tmp_path):
     folder, frame = tiny_images
     paths = pipeline.write_tfrecords(
@@ -124,7 +114,9 @@ def test_augment_each_operation():
     seed = tf.constant([1, 2], tf.int64)
     off = pipeline.Augmentation.none()
     unchanged = pipeline.augment(image, seed, off, 20).numpy()
-    np.testing.assert_allclose(unchanged, tf.image.resize(image, [20, 20]).numpy(), atol=1e-3)
+    np.testing.assert_allclose(
+        unchanged, tf.image.resize(image, [20, 20], antialias=True).numpy(), atol=1e-3
+    )
     flipped = pipeline.augment(
         image, seed, pipeline.Augmentation(**{**off.__dict__, "flip_probability": 1.0}), 20
     )
@@ -224,3 +216,35 @@ def test_box_jitter_changes_training_crops_only(tiny_images):
     assert np.abs(moved - plain).mean() > 5
     # inference never jitters
     assert np.array_equal(first_images(jittered, False), first_images(still, False))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_photo_that_is_not_an_image_stops_the_pipeline_naming_it(tmp_path, training):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "fine.png")
+    (tmp_path / "liar.jpg").write_text("a text file named like a photo")
+    frame = pd.DataFrame({"image": ["fine.png", "liar.jpg"]})
+    records = pipeline.file_records(frame, tmp_path, targets=[0, 1])
+    batches = pipeline.make_dataset(records, 8, 2, training=training, crop_to_box=False)
+    with pytest.raises(tf.errors.OpError, match=r"liar.jpg: not a readable image"):
+        list(batches)
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation_in_training_too(tmp_path):
+    """A photo stored turned a quarter, with EXIF orientation 6, is read upright (the
+    detector's boxes are in the upright photo's pixels): its box crops the red part."""
+    upright = np.zeros((20, 40, 3), np.uint8)
+    upright[:, :20] = (255, 0, 0)  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(upright, k=1).copy()).save(tmp_path / "turned.png", exif=exif)
+    frame = pd.DataFrame({"image": ["turned.png"], "box": ["0 0 20 20"]})
+    records = pipeline.file_records(frame, tmp_path, targets=[0])
+    off = pipeline.Augmentation.none()
+    for training in (False, True):
+        batch = pipeline.make_dataset(
+            records, 8, 1, training=training, augmentation=off, box_margin=0.0,
+            label_as_input=False,
+        )  # fmt: skip
+        image = next(iter(batch))[0] if training else next(iter(batch))
+        image = np.asarray(image)[0]
+        assert image[..., 0].min() > 250 and image[..., 2].max() < 5

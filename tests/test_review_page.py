@@ -10,6 +10,7 @@ import pytest
 from conftest import copy_catalogue
 
 from whaleutils import identify, review
+from whaleutils.photos import prepare as prepare_photo
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -52,7 +53,7 @@ def page(tmp_path_factory, small_synth):
     for name in frame["image"]:
         shutil.copy(small_synth / "train_images" / name, catalogue / "train_images" / name)
     photos = [catalogue / "train_images" / name for name in frame["image"][:2]]
-    dark = identify.read_photo(photos[0])[:, ::-1] // 3
+    dark = prepare_photo(photos[0])[:, ::-1] // 3
     identifier = identify.Identifier(run_dir, catalogue, None)
     matches = identifier.match([*photos, np.ascontiguousarray(dark)], top=3)
     path = review.write_review(folder / "review.html", matches, identifier, title="test")

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from whaleutils import baselines, data, metrics, prepare, runner, submission, synth, validate
+from whaleutils.photos import BOX_MARGIN
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -171,6 +172,7 @@ def cmd_identify(args) -> int:
             identifier = identify.Identifier(
                 args.model, args.catalogue, cache, args.batch_size,
                 local=False if args.no_local else None, known_precision=args.known_precision,
+                crop_to_box=bool(args.boxes),
             )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -402,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
         "catalogue under $XDG_CACHE_HOME or ~/.cache, whaleutils/identify/)",
     )
     p.add_argument("--top", type=int, default=5, help="candidates per photo")
-    p.add_argument("--boxes", help="CSV of image,box (left top right bottom) for the photos")
+    p.add_argument(
+        "--boxes",
+        help="CSV of image,box (left top right bottom) for the photos: crops them, and the "
+        "catalogue photos to their train.csv boxes (without it every photo is used whole)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--no-local",
@@ -450,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the data set (DATA_DIR)")
     p.add_argument("--boxes", help="CSV (or folder of CSVs) of image,box for train and test")
     p.add_argument("--size", type=int, required=True, help="side of the cached crops, px")
-    p.add_argument("--margin", type=float, default=0.1, help="box grown by this share a side")
+    p.add_argument(
+        "--margin", type=float, default=BOX_MARGIN, help="box grown by this share a side"
+    )
     p.add_argument("--out", required=True, help="new or empty folder")
     p.set_defaults(handler=cmd_crops)
 

@@ -2,11 +2,11 @@
 
 Decoding a full-size photo is what limits the input pipeline (Happywhale photos are 3039 px
 wide at the median; ``benchmarks/crop_cache_speed.py`` reads 3000 x 2000 JPEGs, cropped, at
-about 75 per second on 2 cores). The cache decodes each photo once,
-crops it to its box (grown by a margin, as the pipeline crops), resizes it with antialiasing to
-``size`` x ``size`` and stores it as a JPEG in TFRecord shards of the public Happywhale TPU
-notebooks' format (``image_name``, ``image``; ``target`` -1: labels are joined by name when the
-cache is read, so one cache serves every fold)::
+about 75 per second on 2 cores). The cache prepares each photo once with ``photos.prepare``,
+as the pipeline and ``identify`` do (upright, cropped to its box grown by a margin, resized
+with antialiasing to ``size`` x ``size``), and stores it as a JPEG in TFRecord shards of the
+public Happywhale TPU notebooks' format (``image_name``, ``image``; ``target`` -1: labels are
+joined by name when the cache is read, so one cache serves every fold)::
 
     OUT/crops.json                      size, margin, where the boxes came from, counts
     OUT/crops-train-00-2048.tfrec ...   the training photos, in train.csv's order
@@ -17,14 +17,16 @@ cache is read, so one cache serves every fold)::
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from whaleutils import data
+from whaleutils import data, photos
 
 CACHE_INDEX = "crops.json"
 PREFIX = "crops"
@@ -53,7 +55,7 @@ def write_crop_cache(
     out_dir: str | os.PathLike,
     size: int,
     boxes: dict | None = None,
-    margin: float = 0.1,
+    margin: float = photos.BOX_MARGIN,
     images_per_shard: int = 2048,
     quality: int = 95,
 ) -> dict:
@@ -64,6 +66,7 @@ def write_crop_cache(
     alike.
     """
     import tensorflow as tf
+    from PIL import Image
 
     from whaleutils import pipeline
 
@@ -83,26 +86,34 @@ def write_crop_cache(
         "parts": {},
     }
 
-    def crop(record):
-        image = pipeline.decode_image(record["image_bytes"], record["box"], crop_to_box, margin)
-        image = tf.image.resize(image, [size, size], antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return record["image_name"], tf.io.encode_jpeg(image, quality=quality)
+    def crop(job: tuple[Path, str]) -> bytes:
+        path, box = job
+        image = photos.prepare(path, data.parse_box(box) if crop_to_box else None, size, margin)
+        encoded = io.BytesIO()
+        Image.fromarray(image).save(encoded, "JPEG", quality=quality)
+        return encoded.getvalue()
 
-    for part, frame in frames.items():
-        folder = data_dir / ("train_images" if part == "train" else "test_images")
-        records = pipeline.file_records(frame, folder)
-        crops = records.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        shards, written = [], []
-        batch = crops.batch(images_per_shard).prefetch(1)
-        for shard, (names, images) in enumerate(batch.as_numpy_iterator()):
-            path = out_dir / f"{PREFIX}-{part}-{shard:02d}-{len(names)}.tfrec"
-            with tf.io.TFRecordWriter(str(path)) as writer:
-                for name, image in zip(names, images, strict=True):
-                    writer.write(pipeline.serialize_example(name, image))
-            shards.append(path.name)
-            written += [name.decode() for name in names]
-        index["parts"][part] = {"images": len(written), "shards": shards, "names": written}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow frees the GIL
+        for part, frame in frames.items():
+            folder = data_dir / ("train_images" if part == "train" else "test_images")
+            names = frame["image"].astype(str).tolist()
+            missing = [name for name in names if not (folder / name).is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} listed image(s) missing, e.g. {folder / missing[0]}"
+                )
+            shards = []
+            for shard, start in enumerate(range(0, len(names), images_per_shard)):
+                chunk = names[start : start + images_per_shard]
+                jobs = [(folder / name, box) for name, box in zip(
+                    chunk, frame["box"].iloc[start : start + images_per_shard], strict=True
+                )]  # fmt: skip
+                path = out_dir / f"{PREFIX}-{part}-{shard:02d}-{len(chunk)}.tfrec"
+                with tf.io.TFRecordWriter(str(path)) as writer:
+                    for name, image in zip(chunk, pool.map(crop, jobs), strict=True):
+                        writer.write(pipeline.serialize_example(name.encode(), image))
+                shards.append(path.name)
+            index["parts"][part] = {"images": len(names), "shards": shards, "names": names}
     (out_dir / CACHE_INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return index
 

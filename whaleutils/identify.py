@@ -14,9 +14,11 @@ the run's verdict: ``new_individual`` is True when even the nearest catalogue ph
 than the run's distance threshold. The catalogue's embeddings are cached in a file and only
 photos that are new or changed (size or modification time) are embedded again.
 
-Photos are read with Pillow: JPEG, PNG, TIFF, WebP up to ``data.MAX_PHOTO_PIXELS``, grayscale
-(16-bit scaled to 8), CMYK or with alpha, turned upright by their EXIF orientation, then (with
-a box) cropped as the training pipeline crops and resized as it resizes.
+Photos are read by ``photos.prepare``, the function the training pipeline and the crop cache
+use: JPEG, PNG, TIFF, WebP up to ``data.MAX_PHOTO_PIXELS``, grayscale (16-bit scaled to 8),
+CMYK or with alpha, turned upright by their EXIF orientation, cropped to a box and resized.
+Catalogue and query photos are framed alike: both cropped to their boxes with
+``crop_to_box=True`` (``identify --boxes``), both whole without (``splits.Split.crop_to_box``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils import data
+from whaleutils import data, photos
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 MATCH_COLUMNS = [
@@ -39,8 +41,7 @@ MATCH_COLUMNS = [
     "probability", "inliers", "verified", "catalogue_photo",
 ]  # fmt: skip
 CACHE_FILE = "catalogue_embeddings.npz"
-BOX_MARGIN = 0.1  # the pipeline's default margin around a box
-READ_CHUNK = 128  # photos read at a time: full-size photos take up to ~50 MB each
+READ_CHUNK = 128  # photos embedded at a time (each is held at the model's size only)
 
 
 def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -65,73 +66,6 @@ def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def read_photo(
-    photo, box: tuple[float, float, float, float] | None = None, margin: float = BOX_MARGIN
-) -> np.ndarray:
-    """A photo as upright uint8 RGB (h, w, 3), cropped to ``box`` (left, top, right, bottom in
-    the upright photo's pixels, grown by ``margin``, the pipeline's 10%, on each side) if given.
-
-    ``photo`` is a path or an array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), 0-255.
-
-    Raises
-    ------
-    ValueError
-        Naming the photo, when it cannot be read as an image.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if isinstance(photo, np.ndarray):
-        image = _array_rgb(photo)
-    else:
-        try:
-            with Image.open(photo) as opened:
-                data.check_photo_size(*opened.size, photo)
-                image = _pillow_rgb(ImageOps.exif_transpose(opened))
-        except data.PhotoSizeError:
-            raise
-        except Image.DecompressionBombError as error:
-            raise ValueError(f"{photo}: refused as a decompression bomb ({error})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"{photo}: not a readable image ({error})") from None
-    if box is not None:
-        image = _crop(image, box, margin)
-    return image
-
-
-def _pillow_rgb(image) -> np.ndarray:
-    """uint8 RGB (h, w, 3) of a Pillow image; 16-bit and 32-bit integer greys are scaled from
-    their full range (Pillow's own conversion clips them to white)."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        full = max(65535.0, float(values.max(initial=0)))  # 16-bit, or a wider 32-bit range
-        grey = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
-
-
-def _array_rgb(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
-        raise ValueError(f"an image array must be (h, w[, 1|3|4]), got shape {array.shape}")
-    array = np.clip(array, 0, 255).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return array[..., :3]
-
-
-def _crop(image: np.ndarray, box, margin: float = BOX_MARGIN) -> np.ndarray:
-    """The pipeline's crop (``pipeline.crop_window``): the box grown by the margin, clipped."""
-    height, width = image.shape[:2]
-    left, top, right, bottom = (float(v) for v in box)
-    grow_x, grow_y = margin * (right - left), margin * (bottom - top)
-    left = int(np.clip(np.floor(left - grow_x), 0, width - 1))
-    top = int(np.clip(np.floor(top - grow_y), 0, height - 1))
-    right = int(np.clip(np.ceil(right + grow_x), left + 1, width))
-    bottom = int(np.clip(np.ceil(bottom + grow_y), top + 1, height))
-    return image[top:bottom, left:right]
-
-
 class Identifier:
     """Match photos against a catalogue with a trained model.
 
@@ -151,6 +85,9 @@ class Identifier:
         validation photos, that verdict was right at least this share of the time (the lowest
         such threshold on the best candidate's probability); None: the run's threshold, chosen
         for MAP@5. :attr:`fused_threshold` is the threshold in force.
+    crop_to_box : crop catalogue photos to their ``train.csv`` boxes and query photos to the
+        boxes given to :meth:`match` (a query without one stays whole); False (default): every
+        photo whole. Gallery and queries are framed alike, as the training notebooks frame them.
     """
 
     def __init__(
@@ -161,6 +98,7 @@ class Identifier:
         batch_size: int = 32,
         local: bool | None = None,
         known_precision: float | None = None,
+        crop_to_box: bool = False,
     ):
         from whaleutils import matching, models, outputs
 
@@ -185,6 +123,7 @@ class Identifier:
         self.tta = _run_tta(self.run_dir)
         self.model_fingerprint = _fingerprint(model_path)
         self.batch_size = int(batch_size)
+        self.crop_to_box = bool(crop_to_box)
         self.catalogue_dir = Path(catalogue)
         self.catalogue = data.read_train(self.catalogue_dir)
         if self.catalogue.empty:
@@ -226,23 +165,17 @@ class Identifier:
 
     # ------------------------------------------------------------------ embedding
     def embed(self, images: Sequence[np.ndarray], mirrored: bool = False) -> np.ndarray:
-        """L2-normalised embeddings (n, d) of uint8 RGB images, with the run's TTA; with
-        ``mirrored`` (n, 2, d): also each mirror image's own embedding (a flipped gallery)."""
-        from keras import ops
-
+        """L2-normalised embeddings (n, d) of uint8 RGB images (resized to the model's size by
+        ``photos.resize`` where they are not), with the run's TTA; with ``mirrored``
+        (n, 2, d): also each mirror image's own embedding (a flipped gallery)."""
         from whaleutils import embed
 
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             batch = np.stack(
-                [
-                    ops.convert_to_numpy(
-                        ops.image.resize(image.astype("float32"), (self.image_size,) * 2)
-                    )
-                    for image in chunk
-                ]
-            )
+                [photos.resize(np.asarray(image, np.uint8), self.image_size) for image in chunk]
+            ).astype(np.float32)
             vectors = embed.l2_normalize(self.model.predict(batch, verbose=0))
             if self.tta == "flip" or mirrored:
                 mirror = embed.l2_normalize(self.model.predict(batch[:, :, ::-1], verbose=0))
@@ -256,15 +189,16 @@ class Identifier:
 
     def _embed_photos(
         self,
-        photos: list,
+        items: list,
         boxes: list,
         thumbnails: bool = False,
         mirrored: bool = False,
         local: bool = False,
     ):
-        """Read and embed ``photos`` (paths or arrays) a chunk at a time, so that full-size
-        photos never all sit in memory at once; with ``local``, also find each readable
-        photo's local features (in :attr:`query_features`, in order).
+        """Read and embed ``items`` (paths or arrays) with ``photos.prepare``, two at a time
+        in threads; each full-size photo is held only while it is reduced to the model's input
+        (and, with ``thumbnails``, a small copy; with ``local``, its local features, in
+        :attr:`query_features`, in order), so memory does not grow with the photos' sizes.
 
         Returns (embeddings (n_readable, d), or (n_readable, 2, d) with ``mirrored``: see
         :meth:`embed`; positions of the readable photos, {position: why unreadable},
@@ -272,37 +206,44 @@ class Identifier:
         """
         vectors, readable, errors, small = [], [], {}, {}
         self.query_features = []
-        for start in range(0, len(photos), READ_CHUNK):
-            images = self._read_many(
-                photos[start : start + READ_CHUNK], boxes[start : start + READ_CHUNK]
-            )
-            good = []
-            for position, image in enumerate(images, start=start):
-                if isinstance(image, Exception):
-                    errors[position] = str(image)
-                    continue
-                good.append(image)
-                readable.append(position)
-                if thumbnails:
-                    small[position] = shrink(image)
-                if local:
-                    self.query_features.append(self._local_features(image))
-            vectors.append(self.embed(good, mirrored))
-        embeddings = np.concatenate(vectors) if vectors else self.embed([], mirrored)
-        return embeddings, readable, errors, small
-
-    def _read_many(self, items: list, boxes: list) -> list:
-        """Read photos in two threads (Pillow decodes without holding the GIL); an exception
-        in place of each unreadable one."""
 
         def read(pair):
             try:
-                return read_photo(*pair)
-            except ValueError as error:
+                image = photos.prepare(*pair)
+            except ValueError as error:  # UnreadablePhoto, data.PhotoSizeError
                 return error
+            return (
+                photos.resize(image, self.image_size),
+                shrink(image) if thumbnails else None,
+                self._local_features(image) if local else None,
+            )
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(read, zip(items, boxes, strict=True)))
+            for start in range(0, len(items), READ_CHUNK):
+                chunk = zip(
+                    items[start : start + READ_CHUNK], boxes[start : start + READ_CHUNK],
+                    strict=True,
+                )  # fmt: skip
+                good = []
+                for position, result in enumerate(pool.map(read, chunk), start=start):
+                    if isinstance(result, Exception):
+                        errors[position] = str(result)
+                        continue
+                    image, thumbnail, features = result
+                    good.append(image)
+                    readable.append(position)
+                    if thumbnails:
+                        small[position] = thumbnail
+                    if local:
+                        self.query_features.append(features)
+                vectors.append(self.embed(good, mirrored))
+        embeddings = np.concatenate(vectors) if vectors else self.embed([], mirrored)
+        return embeddings, readable, errors, small
+
+    def catalogue_box(self, row: int) -> tuple | None:
+        """The box a catalogue photo (by row of :attr:`catalogue`) is cropped to: its
+        ``train.csv`` box with ``crop_to_box``, else None (whole)."""
+        return data.parse_box(self.catalogue["box"].iloc[row]) if self.crop_to_box else None
 
     def _embed_catalogue(self) -> tuple[np.ndarray, int]:
         """Embeddings of every catalogue photo, in ``train.csv`` order, and how many were
@@ -316,10 +257,8 @@ class Identifier:
         stats = [p.stat() for p in paths]
         keys = np.array(
             [
-                f"{name}|{s.st_size}|{s.st_mtime_ns}|{box}"
-                for name, s, box in zip(
-                    self.catalogue["image"], stats, self.catalogue["box"], strict=True
-                )
+                f"{name}|{s.st_size}|{s.st_mtime_ns}|{self.catalogue_box(row)}"
+                for row, (name, s) in enumerate(zip(self.catalogue["image"], stats, strict=True))
             ]
         )
         settings = json.dumps(
@@ -332,7 +271,7 @@ class Identifier:
         )
         cached = _read_cache(self.cache_path, settings)
         todo = [row for row, key in enumerate(keys) if key not in cached]
-        boxes = [data.parse_box(self.catalogue["box"].iloc[row]) for row in todo]
+        boxes = [self.catalogue_box(row) for row in todo]
         fresh, readable, errors, _ = self._embed_photos(
             [paths[row] for row in todo], boxes, mirrored=self.flipped_gallery
         )
@@ -365,11 +304,11 @@ class Identifier:
         from whaleutils import local_features
 
         paths = [self.catalogue_dir / "train_images" / name for name in self.catalogue["image"]]
-        boxes = [data.parse_box(text) for text in self.catalogue["box"]]
+        boxes = [self.catalogue_box(row) for row in range(len(self.catalogue))]
         cache_path = None if cache_dir is None else Path(cache_dir) / local_features.CACHE_FILE
         cache = local_features.FeatureCache(cache_path, self.fused[1].features)
         keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
-        features = cache.features(keys, lambda i: read_photo(paths[i], boxes[i]))
+        features = cache.features(keys, lambda i: photos.prepare(paths[i], boxes[i]))
         cache.save(keep=keys)
         self.catalogue_features_computed = cache.computed
         labels = self.catalogue["individual_id"].astype(str).to_numpy()
@@ -388,6 +327,7 @@ class Identifier:
         ``rank`` (1 = best), ``individual_id``, ``species``, ``similarity`` and
         ``new_individual`` (the run's verdict for the photo, the same on each of its rows).
         Unreadable photos are left out and listed in :attr:`skipped` (photo, reason).
+        ``boxes`` (file name -> box) crops the photos named, with ``crop_to_box``.
         """
         from whaleutils import knn
 
@@ -397,6 +337,11 @@ class Identifier:
         names = [
             f"array-{i}" if isinstance(p, np.ndarray) else str(p) for i, p in enumerate(photos)
         ]
+        if boxes and not self.crop_to_box:
+            raise ValueError(
+                "boxes for the query photos need an Identifier made with crop_to_box=True, so "
+                "that the catalogue photos are cropped to their boxes too"
+            )
         boxes = boxes or {}
         photo_boxes = [
             None if isinstance(p, np.ndarray) else boxes.get(Path(p).name) for p in photos
@@ -504,13 +449,12 @@ class Identifier:
         row = int(rows[0])
         key = None if isinstance(photo, np.ndarray) else (str(photo), box)
         if key is None or self._last_query[0] != key:  # one photo's candidates read it once
-            query_image = read_photo(photo, box)
+            query_image = photos.prepare(photo, box)
             query = local_features.extract(query_image, self.fused[1].features)
             self._last_query = (key, query_image, query)
         _, query_image, query = self._last_query
-        catalogue_image = read_photo(
-            self.catalogue_dir / "train_images" / catalogue_photo,
-            data.parse_box(self.catalogue["box"].iloc[row]),
+        catalogue_image = photos.prepare(
+            self.catalogue_dir / "train_images" / catalogue_photo, self.catalogue_box(row)
         )
         candidate = self.catalogue_features[row]
         check = local_features.verify(query, candidate, **self.fused[1].verify_options())
@@ -527,7 +471,7 @@ class Identifier:
         return [
             (
                 self.catalogue_dir / "train_images" / self.catalogue["image"].iloc[row],
-                data.parse_box(self.catalogue["box"].iloc[row]),
+                self.catalogue_box(int(row)),
             )
             for row in order[:n]
         ]

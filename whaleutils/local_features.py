@@ -91,7 +91,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def extract(image: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> PhotoFeatures:
     """The keypoints and descriptors of a uint8 photo (h, w[, 3]), RGB as
-    ``identify.read_photo`` returns it."""
+    ``photos.prepare`` returns it."""
     import cv2
 
     gray = _gray(np.asarray(image))

@@ -414,8 +414,8 @@ def local_output_files(settings: LocalSettings | None) -> list[str]:
 
 def split_features(split, settings: local_features.FeatureSettings, cache_path=None) -> dict:
     """Local features of every photo of the split, by part (lists in each part's row order),
-    read as ``identify.read_photo`` reads them, cropped to the boxes the split uses."""
-    from whaleutils import data, identify
+    read by ``photos.prepare``, cropped to the boxes the split uses."""
+    from whaleutils import data, photos
 
     if split.crop_cache is not None:
         raise ValueError(
@@ -435,8 +435,8 @@ def split_features(split, settings: local_features.FeatureSettings, cache_path=N
         keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
         result[part] = cache.features(
             keys,
-            lambda i, paths=paths, boxes=boxes: identify.read_photo(
-                paths[i], boxes[i], split.box_margin
+            lambda i, paths=paths, boxes=boxes: photos.prepare(
+                paths[i], boxes[i], margin=split.box_margin
             ),
         )
     cache.save()

@@ -4,6 +4,8 @@ Both sources yield the same records, ``{"image_name": str, "image_bytes": encode
 "target": int64 (-1 if unlabelled), "box": float32 (4,) left, top, right, bottom, or -1s}``, and
 one :func:`make_dataset` turns either into batches of 0-255 float32 RGB images of
 ``image_size`` x ``image_size`` (models normalise inside, see ``layers.ImageNormalization``).
+Every photo is decoded, turned upright, cropped and (for inference) resized by
+``photos.prepare``, the path ``identify`` and the crop cache take too.
 
 TFRecord format (that of the public Happywhale TPU notebooks): features ``image_name``
 (bytes), ``image`` (the encoded JPEG bytes, unchanged from the file), ``target`` (int64) and an
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from whaleutils import photos
 from whaleutils.data import parse_box
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -96,7 +99,7 @@ def jitter_box(box: tf.Tensor, seed: tf.Tensor, amount: float) -> tf.Tensor:
     """``box`` (left, top, right, bottom) with each side moved by a uniform random share in
     ``[-amount, amount]`` of the box's width (left, right) or height (top, bottom); an absent
     box (-1s) is returned as it is. Stateless: the same ``seed`` (int64 pair) moves it alike.
-    ``crop_window`` clips the result to the photo."""
+    ``photos.crop_window`` clips the result to the photo."""
     box = tf.cast(box, tf.float32)
     size = tf.stack([box[2] - box[0], box[3] - box[1]] * 2)
     shift = tf.random.stateless_uniform([4], seed, -amount, amount) * size
@@ -249,44 +252,29 @@ def tfrecord_records(
     return dataset.with_options(options).map(parse_tfrecord, num_parallel_calls=AUTOTUNE)
 
 
-def crop_window(box: tf.Tensor, height: tf.Tensor, width: tf.Tensor, margin: float) -> tf.Tensor:
-    """``[top, left, crop_height, crop_width]`` (int32) of a box grown by ``margin`` of its size
-    on each side and clipped to the image; the whole image when the box is absent (-1s)."""
-    height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    left, top, right, bottom = box[0], box[1], box[2], box[3]
-    grow_x, grow_y = margin * (right - left), margin * (bottom - top)
-    left = tf.clip_by_value(tf.floor(left - grow_x), 0.0, width_f - 1)
-    top = tf.clip_by_value(tf.floor(top - grow_y), 0.0, height_f - 1)
-    right = tf.clip_by_value(tf.math.ceil(right + grow_x), left + 1, width_f)
-    bottom = tf.clip_by_value(tf.math.ceil(bottom + grow_y), top + 1, height_f)
-    window = tf.cast(tf.stack([top, left, bottom - top, right - left]), tf.int32)
-    whole = tf.stack([0, 0, tf.cast(height, tf.int32), tf.cast(width, tf.int32)])
-    return tf.where(box[0] < 0, whole, window)
-
-
-def decode_image(
-    image_bytes: tf.Tensor, box: tf.Tensor, crop_to_box: bool, box_margin: float
+def prepare_image(
+    image_bytes: tf.Tensor,
+    box: tf.Tensor,
+    image_name: tf.Tensor,
+    crop_to_box: bool,
+    box_margin: float,
+    image_size: int | None,
 ) -> tf.Tensor:
-    """Decode to uint8 RGB (h, w, 3), cropped to the box if asked.
+    """``photos.prepare`` inside a ``tf.data`` graph: uint8 RGB (image_size, image_size, 3), or
+    the upright crop (h, w, 3) when ``image_size`` is None; cropped to ``box`` only if
+    ``crop_to_box``. An unreadable photo stops the pipeline with an error naming it."""
 
-    JPEGs are cropped while decoding (``tf.io.decode_and_crop_jpeg``: only the window is
-    decoded); other formats are decoded whole, then cropped.
-    """
-    if not crop_to_box:
-        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    def prepare(encoded, box_values, name):
+        return photos.prepare(
+            bytes(encoded),
+            box_values if crop_to_box else None,
+            image_size,
+            box_margin,
+            name=name.decode(errors="replace"),
+        )
 
-    def jpeg():
-        shape = tf.io.extract_jpeg_shape(image_bytes)
-        window = crop_window(box, shape[0], shape[1], box_margin)
-        return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-
-    def other():
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-        shape = tf.shape(image)
-        window = crop_window(box, shape[0], shape[1], box_margin)
-        return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
-
-    return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    image = tf.numpy_function(prepare, [image_bytes, box, image_name], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size: int) -> tf.Tensor:
@@ -313,7 +301,8 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size:
         image = tf.cond(
             chance(0, config.crop_probability), lambda: tf.slice(image, begin, size), lambda: image
         )
-    image = tf.image.resize(image, [image_size, image_size]) / 255.0
+    # antialiased like photos.resize, the resize of inference
+    image = tf.image.resize(image, [image_size, image_size], antialias=True) / 255.0
     if config.flip_probability > 0:
         image = tf.cond(
             chance(2, config.flip_probability), lambda: tf.reverse(image, axis=[1]), lambda: image
@@ -344,7 +333,7 @@ def make_dataset(
     training: bool = False,
     augmentation: Augmentation | None = None,
     crop_to_box: bool = True,
-    box_margin: float = 0.1,
+    box_margin: float = photos.BOX_MARGIN,
     label_as_input: bool = True,
     shuffle_buffer: int = 2048,
     repeat: bool = False,
@@ -378,11 +367,14 @@ def make_dataset(
         if jitter:  # a seed of its own, so the other augmentations draw as without jitter
             box_seed = tf.random.experimental.stateless_fold_in(element_seed, 1)
             box = jitter_box(box, box_seed, augmentation.box_jitter)
-        image = decode_image(record["image_bytes"], box, crop_to_box, box_margin)
-        if training:
+        name = record["image_name"]
+        if training:  # the whole crop: the random crop comes first, then the resize
+            image = prepare_image(record["image_bytes"], box, name, crop_to_box, box_margin, None)
             image = augment(image, element_seed, augmentation, image_size)
         else:
-            image = tf.image.resize(image, [image_size, image_size])
+            image = prepare_image(
+                record["image_bytes"], box, name, crop_to_box, box_margin, image_size
+            )
         image = tf.ensure_shape(tf.cast(image, tf.float32), [image_size, image_size, 3])
         if not training:
             return image

@@ -84,13 +84,13 @@ def write_evidence(
 def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3) -> dict:
     """What the page shows, as JSON-ready data: one entry per query photo in ``matches``
     (:meth:`identify.Identifier.match`'s result, from the same ``identifier``)."""
-    from whaleutils.identify import read_photo
+    from whaleutils.photos import prepare as prepare_photo
 
     thumbnails: dict[Path, str] = {}
 
     def catalogue_thumbnail(path: Path, box) -> str:  # cropped as the model saw it
         if path not in thumbnails:
-            thumbnails[path] = thumbnail(read_photo(path, box))
+            thumbnails[path] = thumbnail(prepare_photo(path, box))
         return thumbnails[path]
 
     photos = []

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils import data
+from whaleutils import data, photos
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 PARTS = ("train", "valid", "test")
@@ -47,7 +47,7 @@ class Split:
     encoding: data.LabelEncoding
     solution: pd.DataFrame | None
     crop_cache: Path | None = None  # a crops.write_crop_cache folder, read instead of the photos
-    box_margin: float = 0.1  # a box grows by this share of its size on each side before the crop
+    box_margin: float = photos.BOX_MARGIN  # a box grows by this share of its size a side
     fold: int = 0  # which fold of data.make_folds(n_folds, seed) is ``valid``
     n_folds: int = 5
     seed: int = 0
@@ -276,7 +276,7 @@ def load_split(
     of image, box for training and test photos, used
     instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it does
     not list is used whole. ``box_margin``: share of a box's size added on each side before
-    cropping (None: 0.1, or the cache's own margin).
+    cropping (None: ``photos.BOX_MARGIN``, or the cache's own margin).
 
     Raises
     ------
@@ -300,7 +300,7 @@ def load_split(
                 f"{cache} was cut with; write a cache with --margin {box_margin}"
             )
         box_margin = cache_margin
-    box_margin = 0.1 if box_margin is None else float(box_margin)
+    box_margin = photos.BOX_MARGIN if box_margin is None else float(box_margin)
     if box_margin < 0:
         raise ValueError(f"box_margin must be >= 0, got box_margin={box_margin}")
     data_dir = data.find_data_dir(data_dir)

@@ -1,0 +1,102 @@
+"""photos: the one path from a photo file to a model's input."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from whaleutils import data, photos
+
+
+def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)  # 40 high, 60 wide
+    Image.fromarray(original).save(tmp_path / "plain.png")
+    assert np.array_equal(photos.read(tmp_path / "plain.png"), original)
+    Image.fromarray(original[..., 0]).save(tmp_path / "gray.png")
+    gray = photos.read(tmp_path / "gray.png")
+    assert gray.shape == (40, 60, 3) and np.array_equal(gray[..., 2], original[..., 0])
+    Image.fromarray(np.dstack([original, np.full((40, 60), 7, np.uint8)])).save(
+        tmp_path / "alpha.png"
+    )
+    assert np.array_equal(photos.read(tmp_path / "alpha.png"), original)
+    Image.fromarray(original).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    cmyk = photos.read(tmp_path / "cmyk.jpg")
+    assert cmyk.shape == (40, 60, 3) and np.abs(cmyk.astype(int) - original).mean() < 40
+    # stored turned a quarter (60 high, 40 wide) with EXIF orientation 6: shown upright again
+    rotated = Image.fromarray(np.rot90(original, k=1).copy())  # counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    rotated.save(tmp_path / "exif.png", exif=exif)
+    assert np.array_equal(photos.read(tmp_path / "exif.png"), original)
+    assert np.array_equal(photos.read((tmp_path / "exif.png").read_bytes()), original)
+    assert photos.read(original[..., 0]).shape == (40, 60, 3)
+    # 16-bit grey: scaled from its full range, not clipped to white
+    deep = original[..., 0].astype(np.uint16) * 257
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert np.array_equal(photos.read(tmp_path / "deep.png")[..., 1], original[..., 0])
+
+
+def test_unreadable_photos_are_named_whether_paths_or_bytes(tmp_path):
+    from test_catalogue import bomb_png
+
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    with pytest.raises(photos.UnreadablePhoto, match=r"broken.jpg: not a readable image"):
+        photos.prepare(tmp_path / "broken.jpg")
+    with pytest.raises(ValueError, match=r"^IMG_7\.jpg: not a readable image"):
+        photos.prepare(b"not a photo either", name="IMG_7.jpg")
+    with pytest.raises(ValueError, match=r"bomb.png: refused as a decompression bomb"):
+        photos.prepare(bomb_png(tmp_path / "bomb.png"))  # beyond Pillow's own limit
+    with pytest.raises(data.PhotoSizeError, match=r"large.png: declares 12000 x 12000 px"):
+        photos.prepare(bomb_png(tmp_path / "large.png", 12000))  # beyond MAX_PHOTO_PIXELS
+    with pytest.raises(photos.UnreadablePhoto, match=r"must be \(h, w"):
+        photos.prepare(np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match="size must be a positive"):
+        photos.prepare(np.zeros((4, 4)), size=0)
+
+
+def test_crop_window_margin_and_clipping():
+    # 20 x 20 box, margin 10 px each side: left 0, top 10, right 40, bottom 50
+    assert photos.crop_window((10, 20, 30, 40), 100, 100, 0.5) == (10, 0, 50, 40)
+    assert photos.crop_window((0, 0, 100, 80), 80, 100, 0.2) == (0, 0, 80, 100)  # clipped
+    assert photos.crop_window((10.4, 10.6, 29.5, 19.2), 40, 60, 0.0) == (10, 10, 20, 30)  # out
+    assert photos.crop_window((70, 70, 90, 90), 50, 50, 0.0) == (49, 49, 50, 50)  # >= 1 px
+    image = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+    assert np.array_equal(photos.crop(image, (10, 10, 30, 20)), image[9:21, 8:32])  # +10%
+    assert photos.crop(image, None) is image and photos.crop(image, [-1, -1, -1, -1]) is image
+
+
+def test_resize_is_antialiased_bilinear_like_tensorflows():
+    """Against ``tf.image.resize(antialias=True)`` (bilinear): the same filter, Pillow rounds
+    to 8 bits. A stripe pattern finer than the output grid averages to grey."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for size in (30, 64, 200):
+        ours = photos.resize(image, size)
+        reference = tf.image.resize(image, [size, size], antialias=True).numpy()
+        assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+        assert np.abs(ours - reference).max() <= 1.5
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255
+    assert np.abs(photos.resize(stripes, 8).astype(float) - 127.5).max() < 6  # edges: 123, 132
+    square = image[:90, :90]
+    assert photos.resize(square, 90) is square  # already the size: unchanged
+
+
+def test_prepare_is_read_crop_resize(tmp_path):
+    rng = np.random.default_rng(2)
+    original = rng.integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(original).save(encoded, "PNG")
+    (tmp_path / "p.png").write_bytes(encoded.getvalue())
+    box = (20, 10, 60, 40)
+    expected = photos.resize(photos.crop(original, box), 32)
+    assert np.array_equal(photos.prepare(tmp_path / "p.png", box, 32), expected)
+    assert np.array_equal(photos.prepare(encoded.getvalue(), box, 32), expected)
+    assert np.array_equal(photos.prepare(original, box, 32), expected)
+    assert np.array_equal(photos.prepare(tmp_path / "p.png", box), photos.crop(original, box))
+    assert np.array_equal(photos.prepare(tmp_path / "p.png", margin=0.5), original)  # no box
