@@ -460,3 +460,27 @@ def test_identify_embeds_photos_as_the_training_notebooks_did(
     np.testing.assert_allclose(
         identifier.query_embeddings[str(turned)], saved["test"][0], atol=2e-5
     )
+
+
+def test_identify_says_when_its_framing_differs_from_the_runs(run_dir, catalogue, tmp_path, capsys):
+    """A run trained on photos cropped to boxes, matched without --boxes: identify says so
+    (every photo whole, framed alike, but not as the model learned them); with --boxes not."""
+    boxed_run = tmp_path / "boxed_run"
+    shutil.copytree(run_dir, boxed_run)
+    scores = json.loads((boxed_run / outputs.SCORES).read_text())
+    scores["split"] = {"fold": 0, "n_folds": 5, "seed": 0, "crop_to_box": True}
+    (boxed_run / outputs.SCORES).write_text(json.dumps(scores))
+    name = pd.read_csv(catalogue / "train.csv")["image"][0]
+    argv = ["identify", "--model", str(boxed_run), "--catalogue", str(catalogue),
+            "--photos", str(catalogue / "train_images" / name)]  # fmt: skip
+    assert cli.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert (
+        "note: the model was trained on photos cropped to boxes; these photos are matched whole"
+        in capsys.readouterr().err
+    )
+    boxes = tmp_path / "boxes.csv"
+    pd.read_csv(catalogue / "train.csv").head(1)[["image", "box"]].to_csv(boxes, index=False)
+    assert cli.main([*argv, "--out", str(tmp_path / "cropped"), "--boxes", str(boxes)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    matches = pd.read_csv(tmp_path / "cropped" / "matches.csv")
+    assert matches["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)  # its own crop

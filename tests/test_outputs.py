@@ -83,6 +83,36 @@ def test_load_trained_reads_model_settings_and_embeddings(tmp_path):
         outputs.load_trained(tmp_path, "04_effnet_arcface")
 
 
+def test_run_settings_are_read_in_one_place_without_the_model(tmp_path):
+    """k, rule, both thresholds, the flipped gallery, the TTA (from train.npz) and the framing
+    (``split.crop_to_box``; None for a run that predates it), each from its one source."""
+    folder = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="embedding_model.keras not found"):
+        outputs.read_run_settings(folder)
+    folder.mkdir()
+    (folder / outputs.EMBEDDING_MODEL).write_bytes(b"not read here")
+    scores = {"valid": {"map5": 0.5}, "k": 5, "threshold": 0.3, "rule": "vote"}
+    outputs.write_json(folder / "scores.json", scores)
+    run = outputs.read_run_settings(folder)
+    assert run.knn == outputs.KnnSettings(5, 0.3, "vote", False)
+    assert (run.valid_threshold, run.tta, run.crop_to_box) == (0.3, "none", None)
+    assert run.model_path == folder / outputs.EMBEDDING_MODEL
+    embed.save_embeddings(folder / "train.npz", ["x"], np.eye(1, 4), tta="flip")
+    split = {"fold": 0, "n_folds": 5, "seed": 0, "crop_to_box": True}
+    outputs.write_json(
+        folder / "scores.json",
+        {**scores, "valid_threshold": 0.2, "flipped_gallery": True, "split": split},
+    )
+    run = outputs.read_run_settings(folder)
+    assert run.knn == outputs.KnnSettings(5, 0.3, "vote", True) and run.valid_threshold == 0.2
+    assert (run.tta, run.crop_to_box, run.scores["split"]) == ("flip", True, split)
+    outputs.write_json(folder / "scores.json", {"valid": {}, "k": 5})
+    with pytest.raises(
+        ValueError, match=r"run/scores.json: no KNN settings \['threshold', 'rule'\]"
+    ):
+        outputs.read_run_settings(folder)
+
+
 def test_collect_scores_prefers_test_and_keeps_the_embedding_diagnostic(tmp_path):
     score = {"map5": 0.5, "map5_known": 0.4, "map5_new": 0.9, "n_images": 10}
     outputs.write_json(tmp_path / "02_basic_cnn" / "scores.json", {"valid": score, "test": None})

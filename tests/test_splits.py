@@ -110,7 +110,7 @@ def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):
     assert split.train["box"].iloc[0] == "1 2 30 40"
     assert (split.train["box"].iloc[1:] == "").all()  # a photo the CSV does not list: whole
     assert split.test["box"].tolist() == ["5 6 20 21"] + [""] * (len(split.test) - 1)
-    assert split.describe_fold() == {"fold": 0, "n_folds": 3, "seed": 0}
+    assert split.describe_fold() == {"fold": 0, "n_folds": 3, "seed": 0, "crop_to_box": True}
     assert own.box_margin == 0.1
     # boxes for training photos only: the test photos stay whole, so training photos do too
     pd.DataFrame({"image": [first_train], "box": ["1 2 30 40"]}).to_csv(boxes_csv, index=False)

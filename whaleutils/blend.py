@@ -590,15 +590,15 @@ def snapshot_members(
     ]
     if not paths:
         return []
-    settings = outputs.read_scores(member_folder)
-    tta = str(embed.load_embeddings(Path(member_folder) / "valid.npz")["tta"])
+    run = outputs.read_run_settings(member_folder)
+    settings, tta = run.scores, run.tta
     folders = []
     for path in paths:
         folder = Path(out_dir) / path.stem
         folder.mkdir(parents=True, exist_ok=True)
         embeddings = embed.embed_split(
             models.load_model(path), split, batch_size, folder, tta, str(path),
-            mirrored_gallery=bool(settings.get("flipped_gallery", False)),
+            mirrored_gallery=run.knn.flipped_gallery,
         )  # fmt: skip
         for name, part in (("oof_predictions.csv", "valid"), ("test_predictions.csv", "test")):
             lists, scores = heads.settings_predictions(split, embeddings, part, settings)

@@ -179,6 +179,15 @@ def cmd_identify(args) -> int:
         return 2
     for warning in caught:  # skipped catalogue photos, a cache set aside
         print(f"warning: {warning.message}", file=sys.stderr)
+    trained_on_boxes = identifier.run.crop_to_box
+    if trained_on_boxes is not None and trained_on_boxes != identifier.crop_to_box:
+        print(
+            "note: the model was trained on "
+            + ("photos cropped to boxes" if trained_on_boxes else "whole photos")
+            + "; these photos are matched "
+            + ("cropped to --boxes" if identifier.crop_to_box else "whole (no --boxes given)"),
+            file=sys.stderr,
+        )
     print(
         f"catalogue: {len(identifier.catalogue)} photos of "
         f"{identifier.catalogue['individual_id'].nunique()} individuals "

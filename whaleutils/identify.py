@@ -103,24 +103,17 @@ class Identifier:
         from whaleutils import matching, models, outputs
 
         self.run_dir = Path(run_dir)
-        model_path = self.run_dir / outputs.EMBEDDING_MODEL
-        if not model_path.is_file():
-            raise FileNotFoundError(
-                f"{model_path} not found: is {run_dir} a trained model's folder?"
-            )
-        scores = outputs.read_scores(self.run_dir)
-        missing = [key for key in ("k", "threshold", "rule") if key not in scores]
-        if missing:
-            raise ValueError(f"{self.run_dir / outputs.SCORES}: no KNN settings {missing}")
+        self.run = outputs.read_run_settings(self.run_dir)
+        model_path = self.run.model_path
         self.k, self.threshold, self.rule = (
-            int(scores["k"]),
-            float(scores["threshold"]),
-            scores["rule"],
+            self.run.knn.k,
+            self.run.knn.threshold,
+            self.run.knn.rule,
         )
-        self.flipped_gallery = bool(scores.get("flipped_gallery", False))
+        self.flipped_gallery = self.run.knn.flipped_gallery
         self.model = models.load_model(model_path)
         self.image_size = models.input_image_size(self.model)
-        self.tta = _run_tta(self.run_dir)
+        self.tta = self.run.tta
         self.model_fingerprint = _fingerprint(model_path)
         self.batch_size = int(batch_size)
         self.crop_to_box = bool(crop_to_box)
@@ -589,16 +582,6 @@ def _fused_head(run_dir: Path, local: bool | None):
         json.loads((folder / matching.FUSION_FILE).read_text()), str(folder / matching.FUSION_FILE)
     )
     return fusion, matching.LocalSettings.from_parameter(scores["local_matching"]), scores
-
-
-def _run_tta(run_dir: Path) -> str:
-    """The TTA the run embedded with (the ``tta`` entry of its ``train.npz``, read alone: the
-    file's embeddings can be large), "none" if it says nothing."""
-    path = run_dir / "train.npz"
-    if not path.is_file():
-        return "none"
-    with np.load(path, allow_pickle=False) as archive:
-        return str(archive["tta"]) if "tta" in archive.files else "none"
 
 
 def _fingerprint(path: Path) -> str:

@@ -10,7 +10,8 @@ outputs all exist as done. Scored notebooks write ``scores.json``::
 
 A trained embedding notebook (03, 04) also writes ``embedding_model.keras`` and the embeddings
 ``train.npz``, ``valid.npz``, ``test.npz`` (schema in ``whaleutils.embed``); notebooks 05-07
-read them with :func:`load_trained`.
+read them with :func:`load_trained`, and every user of a trained run reads its settings with
+:func:`read_run_settings`.
 
 Importing this module does not import TensorFlow (the runner uses it); :func:`load_trained`
 does.
@@ -107,6 +108,74 @@ class KnnSettings:
     flipped_gallery: bool = False  # the gallery holds each photo's mirror image too
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a trained embedding notebook's folder says about how to use its model, read in one
+    place for every user (notebooks 05-07, the blend's snapshots, ``identify``): its KNN head
+    (``knn``, with the threshold for test photos and ``valid_threshold`` for validation photos:
+    the two differ where a ``new_share`` set them apart), the test-time augmentation its
+    embeddings were made with (``tta``, "flip" or "none"), whether it cropped photos to boxes
+    (``crop_to_box``; None for a run that predates the record) and the full ``scores`` (later
+    heads add their own entries)."""
+
+    folder: Path
+    knn: KnnSettings
+    valid_threshold: float
+    tta: str
+    crop_to_box: bool | None
+    scores: dict
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / EMBEDDING_MODEL
+
+
+def read_run_settings(folder: str | os.PathLike) -> RunSettings:
+    """The :class:`RunSettings` of a trained notebook's output ``folder``, without loading its
+    model or embeddings.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no ``scores.json`` or no embedding model.
+    ValueError
+        Naming ``scores.json`` if it lacks the KNN settings (k, threshold, rule).
+    """
+    folder = Path(folder)
+    if not (folder / EMBEDDING_MODEL).is_file():
+        raise FileNotFoundError(
+            f"{folder / EMBEDDING_MODEL} not found: is {folder} a trained model's folder?"
+        )
+    scores = read_scores(folder)
+    missing = [key for key in ("k", "threshold", "rule") if key not in scores]
+    if missing:
+        raise ValueError(f"{folder / SCORES}: no KNN settings {missing}")
+    split = scores.get("split") or {}
+    return RunSettings(
+        folder=folder,
+        knn=KnnSettings(
+            int(scores["k"]),
+            float(scores["threshold"]),
+            str(scores["rule"]),
+            bool(scores.get("flipped_gallery", False)),
+        ),
+        valid_threshold=float(scores.get("valid_threshold", scores["threshold"])),
+        tta=_embeddings_tta(folder),
+        crop_to_box=bool(split["crop_to_box"]) if "crop_to_box" in split else None,
+        scores=scores,
+    )
+
+
+def _embeddings_tta(folder: Path) -> str:
+    """The TTA the run embedded with (the ``tta`` entry of its ``train.npz``, read alone: the
+    file's embeddings can be large), "none" if it says nothing."""
+    path = folder / "train.npz"
+    if not path.is_file():
+        return "none"
+    with np.load(path, allow_pickle=False) as archive:
+        return str(archive["tta"]) if "tta" in archive.files else "none"
+
+
 @dataclass
 class TrainedModel:
     """A trained embedding notebook's outputs: its folder, the embedding model, the image size
@@ -140,24 +209,14 @@ def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
     from whaleutils import embed, environment, models
 
     folder = environment.notebook_output(inputs_dir, notebook)
-    model_path = folder / EMBEDDING_MODEL
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} not found: {notebook} saves no embedding model")
-    embedding_model = models.load_model(model_path)
-    scores = read_scores(folder)
-    missing = [key for key in ("k", "threshold", "rule") if key not in scores]
-    if missing:
-        raise ValueError(f"{folder / SCORES}: no KNN settings {missing}")
+    run = read_run_settings(folder)
+    embedding_model = models.load_model(run.model_path)
     return TrainedModel(
         folder=folder,
         embedding_model=embedding_model,
         image_size=models.input_image_size(embedding_model),
-        knn=KnnSettings(  # its users (05, 06) query validation photos: the validation
-            int(scores["k"]),  # threshold where a new_individual share set the two apart
-            float(scores.get("valid_threshold", scores["threshold"])),
-            str(scores["rule"]),
-            bool(scores.get("flipped_gallery", False)),
-        ),
+        # its users (05, 06) query validation photos: the validation threshold
+        knn=KnnSettings(run.knn.k, run.valid_threshold, run.knn.rule, run.knn.flipped_gallery),
         embedding_files={
             part: embed.load_embeddings(folder / f"{part}.npz")
             for part in ("train", "valid", "test")

@@ -53,8 +53,14 @@ class Split:
     seed: int = 0
 
     def describe_fold(self) -> dict:
-        """The fold as stored in ``scores.json`` (the blend joins folds by it)."""
-        return {"fold": self.fold, "n_folds": self.n_folds, "seed": self.seed}
+        """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
+        photos were cropped to boxes (``identify`` frames its photos alike)."""
+        return {
+            "fold": self.fold,
+            "n_folds": self.n_folds,
+            "seed": self.seed,
+            "crop_to_box": self.crop_to_box,
+        }
 
     @property
     def crop_to_box(self) -> bool:
