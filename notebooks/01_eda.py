@@ -46,7 +46,8 @@ out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 data_path = data.find_data_dir(data_dir)
 train = data.read_train(data_path)
-has_images = (data_path / "train_images").is_dir()
+layout = data.Layout(data_path)
+has_images = layout.images("train").is_dir()
 print(f"{data_path}: {len(train):,} training rows; images present: {has_images}")
 
 # %% [markdown]
@@ -80,7 +81,7 @@ plt.show()
 # Training rows carry a box around the animal; cropping to it removes most of the water.
 
 # %%
-boxes = eda.box_sizes(train, data_path / "train_images" if has_images else None)
+boxes = eda.box_sizes(train, layout.images("train") if has_images else None)
 figure = eda.plot_box_sizes(boxes)
 figure.savefig(out / "box_sizes.png", dpi=110)
 plt.show()
@@ -99,7 +100,7 @@ files = [
 if has_images:
     top_species = train["species"].value_counts().index[:species_in_grid].tolist()
     figure = eda.plot_samples(
-        train, data_path / "train_images", top_species, photos_per_species, seed
+        train, layout.images("train"), top_species, photos_per_species, seed
     )
     figure.savefig(out / "samples.png", dpi=110)
     plt.show()

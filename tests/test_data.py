@@ -216,3 +216,47 @@ def test_find_boxes_from_a_path_or_an_attached_dataset(tmp_path, monkeypatch):
         data.find_boxes("other-boxes")
     with pytest.raises(FileNotFoundError, match=r"boxes '.*/nope.csv': no such file or folder$"):
         data.find_boxes(tmp_path / "nope.csv")
+
+
+def test_the_layout_names_every_file_and_folder_once(tmp_path):
+    layout = data.Layout(str(tmp_path))
+    assert layout.root == tmp_path and layout.train_csv == tmp_path / "train.csv"
+    assert layout.sample_submission.name == "sample_submission.csv"
+    assert (layout.test_solution.name, layout.test_boxes.name) == (
+        "test_solution.csv", "test_boxes.csv"
+    )  # fmt: skip
+    assert layout.images("train") == layout.images("valid") == tmp_path / "train_images"
+    assert layout.photo("test", "a.jpg") == tmp_path / "test_images" / "a.jpg"
+    with pytest.raises(ValueError, match="part must be 'train', 'valid' or 'test', got"):
+        layout.images("gallery")
+
+
+def test_write_tables_writes_what_the_readers_read(tmp_path):
+    """The one writer of a new data set's tables (synth, prepare), read back by the readers
+    and passed by validate once the photos are there."""
+    from PIL import Image
+
+    from whaleutils import validate
+
+    layout = data.Layout(tmp_path)
+    train = pd.DataFrame(
+        {"image": ["t1.jpg", "t2.jpg", "t3.jpg"], "species": ["kiler_whale"] * 3,
+         "individual_id": ["a", "a", "b"], "box": ["0 0 4 4", "", "1 1 3 3"]}
+    )  # fmt: skip
+    test = pd.DataFrame(
+        {"image": ["q1.jpg", "q2.jpg"], "species": ["killer_whale"] * 2,
+         "individual_id": ["a", "c"], "is_new": [False, True], "box": ["0 0 2 2", ""]}
+    )  # fmt: skip
+    for part, frame in (("train", train), ("test", test)):
+        layout.images(part).mkdir()
+        for name in frame["image"]:
+            Image.new("RGB", (8, 8)).save(layout.photo(part, name))
+    data.write_tables(layout, train, test, test_boxes=True)
+    read = data.read_train(tmp_path)
+    assert read["species"].tolist() == ["killer_whale"] * 3 and read["box"].iloc[1] == ""
+    assert data.read_test_images(tmp_path) == ["q1.jpg", "q2.jpg"]
+    solution = data.read_solution(layout.test_solution)
+    assert solution["individual_id"].tolist() == ["a", "new_individual"]
+    assert pd.read_csv(layout.sample_submission)["predictions"][0] == "a b new_individual"
+    assert data.read_test_boxes(tmp_path)["box"].tolist() == ["0 0 2 2", ""]
+    assert validate.validate_dataset(tmp_path) == []

@@ -11,14 +11,19 @@ is tuned once so that they do not (see ``tests/test_synth.py`` and the README).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from whaleutils import metrics
-from whaleutils.data import check_photo_size, most_photographed, read_solution, read_train
+from whaleutils.data import (
+    Layout,
+    check_photo_size,
+    most_photographed,
+    read_solution,
+    read_train,
+)
 
 
 def species_oracle_predictions(train: pd.DataFrame, test_species, k: int = 5) -> list[list[str]]:
@@ -71,21 +76,15 @@ def raw_pixel_nn_predictions(
 
 def difficulty_report(data_dir: str | os.PathLike, side: int = 16) -> dict[str, dict]:
     """MAP@5 (overall, known, new) of both baselines on a data set with ``test_solution.csv``."""
-    data_dir = Path(data_dir)
+    layout = Layout(data_dir)
     train = read_train(data_dir)
-    solution = read_solution(data_dir / "test_solution.csv")
+    solution = read_solution(layout.test_solution)
     if "species" not in solution.columns:
-        raise ValueError(
-            f"{data_dir / 'test_solution.csv'}: the species oracle needs a species column"
-        )
+        raise ValueError(f"{layout.test_solution}: the species oracle needs a species column")
     truth = solution["individual_id"].tolist()
     oracle = species_oracle_predictions(train, solution["species"])
-    train_pixels = load_gray_thumbnails(
-        [data_dir / "train_images" / i for i in train["image"]], side
-    )
-    test_pixels = load_gray_thumbnails(
-        [data_dir / "test_images" / i for i in solution["image"]], side
-    )
+    train_pixels = load_gray_thumbnails([layout.photo("train", i) for i in train["image"]], side)
+    test_pixels = load_gray_thumbnails([layout.photo("test", i) for i in solution["image"]], side)
     nearest = raw_pixel_nn_predictions(train_pixels, train["individual_id"], test_pixels)
     return {
         "species_oracle": metrics.map_at_k_split(truth, oracle),

@@ -305,14 +305,14 @@ def recover(catalogue: str | os.PathLike) -> dict | None:
     journal = json.loads(journal_path.read_text())
     staging = catalogue / journal["staging"]
     new_table = catalogue / journal["new_table"]
-    table = catalogue / "train.csv"
+    table = data.Layout(catalogue).train_csv
     if journal["state"] == "staging":  # nothing visible changed yet: undo
         shutil.rmtree(staging, ignore_errors=True)
         new_table.unlink(missing_ok=True)
         journal_path.unlink()
         _fsync_dir(catalogue)
         return {**journal, "outcome": "undone"}
-    images = catalogue / "train_images"
+    images = data.Layout(catalogue).images("train")
     for photo in journal["photos"]:  # "staged": complete it
         target, staged = images / photo["name"], staging / photo["name"]
         if not target.exists():
@@ -370,7 +370,8 @@ def enroll(
         When ``train.csv`` cannot be written (checked before anything changes).
     """
     catalogue = Path(catalogue)
-    table_path, images_dir = catalogue / "train.csv", catalogue / "train_images"
+    layout = data.Layout(catalogue)
+    table_path, images_dir = layout.train_csv, layout.images("train")
     chosen = read_decisions(decisions)
     decisions_digest = data.file_sha256(Path(decisions))
     with CatalogueLock(catalogue, wait):

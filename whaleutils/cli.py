@@ -71,7 +71,9 @@ def cmd_prepare(args) -> int:
 def cmd_score(args) -> int:
     solution = data.read_solution(args.solution)
     frame = submission.read_predictions(args.submission)
-    train_csv = Path(args.train) if args.train else Path(args.solution).parent / "train.csv"
+    train_csv = (
+        Path(args.train) if args.train else data.Layout(Path(args.solution).parent).train_csv
+    )
     known_ids = data.read_train(train_csv.parent)["individual_id"] if train_csv.is_file() else None
     problems = submission.check_submission(
         frame, solution["image"].tolist(), known_ids, file_name=Path(args.submission).name

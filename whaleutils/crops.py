@@ -95,7 +95,7 @@ def write_crop_cache(
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow frees the GIL
         for part, frame in frames.items():
-            folder = data_dir / ("train_images" if part == "train" else "test_images")
+            folder = data.Layout(data_dir).images(part)
             names = frame["image"].astype(str).tolist()
             missing = [name for name in names if not (folder / name).is_file()]
             if missing:

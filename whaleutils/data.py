@@ -41,6 +41,81 @@ SPECIES_ALIASES = {
 }
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The files and folders of a data set directory ``root`` (the module docstring), named
+    here once for every reader and writer::
+
+        layout = Layout(data_dir)
+        layout.train_csv, layout.photo("train", name), layout.images("test")
+    """
+
+    root: Path
+
+    TRAIN_CSV = "train.csv"
+    SAMPLE_SUBMISSION = "sample_submission.csv"
+    TEST_SOLUTION = "test_solution.csv"
+    TEST_BOXES = "test_boxes.csv"
+    TRAIN_IMAGES = "train_images"
+    TEST_IMAGES = "test_images"
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / self.TRAIN_CSV
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.root / self.SAMPLE_SUBMISSION
+
+    @property
+    def test_solution(self) -> Path:
+        return self.root / self.TEST_SOLUTION
+
+    @property
+    def test_boxes(self) -> Path:
+        return self.root / self.TEST_BOXES
+
+    def images(self, part: str) -> Path:
+        """The photo folder of ``part``: ``train_images`` for "train" and "valid" (validation
+        photos are training photos), ``test_images`` for "test"."""
+        if part not in ("train", "valid", "test"):
+            raise ValueError(f"part must be 'train', 'valid' or 'test', got part={part!r}")
+        return self.root / (self.TEST_IMAGES if part == "test" else self.TRAIN_IMAGES)
+
+    def photo(self, part: str, name: str) -> Path:
+        """The path of photo ``name`` of ``part``."""
+        return self.images(part) / name
+
+
+def write_tables(
+    layout: Layout, train: pd.DataFrame, test: pd.DataFrame, test_boxes: bool = False
+) -> None:
+    """Write a new data set's tables (the one writer, for ``synth`` and ``prepare``):
+    ``train.csv`` from ``train`` (image, species, individual_id[, box]), and from ``test``
+    (image, individual_id, species, is_new[, box]) ``sample_submission.csv`` (the four most
+    photographed training individuals and ``new_individual`` for every photo),
+    ``test_solution.csv`` (``new_individual`` where ``is_new``) and, with ``test_boxes``,
+    ``test_boxes.csv`` (image, box)."""
+    columns = ["image", "species", "individual_id"] + (["box"] if "box" in train else [])
+    train[columns].to_csv(layout.train_csv, index=False)
+    frequent = most_photographed(train["individual_id"], 4)
+    pd.DataFrame(
+        {"image": test["image"], "predictions": " ".join([*frequent, NEW_INDIVIDUAL])}
+    ).to_csv(layout.sample_submission, index=False)
+    if test_boxes:  # what a detector would give for the test photos
+        test[["image", "box"]].to_csv(layout.test_boxes, index=False)
+    pd.DataFrame(
+        {
+            "image": test["image"],
+            "individual_id": np.where(test["is_new"], NEW_INDIVIDUAL, test["individual_id"]),
+            "species": test["species"],
+        }
+    ).to_csv(layout.test_solution, index=False)
+
+
 def find_data_dir(path: str | os.PathLike | None = None) -> Path:
     """Return the data set directory: ``path`` if given, else Kaggle's competition input.
 
@@ -52,10 +127,10 @@ def find_data_dir(path: str | os.PathLike | None = None) -> Path:
     if path is not None:
         candidates = [Path(path)]
     else:  # Kaggle's competition input, wherever this image mounts it
-        mounted = environment.find_folder(KAGGLE_DATA_DIR.name, "train.csv")
+        mounted = environment.find_folder(KAGGLE_DATA_DIR.name, Layout.TRAIN_CSV)
         candidates = [KAGGLE_DATA_DIR] if mounted is None else [mounted]
     for candidate in candidates:
-        if (candidate / "train.csv").is_file():
+        if Layout(candidate).train_csv.is_file():
             return candidate
     tried = ", ".join(str(c) for c in candidates)
     hint = (
@@ -185,7 +260,7 @@ def read_train(data_dir: str | os.PathLike) -> pd.DataFrame:
         Columns ``image, species, species_raw, individual_id, box`` (``box`` empty strings where
         absent), in file order. ``species_raw`` keeps the file's spelling.
     """
-    path = Path(data_dir) / "train.csv"
+    path = Layout(data_dir).train_csv
     frame = read_csv(path)
     _require_columns(frame, TRAIN_COLUMNS, path)
     frame = frame.rename(columns={"species": "species_raw"})
@@ -199,7 +274,7 @@ def read_train(data_dir: str | os.PathLike) -> pd.DataFrame:
 
 def read_test_images(data_dir: str | os.PathLike) -> list[str]:
     """The test image names, in ``sample_submission.csv`` order."""
-    path = Path(data_dir) / "sample_submission.csv"
+    path = Layout(data_dir).sample_submission
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     _require_columns(frame, ("image",), path)
     return frame["image"].tolist()
@@ -212,7 +287,7 @@ def read_test_boxes(data_dir: str | os.PathLike) -> pd.DataFrame | None:
     the test photos. Crop test photos only when such boxes exist, and otherwise use whole
     photos everywhere, so that gallery and query photos are framed alike.
     """
-    path = Path(data_dir) / "test_boxes.csv"
+    path = Layout(data_dir).test_boxes
     if not path.is_file():
         return None
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)

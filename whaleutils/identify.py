@@ -118,9 +118,10 @@ class Identifier:
         self.batch_size = int(batch_size)
         self.crop_to_box = bool(crop_to_box)
         self.catalogue_dir = Path(catalogue)
+        self.layout = data.Layout(self.catalogue_dir)
         self.catalogue = data.read_train(self.catalogue_dir)
         if self.catalogue.empty:
-            raise ValueError(f"{self.catalogue_dir / 'train.csv'}: the catalogue has no photos")
+            raise ValueError(f"{self.layout.train_csv}: the catalogue has no photos")
         self.cache_path = None if cache_dir is None else Path(cache_dir) / CACHE_FILE
         self.fused = _fused_head(self.run_dir, local)  # (fusion, settings, scores) or None
         self.fused_threshold = None
@@ -241,7 +242,7 @@ class Identifier:
     def _embed_catalogue(self) -> tuple[np.ndarray, int]:
         """Embeddings of every catalogue photo, in ``train.csv`` order, and how many were
         embedded now (the rest came from the cache)."""
-        paths = [self.catalogue_dir / "train_images" / name for name in self.catalogue["image"]]
+        paths = [self.layout.photo("train", name) for name in self.catalogue["image"]]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(
@@ -296,7 +297,7 @@ class Identifier:
         only new or changed photos computed) and the LNBNN index over them."""
         from whaleutils import local_features
 
-        paths = [self.catalogue_dir / "train_images" / name for name in self.catalogue["image"]]
+        paths = [self.layout.photo("train", name) for name in self.catalogue["image"]]
         boxes = [self.catalogue_box(row) for row in range(len(self.catalogue))]
         cache_path = None if cache_dir is None else Path(cache_dir) / local_features.CACHE_FILE
         cache = local_features.FeatureCache(cache_path, self.fused[1].features)
@@ -447,7 +448,7 @@ class Identifier:
             self._last_query = (key, query_image, query)
         _, query_image, query = self._last_query
         catalogue_image = photos.prepare(
-            self.catalogue_dir / "train_images" / catalogue_photo, self.catalogue_box(row)
+            self.layout.photo("train", catalogue_photo), self.catalogue_box(row)
         )
         candidate = self.catalogue_features[row]
         check = local_features.verify(query, candidate, **self.fused[1].verify_options())
@@ -463,7 +464,7 @@ class Identifier:
         order = rows[np.argsort(-(self.catalogue_embeddings[rows] @ query), kind="stable")]
         return [
             (
-                self.catalogue_dir / "train_images" / self.catalogue["image"].iloc[row],
+                self.layout.photo("train", self.catalogue["image"].iloc[row]),
                 self.catalogue_box(int(row)),
             )
             for row in order[:n]

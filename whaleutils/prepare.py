@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from whaleutils import data
-from whaleutils.data import most_photographed
 from whaleutils.metrics import NEW_INDIVIDUAL
 
 UNKNOWN_SPECIES = "unknown"
@@ -156,15 +155,12 @@ def prepare(
             f"{out_dir} exists and is not empty; prepare writes only to a new or empty folder"
         )
     catalogue = split_catalogue(read_catalogue(labels_csv, images_dir), test_share, new_share, seed)
-    for folder in ("train_images", "test_images"):
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    layout = data.Layout(out_dir)
+    for part in ("train", "test"):
+        layout.images(part).mkdir(parents=True, exist_ok=True)
     for record in catalogue.to_dict("records"):
         source = (images_dir / record["source"]).resolve()
-        target = (
-            out_dir
-            / ("train_images" if record["split"] == "train" else "test_images")
-            / record["image"]
-        )
+        target = layout.photo(record["split"], record["image"])
         if link:
             target.symlink_to(source)
         else:
@@ -172,18 +168,7 @@ def prepare(
 
     train = catalogue[catalogue["split"] == "train"]
     test = catalogue[catalogue["split"] == "test"]
-    train[["image", "species", "individual_id"]].to_csv(out_dir / "train.csv", index=False)
-    frequent = most_photographed(train["individual_id"], 4)
-    pd.DataFrame(
-        {"image": test["image"], "predictions": " ".join([*frequent, NEW_INDIVIDUAL])}
-    ).to_csv(out_dir / "sample_submission.csv", index=False)
-    pd.DataFrame(
-        {
-            "image": test["image"],
-            "individual_id": np.where(test["is_new"], NEW_INDIVIDUAL, test["individual_id"]),
-            "species": test["species"],
-        }
-    ).to_csv(out_dir / "test_solution.csv", index=False)
+    data.write_tables(layout, train, test)
     card = {
         "labels": str(Path(labels_csv).resolve()),
         "images": str(images_dir.resolve()),

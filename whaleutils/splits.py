@@ -78,7 +78,7 @@ class Split:
     def image_folder(self, part: str) -> Path:
         """Where the photos of ``part`` are: training photos for train and valid."""
         self.frame(part)
-        return self.data_dir / ("test_images" if part == "test" else "train_images")
+        return data.Layout(self.data_dir).images(part)
 
     def describe(self) -> str:
         """One line: images and individuals of each part."""
@@ -326,7 +326,7 @@ def load_split(
     train, valid = data.split_fold(folds, fold)
     if max_valid_images is not None and len(valid) > max_valid_images:
         valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
-    solution_path = data_dir / "test_solution.csv"
+    solution_path = data.Layout(data_dir).test_solution
     solution = data.read_solution(solution_path) if solution_path.is_file() else None
     return Split(
         data_dir,

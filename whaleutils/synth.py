@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from whaleutils.data import format_box, most_photographed
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils import data
+from whaleutils.data import format_box
 
 TEMPLATE_SIZE = (320, 200)  # (width, height) of an individual's canonical rendering
 SUPERSAMPLE = 2  # templates are drawn at this multiple, then downsampled (anti-aliasing)
@@ -465,8 +465,7 @@ def _render_rows(task: tuple[list[dict], int, str]) -> list[tuple[str, str]]:
     boxes = []
     for row in rows:
         jpeg, box = render_photo(row, seed)
-        folder = "train_images" if row["split"] == "train" else "test_images"
-        (Path(out_dir) / folder / row["image"]).write_bytes(jpeg)
+        data.Layout(out_dir).photo(row["split"], row["image"]).write_bytes(jpeg)
         boxes.append((row["image"], format_box(box)))
     return boxes
 
@@ -505,8 +504,9 @@ def generate(
     started = time.perf_counter()
     plan = plan_labels(config)
     plan["photo_index"] = np.arange(len(plan))
-    for folder in ("train_images", "test_images"):
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    layout = data.Layout(out_dir)
+    for part in ("train", "test"):
+        layout.images(part).mkdir(parents=True, exist_ok=True)
 
     records = plan.to_dict("records")
     chunks = [records[i : i + 64] for i in range(0, len(records), 64)]
@@ -524,22 +524,8 @@ def generate(
     train_out = train[["image", "species_raw", "individual_id", "box"]].rename(
         columns={"species_raw": "species"}
     )
-    train_out.to_csv(out_dir / "train.csv", index=False)
-    frequent = most_photographed(train["individual_id"], 4)
-    default_predictions = " ".join([*frequent, NEW_INDIVIDUAL])
-    pd.DataFrame({"image": test["image"], "predictions": default_predictions}).to_csv(
-        out_dir / "sample_submission.csv", index=False
-    )
-    # What a detector would give for the test photos (the competition has no test boxes).
-    test[["image", "box"]].to_csv(out_dir / "test_boxes.csv", index=False)
-    solution = pd.DataFrame(
-        {
-            "image": test["image"],
-            "individual_id": np.where(test["is_new"], NEW_INDIVIDUAL, test["individual_id"]),
-            "species": test["species"],
-        }
-    )
-    solution.to_csv(out_dir / "test_solution.csv", index=False)
+    # test_boxes.csv: what a detector would give (the competition has no test boxes)
+    data.write_tables(layout, train_out, test, test_boxes=True)
     seconds = time.perf_counter() - started
     card = {
         "config": asdict(config),

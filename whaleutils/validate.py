@@ -16,6 +16,7 @@ from whaleutils.data import (
     SOLUTION_COLUMNS,
     SUBMISSION_COLUMNS,
     TRAIN_COLUMNS,
+    Layout,
     check_photo_size,
     parse_box,
 )
@@ -89,12 +90,13 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
     if not data_dir.is_dir():
         return [f"{data_dir}: not a directory"]
     problems: list[str] = []
-    train = _read_csv(data_dir / "train.csv", TRAIN_COLUMNS, problems)
-    test = _read_csv(data_dir / "sample_submission.csv", SUBMISSION_COLUMNS, problems)
+    layout = Layout(data_dir)
+    train = _read_csv(layout.train_csv, TRAIN_COLUMNS, problems)
+    test = _read_csv(layout.sample_submission, SUBMISSION_COLUMNS, problems)
     if train is not None:
-        _check_rows(train, "train.csv", ("species", "individual_id"), problems)
+        _check_rows(train, Layout.TRAIN_CSV, ("species", "individual_id"), problems)
     if test is not None:
-        _check_rows(test, "sample_submission.csv", (), problems)
+        _check_rows(test, Layout.SAMPLE_SUBMISSION, (), problems)
     if train is not None and test is not None:
         train_lines = {image: row + 2 for row, image in enumerate(train["image"])}
         for row, image in enumerate(test["image"]):
@@ -103,11 +105,11 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
                     f"sample_submission.csv line {row + 2} ({image!r}): image listed twice "
                     f"(also train.csv line {train_lines[image]})"
                 )
-    solution_path = data_dir / "test_solution.csv"
+    solution_path = layout.test_solution
     if solution_path.exists():
         solution = _read_csv(solution_path, SOLUTION_COLUMNS, problems)
         if solution is not None:
-            _check_rows(solution, "test_solution.csv", ("individual_id",), problems)
+            _check_rows(solution, Layout.TEST_SOLUTION, ("individual_id",), problems)
             if test is not None:
                 unlisted = sorted(set(test["image"]) ^ set(solution["image"]))
                 if unlisted:
@@ -117,8 +119,8 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
                     )
 
     for frame, file_name, folder in (
-        (train, "train.csv", "train_images"),
-        (test, "sample_submission.csv", "test_images"),
+        (train, Layout.TRAIN_CSV, Layout.TRAIN_IMAGES),
+        (test, Layout.SAMPLE_SUBMISSION, Layout.TEST_IMAGES),
     ):
         if frame is None:
             continue
