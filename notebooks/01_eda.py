@@ -99,9 +99,7 @@ files = [
 ]
 if has_images:
     top_species = train["species"].value_counts().index[:species_in_grid].tolist()
-    figure = eda.plot_samples(
-        train, layout.images("train"), top_species, photos_per_species, seed
-    )
+    figure = eda.plot_samples(train, layout.images("train"), top_species, photos_per_species, seed)
     figure.savefig(out / "samples.png", dpi=110)
     plt.show()
     files.append("samples.png")
@@ -116,6 +114,12 @@ if has_images:
 claims = eda.paper_claims(train)
 claims.to_csv(out / "paper_claims.csv", index=False)
 claims
+
+# %% [markdown]
+# ## What to look at
+# `species.png` (the raw spellings beside the normalised species), `photos_per_individual.png`
+# (the long tail: most individuals have one photo, so they can only be new in validation) and
+# `paper_claims.csv` (which of the paper's statements about the data hold here).
 
 # %%
 outputs.write_outputs(out, files)

@@ -24,10 +24,11 @@
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
 # weights as an attached dataset (found by file name, e.g. `efficientnet-b5_noisy-student_notop.h5`).
-# **Outputs** (in `out_dir`): `log.csv`, `embedding_model.keras`, `run/snapshots/epoch-NNN.keras`,
-# `snapshots/epoch-NNN/` (each snapshot's embeddings and predictions), `train.npz`,
-# `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`, `knn_search.png`,
-# `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`, `scores.json`; with
+# **Outputs** (in `out_dir`): `log.csv`, `labels.json`, `embedding_model.keras`,
+# `run/snapshots/epoch-NNN.keras`, `snapshots/epoch-NNN/` (each snapshot's embeddings and
+# predictions), `train.npz`, `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`,
+# `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`,
+# `scores.json`; with
 # `local_matching`, `local/` (the fused head: `matching.LOCAL_OUTPUTS` and the feature cache).
 # **Accelerator:** TPU v5e-8 on Kaggle (Keras on JAX, data-parallel over the 8 chips, bfloat16),
 # or GPU T4 x2 (Keras on TensorFlow, mirrored over both); the CPU at small sizes.
@@ -89,7 +90,6 @@ print(f"Keras backend: {environment.use_backend(backend)}")
 # the backend sees no TPU it stops with what to do, rather than train for hours on the host CPU.
 
 # %%
-from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
@@ -119,25 +119,19 @@ print(f"global batch {batch_size}, lr_max {lr_max:.2e}")
 
 # %% [markdown]
 # ## Data
+# One validation fold, built as the test set is: individuals absent from the training part
+# count as `new_individual`, so the threshold chosen on it carries over to test.
 
 # %%
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(
-    data_dir,
-    fold,
-    n_folds,
-    seed,
-    max_valid_images,
-    crop_cache=crop_cache,
-    boxes=boxes,
-    box_margin=box_margin,
-)
+out = outputs.notebook_folder(out_dir)
+split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
 split.encoding.save(out / "labels.json")
 print(split.describe())
 
 # %% [markdown]
 # ## The learning-rate schedule (the paper's figure 4)
+# A warm-up protects the new head's random weights from large steps, the peak rate is held,
+# then decays: plotted first, so a wrong setting shows before hours of training.
 
 # %%
 schedule = schedules.paper_schedule(epochs, lr_max, warmup_epochs, sustain_epochs)
@@ -185,6 +179,8 @@ log
 
 # %% [markdown]
 # ## Embeddings, the k and threshold search, the submission
+# Every photo is embedded with the run's TTA; k and the new-individual distance are chosen on
+# the validation fold, each validation photo matched against a gallery composed like test's.
 
 # %%
 embeddings = embed.embed_split(
@@ -236,6 +232,7 @@ local_scores
 outputs.write_outputs(
     out,
     ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS]
+    + sorted((out / "run" / "snapshots").glob("epoch-*.keras"))
     + [folder / name for folder in snapshot_folders for name in blend.SNAPSHOT_FILES]
     + matching.local_output_files(local_settings),
 )

@@ -39,7 +39,6 @@ seed = 0
 examples_per_kind = 4
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
@@ -47,17 +46,8 @@ from whaleutils import distribute, gradcam, outputs, runner, splits
 
 print(distribute.describe_devices())
 
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(
-    data_dir,
-    fold,
-    n_folds,
-    seed,
-    crop_cache=crop_cache,
-    boxes=boxes,
-    box_margin=box_margin,
-)
+out = outputs.notebook_folder(out_dir)
+split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
 trained = outputs.load_trained(inputs_dir, *runner.INPUTS["05_gradcam"])
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 
@@ -80,6 +70,11 @@ maps = gradcam.heatmaps(trained.embedding_model, images, gallery[chosen["gallery
 figure = gradcam.plot_examples(images, maps, chosen)
 figure.savefig(out / "gradcam.png", dpi=110)
 plt.show()
+
+# %% [markdown]
+# ## What to look at
+# `gradcam.png`: on right matches the heat should sit on the animal's marks (notches, scars,
+# patches), not on water or the frame; on wrong ones, what misled the model.
 
 # %%
 chosen.to_csv(out / "gradcam.csv", index=False)

@@ -41,7 +41,6 @@ batch_size = 16
 max_images = 500  # None: every validation photo
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
@@ -49,17 +48,8 @@ from whaleutils import distribute, outputs, robustness, runner, splits
 
 print(distribute.describe_devices())
 
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(
-    data_dir,
-    fold,
-    n_folds,
-    seed,
-    crop_cache=crop_cache,
-    boxes=boxes,
-    box_margin=box_margin,
-)
+out = outputs.notebook_folder(out_dir)
+split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
 trained = outputs.load_trained(inputs_dir, *runner.INPUTS["06_robustness"])
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 
@@ -77,6 +67,11 @@ table
 figure = robustness.plot_table(table)
 figure.savefig(out / "robustness.png", dpi=110)
 plt.show()
+
+# %% [markdown]
+# ## What to look at
+# `robustness.png`: how fast MAP@5 falls with blur against darkness (the paper found blur
+# hurts more); the clean row is notebook 04's validation score.
 
 # %%
 outputs.write_outputs(out, ["robustness.csv", "robustness.png"])

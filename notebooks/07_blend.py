@@ -50,24 +50,14 @@ tol = 0.001
 knn_rule = "vote"  # the embedding-level blend's KNN rule
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from whaleutils import blend, data, embed, heads, outputs, runner, splits
 
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-split = splits.load_split(
-    data_dir,
-    fold,
-    n_folds,
-    seed,
-    crop_cache=crop_cache,
-    boxes=boxes,
-    box_margin=box_margin,
-)
+out = outputs.notebook_folder(out_dir)
+split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
 
 # %% [markdown]
 # ## Members: every output of the notebooks and the snapshots they embedded
@@ -121,6 +111,25 @@ weights.to_csv(out / "alphas.csv", index=False)
 weights
 
 # %% [markdown]
+# ## Embedding-level blend
+# Concatenate the L2-normalised embeddings (equal weights) of the members validated on this
+# notebook's fold and run one KNN head, with its own k and threshold search on that fold.
+
+# %%
+embedding_folders = [
+    m.folder for m in found if m.fold == fold and (m.folder / "train.npz").is_file()
+]
+joined = {
+    part: blend.concatenate_embeddings(
+        blend.load_member_embeddings(embedding_folders, part, split.frame(part)["image"])
+    )
+    for part in embed.PARTS
+}
+embedding_result = heads.knn_head(
+    split, joined, outputs.notebook_folder(out / "embedding_blend"), knn_rule
+)
+
+# %% [markdown]
 # ## The blend, its submission, and the comparison with its members
 # On test, every member votes: a name's weight is shared among its fold models. The out-of-fold
 # score of the searched weights is optimistic (they were chosen on it); the test score, where a
@@ -137,46 +146,40 @@ scores = heads.write_predictions(
     {
         "alphas": dict(zip(oof.names, alphas, strict=True)),
         "oof_folds": sorted(set(oof.folds.tolist())),
+        "embedding_blend": {
+            key: embedding_result[key] for key in ("valid", "test", "k", "threshold")
+        },
     },
     oof.images,
     test_images,
     valid_truth=oof_truth,
 )
 
-# %% [markdown]
-# ## Embedding-level blend
-# Concatenate the L2-normalised embeddings (equal weights) of the members validated on this
-# notebook's fold and run one KNN head, with its own k and threshold search on that fold.
-
 # %%
-embedding_folders = [
-    m.folder for m in found if m.fold == fold and (m.folder / "train.npz").is_file()
-]
-joined = {
-    part: blend.concatenate_embeddings(
-        blend.load_member_embeddings(embedding_folders, part, split.frame(part)["image"])
-    )
-    for part in embed.PARTS
-}
-(out / "embedding_blend").mkdir(exist_ok=True)
-embedding_result = heads.knn_head(split, joined, out / "embedding_blend", knn_rule)
-scores["embedding_blend"] = {
-    key: embedding_result[key] for key in ("valid", "test", "k", "threshold")
-}
-outputs.write_json(out / outputs.SCORES, scores)
-
-# %%
-comparison = blend.member_scores(split, oof, oof_truth, found, test_images, test_members)
-for name, result in (("rank blend", scores), ("embedding blend", embedding_result)):
-    covered = len(oof.images) if name == "rank blend" else len(split.valid)
-    comparison.loc[len(comparison)] = [
-        name, None, covered, result["valid"]["map5"], (result["test"] or {}).get("map5"),
-    ]  # fmt: skip
+comparison = pd.concat(
+    [
+        blend.member_scores(split, oof, oof_truth, found, test_images, test_members),
+        blend.blend_rows(
+            {
+                "rank blend": (scores, len(oof.images)),
+                "embedding blend": (embedding_result, len(split.valid)),
+            }
+        ),
+    ],
+    ignore_index=True,
+)
 comparison.to_csv(out / "comparison.csv", index=False)
 comparison
+
+# %% [markdown]
+# ## What to look at
+# `comparison.csv`: the rank blend's test MAP@5 against its best member's (a blend that only
+# matches its best member kept that member alone: see `alphas.csv`), and `alpha_search.png`:
+# whether the weight search moved away from its start.
 
 # %%
 outputs.write_outputs(
     out,
-    ["members.csv", "alphas.csv", "alpha_search.png", *heads.PREDICTION_FILES, "comparison.csv"],
+    ["members.csv", "alphas.csv", "alpha_search.png", *heads.PREDICTION_FILES, "comparison.csv"]
+    + [f"embedding_blend/{name}" for name in heads.KNN_HEAD_FILES],
 )

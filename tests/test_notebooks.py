@@ -13,6 +13,7 @@ from jupytext.compare import compare_notebooks
 from whaleutils import metrics, outputs, robustness, runner, splits, submission
 
 NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.py"))
+REPO = runner.NOTEBOOK_DIR.parent
 
 
 def test_every_notebook_of_the_runner_exists_as_a_pair():
@@ -184,6 +185,41 @@ def test_smoke_suite_end_to_end(smoke_run):
         n["seconds"] for n in summary["notebooks"]
     ]
     assert again["scores"] == summary["scores"]
+
+
+def header_outputs(script: Path) -> list[str]:
+    """The files a notebook's header says it writes: the backticked names between
+    ``**Outputs**`` and ``**Accelerator``, those with a dot or ending in ``/`` (a folder);
+    ``NNN`` stands for any epoch number."""
+    text = script.read_text()
+    sentence = text[text.index("**Outputs**") : text.index("**Accelerator")]
+    names = re.findall(r"`([^`]+)`", sentence)
+    return [n for n in names if ("." in n or n.endswith("/")) and not n.startswith("matching.")]
+
+
+def _named_by(file: str, name: str) -> bool:
+    pattern = re.escape(name).replace("NNN", r"\d{3}")
+    return re.fullmatch(pattern + (".*" if name.endswith("/") else ""), file) is not None
+
+
+def test_header_outputs_are_read_from_the_header():
+    names = header_outputs(REPO / "notebooks" / "04_effnet_arcface.py")
+    assert names[:3] == ["log.csv", "embedding_model.keras", "run/snapshots/epoch-NNN.keras"]
+    assert "local/" in names and "out_dir" not in names and "local_matching" not in names
+    assert _named_by("snapshots/epoch-002/train.npz", "snapshots/epoch-NNN/")
+    assert not _named_by("snapshots/last/train.npz", "snapshots/epoch-NNN/")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(runner.NOTEBOOKS))
+def test_each_header_names_what_the_notebook_wrote(smoke_run, name):
+    """The "Outputs" of a notebook's header are the files its ``write_outputs`` listed in the
+    smoke run (which turns every optional output on): none missing, none extra."""
+    runs, _ = smoke_run
+    written = json.loads((runs / "smoke" / name / "outputs.json").read_text())["files"]
+    named = header_outputs(REPO / "notebooks" / f"{name}.py")
+    assert [f for f in written if not any(_named_by(f, n) for n in named)] == []
+    assert [n for n in named if not any(_named_by(f, n) for f in written)] == []
 
 
 @pytest.mark.slow

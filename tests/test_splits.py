@@ -155,3 +155,15 @@ def test_a_flipped_gallery_adds_every_photos_mirror_image():
     del embeddings["valid_mirrored"]
     with pytest.raises(ValueError, match=r"needs embeddings\['valid_mirrored'\]: embed with"):
         split.gallery("test", embeddings, flipped=True)
+
+
+def test_a_split_from_a_notebooks_parameters_is_load_splits(small_synth):
+    """The names of SPLIT_PARAMETERS are read from the mapping (a notebook's globals), others
+    ignored, absent ones at load_split's defaults."""
+    parameters = {"data_dir": small_synth, "fold": 1, "n_folds": 3, "epochs": 7, "boxes": None}
+    split = splits.split_from_parameters(parameters)
+    reference = splits.load_split(small_synth, fold=1, n_folds=3)
+    assert split.describe_fold() == reference.describe_fold()
+    assert split.valid["image"].tolist() == reference.valid["image"].tolist()
+    with pytest.raises(ValueError, match="box_margin must be >= 0"):
+        splits.split_from_parameters({**parameters, "box_margin": -1})

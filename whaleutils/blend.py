@@ -661,6 +661,24 @@ def member_scores(split, oof: OutOfFold, truth, members, test_images, test_membe
     return pd.DataFrame(rows)
 
 
+def blend_rows(results: dict[str, tuple[dict, int]]) -> pd.DataFrame:
+    """Rows of :func:`member_scores`' table for blends: name -> (its scores, as
+    ``heads.write_predictions`` or ``heads.knn_head`` return them; the images it predicted out
+    of fold)."""
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "folds": None,
+                "oof_images": covered,
+                "oof_map5": result["valid"]["map5"],
+                "test_map5": (result["test"] or {}).get("map5"),
+            }
+            for name, (result, covered) in results.items()
+        ]
+    )
+
+
 def concatenate_embeddings(
     member_embeddings: Sequence[np.ndarray], weights: Sequence[float] | None = None
 ) -> np.ndarray:
@@ -677,15 +695,13 @@ def concatenate_embeddings(
     )
     if len(weights) != len(member_embeddings) or np.any(weights < 0):
         raise ValueError(f"weights must be one non-negative value per member, got {list(weights)}")
+    from whaleutils.embed import l2_normalize
+
     n = len(member_embeddings[0])
     parts = []
     for j, (vectors, weight) in enumerate(zip(member_embeddings, weights, strict=True)):
-        vectors = np.asarray(vectors, dtype=np.float64)
+        vectors = np.asarray(vectors)
         if vectors.ndim != 2 or len(vectors) != n:
             raise ValueError(f"member {j} embeddings have shape {vectors.shape}; expected ({n}, d)")
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        parts.append(unit * np.sqrt(weight / weights.sum()))
-    joined = np.concatenate(parts, axis=1)
-    return (joined / np.maximum(np.linalg.norm(joined, axis=1, keepdims=True), 1e-12)).astype(
-        np.float32
-    )
+        parts.append(l2_normalize(vectors) * np.float32(np.sqrt(weight / weights.sum())))
+    return l2_normalize(np.concatenate(parts, axis=1))

@@ -34,12 +34,8 @@ from whaleutils import embed, knn, metrics, outputs, submission
 from whaleutils.splits import Split
 
 PREDICTION_FILES = ("oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json")
-KNN_OUTPUTS = (
-    *embed.PART_FILES,
-    "knn_search.csv",
-    "knn_search.png",
-    *PREDICTION_FILES,
-)
+KNN_HEAD_FILES = ("knn_search.csv", "knn_search.png", *PREDICTION_FILES)  # what knn_head writes
+KNN_OUTPUTS = (*embed.PART_FILES, *KNN_HEAD_FILES)  # with the embeddings it reads
 CLASSIFIER_OUTPUTS = ("confidence_search.csv", "confidence_search.png", *PREDICTION_FILES)
 CONFIDENCE_GRID = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 

@@ -31,6 +31,13 @@ SCORES = "scores.json"
 EMBEDDING_MODEL = "embedding_model.keras"
 
 
+def notebook_folder(out_dir: str | os.PathLike) -> Path:
+    """A notebook's output folder ``out_dir``, made if it does not exist."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_json(path: str | os.PathLike, payload) -> Path:
     """Write ``payload`` as indented JSON (NumPy numbers as plain numbers)."""
     path = Path(path)

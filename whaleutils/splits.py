@@ -18,6 +18,7 @@ Importing this module does not import TensorFlow; the batch methods do.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,6 +342,18 @@ def load_split(
         n_folds,
         seed,
     )
+
+
+SPLIT_PARAMETERS = (
+    "data_dir", "fold", "n_folds", "seed", "max_valid_images", "crop_cache", "boxes", "box_margin",
+)  # fmt: skip
+
+
+def split_from_parameters(parameters: Mapping[str, object]) -> Split:
+    """The split a notebook's parameters describe: :func:`load_split` given the entries of
+    ``parameters`` named in ``SPLIT_PARAMETERS`` (a notebook passes ``globals()``, where its
+    ``parameters`` cell put them); one a notebook lacks takes ``load_split``'s default."""
+    return load_split(**{name: parameters[name] for name in SPLIT_PARAMETERS if name in parameters})
 
 
 def _checked_cache(crop_cache) -> Path | None:
