@@ -33,7 +33,7 @@ def worker(image_size: int, batch_size: int, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from whaleutils import distribute, models, train
+    from whaleutils.training import distribute, models, train
 
     choice = distribute.get_strategy(allow_tpu=False, tpu_host=False)
     keras.utils.set_random_seed(0)

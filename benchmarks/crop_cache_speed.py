@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from whaleutils import crops, data, pipeline
+from whaleutils.datasets import data
+from whaleutils.images import crops, pipeline
 
 
 def make_photos(folder: Path, n: int, seed: int = 0) -> None:

@@ -1,4 +1,4 @@
-"""Exact cosine top-k: whaleutils.knn.cosine_topk against scikit-learn, side by side.
+"""Exact cosine top-k: whaleutils.retrieval.knn.cosine_topk against scikit-learn, side by side.
 
 A Happywhale-sized problem: a gallery of 51,033 x 512 embeddings clustered by individual (the
 real train.csv's photos-per-individual counts when ../shared is present, else a long-tailed
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from whaleutils import knn
+from whaleutils.retrieval import knn
 
 REAL_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "happywhale" / "train.csv"
 

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from whaleutils import synth
+from whaleutils.datasets import synth
 
 
 def main() -> None:

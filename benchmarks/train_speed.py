@@ -1,7 +1,7 @@
 """Training throughput: our tf.data pipeline against model.fit on in-memory tensors.
 
 EfficientNet-B0 + ArcFace at 128 px, batch 16, on a small synthetic set. The same model is
-fitted twice for the same number of steps: once fed by ``whaleutils.pipeline`` (JPEG decoding,
+fitted twice for the same number of steps: once fed by ``images.pipeline`` (JPEG decoding,
 box crop, augmentation, from files) and once from a NumPy array already in memory. If the
 pipeline is not the bottleneck, the two rates are close (ratio near 1).
 
@@ -18,7 +18,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from whaleutils import data, models, pipeline, synth, train
+from whaleutils.datasets import data, synth
+from whaleutils.images import pipeline
+from whaleutils.training import models, train
 
 
 class StepTimer(keras.callbacks.Callback):

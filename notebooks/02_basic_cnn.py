@@ -51,7 +51,9 @@ max_valid_images = None
 
 import matplotlib.pyplot as plt
 
-from whaleutils import distribute, heads, models, outputs, splits, train
+from whaleutils.retrieval import heads, splits
+from whaleutils.suite import outputs
+from whaleutils.training import distribute, models, train
 
 print(distribute.describe_devices())
 

@@ -58,7 +58,9 @@ max_valid_images = None
 
 import matplotlib.pyplot as plt
 
-from whaleutils import distribute, embed, environment, heads, models, outputs, splits, train
+from whaleutils.retrieval import embed, heads, splits
+from whaleutils.suite import environment, outputs
+from whaleutils.training import distribute, models, train
 
 print(distribute.describe_devices())
 

@@ -80,7 +80,7 @@ local_matching = False  # fuse RootSIFT matching with the embedding: True, or a 
 # its TPU, so "auto" picks JAX on a TPU machine and TensorFlow elsewhere.
 
 # %%
-from whaleutils import environment
+from whaleutils.suite import environment
 
 print(f"Keras backend: {environment.use_backend(backend)}")
 
@@ -94,20 +94,11 @@ print(f"Keras backend: {environment.use_backend(backend)}")
 import keras
 import matplotlib.pyplot as plt
 
-from whaleutils import (
-    blend,
-    distribute,
-    embed,
-    heads,
-    layers,
-    matching,
-    models,
-    outputs,
-    pipeline,
-    schedules,
-    splits,
-    train,
-)
+from whaleutils.analysis import blend
+from whaleutils.images import pipeline
+from whaleutils.retrieval import embed, heads, matching, splits
+from whaleutils.suite import outputs
+from whaleutils.training import distribute, layers, models, schedules, train
 
 choice = distribute.get_strategy()
 keras.mixed_precision.set_global_policy(choice.precision(mixed_precision))

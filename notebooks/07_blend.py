@@ -41,7 +41,7 @@ boxes = None  # CSV (or folder of CSVs) of image,box for train and test; None: t
 box_margin = None  # share of a box added on each side before cropping; None: 0.1 (or the cache's)
 inputs_dir = "runs/local"  # holds the members' output folders; on Kaggle: /kaggle/input
 out_dir = "runs/local/07_blend"
-members = None  # notebooks whose outputs are blended; None: the suite's (runner.INPUTS)
+members = None  # notebooks whose outputs are blended; None: the suite's (outputs.INPUTS)
 fold = 0  # the fold of the embedding-level blend (its members' embeddings must share rows)
 n_folds = 5
 seed = 0
@@ -54,7 +54,10 @@ knn_rule = "vote"  # the embedding-level blend's KNN rule
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from whaleutils import blend, data, embed, heads, outputs, runner, splits
+from whaleutils.analysis import blend
+from whaleutils.datasets import data
+from whaleutils.retrieval import embed, heads, splits
+from whaleutils.suite import outputs
 
 out = outputs.notebook_folder(out_dir)
 split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
@@ -65,7 +68,7 @@ split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: t
 # fold each was validated on is read from its `scores.json`.
 
 # %%
-found = blend.find_members(inputs_dir, list(members or runner.INPUTS["07_blend"]))
+found = blend.find_members(inputs_dir, list(members or outputs.INPUTS["07_blend"]))
 if {(m.n_folds, m.seed) for m in found} != {(n_folds, seed)}:
     raise ValueError(
         f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}"

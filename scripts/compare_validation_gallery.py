@@ -21,7 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from whaleutils import embed, heads, knn, runner, splits
+from whaleutils.retrieval import embed, heads, knn, splits
+from whaleutils.suite import runner
 
 
 def train_gallery_search(split: splits.Split, embeddings: dict, rule: str) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from whaleutils.data import normalize_species
+from whaleutils.datasets.data import normalize_species
 
 SIZE_BIN_PX = 64
 DEFAULT_OUT = (

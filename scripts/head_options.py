@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from whaleutils import embed, heads, models, outputs, runner, splits
+from whaleutils.retrieval import embed, heads, splits
+from whaleutils.suite import outputs, runner
+from whaleutils.training import models
 
 OPTIONS = (  # (name, rule, flipped_gallery, new_share)
     ("vote, threshold (the paper)", "vote", False, None),

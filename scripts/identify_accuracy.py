@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from whaleutils import identify
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils.catalogue import identify
+from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures render without a display
 os.environ["PIP_NO_INDEX"] = "1"  # no test reaches the package index (pip fails instead)
 
-from whaleutils import synth
+from whaleutils.datasets import synth
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WHALE_SHARED", REPO.parent / "shared"))

@@ -19,7 +19,9 @@ import jax
 import keras
 import numpy as np
 
-from whaleutils import distribute, embed, gradcam, models, train
+from whaleutils.analysis import gradcam
+from whaleutils.retrieval import embed
+from whaleutils.training import distribute, models, train
 
 CLASSES, SIZE = 4, 32
 

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from whaleutils import blend, embed, metrics
+from whaleutils.analysis import blend, metrics
+from whaleutils.retrieval import embed
 
 W = blend.RANK_WEIGHTS
 

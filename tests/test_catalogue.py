@@ -1,4 +1,4 @@
-"""enroll as a transaction (whaleutils.catalogue): checks before any change, the lock, the
+"""enroll as a transaction (catalogue.enrolment): checks before any change, the lock, the
 journal that finishes or undoes a crashed enrolment, the audit log; validate's orphans."""
 
 import json
@@ -17,9 +17,10 @@ import pytest
 from conftest import copy_catalogue
 from PIL import Image
 
-from whaleutils import catalogue as cat
-from whaleutils import cli, validate
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils import cli
+from whaleutils.catalogue import enrolment as cat
+from whaleutils.datasets import validate
+from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from whaleutils import cli, crops, data, photos, splits
+from whaleutils import cli
+from whaleutils.datasets import data
+from whaleutils.images import crops, photos
+from whaleutils.retrieval import splits
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +22,7 @@ def cache(small_synth, tmp_path_factory):
 
 def decoded(cache_dir, part):
     index = crops.read_index(cache_dir)
-    from whaleutils import pipeline
+    from whaleutils.images import pipeline
 
     shards = [cache_dir / name for name in index["parts"][part]["shards"]]
     records = pipeline.tfrecord_records(shards)

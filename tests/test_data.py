@@ -4,7 +4,7 @@ import pytest
 from conftest import HAPPYWHALE_METADATA, require
 from sklearn.preprocessing import LabelEncoder
 
-from whaleutils import data
+from whaleutils.datasets import data
 
 
 @pytest.mark.parametrize(
@@ -236,7 +236,7 @@ def test_write_tables_writes_what_the_readers_read(tmp_path):
     and passed by validate once the photos are there."""
     from PIL import Image
 
-    from whaleutils import validate
+    from whaleutils.datasets import validate
 
     layout = data.Layout(tmp_path)
     train = pd.DataFrame(

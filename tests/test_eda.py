@@ -2,7 +2,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from conftest import HAPPYWHALE_METADATA, require
 
-from whaleutils import data, eda
+from whaleutils.datasets import data, eda
 
 
 def test_paper_claims_on_the_real_metadata():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data as photos
 
-from whaleutils import efficientnet_lite, layers, models, torchfile
+from whaleutils.training import efficientnet_lite, layers, models, torchfile
 
 TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO = 281, 282, 285, 967
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from whaleutils import embed, models
+from whaleutils.retrieval import embed
+from whaleutils.training import models
 
 
 def test_l2_normalize():

@@ -6,7 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from whaleutils import embed, heads, metrics, models, outputs, splits, submission, train
+from whaleutils.analysis import metrics, submission
+from whaleutils.retrieval import embed, heads, splits
+from whaleutils.suite import outputs
+from whaleutils.training import models, train
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from whaleutils import data, environment
+from whaleutils.datasets import data
+from whaleutils.suite import environment
 
 
 def make(path, files=()):
@@ -62,7 +63,7 @@ def test_weights_file_names_are_the_ones_keras_would_download(monkeypatch):
     import efficientnet.model
     import keras
 
-    from whaleutils import models  # imports efficientnet.tfkeras the supported way
+    from whaleutils.training import models
 
     requested = []
 
@@ -115,7 +116,7 @@ def test_tpu_host_detection(tmp_path):
 
 
 def test_strategy_on_a_tpu_host_the_backend_cannot_use_stops_with_what_to_do():
-    from whaleutils import distribute
+    from whaleutils.training import distribute
 
     with pytest.raises(RuntimeError, match="Keras on tensorflow sees no TPU") as raised:
         distribute.get_strategy(allow_tpu=False, tpu_host=True)
@@ -129,7 +130,7 @@ def test_strategy_on_a_tpu_host_the_backend_cannot_use_stops_with_what_to_do():
 
 
 def test_auto_precision_is_bfloat16_on_tpus_float16_on_gpus():
-    from whaleutils import distribute
+    from whaleutils.training import distribute
 
     tpu = distribute.StrategyChoice("jax", "tpu", 8, "TPU v5 lite", distribution=object())
     assert tpu.precision() == "mixed_bfloat16" and tpu.global_batch_size(16) == 128
@@ -140,7 +141,7 @@ def test_auto_precision_is_bfloat16_on_tpus_float16_on_gpus():
 
 
 def test_describe_devices_says_plainly_what_runs():
-    from whaleutils import distribute
+    from whaleutils.training import distribute
 
     assert distribute.describe_devices(tpu_host=False) == (
         "Keras on tensorflow runs this notebook on the CPU (no GPU visible)"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from whaleutils import gradcam, robustness
+from whaleutils.analysis import gradcam, robustness
 
 
 def region_model() -> keras.Model:

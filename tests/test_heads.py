@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from test_splits import tiny_split
 
-from whaleutils import heads, knn, metrics, submission
+from whaleutils.analysis import metrics, submission
+from whaleutils.retrieval import heads, knn
 
 
 def unit(degrees):

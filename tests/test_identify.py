@@ -10,15 +10,19 @@ import pytest
 from conftest import copy_catalogue
 from PIL import Image
 
-from whaleutils import cli, data, identify, models, outputs, review
-from whaleutils.photos import prepare as prepare_photo
+from whaleutils import cli
+from whaleutils.catalogue import identify, review
+from whaleutils.datasets import data
+from whaleutils.images.photos import prepare as prepare_photo
+from whaleutils.suite import outputs
+from whaleutils.training import models
 
 
 def make_run_dir(folder):
     """A trained notebook's output folder as identify reads it: an embedding model (ImageNet
     features, a random projection), the KNN settings in scores.json and the TTA in
     train.npz."""
-    from whaleutils import embed
+    from whaleutils.retrieval import embed
 
     folder.mkdir(parents=True)
     _, embedding_model = models.build_model(
@@ -237,7 +241,7 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
     shutil.copytree(run_dir, flipped)
     settings = json.loads((flipped / outputs.SCORES).read_text())
     (flipped / outputs.SCORES).write_text(json.dumps({**settings, "flipped_gallery": True}))
-    from whaleutils import embed
+    from whaleutils.retrieval import embed
 
     unit = np.eye(1, 16, dtype=np.float32)  # no TTA: a photo and its mirror embed differently
     embed.save_embeddings(flipped / "train.npz", ["a.jpg"], unit, ["x"], overwrite=True)
@@ -264,7 +268,7 @@ def make_fused_run(run_dir: Path, folder: Path) -> Path:
     """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, nothing
     else: p = sigmoid(3 log(1 + inliers) - 6)), threshold 0.5, verified from 5 inliers, and a
     known-precision curve (precision 0.9 from 0.3, 0.99 from 0.7)."""
-    from whaleutils import matching
+    from whaleutils.retrieval import matching
 
     fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
@@ -431,7 +435,7 @@ def test_identify_embeds_photos_as_the_training_notebooks_did(
     ``embed.embed_split`` saved for the notebooks, catalogue (train and valid) and queries
     (test) alike, cropped to their boxes or whole by the split's own rule; and a query stored
     turned a quarter with an EXIF orientation is embedded as the upright photo."""
-    from whaleutils import embed, splits
+    from whaleutils.retrieval import embed, splits
 
     folder = photo_set(small_synth, tmp_path / "set", with_boxes)
     split = splits.load_split(folder, n_folds=3)

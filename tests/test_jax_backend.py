@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 from jax_data_parallel import CLASSES, SIZE, build
 
-from whaleutils import gradcam, models, outputs, runner, train
+from whaleutils.analysis import gradcam
+from whaleutils.suite import outputs, runner
+from whaleutils.training import models, train
 
 HERE = Path(__file__).parent
 
@@ -45,7 +47,7 @@ def test_data_parallel_training_on_jax_matches_tensorflow(tmp_path):
     TensorFlow with the same embeddings and Grad-CAM heatmaps."""
     images, labels = tinted_photos()
     np.savez(tmp_path / "data.npz", images=images, labels=labels)
-    from whaleutils import distribute
+    from whaleutils.training import distribute
 
     choice = distribute.get_strategy(allow_tpu=False, tpu_host=False)
     keras.utils.set_random_seed(0)
@@ -85,7 +87,7 @@ def test_data_parallel_training_on_jax_matches_tensorflow(tmp_path):
 
     saved = np.load(tmp_path / "outputs.npz")
     reloaded = models.load_model(tmp_path / "embedding.keras")
-    from whaleutils import embed
+    from whaleutils.retrieval import embed
 
     photos = tf.data.Dataset.from_tensor_slices(images[:7]).batch(4)
     assert saved["embeddings"].shape == (7, 8)
@@ -113,7 +115,7 @@ def test_smoke_notebook_04_trains_on_jax_over_two_devices(tmp_path, monkeypatch)
 
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     trained = outputs.load_trained(tmp_path / "smoke", "04_effnet_arcface")
-    from whaleutils import embed, splits
+    from whaleutils.retrieval import embed, splits
 
     common = runner.load_profile("smoke")["_common"]
     split = splits.load_split(

@@ -16,7 +16,8 @@ import nbformat
 import pytest
 from kaggle_server import FakeKaggle
 
-from whaleutils import cli, kaggle_suite, runner
+from whaleutils import cli
+from whaleutils.suite import kaggle_suite, runner
 
 OWNER = "whale-tester"
 KERNELS = [  # (slug, notebook, fold): notebook 04 runs in one kernel per fold
@@ -330,7 +331,7 @@ def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tm
     pinned = "import efficientnet, keras_applications\n" if WHEELHOUSE else ""
     check = pinned + (
         "import whaleutils\n"
-        "from whaleutils import synth\n"
+        "from whaleutils.datasets import synth\n"
         "print(whaleutils.__file__)\n"
         "print(len(synth.load_profile()['species']))\n"
     )

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from whaleutils import embed, knn, metrics, submission
+from whaleutils.analysis import metrics, submission
+from whaleutils.retrieval import embed, knn
 
 
 def clustered(n_gallery, n_queries, dim, n_centres, seed=0, noise=0.6):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from whaleutils import layers
+from whaleutils.training import layers
 
 
 def arcface_reference(

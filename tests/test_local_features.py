@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from whaleutils import local_features as lf
+from whaleutils.retrieval import local_features as lf
 
 
 def textured(seed: int, size: int = 224) -> np.ndarray:

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from test_local_features import rotated_crop, textured
 
-from whaleutils import local_features as lf
-from whaleutils import matching
-from whaleutils.metrics import NEW_INDIVIDUAL
+from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.retrieval import local_features as lf
+from whaleutils.retrieval import matching
 
 
 def test_individual_maxima_and_own_rows_by_hand():

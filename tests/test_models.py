@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from whaleutils import layers, models, train
+from whaleutils.training import layers, models, train
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_only_models_that_use_it_import_the_efficientnet_package(effnet_b0, tmp_
     script = (
         "import sys\n"
         "sys.modules['skimage'] = None; sys.modules['efficientnet'] = None\n"
-        "from whaleutils import models\n"
+        "from whaleutils.training import models\n"
         f"for path in {[str(p) for p in saved.values()]!r}:\n"
         "    models.load_model(path)\n"
         "print('loaded', 'efficientnet' in sys.modules and sys.modules['efficientnet'] is not None)\n"

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whaleutils import embed, models, outputs, runner
+from whaleutils.retrieval import embed
+from whaleutils.suite import outputs, runner
+from whaleutils.training import models
 
 
 def test_write_outputs_lists_only_what_exists(tmp_path):
@@ -139,6 +141,6 @@ def test_importing_the_runner_loads_no_tensorflow():
     import subprocess
     import sys
 
-    code = "import sys, whaleutils.runner, whaleutils.cli; print('tensorflow' in sys.modules)"
+    code = "import sys, whaleutils.suite.runner, whaleutils.cli; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

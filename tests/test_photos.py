@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from whaleutils import data, photos
+from whaleutils.datasets import data
+from whaleutils.images import photos
 
 
 def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from whaleutils import data, pipeline
+from whaleutils.datasets import data
+from whaleutils.images import pipeline
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from conftest import REAL_PHOTOS, require
 
-from whaleutils import prepare, validate
+from whaleutils.datasets import prepare, validate
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from conftest import README_INSTALL, REPO, readme_commands, run_readme_command
 
-from whaleutils import runner
+from whaleutils.suite import runner
 
 # README commands that cannot run here, each with the reason (matched by prefix).
 NOT_RUN = {

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from conftest import copy_catalogue
 
-from whaleutils import identify, review
-from whaleutils.photos import prepare as prepare_photo
+from whaleutils.catalogue import identify, review
+from whaleutils.images.photos import prepare as prepare_photo
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from whaleutils import schedules
+from whaleutils.training import schedules
 
 
 def test_corners_of_the_schedule():

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from whaleutils import data, splits
+from whaleutils.datasets import data
+from whaleutils.retrieval import splits
 
 
 def tiny_split(solution=True) -> splits.Split:

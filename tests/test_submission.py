@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from whaleutils import submission
+from whaleutils.analysis import submission
 
 
 def _frame(rows):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from conftest import HAPPYWHALE_METADATA, SMALL_CONFIG, require
 
-from whaleutils import baselines, data, synth, validate
+from whaleutils.datasets import baselines, data, synth, validate
 
 
 def _files(folder):

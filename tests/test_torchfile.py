@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from whaleutils import efficientnet_lite, torchfile
+from whaleutils.training import efficientnet_lite, torchfile
 
 
 def test_round_trip(tmp_path):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from whaleutils import distribute, models, schedules, train
+from whaleutils.training import distribute, models, schedules, train
 
 
 class Interrupt(Exception):
@@ -154,7 +154,8 @@ def test_two_replica_mirrored_fit_on_cpu(tmp_path):
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from whaleutils import distribute, models, pipeline, train
+        from whaleutils.training import distribute, models, train
+        from whaleutils.images import pipeline
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         choice = distribute.StrategyChoice("tensorflow", "cpu", strategy.num_replicas_in_sync, "CPU", strategy=strategy)
         assert choice.replicas == 2 and choice.global_batch_size(4) == 8
@@ -192,7 +193,7 @@ def test_best_so_far_reads_the_logged_epochs(tmp_path):
 
 
 def test_margin_warmup_ramps_the_margin_and_logs_it(tmp_path):
-    from whaleutils import layers
+    from whaleutils.training import layers
 
     image_in = keras.Input(shape=(8,), name="image")
     label_in = keras.Input(shape=(), dtype="int32", name="label")

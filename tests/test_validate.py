@@ -4,7 +4,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from whaleutils import validate
+from whaleutils.datasets import validate
 
 
 def _tree_digest(folder):

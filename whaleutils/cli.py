@@ -11,8 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils import baselines, data, metrics, prepare, runner, submission, synth, validate
-from whaleutils.photos import BOX_MARGIN
+from whaleutils.analysis import metrics, submission
+from whaleutils.datasets import baselines, data, prepare, synth, validate
+from whaleutils.images.photos import BOX_MARGIN
+from whaleutils.suite import runner
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -151,7 +153,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from whaleutils import identify, review
+    from whaleutils.catalogue import identify, review
 
     try:
         photos = identify.photo_files(args.photos)
@@ -220,10 +222,10 @@ def cmd_identify(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from whaleutils import catalogue
+    from whaleutils.catalogue import enrolment
 
     try:
-        added = catalogue.enroll(
+        added = enrolment.enroll(
             args.catalogue, args.decisions, args.new_id_prefix, args.species,
             reviewer=args.reviewer, wait=args.wait,
         )  # fmt: skip
@@ -241,7 +243,7 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_crops(args) -> int:
-    from whaleutils import crops
+    from whaleutils.images import crops
 
     try:
         boxes = data.find_boxes(args.boxes)
@@ -257,7 +259,7 @@ def cmd_crops(args) -> int:
 
 
 def cmd_kaggle_stage(args) -> int:
-    from whaleutils import kaggle_suite
+    from whaleutils.suite import kaggle_suite
 
     summary = kaggle_suite.stage(args.out, args.owner, args.metadata, wheelhouse=args.wheelhouse)
     print(f"staged {len(summary['kernels'])} kernels for {summary['owner']} in {args.out}:")
@@ -270,7 +272,7 @@ def cmd_kaggle_stage(args) -> int:
 
 
 def cmd_kaggle_wheelhouse(args) -> int:
-    from whaleutils import kaggle_suite
+    from whaleutils.suite import kaggle_suite
 
     wheels = kaggle_suite.load_metadata(args.metadata)["library"]["wheels"]
     files = kaggle_suite.download_wheels(args.out, wheels)
@@ -280,7 +282,7 @@ def cmd_kaggle_wheelhouse(args) -> int:
 
 
 def cmd_kaggle_push(args) -> int:
-    from whaleutils import kaggle_suite
+    from whaleutils.suite import kaggle_suite
 
     results = kaggle_suite.push(args.stage, args.only, args.with_library, args.timeout)
     for result in results:

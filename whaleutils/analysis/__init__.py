@@ -1,0 +1,3 @@
+"""Scores and studies: MAP@5 (``metrics``), prediction files (``submission``), Grad-CAM,
+robustness and the blend.
+"""

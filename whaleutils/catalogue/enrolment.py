@@ -1,0 +1,474 @@
+"""Writing into a catalogue safely: ``enroll`` as a transaction.
+
+A catalogue is a Happywhale-format folder (``train.csv`` and ``train_images/``) that
+researchers keep for years, so ``enroll`` treats it as a small database:
+
+- **One writer at a time.** :class:`CatalogueLock` holds ``.enroll.lock`` in the catalogue (an
+  advisory ``flock``); a second ``enroll`` waits for it (up to ``wait`` seconds), then refuses
+  naming the process that holds it. New ids are computed under the lock, from the table as it
+  is then, so two runs never hand out one id.
+- **Nothing changes until everything is checked**: each decided photo must be a decodable
+  image of a sane size (:func:`check_photo`), not yet in the catalogue, of a known individual.
+- **Staged, then moved into place.** The photos are copied into a staging folder inside the
+  catalogue and the new ``train.csv`` (the old bytes as they were, the new rows appended) is
+  written beside it, each file synced; a journal (``.enroll-journal.json``) records the
+  transaction; then each photo is hard-linked into ``train_images/`` (a link never replaces
+  a file) and ``train.csv`` is replaced in one rename. Readers see the old table or the new one,
+  never a half-written one.
+- **A crash is finished or undone by the next run** (:func:`recover`, run under the lock by
+  every ``enroll``): killed before the journal said "staged", nothing visible changed and the
+  staging is removed; after, the enrolment is completed. Rerunning the same decisions after a
+  crash (or after a run that finished) reports the finished enrolment and adds nothing.
+- **An audit trail**: each enrolled photo appends a line to ``decisions_log.csv`` (time,
+  reviewer, decisions file, source photo, catalogue name, individual, known or new, and the
+  model run and scores the decisions file carries), never rewritten.
+
+What it does not guarantee: ``flock`` is advisory (a program that ignores the lock, or a
+person editing ``train.csv`` by hand meanwhile, is not stopped) and unreliable on some network
+filesystems (NFS, SMB): keep a catalogue that is written on a local disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from whaleutils.datasets import data
+from whaleutils.datasets.data import NEW_INDIVIDUAL
+
+LOCK_FILE = ".enroll.lock"
+JOURNAL_FILE = ".enroll-journal.json"
+STAGING_PREFIX = ".enroll-staging-"
+AUDIT_LOG = "decisions_log.csv"
+AUDIT_COLUMNS = (
+    "time", "reviewer", "decisions", "photo", "image", "individual_id", "decision",
+    "model", "similarity", "probability", "transaction", "decisions_sha256",
+)  # fmt: skip
+DECISION_COLUMNS = ("photo", "individual_id")
+OPTIONAL_DECISION_COLUMNS = ("model", "similarity", "probability")  # the review page's export
+
+
+# ---------------------------------------------------------------------------- the lock
+
+
+class CatalogueBusy(RuntimeError):
+    """Another process holds the catalogue's lock."""
+
+
+class CatalogueLock:
+    """An exclusive advisory lock on a catalogue (``.enroll.lock``), held in a ``with`` block.
+
+    Waits up to ``wait`` seconds for another holder, then raises :class:`CatalogueBusy` naming
+    its process id. The lock is the operating system's (``flock``): it ends with the process
+    that holds it, however that process ends."""
+
+    def __init__(self, catalogue: str | os.PathLike, wait: float = 60.0):
+        self.path = Path(catalogue) / LOCK_FILE
+        self.wait = float(wait)
+        self._handle = None
+
+    def __enter__(self) -> CatalogueLock:
+        handle = open(self.path, "a+")
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    handle.close()
+                    raise CatalogueBusy(
+                        f"{self.path.parent}: another enroll (process {holder}) is writing the "
+                        f"catalogue; waited {self.wait:g} s. Run again when it has finished "
+                        f"(the lock {self.path} is released when that process ends)."
+                    ) from None
+                time.sleep(0.05)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_photo(path: str | os.PathLike) -> tuple[int, int]:
+    """The (width, height) of a photo that decodes completely; raises ValueError naming the
+    file when it is not an image, is truncated, or has more than ``data.MAX_PHOTO_PIXELS`` (its
+    declared size is checked before anything is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: photo not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            data.check_photo_size(width, height, path)
+            image.load()
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path}: refused as a decompression bomb, not decoded ({error})"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    return width, height
+
+
+def read_decisions(path: str | os.PathLike) -> pd.DataFrame:
+    """The exported decisions (``photo,individual_id`` and optionally ``model``,
+    ``similarity``, ``probability``), checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and row of a missing column, an empty value, a photo listed twice or a
+        photo file that does not exist.
+    """
+    frame = data.read_csv(path)
+    missing = set(DECISION_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    for column in OPTIONAL_DECISION_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    for row, (photo, individual) in enumerate(
+        zip(frame["photo"], frame["individual_id"], strict=True), start=2
+    ):
+        if not photo.strip() or not individual.strip():
+            raise ValueError(f"{path}, row {row}: empty photo or individual_id")
+        if not Path(photo).is_file():
+            raise ValueError(f"{path}, row {row}: photo {photo} not found")
+    names = frame["photo"].map(lambda p: Path(p).name)
+    twice = sorted(names[names.duplicated()].unique())
+    if twice:
+        raise ValueError(f"{path}: photo name(s) listed twice: {twice}")
+    return frame
+
+
+def new_ids(prefix: str, count: int, taken) -> list[str]:
+    """``count`` fresh ids ``prefix0001``, ``prefix0002``, ... after the highest taken one.
+
+    >>> new_ids("nw-", 2, ["nw-0007", "a"])
+    ['nw-0008', 'nw-0009']
+    """
+    numbers = [
+        int(name[len(prefix) :])
+        for name in taken
+        if name.startswith(prefix) and name[len(prefix) :].isdigit()
+    ]
+    start = max(numbers, default=0) + 1
+    return [f"{prefix}{n:04d}" for n in range(start, start + count)]
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _fsync_dir(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _write_synced(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """``staged`` at ``target`` too: a hard link, which fails rather than replace a file; on a
+    filesystem without hard links (FAT, exFAT) a rename, after checking under the lock that
+    ``target`` does not exist."""
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        if target.exists():
+            raise FileExistsError(f"{target}: exists, not replaced") from None
+        os.rename(staged, target)
+
+
+def _write_journal(catalogue: Path, journal: dict) -> None:
+    """The journal, replaced atomically (a crash leaves the old one or the new one)."""
+    temporary = catalogue / f"{JOURNAL_FILE}.{os.getpid()}.tmp"
+    _write_synced(temporary, json.dumps(journal, indent=1).encode())
+    os.replace(temporary, catalogue / JOURNAL_FILE)
+    _fsync_dir(catalogue)
+
+
+def _table_with_rows(table_path: Path, rows: list[dict]) -> bytes:
+    """``train.csv``'s bytes as they are, with ``rows`` appended in its columns."""
+    old = table_path.read_bytes()
+    header = pd.read_csv(table_path, nrows=0).columns.tolist()
+    text = io.StringIO()
+    if old and not old.endswith(b"\n"):
+        text.write("\n")
+    csv.DictWriter(text, fieldnames=header, restval="", extrasaction="ignore").writerows(rows)
+    return old + text.getvalue().encode("utf-8")
+
+
+def _audit_lines(journal: dict) -> list[dict]:
+    return [
+        {
+            "time": journal["time"],
+            "reviewer": journal["reviewer"],
+            "decisions": journal["decisions"],
+            "photo": photo["source"],
+            "image": photo["name"],
+            "individual_id": photo["individual_id"],
+            "decision": photo["decision"],
+            "model": photo["model"],
+            "similarity": photo["similarity"],
+            "probability": photo["probability"],
+            "transaction": journal["transaction"],
+            "decisions_sha256": journal["decisions_sha256"],
+        }
+        for photo in journal["photos"]
+    ]
+
+
+def _append_audit(catalogue: Path, journal: dict) -> None:
+    """The transaction's lines at the end of the audit log. The log is cut back to the size
+    the journal recorded before it is appended to, so that a crash in the middle of this append
+    (a torn line) or after it (all lines there) is written once, whole; earlier lines stay."""
+    path = catalogue / AUDIT_LOG
+    size = journal["audit_size"]
+    if path.is_file() and path.stat().st_size > size:
+        os.truncate(path, size)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+    if size == 0:
+        writer.writeheader()
+    writer.writerows(_audit_lines(journal))
+    with open(path, "ab") as handle:
+        handle.write(text.getvalue().encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# ---------------------------------------------------------------------------- the transaction
+
+
+def _enrolled_before(
+    catalogue: Path, decisions_digest: str, table: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The rows (image, species, individual_id) an earlier transaction of the same decisions
+    file (by content) added, per the audit log and still in ``table``; None if none did."""
+    path = catalogue / AUDIT_LOG
+    if not path.is_file():
+        return None
+    log = data.read_csv(path)
+    if "decisions_sha256" not in log.columns:
+        return None
+    images = log.loc[log["decisions_sha256"] == decisions_digest, "image"]
+    rows = table[table["image"].isin(set(images))]
+    if images.empty or len(rows) != len(images):
+        return None
+    chosen = rows[["image", "species_raw", "individual_id"]].reset_index(drop=True)
+    return chosen.rename(columns={"species_raw": "species"})
+
+
+def recover(catalogue: str | os.PathLike) -> dict | None:
+    """Finish or undo an interrupted enrolment (call under :class:`CatalogueLock`); returns its
+    journal if there was one (``"outcome"``: "finished" or "undone"), else None."""
+    catalogue = Path(catalogue)
+    journal_path = catalogue / JOURNAL_FILE
+    for leftover in catalogue.glob(f"{JOURNAL_FILE}.*.tmp"):  # a journal write cut short
+        leftover.unlink(missing_ok=True)
+    if not journal_path.is_file():
+        return None
+    journal = json.loads(journal_path.read_text())
+    staging = catalogue / journal["staging"]
+    new_table = catalogue / journal["new_table"]
+    table = data.Layout(catalogue).train_csv
+    if journal["state"] == "staging":  # nothing visible changed yet: undo
+        shutil.rmtree(staging, ignore_errors=True)
+        new_table.unlink(missing_ok=True)
+        journal_path.unlink()
+        _fsync_dir(catalogue)
+        return {**journal, "outcome": "undone"}
+    images = data.Layout(catalogue).images("train")
+    for photo in journal["photos"]:  # "staged": complete it
+        target, staged = images / photo["name"], staging / photo["name"]
+        if not target.exists():
+            _move_into_place(staged, target)
+        elif data.file_sha256(target) != photo["sha256"]:
+            raise RuntimeError(
+                f"{target}: differs from the photo the interrupted enrolment staged; "
+                f"resolve by hand (journal {journal_path})"
+            )
+    _fsync_dir(images)
+    if new_table.is_file():
+        current = data.file_sha256(table)
+        if current == journal["table_before"]:
+            os.replace(new_table, table)
+        elif current != journal["table_after"]:
+            raise RuntimeError(
+                f"{table}: changed since the interrupted enrolment began; resolve by hand "
+                f"(journal {journal_path}, its table {new_table})"
+            )
+        else:
+            new_table.unlink()
+    _fsync_dir(catalogue)
+    _append_audit(catalogue, journal)
+    shutil.rmtree(staging, ignore_errors=True)
+    journal_path.unlink()
+    _fsync_dir(catalogue)
+    return {**journal, "outcome": "finished"}
+
+
+def enroll(
+    catalogue: str | os.PathLike,
+    decisions: str | os.PathLike,
+    new_id_prefix: str = "new-",
+    new_species: str = "unknown",
+    reviewer: str = "",
+    wait: float = 60.0,
+) -> pd.DataFrame:
+    """Add the decided photos to the catalogue as one transaction; returns the rows added to
+    ``train.csv`` (image, species, individual_id).
+
+    Known individuals keep the catalogue's species; each photo decided ``new_individual``
+    becomes a new individual with a fresh id (:func:`new_ids`) and ``new_species``.
+    ``reviewer`` is written to the audit log; ``wait``: seconds to wait for another enroll.
+
+    Raises
+    ------
+    ValueError
+        Naming the photos already in the catalogue, the individuals it does not have, and
+        each photo that is not a readable image of a sane size; nothing is added.
+    CatalogueBusy
+        When another enroll holds the catalogue for longer than ``wait``.
+    RuntimeError
+        When an interrupted enrolment cannot be completed (its table or a photo changed since).
+    PermissionError
+        When ``train.csv`` cannot be written (checked before anything changes).
+    """
+    catalogue = Path(catalogue)
+    layout = data.Layout(catalogue)
+    table_path, images_dir = layout.train_csv, layout.images("train")
+    chosen = read_decisions(decisions)
+    decisions_digest = data.file_sha256(Path(decisions))
+    with CatalogueLock(catalogue, wait):
+        recovered = recover(catalogue)
+        if (
+            recovered is not None
+            and recovered["outcome"] == "finished"
+            and recovered["decisions_sha256"] == decisions_digest
+        ):  # this very enrolment was interrupted and is now complete
+            return pd.DataFrame(recovered["rows"], columns=["image", "species", "individual_id"])
+        return _enroll_locked(
+            catalogue, table_path, images_dir, chosen, Path(decisions), decisions_digest,
+            new_id_prefix, new_species, reviewer,
+        )  # fmt: skip
+
+
+def _enroll_locked(
+    catalogue, table_path, images_dir, chosen, decisions, decisions_digest,
+    new_id_prefix, new_species, reviewer,
+) -> pd.DataFrame:  # fmt: skip
+    existing = data.read_train(catalogue)
+    with open(table_path, "r+b"):  # writable (not read-only, not immutable): else stop here
+        pass
+    names = chosen["photo"].map(lambda p: Path(p).name)
+    present = sorted(
+        name for name in names if name in set(existing["image"]) or (images_dir / name).exists()
+    )
+    done = _enrolled_before(catalogue, decisions_digest, existing)
+    if done is not None and set(done["image"]) == set(names):
+        return done  # these very decisions were enrolled already (a rerun after a kill)
+    if present:
+        raise ValueError(
+            f"already in the catalogue {catalogue}, refused (nothing added): {present}"
+        )
+    species_of = dict(zip(existing["individual_id"], existing["species_raw"], strict=True))
+    unknown = sorted(set(chosen["individual_id"]) - set(species_of) - {NEW_INDIVIDUAL})
+    if unknown:
+        raise ValueError(
+            f"{decisions}: individual(s) not in the catalogue {catalogue}: {unknown} "
+            f"(a new animal is '{NEW_INDIVIDUAL}')"
+        )
+    bad = []
+    for row, photo in enumerate(chosen["photo"], start=2):
+        try:
+            check_photo(photo)
+        except ValueError as error:
+            bad.append(f"row {row}: {error}")
+    if bad:
+        raise ValueError(
+            f"{decisions}: {len(bad)} photo(s) refused (nothing added):\n  " + "\n  ".join(bad)
+        )
+    is_new = chosen["individual_id"] == NEW_INDIVIDUAL
+    fresh = iter(new_ids(new_id_prefix, int(is_new.sum()), existing["individual_id"]))
+    transaction = uuid.uuid4().hex[:12]
+    staging = catalogue / f"{STAGING_PREFIX}{transaction}"
+    rows, photos = [], []
+    for record, name in zip(chosen.itertuples(index=False), names, strict=True):
+        individual = next(fresh) if record.individual_id == NEW_INDIVIDUAL else record.individual_id
+        rows.append(
+            {"image": name, "species": species_of.get(individual, new_species),
+             "individual_id": individual}
+        )  # fmt: skip
+        photos.append(
+            {"source": str(record.photo), "name": name, "individual_id": individual,
+             "decision": "new" if record.individual_id == NEW_INDIVIDUAL else "known",
+             "model": record.model, "similarity": record.similarity,
+             "probability": record.probability}
+        )  # fmt: skip
+    new_table = f".train.csv.{transaction}.tmp"
+    journal = {
+        "transaction": transaction,
+        "state": "staging",
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "reviewer": reviewer,
+        "decisions": str(decisions),
+        "decisions_sha256": decisions_digest,
+        "staging": staging.name,
+        "new_table": new_table,
+        "table_before": data.file_sha256(table_path),
+        "rows": rows,
+        "photos": photos,
+    }
+    _write_journal(catalogue, journal)  # from here on a crash is undone by the next run
+    staging.mkdir()
+    for photo in photos:
+        with open(photo["source"], "rb") as source, open(staging / photo["name"], "xb") as target:
+            shutil.copyfileobj(source, target)
+            target.flush()
+            os.fsync(target.fileno())
+        photo["sha256"] = data.file_sha256(staging / photo["name"])
+    _fsync_dir(staging)
+    table_bytes = _table_with_rows(table_path, rows)
+    _write_synced(catalogue / new_table, table_bytes)
+    journal["table_after"] = hashlib.sha256(table_bytes).hexdigest()
+    audit = catalogue / AUDIT_LOG
+    journal["audit_size"] = audit.stat().st_size if audit.is_file() else 0
+    journal["state"] = "staged"
+    _write_journal(catalogue, journal)  # from here on a crash is completed by the next run
+    recover(catalogue)
+    return pd.DataFrame(rows, columns=["image", "species", "individual_id"])

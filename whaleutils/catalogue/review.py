@@ -1,0 +1,153 @@
+"""The review page of an ``identify`` run, and enrolment of the confirmed photos.
+
+``write_review`` makes one self-contained HTML file (thumbnails embedded as JPEG data, plain
+JavaScript, no framework, works offline): a row per query photo with the model's candidates,
+each with up to three catalogue photos of that individual, its similarity and the
+new-individual verdict. The researcher picks a candidate or "new individual" for each photo,
+mouse or keyboard, and exports the decisions as a CSV (``photo,individual_id``).
+
+``catalogue.enroll`` adds the confirmed photos to the catalogue (a transaction: see there).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+THUMBNAIL_SIDE = 256
+EVIDENCE_FOLDER = "evidence"  # identify's drawings of matched keypoints, beside review.html
+MIN_EVIDENCE_INLIERS = 3  # fewer matched keypoints than an affine transform needs: not drawn
+
+
+def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
+    """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB image shrunk to fit ``side``."""
+    from PIL import Image
+
+    from whaleutils.catalogue.identify import shrink
+
+    buffer = io.BytesIO()
+    Image.fromarray(shrink(np.asarray(image, dtype=np.uint8), side)).save(
+        buffer, format="JPEG", quality=85
+    )
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_evidence(
+    out_dir: str | os.PathLike,
+    matches: pd.DataFrame,
+    identifier,
+    boxes: dict | None = None,
+    per_photo: int = 3,
+) -> pd.Series:
+    """Draw the matched keypoints (:meth:`identify.Identifier.matched_keypoints`) of each
+    photo's best ``per_photo`` candidates with at least ``MIN_EVIDENCE_INLIERS`` inliers, at
+    the photos' own resolution, as ``out_dir/evidence/<photo number>-<rank>.jpg`` (numbered in
+    the order of ``matches``). ``boxes``: the query boxes given to ``match``.
+
+    Returns, aligned with ``matches``, each row's drawing relative to ``out_dir`` ("" where
+    none: a KNN-only run, too few inliers, an array photo)."""
+    from PIL import Image
+
+    from whaleutils.retrieval import local_features
+
+    drawn = pd.Series("", index=matches.index, dtype=object)
+    if identifier.fused is None or per_photo <= 0 or matches.empty:
+        return drawn
+    folder = Path(out_dir) / EVIDENCE_FOLDER
+    boxes = boxes or {}
+    for number, (name, rows) in enumerate(matches.groupby("photo", sort=False), start=1):
+        if name not in identifier.query_embeddings or not Path(name).is_file():
+            continue  # an array given to match: no photo to read again
+        shown = rows[rows["inliers"] >= MIN_EVIDENCE_INLIERS].sort_values("rank").head(per_photo)
+        for index, row in shown.iterrows():
+            query, candidate, pairs = identifier.matched_keypoints(
+                name, row["catalogue_photo"], boxes.get(Path(name).name)
+            )
+            relative = f"{EVIDENCE_FOLDER}/{number:04d}-{int(row['rank'])}.jpg"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(local_features.draw_matches(query, candidate, pairs)).save(
+                Path(out_dir) / relative, quality=90
+            )
+            drawn[index] = relative
+    return drawn
+
+
+def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3) -> dict:
+    """What the page shows, as JSON-ready data: one entry per query photo in ``matches``
+    (:meth:`identify.Identifier.match`'s result, from the same ``identifier``)."""
+    from whaleutils.images.photos import prepare as prepare_photo
+
+    thumbnails: dict[Path, str] = {}
+
+    def catalogue_thumbnail(path: Path, box) -> str:  # cropped as the model saw it
+        if path not in thumbnails:
+            thumbnails[path] = thumbnail(prepare_photo(path, box))
+        return thumbnails[path]
+
+    photos = []
+    for name, rows in matches.groupby("photo", sort=False):
+        query = identifier.query_embeddings[name]
+        candidates = [
+            {
+                "individual_id": row.individual_id,
+                "species": row.species,
+                "similarity": float(row.similarity),
+                # the fused head's evidence (None for a KNN-only run)
+                "probability": None if pd.isna(row.probability) else float(row.probability),
+                "inliers": None if pd.isna(row.inliers) else int(row.inliers),
+                "verified": bool(row.verified),
+                "catalogue_photo": getattr(row, "catalogue_photo", "") or "",
+                "evidence": getattr(row, "evidence", "") or "",  # a file beside the page
+                "thumbnails": [
+                    catalogue_thumbnail(path, box)
+                    for path, box in identifier.catalogue_photos(
+                        row.individual_id, query, photos_per_candidate
+                    )
+                ],
+            }
+            for row in rows.sort_values("rank").itertuples()
+        ]
+        photos.append(
+            {
+                "photo": name,
+                "name": Path(name).name,
+                "thumbnail": thumbnail(identifier.query_thumbnails[name]),
+                "new_individual": bool(rows["new_individual"].iloc[0]),
+                "nearest": float(rows["similarity"].max()),
+                "best_probability": (
+                    None if rows["probability"].isna().all() else float(rows["probability"].max())
+                ),
+                "candidates": candidates,
+            }
+        )
+    return {"photos": photos}
+
+
+def write_review(
+    path: str | os.PathLike, matches: pd.DataFrame, identifier, title: str = ""
+) -> Path:
+    """Write the review page for ``matches`` to ``path``; returns the path."""
+    template = resources.files("whaleutils").joinpath("resources/review.html").read_text()
+    # The data block is JSON that the page parses: "<", ">" and "&" written as JSON escapes, so
+    # no name or id can end the block ("</script>") or open a comment in it ("<!--"). Both
+    # placeholders are filled in one pass, so a title holding "__DATA__" stays text.
+    payload = json.dumps(review_data(matches, identifier))
+    for character in "<>&":
+        payload = payload.replace(character, f"\\u{ord(character):04x}")
+    values = {
+        "TITLE": html.escape(title or f"{len(matches['photo'].unique())} photos"),
+        "DATA": payload,
+    }
+    page = re.sub(r"__(TITLE|DATA)__", lambda found: values[found.group(1)], template)
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,241 @@
+"""Embeddings of a split, L2-normalised, saved as one ``.npz`` per split.
+
+Schema of an embeddings file (``np.savez``; every stage after training reads only these)::
+
+    image_names   str   (n,)      the image file names, in dataset order
+    embeddings    float32 (n, d)  L2-normalised rows
+    labels        str   (n,)      individual ids, "" where unknown (test images)
+    model         str   ()        what produced them (free text, e.g. a checkpoint path)
+    tta           str   ()        "none" or "flip"
+    mirrored      float32 (n, d)  optional: the mirror images' own L2-normalised embeddings
+                                  (a flipped gallery adds them as gallery rows)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from whaleutils.retrieval.splits import PARTS  # each part of a split is saved as <part>.npz
+
+SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
+PART_FILES = tuple(f"{part}.npz" for part in PARTS)
+
+
+def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero.
+
+    Examples
+    --------
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a 2-D array (n, d), got shape {vectors.shape}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, epsilon)
+
+
+def participation_ratio(embeddings: np.ndarray) -> float:
+    """How many dimensions the L2-normalised ``embeddings`` (n, d) really use.
+
+    ``(sum of eigenvalues)**2 / sum of squared eigenvalues`` of their covariance: 1 when all
+    vary along one line, d when spread evenly over d dimensions. A model that has learned only
+    global appearance (colour, brightness) scores a handful even with d = 512.
+    """
+    vectors = l2_normalize(np.asarray(embeddings, dtype=np.float64))
+    if len(vectors) < 2:
+        raise ValueError(f"need at least 2 embeddings, got {len(vectors)}")
+    variances = np.linalg.svd(vectors - vectors.mean(axis=0), compute_uv=False) ** 2
+    total = variances.sum()
+    return float(total**2 / np.square(variances).sum()) if total > 0 else 0.0
+
+
+def compute_embeddings(
+    embedding_model, image_batches, tta: str = "none", mirrored: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Embed a ``tf.data`` dataset of image batches (b, S, S, 3) with a Keras model.
+
+    Returns L2-normalised float32 (n, d), in dataset order; with ``mirrored``, also the mirror
+    images' own normalised embeddings (n, d), for a flipped gallery.
+
+    ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
+    then normalises again.
+    """
+    import tensorflow as tf  # imported here: the file functions need no TensorFlow
+
+    if tta not in ("none", "flip"):
+        raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
+    embeddings = l2_normalize(predict_batches(embedding_model, image_batches))
+    mirror = None
+    if tta == "flip" or mirrored:
+        flipped = image_batches.map(
+            lambda images: tf.reverse(images, axis=[2]), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        mirror = l2_normalize(predict_batches(embedding_model, flipped))
+    if tta == "flip":
+        embeddings = l2_normalize(embeddings + mirror)
+    return (embeddings, mirror) if mirrored else embeddings
+
+
+def data_parallel_devices() -> int:
+    """How many devices Keras' global distribution (JAX's ``DataParallel``) splits each batch
+    over; 1 without one."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+
+def predict_batches(model, image_batches) -> np.ndarray:
+    """``model.predict`` over a dataset of batches, row for row, whatever the batch sizes.
+
+    Keras on JAX splits every batch evenly over the devices of a ``DataParallel`` distribution
+    and refuses a batch it cannot split (the last one, usually); such batches are padded with
+    zero images to a multiple of the devices, and the padding rows are dropped from the result.
+    """
+    devices = data_parallel_devices()
+    if devices == 1:
+        return model.predict(image_batches, verbose=0)
+    sizes = []  # real rows of each batch, recorded as predict draws the batches
+
+    def padded():
+        for images in image_batches.as_numpy_iterator():
+            sizes.append(len(images))
+            missing = -len(images) % devices
+            yield (np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)]),)
+
+    batches = int(image_batches.cardinality())  # negative when unknown
+    outputs = model.predict(padded(), steps=batches if batches >= 0 else None, verbose=0)
+    keep = np.concatenate([np.arange(n + (-n % devices)) < n for n in sizes])
+    return outputs[keep]
+
+
+def embed_split(
+    embedding_model,
+    split,
+    batch_size: int,
+    out_dir: str | os.PathLike,
+    tta: str = "flip",
+    model_name: str = "",
+    mirrored_gallery: bool = False,
+) -> dict[str, np.ndarray]:
+    """Embed every part of a ``splits.Split`` at the model's own image size and save
+    ``train.npz``, ``valid.npz`` and ``test.npz`` in ``out_dir``; returns the embeddings by part
+    (validation labels are ``target_id``: ``new_individual`` for validation-only
+    individuals). ``mirrored_gallery``: the gallery parts (train, valid) also get their mirror
+    images' embeddings (``mirrored`` in the file; ``<part>_mirrored`` in the result), for a
+    flipped gallery (``splits.Split.gallery``)."""
+    from whaleutils.training import models
+
+    image_size = models.input_image_size(embedding_model)
+    out_dir = Path(out_dir)
+    labels = {
+        "train": split.train["individual_id"],
+        "valid": split.valid["target_id"],
+        "test": None,
+    }
+    result = {}
+    for part in PARTS:
+        mirrored = mirrored_gallery and part != "test"
+        vectors = compute_embeddings(
+            embedding_model, split.batches(part, image_size, batch_size), tta, mirrored
+        )
+        vectors, mirror = vectors if mirrored else (vectors, None)
+        save_embeddings(
+            out_dir / f"{part}.npz",
+            split.frame(part)["image"],
+            vectors,
+            labels[part],
+            model=model_name,
+            tta=tta,
+            overwrite=True,
+            mirrored=mirror,
+        )
+        result[part] = vectors
+        if mirrored:
+            result[f"{part}_mirrored"] = mirror
+    return result
+
+
+def save_embeddings(
+    path: str | os.PathLike,
+    image_names,
+    embeddings: np.ndarray,
+    labels=None,
+    model: str = "",
+    tta: str = "none",
+    overwrite: bool = False,
+    mirrored: np.ndarray | None = None,
+) -> Path:
+    """Write an embeddings file (schema in the module docstring) after checking it."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    image_names = np.asarray(image_names, dtype=str)
+    labels = (
+        np.full(len(image_names), "", dtype=str)
+        if labels is None
+        else np.asarray(labels, dtype=str)
+    )
+    payload = {
+        "image_names": image_names,
+        "embeddings": np.asarray(embeddings, dtype=np.float32),
+        "labels": labels,
+        "model": np.asarray(model, dtype=str),
+        "tta": np.asarray(tta, dtype=str),
+    }
+    if mirrored is not None:
+        payload["mirrored"] = np.asarray(mirrored, dtype=np.float32)
+    _check(payload, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:  # np.savez would append .npz to other suffixes
+        np.savez(handle, **payload)
+    return path
+
+
+def load_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an embeddings file and check its schema; returns its arrays by name."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        payload = {key: archive[key] for key in archive.files}
+    _check(payload, path)
+    return payload
+
+
+def _check(payload: dict, path: Path) -> None:
+    missing = [key for key in SCHEMA if key not in payload]
+    if missing:
+        raise ValueError(f"{path}: not an embeddings file, missing array(s) {missing}")
+    for key, kind in SCHEMA.items():
+        if payload[key].dtype.kind != kind:
+            raise ValueError(
+                f"{path}: {key} has dtype {payload[key].dtype}, expected kind {kind!r}"
+            )
+    n = len(payload["image_names"])
+    embeddings = payload["embeddings"]
+    if embeddings.ndim != 2 or embeddings.shape[0] != n or payload["labels"].shape != (n,):
+        raise ValueError(
+            f"{path}: shapes disagree: image_names ({n},), embeddings {embeddings.shape}, "
+            f"labels {payload['labels'].shape}"
+        )
+    if embeddings.dtype != np.float32:
+        raise ValueError(f"{path}: embeddings must be float32, got {embeddings.dtype}")
+    for key in ("embeddings", "mirrored"):
+        if key not in payload:
+            continue
+        vectors = payload[key]
+        if vectors.dtype != np.float32 or vectors.shape != embeddings.shape:
+            raise ValueError(
+                f"{path}: {key} must be float32 {embeddings.shape}, got {vectors.dtype} "
+                f"{vectors.shape}"
+            )
+        norms = np.linalg.norm(vectors, axis=1)
+        if n and not np.allclose(norms[norms > 0], 1.0, atol=1e-3):
+            raise ValueError(
+                f"{path}: {key} are not L2-normalised "
+                f"(row norms {norms.min():.3f}-{norms.max():.3f})"
+            )

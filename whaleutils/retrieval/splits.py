@@ -1,0 +1,366 @@
+"""One validation fold of a data set, as a training notebook sees it, and its image batches.
+
+A :class:`Split` holds the training rows (``train``), the validation rows of one fold
+(``valid``), the test images and, where one exists, the test solution. Its galleries say which
+labelled photos a query is matched against:
+
+- test queries: every labelled photo (``train`` and ``valid``), as a submission would;
+- validation queries: the same, mirrored (see :meth:`Split.valid_gallery`): the ``train`` photos
+  and the validation photos of individuals known in ``train``, each query's own photo left out.
+  Photos of validation individuals absent from ``train`` are left out too, so that these stay
+  ``new_individual``. The gallery then has the composition of the test gallery (trained-on
+  photos plus held-out photos of the same individuals), and nearest distances on validation
+  are distributed like those on test: k and the threshold chosen on validation carry over.
+
+Importing this module does not import TensorFlow; the batch methods do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils.datasets import data
+from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.images import photos
+
+PARTS = ("train", "valid", "test")
+
+
+@dataclass
+class Split:
+    """The parts of one fold.
+
+    ``train``: training rows (image, species, individual_id, box, ...); ``valid``: validation rows
+    with ``target_id`` (``new_individual`` for individuals absent from ``train``); ``test``: the
+    test images (``image``, and ``box`` where ``test_boxes.csv`` exists); ``solution``: the test
+    truth or None; ``encoding``: the training individuals' integer codes.
+    """
+
+    data_dir: Path
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    encoding: data.LabelEncoding
+    solution: pd.DataFrame | None
+    crop_cache: Path | None = None  # a crops.write_crop_cache folder, read instead of the photos
+    box_margin: float = photos.BOX_MARGIN  # a box grows by this share of its size a side
+    fold: int = 0  # which fold of data.make_folds(n_folds, seed) is ``valid``
+    n_folds: int = 5
+    seed: int = 0
+
+    def describe_fold(self) -> dict:
+        """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
+        photos were cropped to boxes (``identify`` frames its photos alike)."""
+        return {
+            "fold": self.fold,
+            "n_folds": self.n_folds,
+            "seed": self.seed,
+            "crop_to_box": self.crop_to_box,
+        }
+
+    @property
+    def crop_to_box(self) -> bool:
+        """Crop photos to their boxes only if the test photos have boxes too (``test_boxes.csv``):
+        gallery and query photos must be framed alike. (A crop cache holds photos already
+        cropped by the same rule.)"""
+        return "box" in self.test.columns
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """The rows of ``part`` (one of ``PARTS``)."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got part={part!r}")
+        return getattr(self, part)
+
+    def image_folder(self, part: str) -> Path:
+        """Where the photos of ``part`` are: training photos for train and valid."""
+        self.frame(part)
+        return data.Layout(self.data_dir).images(part)
+
+    def describe(self) -> str:
+        """One line: images and individuals of each part."""
+        new_share = self.valid["target_id"].eq(NEW_INDIVIDUAL).mean()
+        return (
+            f"train {len(self.train)} images of {self.encoding.n_individuals} individuals; "
+            f"valid {len(self.valid)} ({new_share:.0%} new); test {len(self.test)}"
+        )
+
+    # ------------------------------------------------------------------ galleries
+
+    def _valid_in_gallery(self, part: str) -> np.ndarray:
+        """Which validation rows the gallery of ``part``'s queries holds (bool (n_valid,)):
+        the known ones for validation queries, all for test queries."""
+        if part == "valid":
+            return self.valid["target_id"].ne(NEW_INDIVIDUAL).to_numpy()
+        if part == "test":
+            return np.ones(len(self.valid), dtype=bool)
+        raise ValueError(f"galleries exist for 'valid' and 'test' queries, got part={part!r}")
+
+    def gallery_labels(self, part: str, flipped: bool = False) -> np.ndarray:
+        """Individual ids of the gallery that ``part``'s queries ("valid" or "test") are matched
+        against, in gallery row order: the training rows, then the validation rows it holds
+        (see the module docstring); ``flipped``: then the same again, for their mirror
+        images."""
+        valid = self.valid["individual_id"].to_numpy()[self._valid_in_gallery(part)]
+        labels = np.concatenate([self.train["individual_id"].to_numpy(), valid]).astype(object)
+        return np.concatenate([labels, labels]) if flipped else labels
+
+    def gallery(
+        self, part: str, embeddings: dict[str, np.ndarray], flipped: bool = False
+    ) -> np.ndarray:
+        """Gallery embeddings (n_gallery, d) for ``part``'s queries, rows as in
+        :meth:`gallery_labels`; ``embeddings`` holds the ``train`` and ``valid`` parts (and
+        ``train_mirrored``, ``valid_mirrored`` if ``flipped``: ``embed.embed_split(...,
+        mirrored_gallery=True)``)."""
+        names = ("train", "valid") + (("train_mirrored", "valid_mirrored") if flipped else ())
+        for name in names:
+            if name.endswith("_mirrored") and name not in embeddings:
+                raise ValueError(
+                    f"a flipped gallery needs embeddings[{name!r}]: embed with "
+                    "mirrored_gallery=True (the notebooks' flipped_gallery parameter)"
+                )
+            expected = len(self.frame(name.removesuffix("_mirrored")))
+            if len(embeddings[name]) != expected:
+                raise ValueError(
+                    f"embeddings[{name!r}] has {len(embeddings[name])} rows, "
+                    f"the split's {name.removesuffix('_mirrored')} part {expected}"
+                )
+        held = self._valid_in_gallery(part)
+        rows = [embeddings["train"], embeddings["valid"][held]]
+        if flipped:
+            rows += [embeddings["train_mirrored"], embeddings["valid_mirrored"][held]]
+        return np.concatenate(rows)
+
+    def own_gallery_rows(self, part: str, flipped: bool = False) -> np.ndarray:
+        """For each query of ``part``, the gallery row holding its own photo, or -1: a query
+        must not find itself (int64 (n_queries,)); ``flipped``: its photo's row and its mirror
+        image's row (int64 (n_queries, 2))."""
+        if part == "test":
+            rows = np.full(len(self.test), -1, dtype=np.int64)
+            return np.stack([rows, rows], axis=1) if flipped else rows
+        if part != "valid":
+            raise ValueError(f"queries are 'valid' or 'test', got part={part!r}")
+        known = self._valid_in_gallery("valid")
+        rows = np.full(len(self.valid), -1, dtype=np.int64)
+        rows[known] = len(self.train) + np.arange(int(known.sum()))
+        if not flipped:
+            return rows
+        size = len(self.train) + int(known.sum())  # the mirror rows follow the photo rows
+        return np.stack([rows, np.where(rows >= 0, rows + size, -1)], axis=1)
+
+    def class_counts(self) -> np.ndarray:
+        """Training photos per class, in the encoding's class order (int64 (n_individuals,))."""
+        counts = self.train["individual_id"].value_counts()
+        return counts.reindex(self.encoding.individual_ids).to_numpy(dtype=np.int64)
+
+    def frequent_ids(self, part: str, n: int = 5) -> list[str]:
+        """The ``n`` most photographed individuals of ``part``'s gallery (ties by id): what
+        pads a prediction list short of five labels."""
+        return data.most_photographed(self.gallery_labels(part), n)
+
+    def photo_counts(self, part: str) -> dict[str, int]:
+        """Photos per individual in ``part``'s gallery (the blend's frequency penalty)."""
+        return pd.Series(self.gallery_labels(part)).value_counts().to_dict()
+
+    def truth(self, part: str, images) -> list[str] | None:
+        """The true labels of ``images`` of ``part``: validation ``target_id``; test labels
+        from the solution, or None without one. Raises naming an image not in the part."""
+        if part == "valid":
+            lookup = dict(zip(self.valid["image"], self.valid["target_id"], strict=True))
+        elif part == "test":
+            if self.solution is None:
+                return None
+            lookup = dict(zip(self.solution["image"], self.solution["individual_id"], strict=True))
+        else:
+            raise ValueError(f"truth exists for 'valid' and 'test', got part={part!r}")
+        missing = [image for image in images if image not in lookup]
+        if missing:
+            raise KeyError(f"{len(missing)} image(s) not in the {part} part, e.g. {missing[:3]}")
+        return [lookup[image] for image in images]
+
+    # ------------------------------------------------------------------ batches
+
+    def batches(
+        self,
+        part: str,
+        image_size: int,
+        batch_size: int,
+        rows: np.ndarray | None = None,
+    ):
+        """Inference batches (b, S, S, 3) float32 0-255 of ``part``'s photos (those at
+        positions ``rows`` only, if given), in row order."""
+        from whaleutils.images import pipeline
+
+        frame = self.frame(part)
+        if rows is not None:
+            rows = np.asarray(rows)
+            if self.crop_cache is not None and np.any(np.diff(rows) <= 0):
+                return self._reordered(part, rows, image_size, batch_size)
+            frame = frame.iloc[rows]
+        if self.crop_cache is not None:
+            records = self._cached(part, frame["image"])
+            return pipeline.make_dataset(records, image_size, batch_size, crop_to_box=False)
+        records = pipeline.file_records(frame, self.image_folder(part))
+        return pipeline.make_dataset(
+            records,
+            image_size,
+            batch_size,
+            crop_to_box=self.crop_to_box,
+            box_margin=self.box_margin,
+        )
+
+    def _cached(self, part: str, names, targets=None):
+        from whaleutils.images import crops
+
+        cache_part = "test" if part == "test" else "train"
+        return crops.cached_records(self.crop_cache, cache_part, names, targets)
+
+    def _reordered(self, part: str, rows: np.ndarray, image_size: int, batch_size: int):
+        """Batches of ``rows`` in the order given, from the cache, which yields photos in its
+        own order: the (few) photos are read sorted, then put in the order asked."""
+        import tensorflow as tf
+
+        order = np.argsort(rows, kind="stable")
+        images = np.concatenate(
+            list(self.batches(part, image_size, batch_size, rows[order]).as_numpy_iterator())
+        )
+        restored = np.empty_like(images)
+        restored[order] = images
+        return tf.data.Dataset.from_tensor_slices(restored).batch(batch_size)
+
+    def training_batches(
+        self,
+        image_size: int,
+        batch_size: int,
+        augmentation=None,
+        label_as_input: bool = True,
+        seed: int = 0,
+    ):
+        """Shuffled, augmented, repeating batches of the ``train`` photos with their integer
+        targets, and the number of steps in one pass over them."""
+        from whaleutils.images import pipeline
+
+        targets = self.encoding.encode_individuals(self.train["individual_id"])
+        if self.crop_cache is not None:
+            records = self._cached("train", self.train["image"], targets)
+        else:
+            records = pipeline.file_records(self.train, self.image_folder("train"), targets)
+        dataset = pipeline.make_dataset(
+            records,
+            image_size,
+            batch_size,
+            training=True,
+            augmentation=augmentation,
+            label_as_input=label_as_input,
+            crop_to_box=self.crop_to_box and self.crop_cache is None,
+            box_margin=self.box_margin,
+            repeat=True,
+            seed=seed,
+        )
+        return dataset, max(1, int(np.ceil(len(self.train) / batch_size)))
+
+
+def load_split(
+    data_dir: str | os.PathLike | None,
+    fold: int = 0,
+    n_folds: int = 5,
+    seed: int = 0,
+    max_valid_images: int | None = None,
+    crop_cache: str | os.PathLike | None = None,
+    boxes: str | os.PathLike | dict | None = None,
+    box_margin: float | None = None,
+) -> Split:
+    """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
+
+    ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
+    profiles); the training rows are all kept. ``crop_cache``: a folder written by
+    ``crops.write_crop_cache`` for this data set, read instead of the photos. ``boxes``: a CSV
+    (or folder of CSVs, ``data.read_boxes``, or an attached dataset's name, ``data.find_boxes``)
+    of image, box for training and test photos, used
+    instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it does
+    not list is used whole. ``box_margin``: share of a box's size added on each side before
+    cropping (None: ``photos.BOX_MARGIN``, or the cache's own margin).
+
+    Raises
+    ------
+    ValueError
+        If ``boxes`` or a ``box_margin`` other than the cache's come with a ``crop_cache``
+        (its crops were cut when it was written).
+    """
+    cache = _checked_cache(crop_cache)
+    if cache is not None:
+        from whaleutils.images import crops
+
+        cache_margin = float(crops.read_index(cache)["margin"])
+        if boxes is not None:
+            raise ValueError(
+                f"boxes={str(boxes)!r} and crop_cache={str(cache)!r} both given: a cache's crops "
+                "are cut when it is written (python -m whaleutils crops --boxes CSV)"
+            )
+        if box_margin is not None and float(box_margin) != cache_margin:
+            raise ValueError(
+                f"box_margin={box_margin} differs from the margin {cache_margin} that "
+                f"{cache} was cut with; write a cache with --margin {box_margin}"
+            )
+        box_margin = cache_margin
+    box_margin = photos.BOX_MARGIN if box_margin is None else float(box_margin)
+    if box_margin < 0:
+        raise ValueError(f"box_margin must be >= 0, got box_margin={box_margin}")
+    data_dir = data.find_data_dir(data_dir)
+    folds = data.make_folds(data.read_train(data_dir), n_folds=n_folds, seed=seed)
+    test = pd.DataFrame({"image": data.read_test_images(data_dir)})
+    test_boxes = data.read_test_boxes(data_dir)
+    if test_boxes is not None:
+        test = test.merge(test_boxes, on="image", how="left", validate="one_to_one").fillna(
+            {"box": ""}
+        )
+    if boxes is not None:
+        by_name = data.find_boxes(boxes)
+        folds["box"] = data.boxes_column(folds["image"], by_name)
+        test["box"] = data.boxes_column(test["image"], by_name)
+        if not (test["box"] != "").any():  # no test boxes: photos stay whole (Split.crop_to_box)
+            test = test.drop(columns="box")
+    train, valid = data.split_fold(folds, fold)
+    if max_valid_images is not None and len(valid) > max_valid_images:
+        valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
+    solution_path = data.Layout(data_dir).test_solution
+    solution = data.read_solution(solution_path) if solution_path.is_file() else None
+    return Split(
+        data_dir,
+        train.reset_index(drop=True),
+        valid.reset_index(drop=True),
+        test,
+        data.LabelEncoding.fit(train),
+        solution,
+        cache,
+        box_margin,
+        fold,
+        n_folds,
+        seed,
+    )
+
+
+SPLIT_PARAMETERS = (
+    "data_dir", "fold", "n_folds", "seed", "max_valid_images", "crop_cache", "boxes", "box_margin",
+)  # fmt: skip
+
+
+def split_from_parameters(parameters: Mapping[str, object]) -> Split:
+    """The split a notebook's parameters describe: :func:`load_split` given the entries of
+    ``parameters`` named in ``SPLIT_PARAMETERS`` (a notebook passes ``globals()``, where its
+    ``parameters`` cell put them); one a notebook lacks takes ``load_split``'s default."""
+    return load_split(**{name: parameters[name] for name in SPLIT_PARAMETERS if name in parameters})
+
+
+def _checked_cache(crop_cache) -> Path | None:
+    if crop_cache is None:
+        return None
+    from whaleutils.images import crops
+
+    crops.read_index(crop_cache)  # raises if it is not a complete crop cache
+    return Path(crop_cache)

@@ -1,0 +1,326 @@
+"""Models: backbones by name, the embedding model and the training model around it.
+
+``build_model`` returns ``(training_model, embedding_model)`` sharing their weights::
+
+    image (0-255 RGB) -> ImageNormalization -> backbone -> pooling -> dropout
+        -> Dense(embedding_dim) [-> BatchNormalization]   = embedding_model output (batch, d)
+        -> ArcMarginProduct([embedding, label])           = training_model output (batch, classes)
+
+The training model takes ``{"image": (batch, S, S, 3), "label": (batch,)}``; the embedding
+model takes images alone. The paper's basic CNN is ``build_basic_cnn``: a softmax classifier.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keras
+
+from whaleutils.training import efficientnet_lite
+from whaleutils.training.layers import NORMALIZATION_MODES, ArcMarginProduct, ImageNormalization
+
+EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
+BACKBONES = (
+    ["resnet50", "efficientnet-lite0"]
+    + [f"efficientnet-b{i}" for i in range(8)]
+    + [f"keras-efficientnet-b{i}" for i in range(8)]
+)
+
+
+def _check_weights(weights, allowed: tuple) -> None:
+    if weights in allowed:
+        return
+    if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
+        return
+    raise ValueError(
+        f"weights must be one of {list(allowed)} or the path of an existing weights file, "
+        f"got weights={weights!r}"
+    )
+
+
+def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Model, str]:
+    """A convolutional backbone without its top, and the input normalisation it expects.
+
+    Parameters
+    ----------
+    name : str
+        ``resnet50`` (``keras.applications``), ``efficientnet-b0`` ... ``-b7`` (the
+        ``efficientnet`` package, qubvel; TensorFlow only) or ``keras-efficientnet-b0`` ...
+        ``-b7`` (``keras.applications``, any backend; :func:`keras_efficientnet`), or
+        ``efficientnet-lite0``
+        (``training.efficientnet_lite``: Keras layers only; its ImageNet weights install from
+        the package index, so it is the pretrained backbone that works offline).
+    image_size : int
+        Square input side in pixels.
+    weights : None, "imagenet", "noisy-student" (EfficientNet B0-B7), or the path of a weights
+        file, which is how Kaggle kernels without internet attach weights: an ``.h5`` file (for
+        ``keras-efficientnet-bN``, qubvel's file) or, for ``efficientnet-lite0``, a ``.pth``
+        checkpoint in the package's format. None is random.
+
+    Returns
+    -------
+    (backbone, normalization_mode)
+        ``backbone`` maps (batch, S, S, 3) to a feature map (batch, h, w, c).
+    """
+    shape = (image_size, image_size, 3)
+    if name == "resnet50":
+        _check_weights(weights, (None, "imagenet"))
+        return keras.applications.ResNet50(
+            include_top=False, weights=weights, input_shape=shape
+        ), "caffe"
+    if name == efficientnet_lite.NAME:
+        _check_weights(weights, (None, "imagenet"))
+        return efficientnet_lite.build(image_size, weights), "lite"
+    match = re.fullmatch(r"(keras-)?efficientnet-b([0-7])", name)
+    if match is None:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    variant = match.group(2)
+    if match.group(1):
+        _check_weights(weights, EFFICIENTNET_WEIGHTS)
+        return keras_efficientnet(int(variant), image_size, weights), "none"
+    _check_weights(weights, EFFICIENTNET_WEIGHTS)
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"backbone {name!r} (the efficientnet package) runs on TensorFlow only, and Keras "
+            f"runs on {keras.backend.backend()}: use 'keras-{name}', the same architecture from "
+            "keras.applications, which loads the same noisy-student weights"
+        )
+    import efficientnet.tfkeras as efficientnet
+
+    constructor = getattr(efficientnet, f"EfficientNetB{variant}")
+    weights = str(weights) if isinstance(weights, os.PathLike) else weights
+    return constructor(include_top=False, weights=weights, input_shape=shape), "torch"
+
+
+def keras_efficientnet(variant: int, image_size: int, weights=None) -> keras.Model:
+    """``keras.applications`` EfficientNet-B``variant`` without its top, on 0-255 RGB input.
+
+    Builds under every Keras backend (qubvel's ``efficientnet`` needs TensorFlow), so it is the
+    backbone that trains on TPUs through JAX. ``weights``: None (random), "imagenet"
+    (``keras.applications``' own), the paper's "noisy-student" (:func:`qubvel_weights_file`), or
+    the path of a qubvel ``efficientnet`` ``.h5`` weights file; qubvel's files are loaded by
+    :func:`load_qubvel_weights`, so the model computes what qubvel's model computes on its
+    ``torch``-normalised input.
+    """
+    constructor = getattr(keras.applications, f"EfficientNetB{variant}")
+    shape = (image_size, image_size, 3)
+    if weights in (None, "imagenet"):
+        return constructor(include_top=False, weights=weights, input_shape=shape)
+    if weights == "noisy-student":
+        weights = qubvel_weights_file(variant, weights)
+    model = constructor(include_top=False, weights=None, input_shape=shape)
+    load_qubvel_weights(model, weights)
+    return model
+
+
+def qubvel_weights_file(variant: int, weights: str = "noisy-student") -> str:
+    """The local path of qubvel's ``efficientnet-bN_noisy-student_notop.h5``, downloaded into
+    Keras' cache the way the ``efficientnet`` package does (same address and hash); needs the
+    internet unless cached. On Kaggle, attach the file and pass its path instead."""
+    from efficientnet import weights as qubvel
+
+    name = f"efficientnet-b{variant}"
+    file_name = f"{name}_{weights}_notop.h5"
+    return keras.utils.get_file(
+        file_name,
+        qubvel.NS_WEIGHTS_PATH + file_name,
+        cache_subdir="models",
+        file_hash=qubvel.NS_WEIGHTS_HASHES[name][1],
+    )
+
+
+def load_qubvel_weights(model: keras.Model, path) -> None:
+    """Load a qubvel ``efficientnet`` weights file (Keras' legacy ``.h5`` layout) into a
+    ``keras.applications`` EfficientNet of the same variant built with ``weights=None``.
+
+    The two architectures share their layer names (keras.applications' EfficientNet was made
+    from qubvel's) and their padding arithmetic, so the weights load by layer name; every layer
+    of ``model`` that has weights must find them in the file. Only the input differs: the
+    ``keras.applications`` model starts with ``x / 255`` and a ``Normalization`` layer, which is
+    set to the ImageNet mean and variance that qubvel's weights expect (its ``torch`` mode).
+
+    Raises
+    ------
+    ValueError
+        Naming the layers of ``model`` that the file does not have, or a shape that differs.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        group = file["model_weights"] if "layer_names" not in file.attrs else file
+        in_file = {_decode(name) for name in group.attrs["layer_names"]}
+    normalizations = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)
+    ]
+    if len(normalizations) != 1:
+        raise ValueError(f"{model.name}: expected one Normalization layer, found {normalizations}")
+    missing = [
+        layer.name
+        for layer in model.layers
+        if layer.weights and layer not in normalizations and layer.name not in in_file
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: not the weights of {model.name}: no weights for its layers "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)"
+        )
+    model.load_weights(str(path), by_name=True)  # raises on a count or shape mismatch
+    # qubvel's "torch" statistics are on 0-255; this layer follows keras.applications' x / 255
+    mean, std, _ = NORMALIZATION_MODES["torch"]
+    normalization = normalizations[0]
+    normalization.adapt_mean.assign([m / 255.0 for m in mean])
+    normalization.adapt_variance.assign([(s / 255.0) ** 2 for s in std])
+    normalization.finalize_state()  # the layer computes with copies made from these weights
+
+
+def _decode(name) -> str:
+    return name.decode("utf8") if isinstance(name, bytes) else str(name)
+
+
+def build_model(
+    backbone: str,
+    n_classes: int,
+    image_size: int,
+    weights=None,
+    embedding_dim: int = 512,
+    dropout: float = 0.2,
+    pooling: str = "avg",
+    embedding_batchnorm: bool = True,
+    s: float = 30.0,
+    m: float = 0.5,
+    easy_margin: bool = False,
+    ls_eps: float = 0.0,
+    k_subcenters: int = 1,
+    class_margins=None,
+    freeze_backbone_batchnorm: bool = False,
+) -> tuple[keras.Model, keras.Model]:
+    """The ArcFace training model and the embedding model, sharing weights.
+
+    Parameters are those of :func:`build_backbone` and
+    :class:`whaleutils.training.layers.ArcMarginProduct` (``s``, ``m``, ``easy_margin``, ``ls_eps``,
+    ``k_subcenters``, ``class_margins``), plus ``embedding_dim`` (512 in the paper),
+    ``dropout`` before the embedding, ``pooling`` ("avg" or "max"),
+    ``embedding_batchnorm``, and ``freeze_backbone_batchnorm``: the backbone's BatchNorm layers
+    keep their pretrained statistics and scales (they run in inference mode), as when
+    fine-tuning on a few thousand photos whose batches would give noisy statistics.
+
+    Returns
+    -------
+    (training_model, embedding_model)
+        ``training_model({"image", "label"}) -> logits (batch, n_classes)``;
+        ``embedding_model(image) -> embeddings (batch, embedding_dim)`` (not normalised).
+    """
+    if pooling not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg' or 'max', got pooling={pooling!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got dropout={dropout!r}")
+    base, mode = build_backbone(backbone, image_size, weights)
+    if freeze_backbone_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = ImageNormalization(mode, name="normalization")(image)
+    x = base(x)
+    pool = (
+        keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    )
+    x = pool(name="pooling")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    # The embedding layers compute in float32 under a mixed-precision policy, as the head does.
+    embedding = keras.layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
+    if embedding_batchnorm:
+        embedding = keras.layers.BatchNormalization(name="embedding_bn", dtype="float32")(embedding)
+    embedding_model = keras.Model(image, embedding, name=f"{backbone}_embedding")
+
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    head = ArcMarginProduct(
+        n_classes,
+        s=s,
+        m=m,
+        easy_margin=easy_margin,
+        ls_eps=ls_eps,
+        k_subcenters=k_subcenters,
+        class_margins=class_margins,
+        name="arc_margin",
+    )
+    logits = head([embedding, label])
+    training_model = keras.Model(
+        {"image": image, "label": label}, logits, name=f"{backbone}_arcface"
+    )
+    return training_model, embedding_model
+
+
+def build_basic_cnn(
+    n_classes: int,
+    image_size: int,
+    filters: tuple[int, ...] = (32, 64, 128, 256),
+    dense_units: int = 512,
+    dropout: float = 0.45,
+) -> tuple[keras.Model, keras.Model]:
+    """The paper's first model: four Conv2D + MaxPool blocks, Dense 512, Dropout 0.45, softmax.
+
+    Returns
+    -------
+    (training_model, embedding_model)
+        ``training_model(image) -> class probabilities (batch, n_classes)``;
+        ``embedding_model(image) -> the Dense 512 features (batch, dense_units)``.
+    """
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = ImageNormalization("unit", name="normalization")(image)
+    for block, n_filters in enumerate(filters):
+        x = keras.layers.Conv2D(
+            n_filters, 3, padding="same", activation="relu", name=f"conv{block}"
+        )(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    features = keras.layers.Dense(dense_units, activation="relu", name="embedding")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(features)
+    probabilities = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
+    training_model = keras.Model(image, probabilities, name="basic_cnn")
+    embedding_model = keras.Model(image, features, name="basic_cnn_embedding")
+    return training_model, embedding_model
+
+
+def input_image_size(model: keras.Model) -> int:
+    """The square image side a model takes (its image input is (batch, S, S, 3)): what later
+    stages must feed a trained model, read from the model rather than restated."""
+    shapes = [tuple(tensor.shape) for tensor in model.inputs if len(tensor.shape) == 4]
+    if len(shapes) != 1 or shapes[0][1] != shapes[0][2] or shapes[0][1] is None:
+        found = [tuple(tensor.shape) for tensor in model.inputs]
+        raise ValueError(f"{model.name}: expected one square image input, got inputs {found}")
+    return int(shapes[0][1])
+
+
+def load_model(path) -> keras.Model:
+    """Load a ``.keras`` model saved from this package.
+
+    Our layers register themselves when ``training.layers`` is imported (this module does);
+    the ``efficientnet`` package registers its ``swish`` and ``FixedDropout`` when
+    ``efficientnet.tfkeras`` is imported, so it is imported first where the model uses them.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
+        raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive): damaged?")
+    if _needs_efficientnet_package(path):
+        import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
+    return keras.models.load_model(path)
+
+
+def _needs_efficientnet_package(path: Path) -> bool:
+    """Whether a saved model uses the ``efficientnet`` package's objects (``swish``,
+    ``FixedDropout``): only then is that package (and the scikit-image it imports, which
+    Kaggle's TPU image lacks) imported to load it. Not a ``.keras`` zip: assumed so."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        return True
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8", errors="replace")
+    return "FixedDropout" in config or '"swish"' in config

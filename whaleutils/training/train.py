@@ -1,0 +1,349 @@
+"""Training: compile, fit with checkpoints, snapshots, a CSV log and resume after interruption.
+
+A training run writes into its ``out_dir``::
+
+    log.csv                   epoch, loss, accuracy, top5_accuracy, learning_rate[, val_...]
+    best.keras                the training model at its best monitored value
+    snapshots/epoch-NNN.keras embedding models at the snapshot epochs (blended later)
+    final.weights.h5          the training model's weights after the last epoch
+    done.json                 {"epochs": N, "seconds": ...} once the run finished
+    backup/                   Keras BackupAndRestore state while the run is unfinished
+
+Calling :func:`fit` again on the same ``out_dir`` resumes an interrupted run from the epoch
+after the last finished one (never repeating an epoch), or, if the run is done, loads the final
+weights and returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+HEAD_LAYERS = ("embedding", "embedding_bn", "arc_margin")  # models.build_model's head
+
+
+@keras.saving.register_keras_serializable(package="whaleutils")
+class FineTuningAdamW(keras.optimizers.AdamW):
+    """AdamW whose backbone learns at ``backbone_lr_scale`` times the head's learning rate.
+
+    Fine-tuning a pretrained backbone under a new, randomly initialised head: a full learning
+    rate on the backbone lets the head's first, large gradients wreck what it learned, so the
+    backbone moves more slowly (a scale of 0 freezes it; :class:`BackboneWarmup` starts it at 0
+    for the first epochs and then sets the configured scale). A variable belongs to the head if
+    the first part of its path is one of ``head_layers``; every other variable is the backbone's.
+    ``weight_decay=0`` makes this Adam.
+    """
+
+    def __init__(self, backbone_lr_scale=0.2, head_layers=HEAD_LAYERS, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= backbone_lr_scale:
+            raise ValueError(f"backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.head_layers = tuple(head_layers)
+
+    def build(self, variables):
+        super().build(variables)
+        self.backbone_scale = self.add_variable(
+            (), initializer=keras.initializers.Constant(self.backbone_lr_scale),
+            name="backbone_lr_scale",
+        )  # fmt: skip
+        self._in_backbone = [v.path.split("/")[0] not in self.head_layers for v in variables]
+        if not any(self._in_backbone) or all(self._in_backbone):
+            raise ValueError(
+                f"no split between backbone and head layers {self.head_layers} in this model"
+            )
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._in_backbone[self._get_variable_index(variable)]:
+            learning_rate = keras.ops.multiply(
+                keras.ops.cast(learning_rate, variable.dtype),
+                keras.ops.cast(self.backbone_scale, variable.dtype),
+            )
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(backbone_lr_scale=self.backbone_lr_scale, head_layers=list(self.head_layers))
+        return config
+
+
+class BackboneWarmup(keras.callbacks.Callback):
+    """Train the head alone (backbone learning rate 0) for the first ``frozen_epochs`` epochs,
+    then let the backbone learn at the optimizer's ``backbone_lr_scale``. Needs
+    :class:`FineTuningAdamW`; the scale in force is logged as ``backbone_lr_scale``."""
+
+    def __init__(self, frozen_epochs: int):
+        super().__init__()
+        if frozen_epochs < 0:
+            raise ValueError(f"frozen_epochs must be >= 0, got frozen_epochs={frozen_epochs}")
+        self.frozen_epochs = int(frozen_epochs)
+
+    def fine_tuning_optimizer(self) -> FineTuningAdamW:
+        """The model's FineTuningAdamW, inside the LossScaleOptimizer that Keras wraps it in
+        under mixed_float16."""
+        outer = self.model.optimizer
+        optimizer = getattr(outer, "inner_optimizer", outer)
+        if not isinstance(optimizer, FineTuningAdamW):
+            raise ValueError("BackboneWarmup needs a model compiled with FineTuningAdamW")
+        return optimizer
+
+    def scale_at(self, epoch: int) -> float:
+        scale = self.fine_tuning_optimizer().backbone_lr_scale
+        return 0.0 if epoch < self.frozen_epochs else scale
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.fine_tuning_optimizer()
+        # build the outer optimizer: a LossScaleOptimizer's build (re)builds the inner one,
+        # which would reset the scale set here
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        optimizer.backbone_scale.assign(self.scale_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["backbone_lr_scale"] = self.scale_at(epoch)
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    from_logits: bool = True,
+    optimizer: str = "adam",
+    weight_decay: float = 1e-4,
+    backbone_lr_scale: float = 1.0,
+    jit_compile: bool | str = "auto",
+) -> keras.Model:
+    """Compile with sparse cross-entropy and accuracy / top-5 accuracy metrics.
+
+    ``from_logits`` is True for ArcFace heads (they output scaled logits) and False for the
+    basic CNN's softmax. ``optimizer`` is "adam" or "adamw" (Keras 3's AdamW, with
+    ``weight_decay``). ``backbone_lr_scale`` other than 1 (a model from
+    ``models.build_model``) makes it :class:`FineTuningAdamW`, the backbone learning at that
+    fraction of ``learning_rate``. ``jit_compile``: XLA for the training step; Keras' "auto"
+    uses it on JAX and on a single GPU, not on a CPU-only machine nor under a tf.distribute
+    strategy (MirroredStrategy). Under the ``mixed_float16`` policy Keras wraps the optimizer in
+    a ``LossScaleOptimizer`` (dynamic loss scaling).
+    """
+    if optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got optimizer={optimizer!r}")
+    decay = weight_decay if optimizer == "adamw" else 0.0
+    if backbone_lr_scale != 1.0:
+        opt = FineTuningAdamW(backbone_lr_scale, learning_rate=learning_rate, weight_decay=decay)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate)
+    else:
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
+        ],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def extract_embedding_model(training_model: keras.Model) -> keras.Model:
+    """The image -> embedding sub-model of a training model built by ``training.models``."""
+    names = {layer.name for layer in training_model.layers}
+    output_name = "embedding_bn" if "embedding_bn" in names else "embedding"
+    if output_name not in names or "image" not in names:
+        raise ValueError(f"{training_model.name} has no 'image' input and 'embedding' layer")
+    image = training_model.get_layer("image").output
+    return keras.Model(
+        image, training_model.get_layer(output_name).output, name=f"{training_model.name}_embedding"
+    )
+
+
+class SnapshotCheckpoint(keras.callbacks.Callback):
+    """Save the embedding model at chosen 1-based epochs (snapshot ensembling)."""
+
+    def __init__(self, embedding_model: keras.Model, folder: Path, epochs: Iterable[int]):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.folder = Path(folder)
+        self.epochs = set(epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.epochs:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.embedding_model.save(self.folder / f"epoch-{epoch + 1:03d}.keras")
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Put the optimizer's learning rate into the epoch logs as ``learning_rate`` (the key
+    Keras' LearningRateScheduler uses), so log.csv has it with or without a schedule."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+
+def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
+    """1-based epochs to snapshot: every ``every`` epochs, plus the ``last`` final epochs.
+
+    Examples
+    --------
+    >>> snapshot_epochs(10, every=4, last=2)
+    [4, 8, 9, 10]
+    """
+    chosen = set(range(every, epochs + 1, every)) if every else set()
+    chosen |= set(range(max(1, epochs - last + 1), epochs + 1))
+    return sorted(chosen)
+
+
+class MarginWarmup(keras.callbacks.Callback):
+    """Ramp the ArcFace margins from 0 to their value over the first ``warmup_epochs`` epochs.
+
+    At the start of epoch ``e`` (0-based) every :class:`~training.layers.ArcMarginProduct`
+    in the model gets ``margin_scale = min(1, e / warmup_epochs)``: epoch 0 trains the plain
+    normalised softmax (``s * cos``), the margin reaches its value at epoch ``warmup_epochs``.
+    Trained from random weights, a margin from the first step can stop the head from learning
+    at all (the local profile's finding); from pretrained weights the paper uses no warm-up.
+    The scale is a weight of the layer, so a resumed run restores it with the model.
+    """
+
+    def __init__(self, warmup_epochs: int):
+        super().__init__()
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got warmup_epochs={warmup_epochs}")
+        self.warmup_epochs = int(warmup_epochs)
+
+    def scale_at(self, epoch: int) -> float:
+        return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from whaleutils.training.layers import ArcMarginProduct
+
+        heads = [layer for layer in self.model.layers if isinstance(layer, ArcMarginProduct)]
+        if not heads:
+            raise ValueError("MarginWarmup needs a model with an ArcMarginProduct layer")
+        for head in heads:
+            head.margin_scale.assign(self.scale_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["margin_scale"] = self.scale_at(epoch)
+
+
+def monitor_mode(monitor: str) -> str:
+    """ "min" for losses, "max" for accuracies and scores (what Keras' "auto" guesses)."""
+    return "min" if "loss" in monitor else "max"
+
+
+def best_so_far(log_path: str | os.PathLike, monitor: str, mode: str) -> float | None:
+    """The best ``monitor`` value among the epochs in ``log.csv``, or None (no log or column)."""
+    log_path = Path(log_path)
+    if not log_path.is_file() or log_path.stat().st_size == 0:
+        return None
+    log = pd.read_csv(log_path)
+    if monitor not in log.columns:
+        return None
+    values = pd.to_numeric(log[monitor], errors="coerce")  # "NA" where it was not measured
+    if values.isna().all():
+        return None
+    return float(values.min() if mode == "min" else values.max())
+
+
+def fit(
+    training_model: keras.Model,
+    train_dataset,
+    epochs: int,
+    out_dir: str | os.PathLike,
+    embedding_model: keras.Model | None = None,
+    steps_per_epoch: int | None = None,
+    learning_rate_schedule: Callable[[int], float] | None = None,
+    snapshots: Iterable[int] = (),
+    monitor: str = "loss",
+    margin_warmup_epochs: int = 0,
+    frozen_backbone_epochs: int = 0,
+    extra_callbacks: Iterable[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> pd.DataFrame:
+    """Train a compiled model for ``epochs`` epochs with checkpoints; returns the epoch log.
+
+    Parameters
+    ----------
+    training_model : a compiled model (see :func:`compile_model`)
+    train_dataset : ``tf.data.Dataset`` of ``(inputs, targets)``
+    epochs : total epochs of the run (a resumed run counts the finished ones)
+    out_dir : the run's folder (layout in the module docstring)
+    embedding_model : saved at the ``snapshots`` epochs (1-based); default: extracted
+    steps_per_epoch : needed when ``train_dataset`` repeats
+    learning_rate_schedule : ``epoch (0-based) -> learning rate``, e.g. ``schedules.lr_at_epoch``
+    monitor : the logged metric choosing ``best.keras`` (``loss``, ``accuracy``, ...)
+    margin_warmup_epochs : ramp the ArcFace margin up over these first epochs
+        (:class:`MarginWarmup`; logged as ``margin_scale``); 0 (the paper) for none
+    frozen_backbone_epochs : train only the head over these first epochs
+        (:class:`BackboneWarmup`; needs ``compile_model(..., backbone_lr_scale=...)``)
+
+    Returns
+    -------
+    DataFrame
+        ``log.csv``: one row per finished epoch.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path, done_path = out_dir / "log.csv", out_dir / "done.json"
+    final_weights = out_dir / "final.weights.h5"
+    if done_path.is_file():
+        done = json.loads(done_path.read_text())
+        if done.get("epochs") == epochs and final_weights.is_file():
+            if training_model.optimizer is not None and not training_model.optimizer.built:
+                training_model.optimizer.build(training_model.trainable_variables)
+            training_model.load_weights(final_weights)
+            return pd.read_csv(log_path)
+        raise FileExistsError(
+            f"{out_dir} holds a finished run of {done.get('epochs')} epochs, not {epochs}; "
+            "use a new folder"
+        )
+    if embedding_model is None:
+        embedding_model = extract_embedding_model(training_model)
+    mode = monitor_mode(monitor)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
+        *(
+            [keras.callbacks.LearningRateScheduler(learning_rate_schedule)]
+            if learning_rate_schedule
+            else []
+        ),
+        LearningRateLogger(),
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "best.keras",
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            # a resumed run must beat the epochs already logged, not start comparing afresh
+            initial_value_threshold=best_so_far(log_path, monitor, mode),
+        ),
+        SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
+        *([MarginWarmup(margin_warmup_epochs)] if margin_warmup_epochs else []),
+        *([BackboneWarmup(frozen_backbone_epochs)] if frozen_backbone_epochs else []),
+        keras.callbacks.CSVLogger(log_path, append=True),
+        *extra_callbacks,
+    ]
+    started = time.perf_counter()
+    training_model.fit(
+        train_dataset,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        shuffle=False,  # tf.data pipelines shuffle themselves
+        verbose=verbose,
+    )
+    training_model.save_weights(final_weights)
+    seconds = round(time.perf_counter() - started, 1)
+    done_path.write_text(json.dumps({"epochs": epochs, "seconds": seconds}) + "\n")
+    shutil.rmtree(out_dir / "backup", ignore_errors=True)
+    return pd.read_csv(log_path)
