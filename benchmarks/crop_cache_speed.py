@@ -1,5 +1,11 @@
 """Input pipeline speed: full-size JPEGs cropped and resized on the fly, against the crop cache.
 
+Four ways to the same batches, side by side in one run: the pipeline's inference path
+(``photos.prepare``: Pillow, the JPEG decoded at the DCT scale its crop needs), its training
+path (the whole crop at full resolution, then the random crop and resize; augmentation off),
+TensorFlow's ``decode_and_crop_jpeg`` (the pipeline before the one photo path, as a
+reference), and the crop cache.
+
 Makes ``--photos`` test photos of 3000 x 2000 pixels (Happywhale's median width is 3039), each
 with a box of the median Detic box's proportions on the real test set (78% of the width, 46% of
 the height: ``../shared/data/happywhale`` test.csv against test_image_sizes.csv), writes their
@@ -10,7 +16,7 @@ side by side in one run (the cache read ten times over in each measurement: one 
 short to time).
 
 Usage: python benchmarks/crop_cache_speed.py [--photos 48] [--size 380] [--repeats 3]
-Prints ``speed-up N.Nx`` last.
+Prints the ratios to the TensorFlow reference and the cache's speed-up last.
 """
 
 from __future__ import annotations
@@ -58,9 +64,34 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> None:
     )
 
 
+def tensorflow_reference(frame: pd.DataFrame, folder: Path, size: int):
+    """The earlier pipeline: ``tf.io.decode_and_crop_jpeg`` of the box grown by 10%, resized
+    with antialiasing, batches of 16 (no EXIF orientation, no size cap)."""
+    import tensorflow as tf
+
+    boxes = np.array([data.parse_box(text) for text in frame["box"]], np.float32)
+    paths = [str(folder / name) for name in frame["image"]]
+
+    def load(path, box):
+        encoded = tf.io.read_file(path)
+        shape = tf.cast(tf.io.extract_jpeg_shape(encoded), tf.float32)
+        grow = 0.1 * tf.stack([box[2] - box[0], box[3] - box[1]])
+        left = tf.clip_by_value(tf.floor(box[0] - grow[0]), 0.0, shape[1] - 1)
+        top = tf.clip_by_value(tf.floor(box[1] - grow[1]), 0.0, shape[0] - 1)
+        right = tf.clip_by_value(tf.math.ceil(box[2] + grow[0]), left + 1, shape[1])
+        bottom = tf.clip_by_value(tf.math.ceil(box[3] + grow[1]), top + 1, shape[0])
+        window = tf.cast(tf.stack([top, left, bottom - top, right - left]), tf.int32)
+        image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+        return tf.image.resize(image, [size, size], antialias=True)
+
+    records = tf.data.Dataset.from_tensor_slices((paths, boxes))
+    return records.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(16).prefetch(2)
+
+
 def images_per_second(dataset) -> float:
     started = time.perf_counter()
-    count = sum(len(batch) for batch in dataset.as_numpy_iterator())
+    batches = dataset.as_numpy_iterator()  # training batches are (images, targets)
+    count = sum(len(batch[0] if isinstance(batch, tuple) else batch) for batch in batches)
     return count / (time.perf_counter() - started)
 
 
@@ -77,28 +108,47 @@ def main() -> None:
         crops.write_crop_cache(data_dir, cache_dir, args.size)
         writing = time.perf_counter() - started
         train = data.read_train(data_dir)
-        from_files = pipeline.make_dataset(
-            pipeline.file_records(train, data_dir / "train_images"), args.size, 16
-        )
-        from_cache = pipeline.make_dataset(
-            crops.cached_records(cache_dir, "train", train["image"]),
-            args.size,
-            16,
-            crop_to_box=False,
-        )
-        from_cache = from_cache.repeat(10)  # ten passes: a single one lasts too little to time
-        best = {"files": 0.0, "cache": 0.0}
+        folder = data_dir / "train_images"
+        ways = {
+            "one photo path, inference (DCT-reduced decode)": pipeline.make_dataset(
+                pipeline.file_records(train, folder), args.size, 16
+            ),
+            "one photo path, training (full decode, no augmentation)": pipeline.make_dataset(
+                pipeline.file_records(train, folder, [0] * len(train)),
+                args.size,
+                16,
+                training=True,
+                augmentation=pipeline.Augmentation.none(),
+                repeat=False,
+                label_as_input=False,
+            ),  # fmt: skip
+            "TensorFlow decode_and_crop_jpeg (the earlier pipeline)": tensorflow_reference(
+                train, folder, args.size
+            ),
+            "the crop cache (read ten times)": pipeline.make_dataset(
+                crops.cached_records(cache_dir, "train", train["image"]),
+                args.size,
+                16,
+                crop_to_box=False,
+            ).repeat(10),  # ten passes: a single one lasts too little to time
+        }
+        best = dict.fromkeys(ways, 0.0)
         for _ in range(args.repeats):
-            best["files"] = max(best["files"], images_per_second(from_files))
-            best["cache"] = max(best["cache"], images_per_second(from_cache))
+            for way, dataset in ways.items():
+                best[way] = max(best[way], images_per_second(dataset))
     print(
         f"{len(train)} training photos of 3000 x 2000 px, crops of {args.size} px, batches of 16, "
         f"best of {args.repeats}"
     )
-    print(f"from full-size JPEGs (decode, crop, resize): {best['files']:7.1f} images/s")
-    print(f"from the crop cache:                         {best['cache']:7.1f} images/s")
+    for way, rate in best.items():
+        print(f"{way:58s} {rate:8.1f} images/s")
     print(f"writing the cache (train and test, once): {writing:.1f} s")
-    print(f"speed-up {best['cache'] / best['files']:.1f}x")
+    reference = best["TensorFlow decode_and_crop_jpeg (the earlier pipeline)"]
+    inference, training = list(best.values())[:2]
+    print(f"inference / TensorFlow reference {inference / reference:.2f}x")
+    print(f"training / TensorFlow reference {training / reference:.2f}x")
+    cache = best["the crop cache (read ten times)"]
+    print(f"speed-up of the cache over inference {cache / inference:.1f}x")
 
 
 if __name__ == "__main__":

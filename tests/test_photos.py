@@ -101,3 +101,45 @@ def test_prepare_is_read_crop_resize(tmp_path):
     assert np.array_equal(photos.prepare(original, box, 32), expected)
     assert np.array_equal(photos.prepare(tmp_path / "p.png", box), photos.crop(original, box))
     assert np.array_equal(photos.prepare(tmp_path / "p.png", margin=0.5), original)  # no box
+
+
+def test_a_large_jpeg_is_decoded_at_the_scale_its_crop_needs(tmp_path):
+    """A 1600 x 1200 JPEG for a 100 px input: decoded at 1/8 for the whole photo (150 px
+    short side), at 1/2 for a 300 px box (its crop keeps >= 100 px); the result stays close to
+    the full-resolution path, box placed in the reduced pixels alike; PNGs are never reduced."""
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(small).resize((1600, 1200), Image.Resampling.BICUBIC))
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(photo).save(tmp_path / "big.png")
+    path = tmp_path / "big.jpg"
+    assert photos._decode(path, min_side=100)[1] == 1 / 8
+    box = (400, 300, 700, 600)  # 300 x 300, +10%: 360 px a side
+    image, scale = photos._decode(path, box=box, min_side=100)
+    assert scale == 1 / 2 and image.shape == (600, 800, 3)
+    assert photos._decode(tmp_path / "big.png", box=box, min_side=100)[1] == 1.0
+    for crop_box in (None, box):
+        reduced = photos.prepare(path, crop_box, 100).astype(float)
+        full = photos.prepare(path, crop_box, 100, min_side=0).astype(float)
+        assert np.abs(reduced - full).mean() < 3.0  # the same picture, as a resize changes it
+    # stored a quarter turned with EXIF 6: the box is in the upright photo's pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(photo, k=1).copy()).save(
+        tmp_path / "turned.jpg", quality=95, exif=exif
+    )
+    turned = photos.prepare(tmp_path / "turned.jpg", box, 100).astype(float)
+    assert np.abs(turned - photos.prepare(path, box, 100, min_side=0)).mean() < 3.0
+
+
+def test_the_model_input_beside_the_full_crop_is_the_pipelines(tmp_path):
+    """identify needs both: the model input exactly as ``prepare(.., size)`` gives it to the
+    training pipeline (a reduced decode for a large JPEG) and the full-resolution crop."""
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(photo[:200, :300]).save(tmp_path / "small.jpg", quality=90)
+    for name, box in (("big.jpg", (100, 100, 700, 500)), ("big.jpg", None), ("small.jpg", None)):
+        model_input, whole = photos.prepare_with_crop(tmp_path / name, box, 64)
+        assert np.array_equal(model_input, photos.prepare(tmp_path / name, box, 64))
+        assert np.array_equal(whole, photos.prepare(tmp_path / name, box))

@@ -19,3 +19,48 @@ def test_ruff(arguments):
         [ruff, *arguments], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+STAGES = ("datasets", "images", "training", "retrieval", "analysis", "catalogue", "suite")
+SHARED = {"analysis.metrics", "analysis.submission", "suite.outputs", "suite.environment"}
+
+
+def stage_imports(source: str) -> set[str]:
+    """The ``stage.module`` names a module's text imports from whaleutils (``from
+    whaleutils.stage import a, b`` and ``from whaleutils.stage.module import ...``)."""
+    import re
+
+    found = set()
+    pattern = r"from whaleutils\.(\w+)(\.\w+ import| import \([^)]*\)| import [^\n]+)"
+    for stage, rest in re.findall(pattern, source):
+        if rest.startswith("."):
+            found.add(f"{stage}.{rest[1:].split()[0]}")
+        else:
+            names = re.sub(r"[()\n]|#.*", " ", rest.removeprefix(" import ")).split(",")
+            found |= {f"{stage}.{name.split()[0]}" for name in names if name.strip()}
+    return found
+
+
+def test_stage_imports_are_read_from_the_text():
+    text = (
+        "from whaleutils.suite import outputs, runner  # a comment\n"
+        "from whaleutils.images.photos import x\n"
+        "    from whaleutils.training import (\n        layers,\n        models as m,\n    )\n"
+    )
+    assert stage_imports(text) == {
+        "suite.outputs", "suite.runner", "images.photos", "training.layers", "training.models"
+    }  # fmt: skip
+
+
+def test_a_stage_imports_only_earlier_stages_and_the_shared_contracts():
+    """The package map of docs/architecture.md: each stage may import the stages before it in
+    ``STAGES`` and the four shared contracts (``SHARED``), nothing after it."""
+    root = Path(__file__).resolve().parents[1] / "whaleutils"
+    assert sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file()) == sorted(STAGES)
+    later = []
+    for path in sorted(root.glob("*/*.py")):
+        stage = path.parent.name
+        for imported in stage_imports(path.read_text()) - SHARED:
+            if STAGES.index(imported.split(".")[0]) > STAGES.index(stage):
+                later.append(f"{path.relative_to(root)} imports {imported}")
+    assert not later, later

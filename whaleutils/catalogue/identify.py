@@ -206,11 +206,14 @@ class Identifier:
 
         def read(pair):
             try:
-                image = photos.prepare(*pair)
+                if thumbnails or local:
+                    model_input, image = photos.prepare_with_crop(*pair, self.image_size)
+                else:
+                    model_input, image = photos.prepare(*pair, self.image_size), None
             except ValueError as error:  # UnreadablePhoto, data.PhotoSizeError
                 return error
             return (
-                photos.resize(image, self.image_size),
+                model_input,
                 shrink(image) if thumbnails else None,
                 self._local_features(image) if local else None,
             )
