@@ -256,7 +256,7 @@ def test_stage_writes_kernels_library_and_summary(staged):
     (own,) = [w for w in wheels if w.startswith("whaleutils-")]
     with zipfile.ZipFile(library / own) as wheel:  # every resource, e.g. review.html, packaged
         packaged = {Path(name).name for name in wheel.namelist() if "/resources/" in name}
-    resources = Path(kaggle_suite.__file__).parent / "resources"
+    resources = Path(kaggle_suite.__file__).parents[1] / "resources"  # whaleutils/resources
     assert {p.name for p in resources.iterdir() if p.is_file()} <= packaged
     if WHEELHOUSE is not None:
         assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
