@@ -2,7 +2,8 @@
 
 Four ways to the same batches, side by side in one run: the pipeline's inference path
 (``photos.prepare``: Pillow, the JPEG decoded at the DCT scale its crop needs), its training
-path (the whole crop at full resolution, then the random crop and resize; augmentation off),
+path (the crop decoded at the scale its random crop needs, ``pipeline.training_min_side``,
+then resized in the graph; augmentation off),
 TensorFlow's ``decode_and_crop_jpeg`` (the pipeline before the one photo path, as a
 reference), and the crop cache.
 
@@ -113,7 +114,7 @@ def main() -> None:
             "one photo path, inference (DCT-reduced decode)": pipeline.make_dataset(
                 pipeline.file_records(train, folder), args.size, 16
             ),
-            "one photo path, training (full decode, no augmentation)": pipeline.make_dataset(
+            "one photo path, training (augmentation off)": pipeline.make_dataset(
                 pipeline.file_records(train, folder, [0] * len(train)),
                 args.size,
                 16,

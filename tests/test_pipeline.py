@@ -249,3 +249,8 @@ def test_photos_are_turned_upright_by_their_exif_orientation_in_training_too(tmp
         image = next(iter(batch))[0] if training else next(iter(batch))
         image = np.asarray(image)[0]
         assert image[..., 0].min() > 250 and image[..., 2].max() < 5
+
+
+def test_training_decodes_large_photos_only_as_far_down_as_its_random_crop_allows():
+    assert pipeline.training_min_side(380, pipeline.Augmentation()) == 455  # 380 / sqrt(0.7)
+    assert pipeline.training_min_side(380, pipeline.Augmentation.none()) == 380

@@ -31,6 +31,7 @@ import numpy as np
 from whaleutils.datasets import data
 
 BOX_MARGIN = 0.1  # a box grows by this share of its width / height on each side before a crop
+GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's 16- and 32-bit integer greys
 
 
 class UnreadablePhoto(ValueError):
@@ -41,7 +42,8 @@ def read(source, name: str | os.PathLike | None = None) -> np.ndarray:
     """The photo ``source`` (a path, the encoded bytes, or an array (h, w[, 1|3|4]) 0-255) as
     upright uint8 RGB (h, w, 3), at full resolution. ``name`` names it in errors (default: the
     path)."""
-    return _decode(source, name)[0]
+    image, _ = _decode(source, name)
+    return image if isinstance(image, np.ndarray) else np.asarray(image)
 
 
 def _decode(
@@ -50,13 +52,15 @@ def _decode(
     box: Sequence[float] | None = None,
     margin: float = BOX_MARGIN,
     min_side: int | None = None,
-) -> tuple[np.ndarray, float]:
-    """:func:`read`, and the scale the photo was decoded at (1, or 1/2, 1/4, 1/8): with
-    ``min_side``, a JPEG is decoded at the smallest of Pillow's DCT scales (``draft``) at
-    which the crop of ``box`` (grown by ``margin``; the whole photo without a box) keeps at
-    least ``min_side`` pixels on each side. Decoding a 3000 px photo for a 380 px crop at half
-    scale is much faster (``benchmarks/crop_cache_speed.py``), and the antialiased resize that
-    follows sees the detail it keeps anyway.
+):
+    """The upright photo, as a Pillow RGB image (kept in Pillow, so that a crop and a resize
+    copy only what they keep) or, for arrays and 16-bit greys, a uint8 RGB array; and the scale
+    it was decoded at (1, or 1/2, 1/4, 1/8): with ``min_side``, a JPEG is decoded at the
+    smallest of Pillow's DCT scales (``draft``) at which the crop of ``box`` (grown by
+    ``margin``; the whole photo without a box) keeps at least ``min_side`` pixels on each side.
+    Decoding a 3000 px photo for a 380 px crop at half scale is faster
+    (``benchmarks/crop_cache_speed.py``), and the antialiased resize that follows sees the
+    detail it keeps anyway.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -70,7 +74,11 @@ def _decode(
             scale = 1.0
             if min_side is not None and opened.format == "JPEG":
                 scale = _draft(opened, box, margin, int(min_side))
-            return _pillow_rgb(ImageOps.exif_transpose(opened)), scale
+            opened.load()
+            ImageOps.exif_transpose(opened, in_place=True)
+            if opened.mode in GREY_MODES:
+                return _pillow_rgb(opened), scale
+            return (opened if opened.mode == "RGB" else opened.convert("RGB")), scale
     except data.PhotoSizeError:
         raise
     except Image.DecompressionBombError as error:
@@ -99,7 +107,7 @@ def _draft(opened, box, margin: float, min_side: int) -> float:
 def _pillow_rgb(image) -> np.ndarray:
     """uint8 RGB (h, w, 3) of a Pillow image; 16-bit and 32-bit integer greys are scaled from
     their full range (Pillow's own conversion clips them to white)."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if image.mode in GREY_MODES:
         values = np.asarray(image, dtype=np.float64)
         full = max(65535.0, float(values.max(initial=0)))  # 16-bit, or a wider 32-bit range
         grey = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
@@ -153,7 +161,7 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size, size), _bilinear()))
 
 
 def prepare(
@@ -179,8 +187,27 @@ def prepare(
     if min_side is None:
         min_side = size
     image, scale = _decode(source, name, box, margin, min_side or None)
-    image = crop(image, _scaled(box, scale), margin)
-    return image if size is None else resize(image, int(size))
+    return _crop_and_resize(image, _scaled(box, scale), margin, size)
+
+
+def _crop_and_resize(image, box, margin: float, size: int | None) -> np.ndarray:
+    """uint8 RGB of a decoded photo (:func:`_decode`'s Pillow image or array) cropped to
+    ``box`` (in its pixels) and, with ``size``, resized."""
+    if isinstance(image, np.ndarray):
+        image = crop(image, box, margin)
+        return image if size is None else resize(image, int(size))
+    if has_box(box):
+        top, left, bottom, right = crop_window(box, image.height, image.width, margin)
+        image = image.crop((left, top, right, bottom))
+    if size is not None and image.size != (int(size), int(size)):
+        image = image.resize((int(size), int(size)), _bilinear())
+    return np.asarray(image)
+
+
+def _bilinear():
+    from PIL import Image
+
+    return Image.Resampling.BILINEAR
 
 
 def _scaled(box, scale: float):
@@ -200,8 +227,7 @@ def prepare_with_crop(
     the photo once where no reduced JPEG scale applies and twice where one does, so that the
     model input is exactly what the training pipeline gives."""
     image, scale = _decode(source, name, box, margin, int(size))
-    if scale == 1.0:
-        whole = crop(image, box, margin)
-        return resize(whole, int(size)), whole
-    model_input = resize(crop(image, _scaled(box, scale), margin), int(size))
-    return model_input, prepare(source, box, margin=margin, name=name)
+    model_input = _crop_and_resize(image, _scaled(box, scale), margin, int(size))
+    if scale != 1.0:  # the crop at full resolution needs a decode of its own
+        return model_input, prepare(source, box, margin=margin, name=name)
+    return model_input, _crop_and_resize(image, box, margin, None)

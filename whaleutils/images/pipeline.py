@@ -259,9 +259,11 @@ def prepare_image(
     crop_to_box: bool,
     box_margin: float,
     image_size: int | None,
+    min_side: int | None = None,
 ) -> tf.Tensor:
     """``photos.prepare`` inside a ``tf.data`` graph: uint8 RGB (image_size, image_size, 3), or
-    the upright crop (h, w, 3) when ``image_size`` is None; cropped to ``box`` only if
+    the upright crop (h, w, 3) when ``image_size`` is None (decoded at a reduced JPEG scale
+    only where it keeps ``min_side`` pixels a side); cropped to ``box`` only if
     ``crop_to_box``. An unreadable photo stops the pipeline with an error naming it."""
 
     def prepare(encoded, box_values, name):
@@ -271,10 +273,18 @@ def prepare_image(
             image_size,
             box_margin,
             name=name.decode(errors="replace"),
+            min_side=min_side,
         )
 
     image = tf.numpy_function(prepare, [image_bytes, box, image_name], tf.uint8, stateful=False)
     return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def training_min_side(image_size: int, augmentation: Augmentation) -> int:
+    """The fewest pixels a side a training crop needs so that the random crop (down to
+    ``crop_min_area`` of it) is never enlarged: ``image_size / sqrt(crop_min_area)``."""
+    area = augmentation.crop_min_area if augmentation.crop_probability > 0 else 1.0
+    return int(np.ceil(image_size / np.sqrt(area)))
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size: int) -> tf.Tensor:
@@ -361,6 +371,7 @@ def make_dataset(
     augmentation = augmentation or Augmentation()
 
     jitter = training and crop_to_box and augmentation.box_jitter > 0
+    training_side = training_min_side(image_size, augmentation)
 
     def load(record, element_seed):
         box = record["box"]
@@ -369,7 +380,9 @@ def make_dataset(
             box = jitter_box(box, box_seed, augmentation.box_jitter)
         name = record["image_name"]
         if training:  # the whole crop: the random crop comes first, then the resize
-            image = prepare_image(record["image_bytes"], box, name, crop_to_box, box_margin, None)
+            image = prepare_image(
+                record["image_bytes"], box, name, crop_to_box, box_margin, None, training_side
+            )
             image = augment(image, element_seed, augmentation, image_size)
         else:
             image = prepare_image(
