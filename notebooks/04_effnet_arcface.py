@@ -94,9 +94,8 @@ print(f"Keras backend: {environment.use_backend(backend)}")
 import keras
 import matplotlib.pyplot as plt
 
-from whaleutils.analysis import blend
 from whaleutils.images import pipeline
-from whaleutils.retrieval import embed, heads, matching, splits
+from whaleutils.retrieval import embed, heads, matching, snapshots, splits
 from whaleutils.suite import outputs
 from whaleutils.training import distribute, layers, models, schedules, train
 
@@ -150,7 +149,7 @@ with choice.scope():
     train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)
 training_augmentation = pipeline.Augmentation(**augmentation)
 batches, steps = split.training_batches(image_size, batch_size, training_augmentation, seed=seed)
-snapshots = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
+snapshot_epochs = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
 log = train.fit(
     training_model,
     batches,
@@ -159,7 +158,7 @@ log = train.fit(
     embedding_model,
     steps_per_epoch=steps,
     learning_rate_schedule=schedule,
-    snapshots=snapshots,
+    snapshots=snapshot_epochs,
     margin_warmup_epochs=margin_warmup_epochs,
     frozen_backbone_epochs=frozen_backbone_epochs,
     verbose=2,
@@ -194,7 +193,7 @@ plt.show()
 
 # %%
 with choice.scope():  # loaded onto every replica, as the model was built
-    snapshot_folders = blend.snapshot_members(split, out, out / "snapshots", batch_size, epochs)
+    snapshot_folders = snapshots.snapshot_members(split, out, out / "snapshots", batch_size, epochs)
 [folder.name for folder in snapshot_folders]
 
 # %% [markdown]
@@ -224,6 +223,6 @@ outputs.write_outputs(
     out,
     ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS]
     + sorted((out / "run" / "snapshots").glob("epoch-*.keras"))
-    + [folder / name for folder in snapshot_folders for name in blend.SNAPSHOT_FILES]
+    + [folder / name for folder in snapshot_folders for name in snapshots.SNAPSHOT_FILES]
     + matching.local_output_files(local_settings),
 )

@@ -54,7 +54,7 @@ knn_rule = "vote"  # the embedding-level blend's KNN rule
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from whaleutils.analysis import blend
+from whaleutils.analysis import blend, out_of_fold
 from whaleutils.datasets import data
 from whaleutils.retrieval import embed, heads, splits
 from whaleutils.suite import outputs
@@ -68,7 +68,7 @@ split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: t
 # fold each was validated on is read from its `scores.json`.
 
 # %%
-found = blend.find_members(inputs_dir, list(members or outputs.INPUTS["07_blend"]))
+found = out_of_fold.find_members(inputs_dir, list(members or outputs.INPUTS["07_blend"]))
 if {(m.n_folds, m.seed) for m in found} != {(n_folds, seed)}:
     raise ValueError(
         f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}"
@@ -88,8 +88,8 @@ listing
 
 # %%
 folds = data.make_folds(data.read_train(split.data_dir), n_folds=n_folds, seed=seed)
-oof = blend.assemble_oof(found, dict(zip(folds["image"], folds["fold"], strict=True)))
-oof_truth, oof_galleries = blend.oof_truth_and_galleries(split.data_dir, oof, n_folds, seed)
+oof = out_of_fold.assemble_oof(found, dict(zip(folds["image"], folds["fold"], strict=True)))
+oof_truth, oof_galleries = out_of_fold.oof_truth_and_galleries(split.data_dir, oof, n_folds, seed)
 print(f"{len(oof.images)} out-of-fold photos over folds {sorted(set(oof.folds.tolist()))}")
 pd.Series(oof.coverage(), name="photos predicted out of fold")
 
@@ -124,7 +124,7 @@ embedding_folders = [
 ]
 joined = {
     part: blend.concatenate_embeddings(
-        blend.load_member_embeddings(embedding_folders, part, split.frame(part)["image"])
+        out_of_fold.load_member_embeddings(embedding_folders, part, split.frame(part)["image"])
     )
     for part in embed.PARTS
 }
@@ -139,8 +139,10 @@ embedding_result = heads.knn_head(
 # solution exists, is not.
 
 # %%
-test_images, test_members = blend.load_members([m.folder / "test_predictions.csv" for m in found])
-test_alphas = blend.fold_member_alphas(found, oof.names, alphas)
+test_images, test_members = out_of_fold.load_members(
+    [m.folder / "test_predictions.csv" for m in found]
+)
+test_alphas = out_of_fold.fold_member_alphas(found, oof.names, alphas)
 scores = heads.write_predictions(
     split,
     out,
@@ -161,8 +163,8 @@ scores = heads.write_predictions(
 # %%
 comparison = pd.concat(
     [
-        blend.member_scores(split, oof, oof_truth, found, test_images, test_members),
-        blend.blend_rows(
+        out_of_fold.member_scores(split, oof, oof_truth, found, test_images, test_members),
+        out_of_fold.blend_rows(
             {
                 "rank blend": (scores, len(oof.images)),
                 "embedding blend": (embedding_result, len(split.valid)),

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from whaleutils.analysis import blend, metrics
+from whaleutils.analysis import blend, metrics, out_of_fold
 from whaleutils.retrieval import embed
 
 W = blend.RANK_WEIGHTS
@@ -144,7 +144,7 @@ def test_load_members_aligns_and_checks(tmp_path):
     (tmp_path / "b.csv").write_text(
         "image,predictions,scores\ny.jpg,f e d c b,1 1 1 1 1\nx.jpg,e d c b a,1 1 1 1 1\n"
     )
-    images, members = blend.load_members([tmp_path / "a.csv", tmp_path / "b.csv"])
+    images, members = out_of_fold.load_members([tmp_path / "a.csv", tmp_path / "b.csv"])
     assert images == ["x.jpg", "y.jpg"]
     assert members[1] == [["e", "d", "c", "b", "a"], ["f", "e", "d", "c", "b"]]
     (tmp_path / "c.csv").write_text("image,predictions\nx.jpg,a b c d e\nz.jpg,a b c d e\n")
@@ -152,7 +152,7 @@ def test_load_members_aligns_and_checks(tmp_path):
         ValueError,
         match=r"c.csv: covers other images .* 1 missing \(e.g. \['y.jpg'\]\), 1 extra \(e.g. \['z.jpg'\]\)",
     ):
-        blend.load_members([tmp_path / "a.csv", tmp_path / "c.csv"])
+        out_of_fold.load_members([tmp_path / "a.csv", tmp_path / "c.csv"])
 
 
 def test_concatenated_embeddings_average_the_cosines():
@@ -170,14 +170,16 @@ def test_member_embeddings_must_align_with_the_split(tmp_path):
     vectors = embed.l2_normalize(np.eye(3, 4))
     for name, images in (("one", ["a", "b", "c"]), ("two", ["a", "c", "b"])):
         embed.save_embeddings(tmp_path / name / "valid.npz", images, vectors)
-    joined = blend.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c"])
+    joined = out_of_fold.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c"])
     np.testing.assert_array_equal(joined[0], vectors)
     with pytest.raises(
         ValueError, match=r"two/valid.npz: rows do not align .* row 1 is 'c', expected 'b'"
     ):
-        blend.load_member_embeddings([tmp_path / "one", tmp_path / "two"], "valid", ["a", "b", "c"])
+        out_of_fold.load_member_embeddings(
+            [tmp_path / "one", tmp_path / "two"], "valid", ["a", "b", "c"]
+        )
     with pytest.raises(ValueError, match=r"row 3 is '\(end of file\)', expected 'd'"):
-        blend.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c", "d"])
+        out_of_fold.load_member_embeddings([tmp_path / "one"], "valid", ["a", "b", "c", "d"])
 
 
 def test_search_never_ends_below_its_best_member():
@@ -250,8 +252,8 @@ def test_out_of_fold_assembly_by_hand_with_three_folds(tmp_path):
             folder = write_oof(
                 tmp_path / f"{name}{fold}", [(i, labels_of(i, f"{name}{fold}")) for i in mine]
             )
-            members.append(blend.Member(name, fold, 3, 0, folder))
-    oof = blend.assemble_oof(members, fold_of)
+            members.append(out_of_fold.Member(name, fold, 3, 0, folder))
+    oof = out_of_fold.assemble_oof(members, fold_of)
     assert oof.images == ["p0", "p1", "p2", "p3", "p4", "p5"]
     assert oof.folds.tolist() == [0, 1, 2, 0, 1, 2]
     assert oof.names == ["A", "B"]
@@ -262,15 +264,15 @@ def test_out_of_fold_assembly_by_hand_with_three_folds(tmp_path):
     ]
     assert oof.coverage() == {"A": 6, "B": 4}
     # on test every member votes, a name's weight shared among its folds
-    shared = blend.fold_member_alphas(members, ["A", "B"], [0.6, 1.0])
+    shared = out_of_fold.fold_member_alphas(members, ["A", "B"], [0.6, 1.0])
     assert shared == pytest.approx([0.2, 0.2, 0.2, 0.5, 0.5])
     # a model asked to predict a photo it trained on is refused, naming file and photo
     write_oof(tmp_path / "A1", [("p1", labels_of("p1", "A1")), ("p0", labels_of("p0", "A1"))])
     with pytest.raises(ValueError, match=r"A1/oof_predictions.csv: image 'p0' lies in fold 0, but"):
-        blend.assemble_oof(members, fold_of)
+        out_of_fold.assemble_oof(members, fold_of)
     write_oof(tmp_path / "A1", [("p9", labels_of("p9", "A1"))])
     with pytest.raises(ValueError, match="image 'p9' is not a training image of these folds"):
-        blend.assemble_oof(members, fold_of)
+        out_of_fold.assemble_oof(members, fold_of)
 
 
 def write_output(folder, fold, member=None, n_folds=3, snapshots=()):
@@ -291,7 +293,7 @@ def test_find_members_reads_every_fold_and_snapshot(tmp_path):
     write_output(runs / "kernel-b" / "04_effnet_arcface", 1, "b5 380px", snapshots=["epoch-005"])
     write_output(runs / "03_resnet_arcmargin", 0)
     (runs / "kernel-b" / "04_effnet_arcface" / "snapshots" / "epoch-010").mkdir()  # no files
-    found = blend.find_members(runs, ["03_resnet_arcmargin", "04_effnet_arcface"])
+    found = out_of_fold.find_members(runs, ["03_resnet_arcmargin", "04_effnet_arcface"])
     assert [(m.name, m.fold, m.folder.relative_to(runs).as_posix()) for m in found] == [
         ("03_resnet_arcmargin", 0, "03_resnet_arcmargin"),
         ("b5 380px", 0, "kernel-a/04_effnet_arcface"),
@@ -303,12 +305,12 @@ def test_find_members_reads_every_fold_and_snapshot(tmp_path):
     with pytest.raises(
         ValueError, match=r"two members named 'b5 380px' on fold 1: .* different `member` names"
     ):
-        blend.find_members(runs, ["04_effnet_arcface"])
+        out_of_fold.find_members(runs, ["04_effnet_arcface"])
     write_output(runs / "04_effnet_arcface-again", 1, "b5 380px", n_folds=5)
     with pytest.raises(ValueError, match=r"different fold assignments \(n_folds, seed\)"):
-        blend.find_members(runs, ["04_effnet_arcface"])
+        out_of_fold.find_members(runs, ["04_effnet_arcface"])
     (runs / "04_effnet_arcface-again" / "scores.json").write_text('{"valid": {}}')
     with pytest.raises(ValueError, match="no 'split'.*run notebook 04_effnet_arcface again"):
-        blend.find_members(runs, ["04_effnet_arcface"])
+        out_of_fold.find_members(runs, ["04_effnet_arcface"])
     with pytest.raises(FileNotFoundError, match="no output of notebook 02_basic_cnn"):
-        blend.find_members(runs, ["02_basic_cnn"])
+        out_of_fold.find_members(runs, ["02_basic_cnn"])

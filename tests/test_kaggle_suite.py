@@ -17,7 +17,7 @@ import pytest
 from kaggle_server import FakeKaggle
 
 from whaleutils import cli
-from whaleutils.suite import kaggle_suite, runner
+from whaleutils.suite import kaggle_metadata, kaggle_push, kaggle_stage, runner
 
 OWNER = "whale-tester"
 KERNELS = [  # (slug, notebook, fold): notebook 04 runs in one kernel per fold
@@ -44,13 +44,13 @@ def staged(tmp_path_factory) -> Path:
     """The repository's suite staged once, offline: the whaleutils wheel built for real, the
     pinned wheels taken from the wheelhouse (or, without one, left out of the metadata)."""
     folder = tmp_path_factory.mktemp("kaggle")
-    metadata_path = kaggle_suite.METADATA_FILE
+    metadata_path = kaggle_metadata.METADATA_FILE
     if WHEELHOUSE is None:
         library = json.loads(metadata_path.read_text())["library"]
         metadata_path = write_metadata(
             folder / "kaggle-metadata.json", library={**library, "wheels": []}
         )
-    kaggle_suite.stage(
+    kaggle_stage.stage(
         folder / "stage", owner=OWNER, metadata_path=metadata_path, wheelhouse=WHEELHOUSE
     )
     return folder / "stage"
@@ -94,7 +94,7 @@ def injected_parameters(notebook_path) -> dict:
 
 
 def write_metadata(path: Path, **changes) -> Path:
-    metadata = json.loads(kaggle_suite.METADATA_FILE.read_text())
+    metadata = json.loads(kaggle_metadata.METADATA_FILE.read_text())
     metadata.update(changes)
     path.write_text(json.dumps(metadata))
     return path
@@ -104,13 +104,13 @@ def write_metadata(path: Path, **changes) -> Path:
 
 
 def test_repository_metadata_lists_every_notebook_once_in_order():
-    metadata = kaggle_suite.load_metadata()
+    metadata = kaggle_metadata.load_metadata()
     assert [k["notebook"] for k in metadata["kernels"]] == [n for _, n, _ in KERNELS]
     assert list(dict.fromkeys(k["notebook"] for k in metadata["kernels"])) == list(runner.NOTEBOOKS)
     assert [k["slug"] for k in metadata["kernels"]] == SLUGS
     assert metadata["competition"] == "happy-whale-and-dolphin"
     for kernel in metadata["kernels"]:
-        assert kaggle_suite.slugify_title(kernel["title"]) == kernel["slug"]
+        assert kaggle_metadata.slugify_title(kernel["title"]) == kernel["slug"]
         assert kernel["internet"] is False  # runs offline: wheels and weights are attached
     # the kernels each one reads follow from the suite's graph, stated once in the runner
     sources = {k["notebook"]: k["kernels"] for k in metadata["kernels"]}
@@ -133,8 +133,8 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
         {"slug": "whale-seven", "title": "Whale Seven", "notebook": "07_blend"},
     ]  # fmt: skip
     path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
-    with pytest.raises(kaggle_suite.MetadataError) as caught:
-        kaggle_suite.load_metadata(path)
+    with pytest.raises(kaggle_metadata.MetadataError) as caught:
+        kaggle_metadata.load_metadata(path)
     lines = str(caught.value).splitlines()
     assert all(line.startswith(str(path)) for line in lines)
     expected = [
@@ -166,8 +166,8 @@ def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
          "parameters": {"fold": 1}},
     ]  # fmt: skip
     path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
-    with pytest.raises(kaggle_suite.MetadataError) as caught:
-        kaggle_suite.load_metadata(path)
+    with pytest.raises(kaggle_metadata.MetadataError) as caught:
+        kaggle_metadata.load_metadata(path)
     lines = str(caught.value).splitlines()
     expected = [
         "kernels[0] (whale-two): parameters ['epochz'] are not parameters of notebook 02_basic_cnn",
@@ -180,7 +180,7 @@ def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
     assert len(lines) == len(expected)
     del kernels[0]["parameters"]["epochz"], kernels[2]["parameters"]
     kernels[3], kernels[4] = kernels[4], kernels[3]
-    metadata = kaggle_suite.load_metadata(write_metadata(path, kernels=kernels))
+    metadata = kaggle_metadata.load_metadata(write_metadata(path, kernels=kernels))
     blend = metadata["kernels"][4]
     assert blend["kernels"] == ["whale-two", "whale-three", "whale-four", "whale-four-b"]
     assert metadata["kernels"][3]["parameters"] == {"fold": 1}
@@ -197,10 +197,10 @@ def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
 def test_metadata_file_level_errors(tmp_path, text, message):
     path = tmp_path / "kaggle-metadata.json"
     path.write_text(text)
-    with pytest.raises(kaggle_suite.MetadataError, match=message):
-        kaggle_suite.load_metadata(path)
-    with pytest.raises(kaggle_suite.MetadataError, match="file not found"):
-        kaggle_suite.load_metadata(tmp_path / "absent.json")
+    with pytest.raises(kaggle_metadata.MetadataError, match=message):
+        kaggle_metadata.load_metadata(path)
+    with pytest.raises(kaggle_metadata.MetadataError, match="file not found"):
+        kaggle_metadata.load_metadata(tmp_path / "absent.json")
 
 
 @pytest.mark.parametrize(
@@ -217,7 +217,7 @@ def test_kernel_metadata_sets_every_field(accelerator, gpu, tpu, shape):
         "accelerator": accelerator, "internet": False, "private": True,
         "datasets": ["weights", "someone/else"], "kernels": ["whale-one"],
     }  # fmt: skip
-    metadata = kaggle_suite.kernel_metadata(kernel, "me", "happy-whale-and-dolphin", "me/lib")
+    metadata = kaggle_stage.kernel_metadata(kernel, "me", "happy-whale-and-dolphin", "me/lib")
     assert metadata["id"] == "me/whale-two"
     assert metadata["code_file"] == "whale-two.ipynb"
     assert (metadata["language"], metadata["kernel_type"]) == ("python", "notebook")
@@ -232,15 +232,15 @@ def test_kernel_metadata_sets_every_field(accelerator, gpu, tpu, shape):
 
 def test_configured_owner_order(tmp_path):
     assert (
-        kaggle_suite.configured_owner({"KAGGLE_USERNAME": "alice", "HOME": str(tmp_path)})
+        kaggle_metadata.configured_owner({"KAGGLE_USERNAME": "alice", "HOME": str(tmp_path)})
         == "alice"
     )
     config = tmp_path / "config"
     config.mkdir()
     (config / "kaggle.json").write_text(json.dumps({"username": "bob", "key": "k"}))
     environ = {"KAGGLE_CONFIG_DIR": str(config), "HOME": str(tmp_path)}
-    assert kaggle_suite.configured_owner(environ) == "bob"
-    assert kaggle_suite.configured_owner({"HOME": str(tmp_path)}) is None
+    assert kaggle_metadata.configured_owner(environ) == "bob"
+    assert kaggle_metadata.configured_owner({"HOME": str(tmp_path)}) is None
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_stage_writes_kernels_library_and_summary(staged):
     (own,) = [w for w in wheels if w.startswith("whaleutils-")]
     with zipfile.ZipFile(library / own) as wheel:  # every resource, e.g. review.html, packaged
         packaged = {Path(name).name for name in wheel.namelist() if "/resources/" in name}
-    resources = Path(kaggle_suite.__file__).parents[1] / "resources"  # whaleutils/resources
+    resources = Path(kaggle_stage.__file__).parents[1] / "resources"  # whaleutils/resources
     assert {p.name for p in resources.iterdir() if p.is_file()} <= packaged
     if WHEELHOUSE is not None:
         assert any(w.startswith("efficientnet-1.1.1") for w in wheels)
@@ -314,7 +314,7 @@ def test_bootstrap_installs_the_wheels_offline_and_whaleutils_imports(staged, tm
     wheels with pip (no index) and the installed whaleutils works, resources included."""
     mounted = tmp_path / "input" / "datasets" / OWNER / "whaleutils-library"
     shutil.copytree(staged / "whaleutils-library", mounted)
-    staged_nb = kaggle_suite.staged_notebook(
+    staged_nb = kaggle_stage.staged_notebook(
         "01_eda", {}, f"{OWNER}/whaleutils-library", tmp_path / "input"
     )
     bootstrap = next(
@@ -350,14 +350,14 @@ def test_pinned_wheels_come_only_from_the_wheelhouse(tmp_path):
     empty = tmp_path / "wheelhouse"
     empty.mkdir()
     with pytest.raises(RuntimeError, match=r"efficientnet==1\.1\.1"):
-        kaggle_suite.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], wheelhouse=empty)
+        kaggle_stage.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], wheelhouse=empty)
     if WHEELHOUSE is not None:
-        files = kaggle_suite.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], WHEELHOUSE)
+        files = kaggle_stage.download_wheels(tmp_path / "out", ["efficientnet==1.1.1"], WHEELHOUSE)
         assert files == ["efficientnet-1.1.1-py3-none-any.whl"]
 
 
 def test_bootstrap_without_the_dataset_says_what_to_attach(tmp_path):
-    staged_nb = kaggle_suite.staged_notebook(
+    staged_nb = kaggle_stage.staged_notebook(
         "01_eda", {}, "me/whaleutils-library", tmp_path / "empty"
     )
     bootstrap = next(
@@ -375,12 +375,12 @@ def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not an earlier stage"):
-        kaggle_suite.stage(foreign, owner=OWNER, build_wheels=False)
+        kaggle_stage.stage(foreign, owner=OWNER, build_wheels=False)
     assert (foreign / "notes.txt").read_text() == "keep me"
     out = tmp_path / "stage"
-    kaggle_suite.stage(out, owner=OWNER, build_wheels=False)
+    kaggle_stage.stage(out, owner=OWNER, build_wheels=False)
     (out / "happywhale-01-eda" / "stale.txt").write_text("from an earlier stage")
-    kaggle_suite.stage(out, owner="someone-else", build_wheels=False)
+    kaggle_stage.stage(out, owner="someone-else", build_wheels=False)
     assert not (out / "happywhale-01-eda" / "stale.txt").exists()
     assert json.loads((out / "stage.json").read_text())["owner"] == "someone-else"
 
@@ -390,7 +390,7 @@ def test_stage_without_owner_explains(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nothing"))
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ValueError, match="pass --owner USER"):
-        kaggle_suite.stage(tmp_path / "stage", build_wheels=False)
+        kaggle_stage.stage(tmp_path / "stage", build_wheels=False)
 
 
 def test_stage_rejects_a_profile_parameter_the_notebook_lacks(tmp_path, monkeypatch):
@@ -402,8 +402,8 @@ def test_stage_rejects_a_profile_parameter_the_notebook_lacks(tmp_path, monkeypa
         return parameters
 
     monkeypatch.setattr(runner, "load_profile", with_typo)
-    with pytest.raises(kaggle_suite.MetadataError, match=r"02_basic_cnn.yaml sets \['epochz'\]"):
-        kaggle_suite.stage(tmp_path / "stage", owner=OWNER, build_wheels=False)
+    with pytest.raises(kaggle_metadata.MetadataError, match=r"02_basic_cnn.yaml sets \['epochz'\]"):
+        kaggle_stage.stage(tmp_path / "stage", owner=OWNER, build_wheels=False)
 
 
 # --- pushing through the real kaggle CLI -------------------------------------------------------
@@ -470,7 +470,7 @@ def test_push_detects_a_server_side_error_the_cli_exits_0_on(staged, kaggle_env,
 @pytest.mark.slow
 def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
     kaggle_env({"SaveKernel": lambda request: (403, {"code": 403, "message": "Permission denied"})})
-    [denied] = kaggle_suite.push(staged, only=[SLUGS[0]], timeout=120)
+    [denied] = kaggle_push.push(staged, only=[SLUGS[0]], timeout=120)
     assert (
         not denied.ok and "exit code 1" in denied.message and "Permission denied" in denied.message
     )
@@ -483,7 +483,7 @@ def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
         }
 
     kaggle_env({"SaveKernel": missing_weights})
-    [pushed] = kaggle_suite.push(staged, only=[SLUGS[3]], timeout=120)
+    [pushed] = kaggle_push.push(staged, only=[SLUGS[3]], timeout=120)
     assert not pushed.ok and "happywhale-backbone-weights" in pushed.message
 
 
@@ -506,7 +506,7 @@ def test_push_with_library_creates_the_dataset_when_it_is_new(staged, kaggle_env
     responses = {"StartBlobUpload": start_upload, "CreateDataset": created, "SaveKernel": saved}
     responses |= {f"token-{i}": (lambda request: (200, {})) for i in range(10)}
     fake = kaggle_env(responses)  # no CreateDatasetVersion: answers 404, the dataset is new
-    results = kaggle_suite.push(staged, only=[SLUGS[0]], with_library=True, timeout=120)
+    results = kaggle_push.push(staged, only=[SLUGS[0]], with_library=True, timeout=120)
     assert [r.ok for r in results] == [True, True], [r.line() for r in results]
     assert results[0].url == f"http://localhost/datasets/{OWNER}/whaleutils-library"
     names = [r.name for r in fake.requests]
@@ -526,4 +526,4 @@ def test_push_with_library_creates_the_dataset_when_it_is_new(staged, kaggle_env
 
 def test_push_requires_a_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage first"):
-        kaggle_suite.push(tmp_path)
+        kaggle_push.push(tmp_path)

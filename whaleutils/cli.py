@@ -259,9 +259,9 @@ def cmd_crops(args) -> int:
 
 
 def cmd_kaggle_stage(args) -> int:
-    from whaleutils.suite import kaggle_suite
+    from whaleutils.suite import kaggle_stage
 
-    summary = kaggle_suite.stage(args.out, args.owner, args.metadata, wheelhouse=args.wheelhouse)
+    summary = kaggle_stage.stage(args.out, args.owner, args.metadata, wheelhouse=args.wheelhouse)
     print(f"staged {len(summary['kernels'])} kernels for {summary['owner']} in {args.out}:")
     for slug in summary["kernels"]:
         print(f"  {Path(args.out) / slug}")
@@ -272,19 +272,19 @@ def cmd_kaggle_stage(args) -> int:
 
 
 def cmd_kaggle_wheelhouse(args) -> int:
-    from whaleutils.suite import kaggle_suite
+    from whaleutils.suite import kaggle_metadata, kaggle_stage
 
-    wheels = kaggle_suite.load_metadata(args.metadata)["library"]["wheels"]
-    files = kaggle_suite.download_wheels(args.out, wheels)
+    wheels = kaggle_metadata.load_metadata(args.metadata)["library"]["wheels"]
+    files = kaggle_stage.download_wheels(args.out, wheels)
     print(f"{args.out}: {', '.join(files)}")
     print(f"next: python -m whaleutils kaggle stage --out DIR --wheelhouse {args.out}")
     return 0
 
 
 def cmd_kaggle_push(args) -> int:
-    from whaleutils.suite import kaggle_suite
+    from whaleutils.suite import kaggle_push
 
-    results = kaggle_suite.push(args.stage, args.only, args.with_library, args.timeout)
+    results = kaggle_push.push(args.stage, args.only, args.with_library, args.timeout)
     for result in results:
         print(result.line(), file=sys.stdout if result.ok else sys.stderr)
     failed = [r.name for r in results if not r.ok]

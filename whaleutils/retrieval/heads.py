@@ -203,7 +203,7 @@ def knn_head(
     and ``knn_search.csv`` / ``.png``; returns the scores with ``search`` (the search's result).
 
     ``rule``: ``vote``, ``max`` or ``best`` (both searched, the better on validation kept).
-    ``member``: the model's name in a blend, the same on every fold (``blend.find_members``).
+    ``member``: the model's name in a blend, the same on every fold (``out_of_fold.find_members``).
     ``new_share``: put ``new_individual`` first for this share of each part's photos
     (``knn.share_threshold``, validation and test each by their own distances) instead of
     carrying the validated distance threshold over to test. ``flipped_gallery``: add every
