@@ -19,7 +19,7 @@ def test_find_folder_and_file_search_a_few_levels_by_name(tmp_path):
     root = make(tmp_path / "input")
     make(root / "a" / "04_effnet_arcface")  # right name, no marker: not it
     wanted = make(root / "notebooks" / "me" / "kernel" / "04_effnet_arcface", ["scores.json"])
-    make(root / "1" / "2" / "3" / "4" / "5", ["deep.h5"])  # five levels down: beyond the search
+    make(root / "1" / "2" / "3" / "4" / "5" / "6" / "7", ["deep.h5"])  # beyond the search
     assert environment.find_folder("04_effnet_arcface", "scores.json", root) == wanted
     assert environment.find_folder("04_effnet_arcface", "scores.json", root, depth=3) is None
     assert environment.find_folder("absent", "scores.json", root) is None
@@ -29,9 +29,32 @@ def test_find_folder_and_file_search_a_few_levels_by_name(tmp_path):
     assert found == root / "weights" / "b5" / "efficientnet-b5_noisy-student_notop.h5"
     assert environment.find_file("deep.h5", root) is None
     assert (
-        environment.find_file("deep.h5", root, depth=5)
-        == root / "1" / "2" / "3" / "4" / "5" / "deep.h5"
+        environment.find_file("deep.h5", root, depth=7)
+        == root / "1" / "2" / "3" / "4" / "5" / "6" / "7" / "deep.h5"
     )
+
+
+def test_kaggles_current_mounts_are_found(tmp_path):
+    """/kaggle/input/competitions/<slug>, datasets/<owner>/<slug> and notebooks/<owner>/<slug>
+    (Kaggle's layout since 2025), with a kernel's notebook folder inside its output and a
+    snapshot two levels further: the data set, the boxes, the weights, 04's output (depth 4)
+    and a deeper copy of it (depth 6) are all found."""
+    root = make(tmp_path / "input")
+    competition = make(root / "competitions" / "happy-whale-and-dolphin", ["train.csv"])
+    boxes = make(root / "datasets" / "me" / "happywhale-detic-boxes", ["train.csv", "test.csv"])
+    make(root / "datasets" / "me" / "happywhale-backbone-weights", ["b5_notop.h5"])
+    kernel = root / "notebooks" / "me" / "happywhale-04-effnet-arcface"
+    output = make(kernel / "04_effnet_arcface", ["scores.json"])
+    make(output / "snapshots" / "epoch-005", ["oof_predictions.csv"])
+    fold = make(
+        root / "notebooks" / "me" / "happywhale-04-fold-1" / "runs" / "x" / "04_effnet_arcface",
+        ["scores.json"],
+    )
+    assert environment.find_folder("happy-whale-and-dolphin", "train.csv", root) == competition
+    assert environment.find_folder("happywhale-detic-boxes", "train.csv", root) == boxes
+    assert environment.find_file("b5_notop.h5", root).parent.name == "happywhale-backbone-weights"
+    assert environment.notebook_output(root, "04_effnet_arcface") == output
+    assert environment.notebook_outputs(root, "04_effnet_arcface") == sorted([output, fold])
 
 
 def test_notebook_output_local_then_mounted_then_clear_error(tmp_path):

@@ -16,7 +16,11 @@ from pathlib import Path
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
-SEARCH_DEPTH = 4  # levels below the root searched for a mounted folder or file
+# Levels below /kaggle/input searched for a mounted folder or file. Kaggle mounts
+# competitions/<slug>/, datasets/<owner>/<slug>/ and notebooks/<owner>/<slug>/ (a kernel's
+# output, whose notebook folder sits one level further down, its snapshots two more); older
+# images mount <slug>/ directly. Six levels hold all of them with room to spare.
+SEARCH_DEPTH = 6
 
 BACKENDS = ("auto", "tensorflow", "jax")  # the Keras backends a notebook can ask for
 
