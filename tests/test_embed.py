@@ -88,3 +88,24 @@ def test_participation_ratio_counts_used_dimensions():
     assert embed.participation_ratio(np.ones((3, 4))) == 0.0  # all identical
     with pytest.raises(ValueError, match="at least 2"):
         embed.participation_ratio(np.ones((1, 4)))
+
+
+def test_flip_tta_reads_each_photo_once():
+    """The mirror images ride in the same forward pass: the batches are drawn once."""
+    _, embedding_model = models.build_basic_cnn(3, 16, filters=(4,), dense_units=6)
+    images = np.random.default_rng(3).uniform(0, 255, (7, 16, 16, 3)).astype("float32")
+    drawn = []
+
+    def source():
+        for start in range(0, 7, 3):  # batches of 3, 3, 1
+            drawn.append(start)
+            yield images[start : start + 3]
+
+    spec = tf.TensorSpec((None, 16, 16, 3), tf.float32)
+    batches = tf.data.Dataset.from_generator(source, output_signature=spec)
+    vectors, mirrored = embed.compute_embeddings(embedding_model, batches, "flip", mirrored=True)
+    assert drawn == [0, 3, 6] and vectors.shape == mirrored.shape == (7, 6)
+    plain = embed.l2_normalize(embedding_model.predict(images, verbose=0))
+    mirror = embed.l2_normalize(embedding_model.predict(images[:, :, ::-1], verbose=0))
+    np.testing.assert_allclose(mirrored, mirror, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vectors, embed.l2_normalize(plain + mirror), rtol=1e-4, atol=1e-5)
