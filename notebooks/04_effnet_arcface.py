@@ -71,6 +71,7 @@ flipped_gallery = False  # also match each gallery photo's mirror image; "best":
 max_valid_images = None
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 local_matching = False  # fuse RootSIFT matching with the embedding: True, or a LocalSettings dict
+session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): stop training in time
 
 # %% [markdown]
 # ## Backend and hardware
@@ -162,6 +163,9 @@ log = train.fit(
     margin_warmup_epochs=margin_warmup_epochs,
     frozen_backbone_epochs=frozen_backbone_epochs,
     verbose=2,
+    images_per_epoch=steps * batch_size,
+    session_seconds=session_hours and session_hours * 3600,
+    session_elapsed=environment.process_seconds(),  # the kernel's time before training
 )
 log.to_csv(out / "log.csv", index=False)
 embedding_model.save(out / outputs.EMBEDDING_MODEL)

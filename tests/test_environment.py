@@ -197,3 +197,14 @@ def test_use_backend_sets_keras_backend_and_refuses_a_late_switch():
     with pytest.raises(RuntimeError, match="already imported with the tensorflow backend"):
         environment.use_backend("jax", untouched)
     assert untouched == {"KERAS_BACKEND": "tensorflow"}
+
+
+def test_process_seconds_counts_from_the_process_start():
+    import subprocess
+    import sys
+
+    code = "import time; time.sleep(1.0); from whaleutils.suite import environment; "
+    code += "print(environment.process_seconds())"
+    seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                   text=True, check=True).stdout)  # fmt: skip
+    assert 1.0 <= seconds < 30.0

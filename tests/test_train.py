@@ -123,6 +123,62 @@ def test_an_interrupted_run_resumes_without_repeating_epochs(tmp_path):
         train.fit(training_model, tiny_data(), 6, tmp_path, embedding_model, verbose=0)
 
 
+class StopWatch:
+    """A clock that advances only when told."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_session_budget_logs_throughput_and_stops_a_run_that_would_overrun(capsys):
+    """1,000 images an epoch, 100 s an epoch, 10 epochs, 600 s used before training, a
+    1,800 s session with 300 s kept for what follows: after epoch 1 the run would end at
+    600 + 100 + 9 x 100 = 1,600 s > 1,500 s, so it stops there; with a 3,600 s session it
+    runs on."""
+    clock = StopWatch()
+    budget = train.SessionBudget(1000, 10, 1800, elapsed_before=600, reserve_seconds=300,
+                                 clock=clock)  # fmt: skip
+    budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    budget.model.stop_training = False  # as fit sets it
+    budget.on_train_begin()
+    budget.on_epoch_begin(0)
+    clock.now += 100
+    logs = {}
+    budget.on_epoch_end(0, logs)
+    assert logs == {"images_per_second": 10.0, "epoch_seconds": 100.0}
+    assert budget.model.stop_training and "stopped after epoch 1 of 10" in budget.stopped
+    assert "training ends at 0.44 h of a 0.5 h session" in capsys.readouterr().out
+    roomy = train.SessionBudget(1000, 10, 3600, elapsed_before=600, reserve_seconds=300,
+                                clock=clock)  # fmt: skip
+    roomy.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    roomy.model.stop_training = False
+    roomy.on_train_begin()
+    for epoch in range(10):
+        roomy.on_epoch_begin(epoch)
+        clock.now += 100
+        roomy.on_epoch_end(epoch, {})
+    assert roomy.stopped is None and not roomy.model.stop_training
+
+
+def test_a_run_stopped_by_its_session_keeps_what_it_trained(tmp_path):
+    """A session already used up: the first epoch is the last, the model is saved, done.json
+    says why, and a second call returns the same run."""
+    training_model, embedding_model = basic_model()
+    log = train.fit(
+        training_model, tiny_data(), 5, tmp_path, embedding_model, verbose=0,
+        session_seconds=3600.0, session_elapsed=3590.0,
+    )  # fmt: skip
+    assert log["epoch"].tolist() == [0]
+    assert log["images_per_second"].iloc[0] > 0 and log["epoch_seconds"].iloc[0] > 0
+    done = json.loads((tmp_path / "done.json").read_text())
+    assert done["epochs"] == 5 and "stopped after epoch 1 of 5" in done["stopped"]
+    again = train.fit(training_model, tiny_data(), 5, tmp_path, embedding_model, verbose=0)
+    assert again["epoch"].tolist() == [0]
+
+
 def test_snapshot_epochs():
     assert train.snapshot_epochs(30, every=10, last=3) == [10, 20, 28, 29, 30]
     assert train.snapshot_epochs(3, every=None, last=0) == []

@@ -99,6 +99,18 @@ def _walk(root: Path, depth: int):
         level = following
 
 
+def process_seconds() -> float:
+    """Seconds since this process started (a notebook's kernel: the session's time so far),
+    from ``/proc`` on Linux; 0 where it cannot be read."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - started)
+
+
 def find_folder(
     name: str, marker: str, root: str | os.PathLike | None = None, depth: int = SEARCH_DEPTH
 ) -> Path | None:

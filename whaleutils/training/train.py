@@ -2,11 +2,13 @@
 
 A training run writes into its ``out_dir``::
 
-    log.csv                   epoch, loss, accuracy, top5_accuracy, learning_rate[, val_...]
+    log.csv                   epoch, loss, accuracy, top5_accuracy, learning_rate,
+                              images_per_second, epoch_seconds[, val_...]
     best.keras                the training model at its best monitored value
     snapshots/epoch-NNN.keras embedding models at the snapshot epochs (blended later)
     final.weights.h5          the training model's weights after the last epoch
-    done.json                 {"epochs": N, "seconds": ...} once the run finished
+    done.json                 {"epochs": N, "seconds": ...[, "stopped": why]} once the run
+                              finished (or stopped early to stay inside its session)
     backup/                   Keras BackupAndRestore state while the run is unfinished
 
 Calling :func:`fit` again on the same ``out_dir`` resumes an interrupted run from the epoch
@@ -190,6 +192,74 @@ class LearningRateLogger(keras.callbacks.Callback):
             )
 
 
+class SessionBudget(keras.callbacks.Callback):
+    """Measure throughput and keep a run inside its session.
+
+    Each epoch logs ``images_per_second`` and ``epoch_seconds`` (``log.csv``) and prints the
+    projected end of the run: the time already used (``elapsed_before`` seconds before
+    training, plus training so far) and the epochs left at the mean epoch time. With
+    ``session_seconds`` (Kaggle: 9 h on a TPU, 12 h on a GPU), an epoch after which the run
+    could not end ``reserve_seconds`` before the limit (the time embedding, the heads and the
+    files need) stops training with a message; ``fit`` then keeps what was trained
+    (``stopped`` in ``done.json``) and the notebook goes on with it.
+    """
+
+    def __init__(
+        self,
+        images_per_epoch: int,
+        epochs: int,
+        session_seconds: float | None = None,
+        elapsed_before: float = 0.0,
+        reserve_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__()
+        self.images_per_epoch, self.epochs = int(images_per_epoch), int(epochs)
+        self.session_seconds, self.elapsed_before = session_seconds, float(elapsed_before)
+        self.reserve_seconds, self.clock = float(reserve_seconds), clock
+        self.epoch_seconds: list[float] = []
+        self.stopped: str | None = None
+
+    def on_train_begin(self, logs=None):
+        self.training_started = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        seconds = max(now - self.epoch_started, 1e-9)
+        self.epoch_seconds.append(seconds)
+        rate = self.images_per_epoch / seconds
+        if logs is not None:
+            logs["images_per_second"], logs["epoch_seconds"] = rate, seconds
+        left = self.epochs - (epoch + 1)
+        used = self.elapsed_before + now - self.training_started
+        end = used + left * sum(self.epoch_seconds) / len(self.epoch_seconds)
+        limit = (
+            ""
+            if self.session_seconds is None
+            else f" of a {self.session_seconds / 3600:.1f} h session"
+        )
+        print(
+            f"epoch {epoch + 1}/{self.epochs}: {rate:.1f} images/s; training ends at "
+            f"{end / 3600:.2f} h{limit}"
+        )
+        if (
+            self.session_seconds is not None
+            and left
+            and end > self.session_seconds - self.reserve_seconds
+        ):
+            self.stopped = (
+                f"stopped after epoch {epoch + 1} of {self.epochs}: at {rate:.1f} images/s the "
+                f"{left} epochs left end at {end / 3600:.2f} h, past the session's "
+                f"{self.session_seconds / 3600:.1f} h less {self.reserve_seconds / 3600:.1f} h "
+                "for what follows training; the model trained so far is kept"
+            )
+            print(self.stopped)
+            self.model.stop_training = True
+
+
 def snapshot_epochs(epochs: int, every: int | None, last: int = 0) -> list[int]:
     """1-based epochs to snapshot: every ``every`` epochs, plus the ``last`` final epochs.
 
@@ -256,6 +326,19 @@ def best_so_far(log_path: str | os.PathLike, monitor: str, mode: str) -> float |
     return float(values.min() if mode == "min" else values.max())
 
 
+def _images_per_epoch(dataset, steps_per_epoch: int | None) -> int:
+    """Images in one epoch of a batched dataset: steps x its batch size (the first element's),
+    or 0 where neither is known (the throughput is then not logged as a rate of images)."""
+    try:
+        first = next(iter(dataset.take(1)))
+    except (StopIteration, TypeError, AttributeError):
+        return 0
+    inputs = first[0] if isinstance(first, tuple) else first
+    inputs = inputs["image"] if isinstance(inputs, dict) else inputs
+    steps = steps_per_epoch or int(dataset.cardinality())
+    return max(0, steps) * int(inputs.shape[0])
+
+
 def fit(
     training_model: keras.Model,
     train_dataset,
@@ -270,6 +353,9 @@ def fit(
     frozen_backbone_epochs: int = 0,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    images_per_epoch: int | None = None,
+    session_seconds: float | None = None,
+    session_elapsed: float = 0.0,
 ) -> pd.DataFrame:
     """Train a compiled model for ``epochs`` epochs with checkpoints; returns the epoch log.
 
@@ -287,6 +373,10 @@ def fit(
         (:class:`MarginWarmup`; logged as ``margin_scale``); 0 (the paper) for none
     frozen_backbone_epochs : train only the head over these first epochs
         (:class:`BackboneWarmup`; needs ``compile_model(..., backbone_lr_scale=...)``)
+    images_per_epoch : for the throughput logged each epoch (:class:`SessionBudget`);
+        default ``steps_per_epoch`` batches of the dataset's batch size, where known
+    session_seconds, session_elapsed : the session's limit and the seconds used before
+        training; a run that cannot end an hour before the limit stops early
 
     Returns
     -------
@@ -311,6 +401,12 @@ def fit(
     if embedding_model is None:
         embedding_model = extract_embedding_model(training_model)
     mode = monitor_mode(monitor)
+    budget = SessionBudget(
+        images_per_epoch or _images_per_epoch(train_dataset, steps_per_epoch),
+        epochs,
+        session_seconds,
+        session_elapsed,
+    )
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
         *(
@@ -330,6 +426,7 @@ def fit(
         SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
         *([MarginWarmup(margin_warmup_epochs)] if margin_warmup_epochs else []),
         *([BackboneWarmup(frozen_backbone_epochs)] if frozen_backbone_epochs else []),
+        budget,
         keras.callbacks.CSVLogger(log_path, append=True),
         *extra_callbacks,
     ]
@@ -344,6 +441,9 @@ def fit(
     )
     training_model.save_weights(final_weights)
     seconds = round(time.perf_counter() - started, 1)
-    done_path.write_text(json.dumps({"epochs": epochs, "seconds": seconds}) + "\n")
+    done = {"epochs": epochs, "seconds": seconds}
+    if budget.stopped:
+        done["stopped"] = budget.stopped
+    done_path.write_text(json.dumps(done) + "\n")
     shutil.rmtree(out_dir / "backup", ignore_errors=True)
     return pd.read_csv(log_path)
