@@ -1,8 +1,10 @@
 """The output-file contract between notebooks, and the runner's reading of it."""
 
 import json
+import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -17,7 +19,10 @@ def test_write_outputs_lists_only_what_exists(tmp_path):
         outputs.write_outputs(tmp_path, ["a.csv", "b.png"])
     assert not outputs.outputs_complete(tmp_path)  # nothing listed yet
     outputs.write_outputs(tmp_path, [tmp_path / "a.csv"])
-    assert json.loads((tmp_path / "outputs.json").read_text()) == {"files": ["a.csv"]}
+    listing = json.loads((tmp_path / "outputs.json").read_text())
+    assert listing["files"] == ["a.csv"]
+    assert listing["environment"]["python"] == sys.version.split()[0]
+    assert listing["environment"]["keras"] == keras.__version__  # what the notebook ran on
     assert outputs.outputs_complete(tmp_path)
     (tmp_path / "a.csv").unlink()
     assert not outputs.outputs_complete(tmp_path)  # a listed file went missing

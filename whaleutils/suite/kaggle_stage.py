@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from whaleutils.suite import environment, runner
+from whaleutils.suite import environment, preflight, runner
 from whaleutils.suite.kaggle_metadata import (
     ACCELERATORS,
     METADATA_FILE,
@@ -34,6 +34,13 @@ from whaleutils.suite.kaggle_metadata import (
     load_metadata,
 )
 
+PREFLIGHT_TAG = "kaggle-preflight"
+PREFLIGHT = """\
+# Added by `python -m whaleutils kaggle stage`: before any work, check that every module this
+# notebook will import (late cells included) is installed and that the accelerator is there.
+from whaleutils.suite import preflight
+
+preflight.run({needed}, accelerator={accelerator!r})"""
 BOOTSTRAP_TAG = "kaggle-bootstrap"
 BOOTSTRAP = """\
 # Added by `python -m whaleutils kaggle stage`: install whaleutils and the packages Kaggle's image
@@ -67,9 +74,11 @@ def staged_notebook(
     parameters: dict,
     library_id: str,
     input_root: str | os.PathLike = environment.KAGGLE_INPUT,
+    accelerator: str | None = None,
 ):
-    """The notebook with its bootstrap cell (looking for the wheels under ``input_root``) and
-    the injected parameters, as an nbformat node."""
+    """The notebook with its bootstrap cell (looking for the wheels under ``input_root``), its
+    preflight cell (every module the notebook will need and the ``accelerator``:
+    ``preflight.run``) and the injected parameters, as an nbformat node."""
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -84,8 +93,13 @@ def staged_notebook(
         BOOTSTRAP.format(library_id=library_id, input_root=Path(input_root).as_posix()),
         metadata={"tags": [BOOTSTRAP_TAG]},
     )
+    needed = preflight.notebook_requirements(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")
+    check = nbformat.v4.new_code_cell(
+        PREFLIGHT.format(needed=json.dumps(needed, indent=1), accelerator=accelerator),
+        metadata={"tags": [PREFLIGHT_TAG]},
+    )
     first_code = next(i for i, cell in enumerate(staged.cells) if cell.cell_type == "code")
-    staged.cells.insert(first_code, bootstrap)
+    staged.cells[first_code:first_code] = [bootstrap, check]
     for cell in staged.cells:  # papermill adds execution bookkeeping Kaggle does not need
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code":
@@ -285,7 +299,8 @@ def stage(
                 f"{notebook} does not declare in its parameters cell"
             )
         nbformat.write(
-            staged_notebook(notebook, parameters, library_id), folder / f"{kernel['slug']}.ipynb"
+            staged_notebook(notebook, parameters, library_id, accelerator=kernel["accelerator"]),
+            folder / f"{kernel['slug']}.ipynb",
         )
         (folder / "kernel-metadata.json").write_text(
             json.dumps(kernel_metadata(kernel, owner, competition, library_id), indent=2) + "\n"

@@ -95,14 +95,17 @@ def output_name(out_dir: str | os.PathLike, file: str | os.PathLike) -> str:
 
 def write_outputs(out_dir: str | os.PathLike, files) -> Path:
     """Record a notebook's outputs in ``outputs.json``, each as its path relative to ``out_dir``
-    (:func:`output_name`: a name, or a path built from ``out_dir``); raises if one is missing,
-    so a notebook cannot claim what it did not write."""
+    (:func:`output_name`: a name, or a path built from ``out_dir``), with the versions it ran
+    on (``environment``: Python, Keras, JAX, TensorFlow, ...); raises if one is missing, so a
+    notebook cannot claim what it did not write."""
     out_dir = Path(out_dir)
     names = [output_name(out_dir, f) for f in files]
     missing = [name for name in names if not (out_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{out_dir}: declared outputs missing: {missing}")
-    return write_json(out_dir / LISTING, {"files": names})
+    from whaleutils.suite import preflight
+
+    return write_json(out_dir / LISTING, {"files": names, "environment": preflight.versions()})
 
 
 def outputs_complete(out_dir: str | os.PathLike) -> bool:
