@@ -26,25 +26,24 @@ SHARED = {"analysis.metrics", "analysis.submission", "suite.outputs", "suite.env
 
 
 def stage_imports(source: str) -> set[str]:
-    """The ``stage.module`` names a module's text imports from whaleutils (``from
-    whaleutils.stage import a, b`` and ``from whaleutils.stage.module import ...``)."""
-    import re
+    """The ``stage.module`` names a module's code imports from whaleutils (``from
+    whaleutils.stage import a, b``, ``from whaleutils.stage.module import ...``, also inside
+    functions; read with ``ast``, so text in docstrings does not count)."""
+    from whaleutils.suite.preflight import imported_modules
 
-    found = set()
-    pattern = r"from whaleutils\.(\w+)(\.\w+ import| import \([^)]*\)| import [^\n]+)"
-    for stage, rest in re.findall(pattern, source):
-        if rest.startswith("."):
-            found.add(f"{stage}.{rest[1:].split()[0]}")
-        else:
-            names = re.sub(r"[()\n]|#.*", " ", rest.removeprefix(" import ")).split(",")
-            found |= {f"{stage}.{name.split()[0]}" for name in names if name.strip()}
-    return found
+    return {
+        ".".join(name.split(".")[1:3])
+        for name in imported_modules(source)
+        if name.startswith("whaleutils.") and name.count(".") >= 2
+    }
 
 
-def test_stage_imports_are_read_from_the_text():
+def test_stage_imports_are_read_from_the_code():
     text = (
+        '"""A docstring that mentions ``from whaleutils.stage import m``."""\n'
         "from whaleutils.suite import outputs, runner  # a comment\n"
         "from whaleutils.images.photos import x\n"
+        "def later():\n"
         "    from whaleutils.training import (\n        layers,\n        models as m,\n    )\n"
     )
     assert stage_imports(text) == {
