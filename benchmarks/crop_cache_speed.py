@@ -16,13 +16,15 @@ inference mode, batches of 16) and reports images/s of each, best of ``--repeats
 side by side in one run (the cache read ten times over in each measurement: one pass is too
 short to time).
 
-Usage: python benchmarks/crop_cache_speed.py [--photos 48] [--size 380] [--repeats 3]
+Usage: python benchmarks/crop_cache_speed.py [--photos 48] [--size 380] [--repeats 3] [--cores N]
+(``--cores 1``: the per-core rates a budget needs, measured on one core alone.)
 Prints the ratios to the TensorFlow reference and the cache's speed-up last.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -101,7 +103,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--size", type=int, default=380)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--cores", type=int, default=None, help="run on this many CPU cores only (per-core rates)"
+    )
     args = parser.parse_args()
+    if args.cores:  # before TensorFlow starts its thread pools
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
+    cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as folder:
         data_dir, cache_dir = Path(folder) / "photos", Path(folder) / "cache"
         make_photos(data_dir, args.photos)
@@ -141,8 +149,9 @@ def main() -> None:
         f"{len(train)} training photos of 3000 x 2000 px, crops of {args.size} px, batches of 16, "
         f"best of {args.repeats}"
     )
+    print(f"on {cores} CPU core(s)")
     for way, rate in best.items():
-        print(f"{way:58s} {rate:8.1f} images/s")
+        print(f"{way:58s} {rate:8.1f} images/s, {rate / cores:7.1f} per core")
     print(f"writing the cache (train and test, once): {writing:.1f} s")
     reference = best["TensorFlow decode_and_crop_jpeg (the earlier pipeline)"]
     inference, training = list(best.values())[:2]
