@@ -168,3 +168,21 @@ def test_a_split_from_a_notebooks_parameters_is_load_splits(small_synth):
     assert split.valid["image"].tolist() == reference.valid["image"].tolist()
     with pytest.raises(ValueError, match="box_margin must be >= 0"):
         splits.split_from_parameters({**parameters, "box_margin": -1})
+
+
+def test_a_quick_split_keeps_whole_training_individuals(small_synth):
+    """max_train_images keeps whole individuals while their photos fit; the validation photos
+    of the others become new, as the test photos of unseen individuals are."""
+    full = splits.load_split(small_synth, n_folds=3)
+    quick = splits.load_split(small_synth, n_folds=3, max_train_images=40)
+    assert 0 < len(quick.train) <= 40
+    kept = set(quick.train["individual_id"])
+    counts = full.train["individual_id"].value_counts()
+    assert counts[list(kept)].sum() == len(quick.train)  # every photo of a kept individual
+    assert quick.encoding.n_individuals == len(kept)
+    expected = np.where(quick.valid["individual_id"].isin(kept), quick.valid["individual_id"],
+                        "new_individual")  # fmt: skip
+    assert (quick.valid["target_id"] == expected).all()
+    assert splits.load_split(small_synth, n_folds=3, max_train_images=40).train.equals(quick.train)
+    with pytest.raises(ValueError, match="max_train_images must be >= 1"):
+        splits.load_split(small_synth, n_folds=3, max_train_images=0)

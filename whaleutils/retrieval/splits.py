@@ -274,17 +274,20 @@ def load_split(
     crop_cache: str | os.PathLike | None = None,
     boxes: str | os.PathLike | dict | None = None,
     box_margin: float | None = None,
+    max_train_images: int | None = None,
 ) -> Split:
     """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
 
     ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
-    profiles); the training rows are all kept. ``crop_cache``: a folder written by
-    ``crops.write_crop_cache`` for this data set, read instead of the photos. ``boxes``: a CSV
-    (or folder of CSVs, ``data.read_boxes``, or an attached dataset's name, ``data.find_boxes``)
-    of image, box for training and test photos, used
-    instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it does
-    not list is used whole. ``box_margin``: share of a box's size added on each side before
-    cropping (None: ``photos.BOX_MARGIN``, or the cache's own margin).
+    profiles). ``max_train_images`` keeps whole training individuals, drawn at random (by
+    ``seed``), while their photos fit in it (a quick run of the whole pipeline, e.g. the Kaggle
+    canary); validation photos of the individuals left out become ``new_individual``.
+    ``crop_cache``: a folder written by ``crops.write_crop_cache`` for this data set, read
+    instead of the photos. ``boxes``: a CSV (or folder of CSVs, ``data.read_boxes``, or an
+    attached dataset's name, ``data.find_boxes``) of image, box for training and test photos,
+    used instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it
+    does not list is used whole. ``box_margin``: share of a box's size added on each side
+    before cropping (None: ``photos.BOX_MARGIN``, or the cache's own margin).
 
     Raises
     ------
@@ -326,6 +329,8 @@ def load_split(
         if not (test["box"] != "").any():  # no test boxes: photos stay whole (Split.crop_to_box)
             test = test.drop(columns="box")
     train, valid = data.split_fold(folds, fold)
+    if max_train_images is not None and len(train) > max_train_images:
+        train, valid = _fewer_individuals(train, valid, int(max_train_images), seed)
     if max_valid_images is not None and len(valid) > max_valid_images:
         valid = valid.sample(n=max_valid_images, random_state=seed).sort_index()
     solution_path = data.Layout(data_dir).test_solution
@@ -345,8 +350,32 @@ def load_split(
     )
 
 
+def _fewer_individuals(
+    train: pd.DataFrame, valid: pd.DataFrame, max_images: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Whole training individuals in a random order (by ``seed``), kept while their photos fit
+    in ``max_images``; validation targets follow (the others' photos are new)."""
+    if max_images < 1:
+        raise ValueError(f"max_train_images must be >= 1, got max_train_images={max_images}")
+    counts = train["individual_id"].value_counts().sort_index()
+    order = np.random.default_rng(seed).permutation(len(counts))
+    kept, total = [], 0
+    for individual, photos_of in zip(counts.index[order], counts.to_numpy()[order], strict=True):
+        if total + photos_of <= max_images:
+            kept.append(individual)
+            total += photos_of
+    train = train[train["individual_id"].isin(kept)]
+    valid = valid.assign(
+        target_id=np.where(
+            valid["individual_id"].isin(kept), valid["individual_id"], NEW_INDIVIDUAL
+        )
+    )
+    return train, valid
+
+
 SPLIT_PARAMETERS = (
     "data_dir", "fold", "n_folds", "seed", "max_valid_images", "crop_cache", "boxes", "box_margin",
+    "max_train_images",
 )  # fmt: skip
 
 
