@@ -69,6 +69,7 @@ knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chos
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
 flipped_gallery = False  # also match each gallery photo's mirror image; "best": by validation
 max_valid_images = None
+max_train_images = None  # keep whole training individuals up to this many photos (the canary)
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 local_matching = False  # fuse RootSIFT matching with the embedding: True, or a LocalSettings dict
 session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): stop training in time

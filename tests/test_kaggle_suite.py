@@ -527,3 +527,33 @@ def test_push_with_library_creates_the_dataset_when_it_is_new(staged, kaggle_env
 def test_push_requires_a_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage first"):
         kaggle_push.push(tmp_path)
+
+
+CANARY = "happywhale-04-effnet-arcface-canary"
+
+
+def test_staging_adds_the_canary_kernel_04_in_minutes(tmp_path):
+    """Kernel 04's canary: the same notebook, accelerator, data and weights, one epoch on about
+    2,000 training photos; no other kernel reads it (not in the blend's sources)."""
+    summary = kaggle_stage.stage(tmp_path / "stage", owner=OWNER, build_wheels=False)
+    assert summary["canary"] == CANARY and CANARY not in summary["kernels"]
+    folder = tmp_path / "stage" / CANARY
+    metadata = json.loads((folder / "kernel-metadata.json").read_text())
+    main = json.loads((tmp_path / "stage" / SLUGS[3] / "kernel-metadata.json").read_text())
+    assert metadata["enable_tpu"] and metadata["machine_shape"] == main["machine_shape"]
+    assert metadata["dataset_sources"] == main["dataset_sources"]
+    injected = injected_parameters(folder / f"{CANARY}.ipynb")
+    assert injected["epochs"] == 1 and injected["max_train_images"] == 2000
+    assert injected["image_size"] == 380 and injected["backbone"] == "keras-efficientnet-b5"
+    blend = json.loads((tmp_path / "stage" / SLUGS[-1] / "kernel-metadata.json").read_text())
+    assert not any(CANARY in source for source in blend["kernel_sources"])
+
+
+@pytest.mark.slow
+def test_the_canary_is_pushed_only_when_named(staged, kaggle_env):
+    fake = kaggle_env({"SaveKernel": saved})
+    [pushed] = kaggle_push.push(staged, only=[CANARY], timeout=120)
+    assert pushed.ok and pushed.name == f"{OWNER}/{CANARY}"
+    assert [r.json()["slug"] for r in fake.named("SaveKernel")] == [f"{OWNER}/{CANARY}"]
+    with pytest.raises(ValueError, match="not staged"):
+        kaggle_push.push(staged, only=["happywhale-99-nothing"])

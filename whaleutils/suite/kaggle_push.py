@@ -98,7 +98,8 @@ def push(
     with_library: bool = False,
     timeout: float = 600,
 ) -> list[PushResult]:
-    """Push the staged kernels in order (all, or the ``only`` slugs); one result per push.
+    """Push the staged kernels in order (all but the canary, or the ``only`` slugs, the canary
+    among them if named); one result per push.
 
     Every kernel is attempted even after a failure, so one run reports them all.
     """
@@ -109,15 +110,17 @@ def push(
             f"{summary_path} not found: stage first with `python -m whaleutils kaggle stage`"
         )
     summary = json.loads(summary_path.read_text())
-    unknown = sorted(set(only or []) - set(summary["kernels"]))
+    canary = summary.get("canary")
+    pushable = summary["kernels"] + ([canary] if canary else [])
+    unknown = sorted(set(only or []) - set(pushable))
     if unknown:
-        raise ValueError(f"not staged in {stage_dir}: {unknown}; staged: {summary['kernels']}")
+        raise ValueError(f"not staged in {stage_dir}: {unknown}; staged: {pushable}")
     results = []
     if with_library:
         results.append(push_library(stage_dir, summary, timeout))
-    for slug in summary["kernels"]:
-        if only and slug not in only:
-            continue
+    for slug in pushable:
+        if (only and slug not in only) or (not only and slug == canary):
+            continue  # the canary is pushed when asked for by name
         code, output = _run_cli(["kernels", "push", "-p", str(stage_dir / slug)], timeout)
         results.append(_outcome(f"{summary['owner']}/{slug}", code, output, "successfully"))
     return results

@@ -1,6 +1,7 @@
 """Stage the notebook suite as Kaggle kernels, with whaleutils as a Kaggle dataset.
 
-``stage(out_dir)`` reads ``kaggle-metadata.json`` (``kaggle_metadata``) and writes::
+``stage(out_dir)`` reads ``kaggle-metadata.json`` (``kaggle_metadata``) and writes (with the
+canary, :func:`canary_kernel`: kernel 04 in minutes, to push first)::
 
     out_dir/stage.json                       what was staged: owner, library, kernel order
     out_dir/<library slug>/                  dataset-metadata.json and the wheels: whaleutils,
@@ -210,6 +211,36 @@ def _git_commit() -> str | None:
     return (head + ("-dirty" if status else "")) if head else None
 
 
+CANARY_NOTEBOOK = "04_effnet_arcface"
+# The canary's settings over its kernel's: the whole notebook, every cell, in minutes.
+CANARY_PARAMETERS = {
+    "epochs": 1,
+    "warmup_epochs": 0,
+    "sustain_epochs": 0,
+    "snapshot_every": None,
+    "snapshot_last": 1,
+    "max_train_images": 2000,
+    "max_valid_images": 500,
+    "session_hours": 1,
+}
+
+
+def canary_kernel(kernels: list[dict]) -> dict | None:
+    """A short copy of the first kernel running notebook 04 (``<slug>-canary``): one epoch on
+    about 2,000 training photos, the whole notebook on the same accelerator, data and weights,
+    so a first push shows in minutes whether the TPU path works before the long runs. No
+    kernel reads its outputs. None without such a kernel."""
+    first = next((k for k in kernels if k["notebook"] == CANARY_NOTEBOOK), None)
+    if first is None:
+        return None
+    return {
+        **first,
+        "slug": f"{first['slug']}-canary",
+        "title": f"{first['title']} canary",
+        "parameters": {**first["parameters"], **CANARY_PARAMETERS},
+    }
+
+
 def stage(
     out_dir: str | os.PathLike,
     owner: str | None = None,
@@ -276,8 +307,8 @@ def stage(
 
     competition = metadata["competition"]
     profile = runner.load_profile(metadata["profile"])
-    staged = []
-    for kernel in metadata["kernels"]:
+
+    def stage_kernel(kernel: dict) -> str:
         folder = out / kernel["slug"]
         folder.mkdir()
         notebook = kernel["notebook"]
@@ -305,13 +336,19 @@ def stage(
         (folder / "kernel-metadata.json").write_text(
             json.dumps(kernel_metadata(kernel, owner, competition, library_id), indent=2) + "\n"
         )
-        staged.append(kernel["slug"])
+        return kernel["slug"]
+
+    staged = [stage_kernel(kernel) for kernel in metadata["kernels"]]
+    canary = canary_kernel(metadata["kernels"])
+    if canary is not None:
+        stage_kernel(canary)
     summary = {
         "owner": owner,
         "profile": metadata["profile"],
         "commit": commit,
         "library": {"id": library_id, "folder": library["slug"], "files": files},
         "kernels": staged,
+        "canary": None if canary is None else canary["slug"],
     }
     (out / "stage.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
