@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from kaggle_server import FakeKaggle
 
@@ -557,3 +558,21 @@ def test_the_canary_is_pushed_only_when_named(staged, kaggle_env):
     assert [r.json()["slug"] for r in fake.named("SaveKernel")] == [f"{OWNER}/{CANARY}"]
     with pytest.raises(ValueError, match="not staged"):
         kaggle_push.push(staged, only=["happywhale-99-nothing"])
+
+
+@pytest.mark.slow
+def test_the_canarys_settings_run_notebook_04_to_its_end(small_synth, tmp_path):
+    """The canary's own parameters (one epoch, no warm-up, no periodic snapshots, a training
+    subset, a one-hour session) over the smoke profile: every cell of notebook 04 runs and
+    writes its outputs, as the canary must on the TPU."""
+    summary = runner.run(
+        "smoke", str(small_synth), str(tmp_path / "runs"), only=["04_effnet_arcface"],
+        overrides={**kaggle_stage.CANARY_PARAMETERS, "max_train_images": 60}, variant="canary",
+    )  # fmt: skip
+    assert [(n["name"], n["status"]) for n in summary["notebooks"]] == [
+        ("04_effnet_arcface-canary", "ok")
+    ]
+    folder = tmp_path / "runs" / "smoke" / "04_effnet_arcface-canary"
+    log = pd.read_csv(folder / "log.csv")
+    assert log["epoch"].tolist() == [0] and (log["images_per_second"] > 0).all()
+    assert runner.outputs.outputs_complete(folder)
