@@ -217,3 +217,39 @@ def test_only_models_that_use_it_import_the_efficientnet_package(effnet_b0, tmp_
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("loaded False")
+
+
+@pytest.mark.parametrize(
+    ("saved", "running", "outcome"),
+    [
+        ("3.15.1", "3.15.1", None),
+        (None, "3.10.0", None),  # no metadata: nothing to check
+        ("3.10.0", "3.15.1", None),  # older files load in newer Keras
+        ("3.11.3", "3.10.0", "warning"),  # newer than this Keras, same format
+        ("3.12.0", "3.11.9", "refused"),  # the format changed in 3.12
+        ("3.15.1", "3.10.0", "refused"),  # Kaggle's GPU image reading a TPU kernel's model
+    ],
+)
+def test_keras_versions_a_model_cannot_cross_are_refused_by_name(saved, running, outcome):
+    if outcome == "refused":
+        with pytest.raises(
+            ValueError, match=rf"m.keras: saved by Keras {saved}, which this Keras {running} cannot"
+        ):
+            models.check_keras_version(saved, running, "m.keras")
+    elif outcome == "warning":
+        with pytest.warns(UserWarning, match=f"loaded by the older Keras {running}"):
+            models.check_keras_version(saved, running, "m.keras")
+    else:
+        models.check_keras_version(saved, running, "m.keras")
+
+
+def test_load_model_reads_the_saving_keras_version_and_checks_it(tmp_path, monkeypatch):
+    _, embedding_model = models.build_basic_cnn(3, 16, filters=(4,), dense_units=4)
+    path = tmp_path / "embedding_model.keras"
+    embedding_model.save(path)
+    assert models.saved_keras_version(path) == keras.__version__
+    models.load_model(path)
+    monkeypatch.setattr(keras, "__version__", "3.10.0")  # as on an image with an older Keras
+    if models._version(models.saved_keras_version(path)) >= models.FORMAT_BREAK:
+        with pytest.raises(ValueError, match="embedding_model.keras: saved by Keras"):
+            models.load_model(path)

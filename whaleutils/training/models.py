@@ -308,9 +308,59 @@ def load_model(path) -> keras.Model:
         raise FileNotFoundError(f"{path}: no such model file")
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
         raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive): damaged?")
+    if path.suffix == ".keras":
+        check_keras_version(saved_keras_version(path), keras.__version__, path)
     if _needs_efficientnet_package(path):
         import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
     return keras.models.load_model(path)
+
+
+# Models saved by Keras 3.12 or later do not load in Keras 3.11 or earlier (keras PR #21681);
+# Kaggle's GPU image follows Colab's Keras (3.10 at the last announcement).
+FORMAT_BREAK = (3, 12)
+
+
+def saved_keras_version(path) -> str | None:
+    """The Keras version a ``.keras`` file was saved with (its ``metadata.json``), or None."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        if "metadata.json" not in archive.namelist():
+            return None
+        return json.loads(archive.read("metadata.json")).get("keras_version")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_keras_version(saved: str | None, running: str, path="the model") -> None:
+    """Refuse, with what to do, a model this Keras cannot load: saved by Keras >= 3.12 and
+    loaded by an older one (the saving format changed). A model saved by a newer Keras than
+    this one is loaded with a warning.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and both versions.
+    """
+    if not saved:
+        return
+    if _version(saved) >= FORMAT_BREAK > _version(running):
+        raise ValueError(
+            f"{path}: saved by Keras {saved}, which this Keras {running} cannot load (the "
+            f"format changed in {'.'.join(map(str, FORMAT_BREAK))}); install keras>="
+            f"{'.'.join(map(str, FORMAT_BREAK))} in this kernel (pip install from an attached "
+            "wheel), or run this notebook where the model was trained"
+        )
+    if _version(saved) > _version(running):
+        import warnings
+
+        warnings.warn(
+            f"{path}: saved by Keras {saved}, loaded by the older Keras {running}",
+            stacklevel=3,
+        )
 
 
 def _needs_efficientnet_package(path: Path) -> bool:
