@@ -27,6 +27,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from whaleutils.datasets import data
 
@@ -62,8 +63,6 @@ def _decode(
     (``benchmarks/crop_cache_speed.py``), and the antialiased resize that follows sees the
     detail it keeps anyway.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(source, np.ndarray):
         return _array_rgb(source), 1.0
     name = source if name is None and not isinstance(source, bytes | bytearray) else name
@@ -157,11 +156,9 @@ def crop(image: np.ndarray, box, margin: float = BOX_MARGIN) -> np.ndarray:
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 RGB ``image`` (h, w, 3) resized to (size, size, 3) with Pillow's bilinear filter,
     which widens with the reduction (antialiased, as ``tf.image.resize(antialias=True)``)."""
-    from PIL import Image
-
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), _bilinear()))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def prepare(
@@ -200,14 +197,8 @@ def _crop_and_resize(image, box, margin: float, size: int | None) -> np.ndarray:
         top, left, bottom, right = crop_window(box, image.height, image.width, margin)
         image = image.crop((left, top, right, bottom))
     if size is not None and image.size != (int(size), int(size)):
-        image = image.resize((int(size), int(size)), _bilinear())
+        image = image.resize((int(size), int(size)), Image.Resampling.BILINEAR)
     return np.asarray(image)
-
-
-def _bilinear():
-    from PIL import Image
-
-    return Image.Resampling.BILINEAR
 
 
 def _scaled(box, scale: float):
@@ -227,7 +218,8 @@ def prepare_with_crop(
     the photo once where no reduced JPEG scale applies and twice where one does, so that the
     model input is exactly what the training pipeline gives."""
     image, scale = _decode(source, name, box, margin, int(size))
-    model_input = _crop_and_resize(image, _scaled(box, scale), margin, int(size))
     if scale != 1.0:  # the crop at full resolution needs a decode of its own
+        model_input = _crop_and_resize(image, _scaled(box, scale), margin, int(size))
         return model_input, prepare(source, box, margin=margin, name=name)
-    return model_input, _crop_and_resize(image, box, margin, None)
+    whole = _crop_and_resize(image, box, margin, None)  # cropped once, for both
+    return resize(whole, int(size)), whole
