@@ -22,7 +22,8 @@
 # match says when a photo shows a `new_individual`.
 #
 # **Inputs.** A Happywhale-format data set. **Outputs** (in `out_dir`): `log.csv`,
-# `labels.json`, `embedding_model.keras`, `train.npz`, `valid.npz`, `test.npz`,
+# `labels.json`, `embedding_model.keras` (with `embedding_model.weights.h5` and
+# `embedding_model.recipe.json`, from which an older Keras rebuilds it), `train.npz`, `valid.npz`, `test.npz`,
 # `knn_search.csv`, `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`,
 # `submission.csv`, `scores.json`.
 # **Accelerator:** GPU for 224 px; CPU at small sizes. **Expected time:** minutes on CPU
@@ -93,7 +94,7 @@ log = train.fit(
     verbose=2,
 )
 log.to_csv(out / "log.csv", index=False)
-embedding_model.save(out / outputs.EMBEDDING_MODEL)
+models.save_model(embedding_model, out / outputs.EMBEDDING_MODEL)
 log
 
 # %% [markdown]
@@ -120,4 +121,6 @@ plt.show()
 # ImageNet weights on Kaggle it should.
 
 # %%
-outputs.write_outputs(out, ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, *heads.KNN_OUTPUTS])
+outputs.write_outputs(
+    out, ["log.csv", "labels.json", *outputs.EMBEDDING_MODEL_FILES, *heads.KNN_OUTPUTS]
+)

@@ -24,8 +24,11 @@
 #
 # **Inputs.** A Happywhale-format data set; on Kaggle without internet, the noisy-student
 # weights as an attached dataset (found by file name, e.g. `efficientnet-b5_noisy-student_notop.h5`).
-# **Outputs** (in `out_dir`): `log.csv`, `labels.json`, `embedding_model.keras`,
-# `run/snapshots/epoch-NNN.keras`, `snapshots/epoch-NNN/` (each snapshot's embeddings and
+# **Outputs** (in `out_dir`): `log.csv`, `labels.json`, `embedding_model.keras` with its
+# portable pair `embedding_model.weights.h5` and `embedding_model.recipe.json` (it loads under
+# an older Keras, in float32), `run/snapshots/epoch-NNN.keras` with
+# `run/snapshots/epoch-NNN.weights.h5` and `run/snapshots/epoch-NNN.recipe.json`,
+# `snapshots/epoch-NNN/` (each snapshot's embeddings and
 # predictions), `train.npz`, `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`,
 # `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`,
 # `scores.json`; with
@@ -169,7 +172,7 @@ log = train.fit(
     session_elapsed=environment.process_seconds(),  # the kernel's time before training
 )
 log.to_csv(out / "log.csv", index=False)
-embedding_model.save(out / outputs.EMBEDDING_MODEL)
+models.save_model(embedding_model, out / outputs.EMBEDDING_MODEL)
 log
 
 # %% [markdown]
@@ -226,8 +229,14 @@ local_scores
 # %%
 outputs.write_outputs(
     out,
-    ["log.csv", "labels.json", outputs.EMBEDDING_MODEL, "lr_schedule.png", *heads.KNN_OUTPUTS]
-    + sorted((out / "run" / "snapshots").glob("epoch-*.keras"))
+    [
+        "log.csv",
+        "labels.json",
+        *outputs.EMBEDDING_MODEL_FILES,
+        "lr_schedule.png",
+        *heads.KNN_OUTPUTS,
+    ]
+    + sorted((out / "run" / "snapshots").glob("epoch-*"))  # each with its portable pair
     + [folder / name for folder in snapshot_folders for name in snapshots.SNAPSHOT_FILES]
     + matching.local_output_files(local_settings),
 )

@@ -253,3 +253,156 @@ def test_load_model_reads_the_saving_keras_version_and_checks_it(tmp_path, monke
     if models._version(models.saved_keras_version(path)) >= models.FORMAT_BREAK:
         with pytest.raises(ValueError, match="embedding_model.keras: saved by Keras"):
             models.load_model(path)
+
+
+def _small_model(**overrides):
+    return models.build_model(
+        "efficientnet-lite0", n_classes=5, image_size=48, embedding_dim=8, **overrides
+    )
+
+
+def test_a_saved_model_carries_its_portable_pair_and_loads_back_from_it(tmp_path):
+    """save_model writes the .keras file, the weights and the recipe; load_model rebuilds the
+    embedding model from the recipe with the same embeddings, in float32 even when it was
+    trained under mixed_bfloat16 (a bfloat16 layer would be slow or absent on a T4)."""
+    images, _ = _batch(n=2, size=48)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        _, embedding_model = _small_model()
+        bfloat16 = embedding_model.predict(images, verbose=0)
+        written = models.save_model(embedding_model, tmp_path / "embedding_model.keras")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert [p.name for p in written] == [
+        "embedding_model.keras", "embedding_model.weights.h5", "embedding_model.recipe.json"
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    recipe = models.read_recipe(tmp_path / "embedding_model.keras")
+    assert recipe["builder"] == "build_model" and recipe["dtype_policy"] == "mixed_bfloat16"
+    assert recipe["arguments"]["backbone"] == "efficientnet-lite0"
+    assert recipe["arguments"]["image_size"] == 48 and recipe["keras_version"] == keras.__version__
+
+    loaded = models.load_model(tmp_path / "embedding_model.keras")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
+    # the same weights computed in float32: equal to the bfloat16 outputs to bfloat16's precision
+    float32 = loaded.predict(images, verbose=0)
+    assert float32.dtype == np.float32
+    np.testing.assert_allclose(float32, bfloat16, atol=0.05 * np.abs(bfloat16).max())
+    # and exactly the model as saved, loaded from its .keras file, computing in float32
+    reference = models.rebuild_model(recipe, tmp_path / "embedding_model.weights.h5")
+    reference.set_weights(keras.models.load_model(tmp_path / "embedding_model.keras").get_weights())
+    np.testing.assert_allclose(float32, reference.predict(images, verbose=0), atol=1e-6)
+
+
+def test_a_basic_cnn_reloads_from_its_recipe(tmp_path):
+    _, embedding_model = models.build_basic_cnn(3, 32, filters=(4, 8), dense_units=6)
+    images, _ = _batch(n=2, size=32)
+    models.save_model(embedding_model, tmp_path / "cnn.keras")
+    loaded = models.load_model(tmp_path / "cnn.keras")
+    assert models.read_recipe(tmp_path / "cnn.keras")["arguments"]["filters"] == [4, 8]
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), embedding_model.predict(images, verbose=0), atol=1e-5
+    )
+
+
+def test_a_portable_pair_that_lies_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "embedding_model.keras"
+    _, first = _small_model()
+    models.save_model(first, path)
+    recipe, weights = models.portable_files(path)
+    _, other = _small_model(dropout=0.1)
+    other.save_weights(tmp_path / "other.weights.h5")
+    (tmp_path / "other.weights.h5").replace(weights)  # another model's weights, same shapes
+    with pytest.raises(ValueError, match=r"embedding_model\.weights\.h5: not the weights"):
+        models.load_model(path)
+    weights.unlink()
+    with pytest.raises(ValueError, match=r"its weights file .*embedding_model\.weights\.h5"):
+        models.load_model(path)
+    recipe.write_text('{"builder": "build_everything", "arguments": {}}')
+    with pytest.raises(ValueError, match=r"recipe\.json: unknown builder 'build_everything'"):
+        models.load_model(path)
+    recipe.write_text("{not json")
+    with pytest.raises(ValueError, match=r"embedding_model\.recipe\.json: not a model recipe"):
+        models.load_model(path)
+
+
+def test_saving_a_model_without_a_recipe_over_one_with_removes_the_stale_recipe(tmp_path):
+    """A model not built here (no recipe) saved over a portable one: the old recipe and weights
+    must not be taken for it; it loads from its .keras file."""
+    path = tmp_path / "embedding_model.keras"
+    _, first = _small_model()
+    models.save_model(first, path)
+    images, _ = _batch(n=2, size=48)
+    plain = keras.Sequential(
+        [keras.Input((48, 48, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    assert models.save_model(plain, path) == [path]
+    assert models.read_recipe(path) is None
+    np.testing.assert_allclose(
+        models.load_model(path).predict(images, verbose=0), plain.predict(images, verbose=0)
+    )
+
+
+def _second_venv(folder, keras_wheel):
+    """A venv whose own site-packages holds ``keras_wheel`` (extracted, as pip installs a pure
+    wheel) ahead of this environment's packages (TensorFlow, NumPy, ..., whaleutils)."""
+    import site
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = folder / "lib" / version / "site-packages"
+    zipfile.ZipFile(keras_wheel).extractall(packages)
+    ours = [p for p in site.getsitepackages() if "site-packages" in p]
+    (packages / "this_environment.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
+    )
+    return folder / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_jax_in_bfloat16_loads_in_keras_3_10_with_the_same_embeddings(tmp_path):
+    """Kaggle's TPU kernel (Keras on JAX, mixed_bfloat16, Keras >= 3.12) saves; a second venv
+    with Keras 3.10 on TensorFlow (the GPU image's) loads it through load_model and gets the
+    embeddings the saving process got from the same weights in float32. The .keras file alone
+    is refused there with both versions named."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from whaleutils.suite import preflight
+
+    wheelhouse = os.environ.get("WHALEUTILS_WHEELHOUSE")
+    if wheelhouse is None:
+        pytest.skip("needs the wheelhouse (`python -m whaleutils kaggle wheelhouse DIR`)")
+    version = preflight.GPU_IMAGE_KERAS.split("==")[1]
+    wheels = sorted((Path(wheelhouse) / preflight.COMPAT_FOLDER).glob(f"keras-{version}-*.whl"))
+    assert wheels, f"{wheelhouse}/{preflight.COMPAT_FOLDER}: no keras {version} wheel"
+    script = str(Path(__file__).parent / "keras_compat.py")
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+
+    def run(python, mode, backend):
+        result = subprocess.run(
+            [str(python), script, mode, str(model_folder)],
+            env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run(sys.executable, "save", "jax")
+    run(_second_venv(tmp_path / "venv", wheels[0]), "load", "tensorflow")
+    report = json.loads((model_folder / "report.json").read_text())
+    assert report["keras_version"] == version and str(tmp_path / "venv") in report["keras_file"]
+    assert report["backend"] == "tensorflow" and report["policies"] == ["float32"]
+    assert f"which this Keras {version} cannot load" in report["keras_file_alone"]
+    loaded, float32, bfloat16 = (
+        np.load(model_folder / f"{name}.npy") for name in ("loaded", "float32", "bfloat16")
+    )
+    scale = np.abs(float32).max()
+    np.testing.assert_allclose(loaded, float32, atol=1e-4 * scale)
+    np.testing.assert_allclose(loaded, bfloat16, atol=0.05 * scale)

@@ -60,17 +60,22 @@ def test_fit_writes_log_checkpoints_and_snapshots(tmp_path):
     assert {"loss", "accuracy", "top5_accuracy", "learning_rate"} <= set(log.columns)
     np.testing.assert_allclose(log["learning_rate"], [schedule(e) for e in range(3)], rtol=1e-5)
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
-        "epoch-002.keras",
-        "epoch-003.keras",
-    ]
+        f"epoch-00{epoch}.{kind}"
+        for epoch in (2, 3)
+        for kind in ("keras", "recipe.json", "weights.h5")
+    ]  # each snapshot with its portable pair (models.save_model)
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "final.weights.h5").is_file()
     assert json.loads((tmp_path / "done.json").read_text())["epochs"] == 3
     assert not (tmp_path / "backup").exists()
-    snapshot = keras.models.load_model(tmp_path / "snapshots" / "epoch-003.keras")
     images = np.zeros((2, 32, 32, 3), "float32")
-    np.testing.assert_allclose(
-        snapshot.predict(images, verbose=0), embedding_model.predict(images, verbose=0), rtol=1e-5
-    )
+    for snapshot in (
+        keras.models.load_model(tmp_path / "snapshots" / "epoch-003.keras"),
+        models.load_model(tmp_path / "snapshots" / "epoch-003.keras"),  # rebuilt from its recipe
+    ):
+        np.testing.assert_allclose(
+            snapshot.predict(images, verbose=0), embedding_model.predict(images, verbose=0),
+            rtol=1e-5,
+        )  # fmt: skip
 
 
 def test_an_interrupted_run_resumes_without_repeating_epochs(tmp_path):

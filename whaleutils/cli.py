@@ -272,11 +272,14 @@ def cmd_kaggle_stage(args) -> int:
 
 
 def cmd_kaggle_wheelhouse(args) -> int:
-    from whaleutils.suite import kaggle_metadata, kaggle_stage
+    from whaleutils.suite import kaggle_metadata, kaggle_stage, preflight
 
     wheels = kaggle_metadata.load_metadata(args.metadata)["library"]["wheels"]
     files = kaggle_stage.download_wheels(args.out, wheels)
     print(f"{args.out}: {', '.join(files)}")
+    compat = Path(args.out) / preflight.COMPAT_FOLDER
+    files = kaggle_stage.download_wheels(compat, [preflight.GPU_IMAGE_KERAS])
+    print(f"{compat}: {', '.join(files)} (the GPU image's Keras, for the tests; not staged)")
     print(f"next: python -m whaleutils kaggle stage --out DIR --wheelhouse {args.out}")
     return 0
 
@@ -494,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.set_defaults(handler=cmd_kaggle_stage)
     k = kaggle_commands.add_parser(
-        "wheelhouse", help="download the library's pinned wheels into a folder, for offline staging"
+        "wheelhouse",
+        help="download the library's pinned wheels into a folder, for offline staging (and "
+        "the GPU image's Keras into DIR/compat/, for the tests)",
     )
     k.add_argument("out", metavar="DIR", help="folder for the wheels (created if needed)")
     k.add_argument("--metadata", default=metadata_file, help="the suite's kernel list")

@@ -50,6 +50,10 @@ READS_EVERY_OUTPUT = frozenset({"07_blend"})
 LISTING = "outputs.json"
 SCORES = "scores.json"
 EMBEDDING_MODEL = "embedding_model.keras"
+# the model and its portable pair (training.models.save_model), as a notebook lists them
+EMBEDDING_MODEL_FILES = (
+    EMBEDDING_MODEL, "embedding_model.weights.h5", "embedding_model.recipe.json"
+)  # fmt: skip
 
 
 def notebook_folder(out_dir: str | os.PathLike) -> Path:

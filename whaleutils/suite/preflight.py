@@ -42,6 +42,11 @@ OPTIONAL = {
     "efficientnet": "only for the efficientnet-bN backbones and models saved with them",
     "jax": "only on the JAX backend",
 }
+# Kaggle's GPU image follows Colab's TensorFlow and Keras (Keras 3.10 at the last
+# announcement): the Keras a model trained on the TPU image must load in. `kaggle wheelhouse`
+# fetches it (into DIR/compat/, not shipped to Kaggle) for the test that loads a model there.
+GPU_IMAGE_KERAS = "keras==3.10.0"
+COMPAT_FOLDER = "compat"
 VERSIONS = ("keras", "jax", "jaxlib", "libtpu", "tensorflow", "tensorflow-cpu", "numpy")
 
 

@@ -8,12 +8,21 @@
 
 The training model takes ``{"image": (batch, S, S, 3), "label": (batch,)}``; the embedding
 model takes images alone. The paper's basic CNN is ``build_basic_cnn``: a softmax classifier.
+
+Saved models are portable (:func:`save_model`): beside ``NAME.keras`` go ``NAME.weights.h5``
+and ``NAME.recipe.json`` (the builder's arguments), from which :func:`load_model` rebuilds the
+embedding model in float32 under any Keras 3: a model trained on a TPU under
+``mixed_bfloat16`` with Keras >= 3.12 loads on Kaggle's GPU image (Keras 3.10, T4s without
+bfloat16), where its ``.keras`` file would not.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import weakref
 from pathlib import Path
 
 import keras
@@ -250,6 +259,14 @@ def build_model(
     training_model = keras.Model(
         {"image": image, "label": label}, logits, name=f"{backbone}_arcface"
     )
+    _RECIPES[embedding_model] = {
+        "builder": "build_model",
+        "arguments": {
+            "backbone": backbone, "image_size": int(image_size),
+            "embedding_dim": int(embedding_dim), "dropout": float(dropout), "pooling": pooling,
+            "embedding_batchnorm": bool(embedding_batchnorm),
+        },
+    }  # fmt: skip
     return training_model, embedding_model
 
 
@@ -281,6 +298,13 @@ def build_basic_cnn(
     probabilities = keras.layers.Dense(n_classes, activation="softmax", name="softmax")(x)
     training_model = keras.Model(image, probabilities, name="basic_cnn")
     embedding_model = keras.Model(image, features, name="basic_cnn_embedding")
+    _RECIPES[embedding_model] = {
+        "builder": "build_basic_cnn",
+        "arguments": {
+            "image_size": int(image_size), "filters": [int(f) for f in filters],
+            "dense_units": int(dense_units), "dropout": float(dropout),
+        },
+    }  # fmt: skip
     return training_model, embedding_model
 
 
@@ -294,18 +318,134 @@ def input_image_size(model: keras.Model) -> int:
     return int(shapes[0][1])
 
 
-def load_model(path) -> keras.Model:
-    """Load a ``.keras`` model saved from this package.
+# embedding model -> how it was built: {"builder": name, "arguments": {...}} (JSON-able; the
+# arguments the embedding model depends on; the head's class count is not among them)
+_RECIPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+RECIPE_SUFFIX = ".recipe.json"
+WEIGHTS_SUFFIX = ".weights.h5"
 
-    Our layers register themselves when ``training.layers`` is imported (this module does);
-    the ``efficientnet`` package registers its ``swish`` and ``FixedDropout`` when
-    ``efficientnet.tfkeras`` is imported, so it is imported first where the model uses them.
+
+def portable_files(path) -> tuple[Path, Path]:
+    """``(NAME.recipe.json, NAME.weights.h5)`` beside the model file ``NAME.keras``."""
+    path = Path(path)
+    stem = path.with_suffix("")
+    return stem.with_name(stem.name + RECIPE_SUFFIX), stem.with_name(stem.name + WEIGHTS_SUFFIX)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: keras.Model, path) -> list[Path]:
+    """Save ``model`` to ``path`` (``.keras``) and, for a model built by :func:`build_model` or
+    :func:`build_basic_cnn`, its portable pair beside it (:func:`portable_files`): the weights
+    and a recipe (builder, arguments, the Keras version, backend and dtype policy it was saved
+    under, the weights file's SHA-256). Returns the files written.
+
+    Each file is written under a temporary name and renamed, recipe last: a kill mid-save
+    leaves no recipe pointing at half-written weights.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path, weights_path = portable_files(path)
+    recipe_path.unlink(missing_ok=True)  # an older save's recipe must not describe these files
+    written = [path]
+    _save_then_rename(path, model.save)
+    recipe = _RECIPES.get(model)
+    if recipe is not None:
+        _save_then_rename(weights_path, model.save_weights)
+        recipe = {
+            **recipe,
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+            "dtype_policy": keras.config.dtype_policy().name,
+            "weights": weights_path.name,
+            "weights_sha256": _sha256(weights_path),
+        }
+        temporary = recipe_path.with_name(recipe_path.name + ".partial")
+        temporary.write_text(json.dumps(recipe, indent=1) + "\n")
+        os.replace(temporary, recipe_path)
+        written += [weights_path, recipe_path]
+    return written
+
+
+def _save_then_rename(path: Path, save) -> None:
+    # Keras checks the file name's ending, so the temporary name keeps it
+    temporary = path.with_name(".partial-" + path.name)
+    save(temporary)
+    os.replace(temporary, path)
+
+
+def read_recipe(path) -> dict | None:
+    """The recipe saved beside the model file ``path``, or None if there is none.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if the recipe is not a recipe this package wrote, or its weights file
+        is missing or not the one the recipe was saved with (SHA-256).
+    """
+    recipe_path, weights_path = portable_files(path)
+    if not recipe_path.is_file():
+        return None
+    try:
+        recipe = json.loads(recipe_path.read_text())
+        builder, arguments = recipe["builder"], dict(recipe["arguments"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{recipe_path}: not a model recipe ({error})") from None
+    if builder not in _BUILDERS:
+        raise ValueError(f"{recipe_path}: unknown builder {builder!r}; known: {sorted(_BUILDERS)}")
+    if not weights_path.is_file():
+        raise ValueError(f"{recipe_path}: its weights file {weights_path} is missing")
+    if recipe.get("weights_sha256") != _sha256(weights_path):
+        raise ValueError(
+            f"{weights_path}: not the weights {recipe_path.name} was saved with (SHA-256 "
+            "differs): a partial copy, or files of two different models?"
+        )
+    return {**recipe, "arguments": arguments}
+
+
+def rebuild_model(recipe: dict, weights_path, dtype_policy: str = "float32") -> keras.Model:
+    """The embedding model a recipe describes, built under ``dtype_policy`` (float32: it runs on
+    any device, whatever precision it was trained in) with the saved weights."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy)
+    try:
+        builder = _BUILDERS[recipe["builder"]]
+        arguments = recipe["arguments"]
+        if recipe["builder"] == "build_model":
+            _, model = builder(n_classes=1, weights=None, **arguments)
+        else:
+            _, model = builder(n_classes=1, **arguments)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.load_weights(weights_path)
+    return model
+
+
+def load_model(path) -> keras.Model:
+    """Load an embedding model saved by :func:`save_model`, or any ``.keras`` model saved from
+    this package.
+
+    With a recipe beside it the model is rebuilt in float32 from the recipe and weights (any
+    Keras 3, any device). Otherwise the ``.keras`` file is loaded, after checking the Keras
+    version it was saved with (:func:`check_keras_version`). Our layers register themselves
+    when ``training.layers`` is imported (this module does); the ``efficientnet`` package
+    registers its ``swish`` and ``FixedDropout`` when ``efficientnet.tfkeras`` is imported, so
+    it is imported first where the model uses them.
     """
     import zipfile
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    recipe = read_recipe(path)
+    if recipe is not None:
+        return rebuild_model(recipe, portable_files(path)[1])
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
         raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive): damaged?")
     if path.suffix == ".keras":
@@ -322,7 +462,6 @@ FORMAT_BREAK = (3, 12)
 
 def saved_keras_version(path) -> str | None:
     """The Keras version a ``.keras`` file was saved with (its ``metadata.json``), or None."""
-    import json
     import zipfile
 
     with zipfile.ZipFile(path) as archive:
@@ -374,3 +513,6 @@ def _needs_efficientnet_package(path: Path) -> bool:
     with zipfile.ZipFile(path) as archive:
         config = archive.read("config.json").decode("utf-8", errors="replace")
     return "FixedDropout" in config or '"swish"' in config
+
+
+_BUILDERS = {"build_model": build_model, "build_basic_cnn": build_basic_cnn}

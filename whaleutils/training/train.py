@@ -28,6 +28,8 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from whaleutils.training import models
+
 HEAD_LAYERS = ("embedding", "embedding_bn", "arc_margin")  # models.build_model's head
 
 
@@ -178,7 +180,7 @@ class SnapshotCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 in self.epochs:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.embedding_model.save(self.folder / f"epoch-{epoch + 1:03d}.keras")
+            models.save_model(self.embedding_model, self.folder / f"epoch-{epoch + 1:03d}.keras")
 
 
 class LearningRateLogger(keras.callbacks.Callback):
