@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import ndimage
 
 from whaleutils.analysis import gradcam, robustness
@@ -67,3 +68,10 @@ def test_degrade_darkens_then_clips_and_checks_brightness():
     np.testing.assert_array_equal(robustness.degrade(images).numpy(), images)
     with pytest.raises(ValueError, match="brightness=1.5"):
         robustness.degrade(images, 0.0, 1.5)
+    # the pipeline's uint8 batches: degraded in float32 as the same pixels in float would be
+    photos = np.random.default_rng(1).integers(0, 256, (2, 9, 9, 3)).astype(np.uint8)
+    photos = tf.convert_to_tensor(photos)  # as tf.data hands them over
+    np.testing.assert_allclose(
+        robustness.degrade(photos, 1.0, 0.6).numpy(),
+        robustness.degrade(tf.cast(photos, tf.float32), 1.0, 0.6).numpy(),
+    )

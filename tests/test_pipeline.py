@@ -35,7 +35,9 @@ def test_crop_to_box_decodes_only_the_box(tiny_images):
     folder, frame = tiny_images
     records = pipeline.file_records(frame, folder, targets=[0, 1, 2, 3])
     images = _images(pipeline.make_dataset(records, 16, batch_size=2, box_margin=0.0))
-    assert images.shape == (4, 16, 16, 3) and images.dtype == np.float32
+    assert (
+        images.shape == (4, 16, 16, 3) and images.dtype == np.uint8
+    )  # a quarter of float32 to the device
     assert images[0, ..., 0].mean() > 240 and images[0, ..., 2].mean() < 15  # red half
     assert images[2, ..., 2].mean() > 240 and images[2, ..., 0].mean() < 15  # blue half
     assert images[3, ..., 2].mean() > 240  # PNG cropped after decoding
@@ -204,7 +206,7 @@ def test_box_jitter_changes_training_crops_only(tiny_images):
             label_as_input=False, deterministic=True, shuffle_buffer=1,
         )  # fmt: skip
         batch = next(iter(dataset))
-        return (batch[0] if training else batch).numpy()
+        return (batch[0] if training else batch).numpy().astype(float)  # uint8 would wrap
 
     still = pipeline.Augmentation.none()
     jittered = pipeline.Augmentation(**{**still.__dict__, "box_jitter": 0.3})

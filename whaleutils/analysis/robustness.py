@@ -44,13 +44,15 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 
 
 def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
-    """Separable Gaussian blur of each channel, edges padded by reflection."""
+    """Separable Gaussian blur of each channel, edges padded by reflection; float32 out (uint8
+    or float images in)."""
     kernel = gaussian_kernel(sigma)
+    images = tf.cast(images, tf.float32)
     if len(kernel) == 1:
-        return tf.convert_to_tensor(images, tf.float32)
+        return images
     radius = len(kernel) // 2
     x = tf.pad(
-        tf.convert_to_tensor(images, tf.float32),
+        images,
         [[0, 0], [radius, radius], [radius, radius], [0, 0]],
         "REFLECT",
     )

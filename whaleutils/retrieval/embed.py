@@ -14,6 +14,7 @@ Schema of an embeddings file (``np.savez``; every stage after training reads onl
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -63,35 +64,39 @@ def compute_embeddings(
     images' own normalised embeddings (n, d), for a flipped gallery.
 
     ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
-    then normalises again. Each batch and its mirror image go through the model as one batch
-    of twice the size, so every photo is read and decoded once.
+    then normalises again. The mirror images are made on the device, inside the model
+    (:func:`with_mirror_images`): each batch goes through the backbone once, with its mirror
+    images beside it, so every photo is read, decoded and sent to the device once.
     """
-    import tensorflow as tf  # imported here: the file functions need no TensorFlow
-
     if tta not in ("none", "flip"):
         raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
     if tta == "none" and not mirrored:
         return l2_normalize(predict_batches(embedding_model, image_batches))
-    sizes = []  # rows of each batch, recorded as predict draws the batches
-
-    def with_mirrors():
-        for images in image_batches.as_numpy_iterator():
-            sizes.append(len(images))
-            yield np.concatenate([images, images[:, :, ::-1]])
-
-    both = tf.data.Dataset.from_generator(with_mirrors, output_signature=image_batches.element_spec)
-    if int(image_batches.cardinality()) >= 0:  # known: predict then stops without a warning
-        both = both.apply(tf.data.experimental.assert_cardinality(image_batches.cardinality()))
-    outputs = predict_batches(embedding_model, both)
-    starts = np.cumsum([0, *(2 * n for n in sizes)])[:-1]
-    original = np.concatenate(
-        [np.arange(start, start + n) for start, n in zip(starts, sizes, strict=True)]
-    )
-    embeddings = l2_normalize(outputs[original])
-    mirror = l2_normalize(outputs[original + np.repeat(sizes, sizes)])
+    both = predict_batches(with_mirror_images(embedding_model), image_batches)  # (n, 2, d)
+    embeddings, mirror = l2_normalize(both[:, 0]), l2_normalize(both[:, 1])
     if tta == "flip":
         embeddings = l2_normalize(embeddings + mirror)
     return (embeddings, mirror) if mirrored else embeddings
+
+
+_WITH_MIRRORS = weakref.WeakKeyDictionary()  # embedding model -> its with_mirror_images model
+
+
+def with_mirror_images(embedding_model):
+    """``images (b, S, S, 3) -> (b, 2, d)``: each image's embedding and its mirror image's
+    (flipped left to right), from one pass of the model over the 2b images. One per model
+    (kept while the model lives), so its predict function is traced and compiled once."""
+    import keras
+
+    if embedding_model in _WITH_MIRRORS:
+        return _WITH_MIRRORS[embedding_model]
+    images = keras.Input(shape=embedding_model.input_shape[1:], name="images")
+    both = keras.ops.concatenate([images, keras.ops.flip(images, axis=2)], axis=0)
+    outputs = embedding_model(both)  # (2b, d): the b images, then their b mirror images
+    pairs = keras.ops.transpose(keras.ops.reshape(outputs, (2, -1, outputs.shape[-1])), (1, 0, 2))
+    model = keras.Model(images, pairs, name=f"{embedding_model.name}_with_mirror_images")
+    _WITH_MIRRORS[embedding_model] = model
+    return model
 
 
 def data_parallel_devices() -> int:
@@ -119,7 +124,11 @@ def predict_batches(model, image_batches) -> np.ndarray:
         for images in image_batches.as_numpy_iterator():
             sizes.append(len(images))
             missing = -len(images) % devices
-            yield (np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)]),)
+            if missing:  # usually only the last batch: the others go as they are
+                images = np.concatenate(
+                    [images, np.zeros((missing, *images.shape[1:]), images.dtype)]
+                )
+            yield (images,)
 
     batches = int(image_batches.cardinality())  # negative when unknown
     outputs = model.predict(padded(), steps=batches if batches >= 0 else None, verbose=0)

@@ -192,7 +192,7 @@ class Split:
         batch_size: int,
         rows: np.ndarray | None = None,
     ):
-        """Inference batches (b, S, S, 3) float32 0-255 of ``part``'s photos (those at
+        """Inference batches (b, S, S, 3) uint8 RGB of ``part``'s photos (those at
         positions ``rows`` only, if given), in row order."""
         from whaleutils.images import pipeline
 
