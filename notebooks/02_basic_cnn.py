@@ -35,6 +35,7 @@ box_margin = None  # share of a box added on each side before cropping; None: 0.
 out_dir = "runs/local/02_basic_cnn"
 fold = 0
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 image_size = 64
 batch_size = 32

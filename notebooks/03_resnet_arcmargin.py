@@ -37,6 +37,7 @@ box_margin = None  # share of a box added on each side before cropping; None: 0.
 out_dir = "runs/local/03_resnet_arcmargin"
 fold = 0
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 backbone = "resnet50"
 weights = None  # "imagenet" on Kaggle (downloaded, or an attached .h5 file)

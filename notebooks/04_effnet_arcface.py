@@ -47,6 +47,7 @@ box_margin = None  # share of a box added on each side before cropping; None: 0.
 out_dir = "runs/local/04_effnet_arcface"
 fold = 0
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 backbone = "keras-efficientnet-b5"  # keras.applications: builds on JAX and TensorFlow
 weights = "noisy-student"  # or the path of an attached .h5 file; None for random weights

@@ -35,6 +35,7 @@ inputs_dir = "runs/local"  # holds the model notebook's output folder; on Kaggle
 out_dir = "runs/local/05_gradcam"
 fold = 0
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 examples_per_kind = 4
 

@@ -36,6 +36,7 @@ inputs_dir = "runs/local"  # holds the model notebook's output folder; on Kaggle
 out_dir = "runs/local/06_robustness"
 fold = 0
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 batch_size = 16
 max_images = 500  # None: every validation photo

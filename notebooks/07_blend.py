@@ -44,6 +44,7 @@ out_dir = "runs/local/07_blend"
 members = None  # notebooks whose outputs are blended; None: the suite's (outputs.INPUTS)
 fold = 0  # the fold of the embedding-level blend (its members' embeddings must share rows)
 n_folds = 5
+fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 step = 0.1
 tol = 0.001
@@ -69,9 +70,10 @@ split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: t
 
 # %%
 found = out_of_fold.find_members(inputs_dir, list(members or outputs.INPUTS["07_blend"]))
-if {(m.n_folds, m.seed) for m in found} != {(n_folds, seed)}:
+if {(m.n_folds, m.seed, m.fold_groups) for m in found} != {(n_folds, seed, split.fold_groups)}:
     raise ValueError(
-        f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}"
+        f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}, "
+        f"fold_groups={split.fold_groups!r}"
     )
 listing = pd.DataFrame(
     [(m.name, m.fold, str(m.folder)) for m in found], columns=["member", "fold", "folder"]
@@ -87,9 +89,13 @@ listing
 # frequency penalty counts the photos of the gallery it was matched against.
 
 # %%
-folds = data.make_folds(data.read_train(split.data_dir), n_folds=n_folds, seed=seed)
+folds = data.make_folds(
+    data.read_train(split.data_dir), n_folds=n_folds, seed=seed, groups=split.fold_groups
+)
 oof = out_of_fold.assemble_oof(found, dict(zip(folds["image"], folds["fold"], strict=True)))
-oof_truth, oof_galleries = out_of_fold.oof_truth_and_galleries(split.data_dir, oof, n_folds, seed)
+oof_truth, oof_galleries = out_of_fold.oof_truth_and_galleries(
+    split.data_dir, oof, n_folds, seed, split.fold_groups
+)
 print(f"{len(oof.images)} out-of-fold photos over folds {sorted(set(oof.folds.tolist()))}")
 pd.Series(oof.coverage(), name="photos predicted out of fold")
 

@@ -307,7 +307,9 @@ def test_find_members_reads_every_fold_and_snapshot(tmp_path):
     ):
         out_of_fold.find_members(runs, ["04_effnet_arcface"])
     write_output(runs / "04_effnet_arcface-again", 1, "b5 380px", n_folds=5)
-    with pytest.raises(ValueError, match=r"different fold assignments \(n_folds, seed\)"):
+    with pytest.raises(
+        ValueError, match=r"different fold assignments \(n_folds, seed, fold_groups\)"
+    ):
         out_of_fold.find_members(runs, ["04_effnet_arcface"])
     (runs / "04_effnet_arcface-again" / "scores.json").write_text('{"valid": {}}')
     with pytest.raises(ValueError, match="no 'split'.*run notebook 04_effnet_arcface again"):

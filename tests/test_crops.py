@@ -1,11 +1,13 @@
 """The crop cache: written once, read by a Split instead of the photos."""
 
+import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from whaleutils import cli
 from whaleutils.datasets import data
@@ -45,12 +47,13 @@ def test_the_cache_holds_every_photo_cropped_to_its_box_and_resized(small_synth,
     )
     cached = decoded(cache, "train")
     for (name, image), box in list(zip(cached, train["box"], strict=True))[:5]:
-        # the photo's crop, resized by TensorFlow's antialiased resize (the reference of
-        # photos.resize); the cache adds its JPEG rounding
-        photo = photos.prepare(small_synth / "train_images" / name, data.parse_box(box))
-        expected = tf.image.resize(photo, [40, 40], antialias=True).numpy()
+        # the one photo path's crop at 40 px (photos.resize is checked against TensorFlow's
+        # antialiased resize in test_photos), JPEG-encoded at the cache's quality: exactly
+        photo = photos.prepare(small_synth / "train_images" / name, data.parse_box(box), 40)
+        encoded = io.BytesIO()
+        Image.fromarray(photo).save(encoded, "JPEG", quality=95)
         assert image.shape == (40, 40, 3)
-        assert np.abs(image.astype(float) - expected).mean() < 3.0
+        np.testing.assert_array_equal(image, tf.io.decode_jpeg(encoded.getvalue()).numpy())
 
 
 def test_boxes_from_a_csv_give_the_crops_of_the_sets_own_boxes(small_synth, cache, tmp_path):

@@ -78,8 +78,14 @@ def test_bad_parts_are_named(call, message):
 
 def test_load_split_on_a_synthetic_set(small_synth):
     split = splits.load_split(small_synth, fold=1, n_folds=3, seed=0, max_valid_images=10)
-    folds = data.make_folds(data.read_train(small_synth), n_folds=3, seed=0)
+    # the synthetic set has encounters: "auto" keeps each one's photos in one fold
+    assert split.fold_groups == "encounter" and split.describe_fold()["fold_groups"] == "encounter"
+    folds = data.make_folds(data.read_train(small_synth), n_folds=3, seed=0, groups="encounter")
     assert len(split.train) == int((folds["fold"] != 1).sum())
+    assert not set(split.train["encounter"]) & set(split.valid["encounter"])
+    photo_by_photo = splits.load_split(small_synth, fold=1, n_folds=3, fold_groups=None)
+    assert photo_by_photo.fold_groups is None
+    assert set(photo_by_photo.train["encounter"]) & set(photo_by_photo.valid["encounter"])
     assert len(split.valid) == 10
     assert split.crop_to_box == (small_synth / "test_boxes.csv").is_file()
     assert set(split.valid["image"]) <= set(folds.loc[folds["fold"] == 1, "image"])
@@ -111,7 +117,9 @@ def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):
     assert split.train["box"].iloc[0] == "1 2 30 40"
     assert (split.train["box"].iloc[1:] == "").all()  # a photo the CSV does not list: whole
     assert split.test["box"].tolist() == ["5 6 20 21"] + [""] * (len(split.test) - 1)
-    assert split.describe_fold() == {"fold": 0, "n_folds": 3, "seed": 0, "crop_to_box": True}
+    assert split.describe_fold() == {
+        "fold": 0, "n_folds": 3, "seed": 0, "fold_groups": "encounter", "crop_to_box": True
+    }  # fmt: skip
     assert own.box_margin == 0.1
     # boxes for training photos only: the test photos stay whole, so training photos do too
     pd.DataFrame({"image": [first_train], "box": ["1 2 30 40"]}).to_csv(boxes_csv, index=False)

@@ -71,6 +71,7 @@ class Member:
     n_folds: int
     seed: int
     folder: Path
+    fold_groups: str | None = None  # the column the folds kept together (splits.load_split)
 
 
 def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> list[Member]:
@@ -87,8 +88,9 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
     ------
     ValueError
         If an output has no ``split`` (written before folds were recorded: run it again), if the
-        outputs come from different fold assignments (n_folds, seed), or if two outputs give the
-        same name on the same fold (set notebook 04's ``member`` parameter to tell them apart).
+        outputs come from different fold assignments (n_folds, seed, fold_groups), or if two
+        outputs give the same name on the same fold (set notebook 04's ``member`` parameter to
+        tell them apart).
     """
     from whaleutils.suite import environment, outputs
 
@@ -104,17 +106,18 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
             split = scores["split"]
             name = scores.get("member") or notebook
             common = (int(split["fold"]), int(split["n_folds"]), int(split["seed"]))
-            members.append(Member(name, *common, folder))
+            groups = split.get("fold_groups")  # absent before encounters: photo by photo
+            members.append(Member(name, *common, folder, groups))
             for snapshot in sorted((folder / "snapshots").glob("epoch-*")):
                 if (snapshot / "oof_predictions.csv").is_file():
-                    members.append(Member(f"{name} {snapshot.name}", *common, snapshot))
+                    members.append(Member(f"{name} {snapshot.name}", *common, snapshot, groups))
             if (folder / "local" / "oof_predictions.csv").is_file():  # matching.fused_head
-                members.append(Member(f"{name} local", *common, folder / "local"))
-    assignments = {(m.n_folds, m.seed) for m in members}
+                members.append(Member(f"{name} local", *common, folder / "local", groups))
+    assignments = {(m.n_folds, m.seed, m.fold_groups) for m in members}
     if len(assignments) > 1:
-        examples = {(m.n_folds, m.seed): m.folder for m in members}
+        examples = {(m.n_folds, m.seed, m.fold_groups): m.folder for m in members}
         raise ValueError(
-            "the members come from different fold assignments (n_folds, seed): "
+            "the members come from different fold assignments (n_folds, seed, fold_groups): "
             + "; ".join(f"{key} in {folder}" for key, folder in sorted(examples.items()))
         )
     seen: dict[tuple[str, int], Path] = {}
@@ -224,7 +227,7 @@ def load_member_embeddings(
 
 
 def oof_truth_and_galleries(
-    data_dir, oof: OutOfFold, n_folds: int, seed: int
+    data_dir, oof: OutOfFold, n_folds: int, seed: int, fold_groups: str | None = "auto"
 ) -> tuple[list[str], list[dict[str, int]]]:
     """Each out-of-fold image's true label on its own fold (``new_individual`` for individuals
     absent from that fold's training part) and the photo counts of the gallery it was matched
@@ -235,7 +238,7 @@ def oof_truth_and_galleries(
     truth: list = [None] * len(oof.images)
     galleries: list = [None] * len(oof.images)
     for fold in sorted(set(oof.folds.tolist())):
-        split = splits.load_split(data_dir, fold, n_folds, seed)
+        split = splits.load_split(data_dir, fold, n_folds, seed, fold_groups=fold_groups)
         rows = np.flatnonzero(oof.folds == fold)
         counts = split.photo_counts("valid")
         for row, label in zip(

@@ -8,8 +8,11 @@ A data set directory holds::
     test_images/           the test photos, named as in sample_submission.csv
     test_solution.csv      image, individual_id  (optional; synthetic and prepared sets only)
     test_boxes.csv         image, box            (optional: a detector's boxes for test photos)
+    test_metadata.csv      image, encounter, date, ...  (optional: the test photos' encounters)
 
-``box`` is ``"left top right bottom"`` in pixels of the original image, or empty.
+``box`` is ``"left top right bottom"`` in pixels of the original image, or empty. ``train.csv``
+may also carry the encounter columns (``encounters.ENCOUNTER_COLUMNS``: encounter, date,
+latitude, longitude, location, photographer, viewpoint), kept as written.
 Data set directories are inputs: nothing here writes into them.
 """
 
@@ -56,6 +59,7 @@ class Layout:
     SAMPLE_SUBMISSION = "sample_submission.csv"
     TEST_SOLUTION = "test_solution.csv"
     TEST_BOXES = "test_boxes.csv"
+    TEST_METADATA = "test_metadata.csv"
     TRAIN_IMAGES = "train_images"
     TEST_IMAGES = "test_images"
 
@@ -78,6 +82,10 @@ class Layout:
     def test_boxes(self) -> Path:
         return self.root / self.TEST_BOXES
 
+    @property
+    def test_metadata(self) -> Path:
+        return self.root / self.TEST_METADATA
+
     def images(self, part: str) -> Path:
         """The photo folder of ``part``: ``train_images`` for "train" and "valid" (validation
         photos are training photos), ``test_images`` for "test"."""
@@ -98,9 +106,16 @@ def write_tables(
     (image, individual_id, species, is_new[, box]) ``sample_submission.csv`` (the four most
     photographed training individuals and ``new_individual`` for every photo),
     ``test_solution.csv`` (``new_individual`` where ``is_new``) and, with ``test_boxes``,
-    ``test_boxes.csv`` (image, box)."""
+    ``test_boxes.csv`` (image, box). The encounter columns ``train`` and ``test`` have go into
+    ``train.csv`` and ``test_metadata.csv``."""
+    from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
+
     columns = ["image", "species", "individual_id"] + (["box"] if "box" in train else [])
-    train[columns].to_csv(layout.train_csv, index=False)
+    encounter_columns = [c for c in ENCOUNTER_COLUMNS if c in train]
+    train[columns + encounter_columns].to_csv(layout.train_csv, index=False)
+    test_encounter_columns = [c for c in ENCOUNTER_COLUMNS if c in test]
+    if test_encounter_columns:
+        test[["image", *test_encounter_columns]].to_csv(layout.test_metadata, index=False)
     frequent = most_photographed(train["individual_id"], 4)
     pd.DataFrame(
         {"image": test["image"], "predictions": " ".join([*frequent, NEW_INDIVIDUAL])}
@@ -442,7 +457,11 @@ def _encode(values, classes: list[str], what: str) -> np.ndarray:
 
 
 def make_folds(
-    train: pd.DataFrame, n_folds: int = 5, seed: int = 0, min_new_share: float = 0.15
+    train: pd.DataFrame,
+    n_folds: int = 5,
+    seed: int = 0,
+    min_new_share: float = 0.15,
+    groups: str | None = None,
 ) -> pd.DataFrame:
     """Assign every training image to one of ``n_folds`` validation folds.
 
@@ -458,6 +477,11 @@ def make_folds(
        fold, filling the emptiest fold first, until every fold's new share reaches the target.
        On the real ``train.csv`` (18.1% single-photo images) step 3 adds nothing.
 
+    With ``groups`` (a column, e.g. ``"encounter"``) the rule deals groups instead of photos:
+    the photos sharing a non-empty value stay in one fold (a photo with an empty value is a
+    group of its own), so a validation photo is never matched to its own encounter's
+    near-identical photos in training; "photo" above then reads "group".
+
     Parameters
     ----------
     train : DataFrame with ``image``, ``individual_id`` and ``species`` columns, n rows
@@ -466,6 +490,8 @@ def make_folds(
         Same seed and same input give the same folds.
     min_new_share : float in [0, 1), default=0.15
         Target share of ``new_individual`` images per validation fold.
+    groups : str or None, default=None
+        A column of ``train`` whose values bind photos together.
 
     Returns
     -------
@@ -478,23 +504,68 @@ def make_folds(
     if not 0.0 <= min_new_share < 1.0:
         raise ValueError(f"min_new_share must be in [0, 1), got min_new_share={min_new_share!r}")
     _require_columns(train, ("image", "individual_id", "species"), Path("train"))
-    rng = np.random.default_rng(seed)
     frame = train.reset_index(drop=True).copy()
-    fold = np.full(len(frame), -1, dtype=np.int64)
-    photos_per_individual = frame["individual_id"].value_counts()
-    counts = frame["individual_id"].map(photos_per_individual)
+    if groups is None:
+        unit_of = np.arange(len(frame))
+    else:
+        _require_columns(frame, (groups,), Path("train"))
+        values = frame[groups].astype(str).str.strip()
+        keys = np.where(values != "", "g:" + values, "p:" + frame.index.astype(str))
+        unit_of = pd.factorize(keys)[0]  # numbered in order of first appearance
+        crossing = frame.groupby(unit_of)["individual_id"].nunique()
+        if (crossing > 1).any():
+            bad = values[unit_of == crossing.index[crossing > 1][0]].iloc[0]
+            raise ValueError(f"train: {groups} {bad!r} holds photos of several individuals")
+    first = pd.Series(np.arange(len(frame))).groupby(unit_of).first().to_numpy()
+    units = frame.loc[first, ["individual_id", "species"]].reset_index(drop=True)
+    units["photos"] = np.bincount(unit_of)
+    unit_fold = _deal_folds(units, len(frame), n_folds, np.random.default_rng(seed), min_new_share)
+    frame["fold"] = unit_fold[unit_of]
+    folds_per_individual = frame.groupby("individual_id")["fold"].nunique()
+    frame["is_new_in_fold"] = frame["individual_id"].map(folds_per_individual).eq(1).to_numpy()
+    return frame
 
-    # Step 1: single-photo individuals, dealt evenly within each species.
-    singles = frame.index[counts == 1].to_numpy()
+
+def resolve_fold_groups(train: pd.DataFrame, fold_groups: str | None) -> str | None:
+    """The column :func:`make_folds` keeps together: ``"auto"`` is ``"encounter"`` where
+    ``train`` has that column with a value in it, else None (photo by photo); None or
+    ``"none"`` is None; any other value must be a column of ``train``."""
+    if fold_groups in (None, "none"):
+        return None
+    if fold_groups == "auto":
+        has = "encounter" in train and (train["encounter"].astype(str).str.strip() != "").any()
+        return "encounter" if has else None
+    if fold_groups not in train.columns:
+        raise ValueError(
+            f"fold_groups={fold_groups!r}: train.csv has no such column (it has "
+            f"{', '.join(map(str, train.columns))})"
+        )
+    return str(fold_groups)
+
+
+def _deal_folds(
+    units: pd.DataFrame, n_photos: int, n_folds: int, rng, min_new_share: float
+) -> np.ndarray:
+    """:func:`make_folds`' rule over ``units`` (individual_id, species, photos: one row per
+    photo or group); returns each unit's fold."""
+    fold = np.full(len(units), -1, dtype=np.int64)
+    units_per_individual = units["individual_id"].value_counts()
+    photos_per_individual = units.groupby("individual_id")["photos"].sum()
+    counts = units["individual_id"].map(units_per_individual)
+
+    # Step 1: single-unit individuals, dealt evenly within each species.
+    singles = units.index[counts == 1].to_numpy()
     singles = singles[rng.permutation(len(singles))]
-    species_order = frame.loc[singles, "species"].to_numpy()
+    species_order = units.loc[singles, "species"].to_numpy()
     singles = singles[np.argsort(species_order, kind="stable")]
     fold[singles] = (np.arange(len(singles)) + rng.integers(n_folds)) % n_folds
 
     # Step 3 before step 2: choose whole individuals to hold out if singles are too few.
-    fold_sizes = np.full(n_folds, len(frame) / n_folds)
-    new_images = np.bincount(fold[singles], minlength=n_folds).astype(float)
-    multi_ids = frame.loc[counts > 1, "individual_id"].unique()
+    fold_sizes = np.full(n_folds, n_photos / n_folds)
+    new_images = np.bincount(
+        fold[singles], weights=units.loc[singles, "photos"].to_numpy(float), minlength=n_folds
+    )
+    multi_ids = units.loc[counts > 1, "individual_id"].unique()
     multi_ids = multi_ids[rng.permutation(len(multi_ids))]
     held_out: dict[str, int] = {}
     for individual in multi_ids:
@@ -504,8 +575,8 @@ def make_folds(
         held_out[individual] = target
         new_images[target] += photos_per_individual[individual]
 
-    # Step 2: round-robin for the remaining multi-photo individuals.
-    groups = frame.index[counts > 1].to_series().groupby(frame.loc[counts > 1, "individual_id"])
+    # Step 2: round-robin for the remaining multi-unit individuals.
+    groups = units.index[counts > 1].to_series().groupby(units.loc[counts > 1, "individual_id"])
     for individual in sorted(groups.groups):
         rows = groups.get_group(individual).to_numpy()
         if individual in held_out:
@@ -513,11 +584,7 @@ def make_folds(
             continue
         rows = rows[rng.permutation(len(rows))]
         fold[rows] = (np.arange(len(rows)) + rng.integers(n_folds)) % n_folds
-
-    frame["fold"] = fold
-    folds_per_individual = frame.groupby("individual_id")["fold"].nunique()
-    frame["is_new_in_fold"] = frame["individual_id"].map(folds_per_individual).eq(1).to_numpy()
-    return frame
+    return fold
 
 
 def fold_report(folds: pd.DataFrame) -> pd.DataFrame:

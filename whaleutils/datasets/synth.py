@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from whaleutils.datasets import data
 from whaleutils.datasets.data import format_box
+from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 
+FORMAT = 2  # 2: photos in encounters (sharing a scene) with their metadata; 1: photos alone
 TEMPLATE_SIZE = (320, 200)  # (width, height) of an individual's canonical rendering
 SUPERSAMPLE = 2  # templates are drawn at this multiple, then downsampled (anti-aliasing)
 
@@ -146,7 +149,9 @@ def plan_labels(config: SynthConfig) -> pd.DataFrame:
     -------
     DataFrame
         Columns ``image, split ("train"/"test"), individual_id, individual_index, species,
-        species_raw, is_new, width, height``; train rows first.
+        species_raw, is_new, encounter_index``, the encounter columns
+        (``encounters.ENCOUNTER_COLUMNS``) and ``width, height`` (one size per encounter);
+        train rows first.
     """
     profile = load_profile()
     rng = np.random.default_rng([config.seed, 0])
@@ -202,15 +207,64 @@ def plan_labels(config: SynthConfig) -> pd.DataFrame:
                 )
     plan = pd.DataFrame.from_records(records)
     plan.insert(0, "image", [f"{name}.jpg" for name in _hex_names(rng, len(plan), 14, taken)])
+    plan = _plan_encounters(plan, rng)
+    encounters = int(plan["encounter_index"].max()) + 1  # one camera each: one photo size
     picked = rng.choice(
-        len(size_table), size=len(plan), p=size_table[:, 2] / size_table[:, 2].sum()
+        len(size_table), size=encounters, p=size_table[:, 2] / size_table[:, 2].sum()
     )
-    jitter = rng.uniform(-bin_px / 2, bin_px / 2, size=(len(plan), 2))
+    jitter = rng.uniform(-bin_px / 2, bin_px / 2, size=(encounters, 2))
     original = np.maximum(size_table[picked, :2] + jitter, 32)
     scale = np.minimum(1.0, config.max_side / original.max(axis=1))
-    sizes = np.maximum(np.round(original * scale[:, None]), 16).astype(int)
+    sizes = np.maximum(np.round(original * scale[:, None]), 16).astype(int)[plan["encounter_index"]]
     plan["width"], plan["height"] = sizes[:, 0], sizes[:, 1]
     return plan
+
+
+# Encounters: a season of surveys at a few sites (the training photos one year, the test photos
+# the next), a handful of photographers; the viewpoints each kind of look is photographed from.
+SITES = (
+    ("Stellwagen Bank", 42.35, -70.35),
+    ("Great South Channel", 41.25, -69.30),
+    ("Bay of Fundy", 44.75, -66.60),
+    ("Cape Cod Bay", 41.90, -70.30),
+)
+SEASON_STARTS = {"train": date(2024, 5, 1), "test": date(2025, 5, 1)}
+SEASON_DAYS = 153  # May to September
+PHOTOGRAPHERS = ("A. Rivera", "B. Chen", "C. Okafor", "D. Larsen", "E. Silva")
+FAMILY_VIEWPOINTS = {
+    "dorsal": ("left", "right"), "back": ("left", "right"), "fluke": ("fluke",), "head": ("top",)
+}  # fmt: skip
+MEAN_ENCOUNTER_PHOTOS = 2.0  # photos of one sighting: 1 + Poisson(1)
+
+
+def _plan_encounters(plan: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Deal each individual's photos of each split into encounters (1 + Poisson(1) photos)
+    and give every encounter a date in its split's season, a site (coordinates within about
+    5 km of it), a photographer and a viewpoint of its species' look."""
+    plan = plan.copy()
+    encounter_of = np.zeros(len(plan), np.int64)
+    records = []  # one per encounter
+    for (_, _), rows in plan.groupby(["split", "individual_index"], sort=False):
+        positions = rows.index.to_numpy()
+        start = 0
+        while start < len(positions):
+            size = 1 + int(rng.poisson(MEAN_ENCOUNTER_PHOTOS - 1))
+            members = positions[start : start + size]
+            encounter_of[members] = len(records)
+            site, latitude, longitude = SITES[rng.integers(len(SITES))]
+            split, species = plan.at[members[0], "split"], plan.at[members[0], "species"]
+            day = SEASON_STARTS[split] + timedelta(days=int(rng.integers(SEASON_DAYS)))
+            views = FAMILY_VIEWPOINTS[SPECIES_LOOK[species][0]]
+            records.append({
+                "encounter": f"enc{len(records):05d}", "date": day.isoformat(),
+                "latitude": f"{latitude + rng.normal(0, 0.03):.4f}",
+                "longitude": f"{longitude + rng.normal(0, 0.04):.4f}", "location": site,
+                "photographer": PHOTOGRAPHERS[rng.integers(len(PHOTOGRAPHERS))],
+                "viewpoint": views[rng.integers(len(views))],
+            })  # fmt: skip
+            start += size
+    plan["encounter_index"] = encounter_of
+    return plan.join(pd.DataFrame.from_records(records), on="encounter_index")
 
 
 # ---------------------------------------------------------------- rendering an individual
@@ -365,14 +419,17 @@ def render_template(seed: int, individual_index: int, species: str) -> Image.Ima
 # ---------------------------------------------------------------- rendering a photo
 
 
-def _water(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Water texture: a base colour, slow swell, ripples and grain.
+def _water(
+    rng: np.random.Generator, width: int, height: int, scene: np.random.Generator
+) -> Image.Image:
+    """Water texture: a base colour (the ``scene``'s: one sea for an encounter), slow swell,
+    ripples and grain (``rng``'s: the water moves between two photos).
 
     Drawn at half resolution and upsampled: the texture has no detail finer than that, and it
     halves the cost of the most expensive step of a photo.
     """
     small_w, small_h = max(2, width // 2), max(2, height // 2)
-    base = WATER_COLOURS[rng.integers(len(WATER_COLOURS))] * rng.uniform(0.7, 1.3)
+    base = WATER_COLOURS[scene.integers(len(WATER_COLOURS))] * scene.uniform(0.7, 1.3)
     coarse = rng.normal(0, 1, size=(4, 6)).astype(np.float32)
     swell = (
         np.asarray(
@@ -395,16 +452,24 @@ def _water(rng: np.random.Generator, width: int, height: int) -> Image.Image:
 
 
 def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int] | None]:
-    """Render one planned photo: JPEG bytes and the animal's box (left, top, right, bottom)."""
+    """Render one planned photo: JPEG bytes and the animal's box (left, top, right, bottom).
+
+    The photos of one encounter (``encounter_index``) share a scene, as a burst of photos of
+    one sighting does: the sea's colour, the light, the colour cast, blur and grayscale, the
+    pose and the framing's scale; each photo moves the water, the pose a little and the
+    animal in the frame. A ``right`` viewpoint shows the individual's marks mirrored."""
     rng = np.random.default_rng([seed, 2, int(row["photo_index"])])
+    scene = np.random.default_rng([seed, 3, int(row.get("encounter_index", row["photo_index"]))])
     width, height = int(row["width"]), int(row["height"])
     family = SPECIES_LOOK[row["species"]][0]
     template = render_template(seed, int(row["individual_index"]), row["species"])
+    if row.get("viewpoint") == "right":  # the other flank: its marks seen mirrored
+        template = template.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
     # Pose and framing: scale to a share of the frame, rotate, place (sometimes cut by the edge).
-    angle = float(np.clip(rng.normal(0, 12), -30, 30))
+    angle = float(np.clip(scene.normal(0, 12) + rng.normal(0, 3), -30, 30))
     animal = template.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
-    share = rng.uniform(0.35, 0.9)
+    share = float(np.clip(scene.uniform(0.35, 0.9) * rng.uniform(0.92, 1.08), 0.3, 0.95))
     scale = min(share * width / animal.width, 0.95 * height / animal.height)
     size = (max(4, round(animal.width * scale)), max(4, round(animal.height * scale)))
     animal = animal.resize(size, Image.Resampling.BILINEAR)
@@ -424,7 +489,7 @@ def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int]
         left = int(rng.uniform(0, max(1, width - size[0])))
     top = int(rng.uniform(0, max(1, height - size[1])))
 
-    canvas = _water(rng, width, height)
+    canvas = _water(rng, width, height, scene)
     canvas.paste(animal, (left, top), animal)
     bbox = animal.getchannel("A").getbbox()
     box = None
@@ -440,20 +505,22 @@ def render_photo(row: dict, seed: int) -> tuple[bytes, tuple[int, int, int, int]
 
     # Light: gain, a gradient across the frame and a colour cast; then blur and grayscale.
     pixels = np.asarray(canvas, dtype=np.float32)
-    direction = rng.uniform(0, 2 * np.pi)
+    direction = scene.uniform(0, 2 * np.pi)
     across = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
     down = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
-    light = rng.uniform(0.6, 1.25) * (
-        1 + rng.uniform(0, 0.25) * (np.cos(direction) * across + np.sin(direction) * down)
+    light = (
+        scene.uniform(0.6, 1.25)
+        * rng.uniform(0.95, 1.05)
+        * (1 + scene.uniform(0, 0.25) * (np.cos(direction) * across + np.sin(direction) * down))
     )
     pixels *= light.astype(np.float32)[..., None]
-    pixels *= rng.uniform(0.88, 1.12, size=3).astype(np.float32)
+    pixels *= scene.uniform(0.88, 1.12, size=3).astype(np.float32)
     photo = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
-    if rng.random() < 0.3:
+    if scene.random() < 0.3:
         photo = photo.filter(
-            ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 2.0) * max(width, height) / 512)
+            ImageFilter.GaussianBlur(radius=scene.uniform(0.5, 2.0) * max(width, height) / 512)
         )
-    if rng.random() < 0.1:
+    if scene.random() < 0.1:
         photo = photo.convert("L").convert("RGB")
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=int(rng.integers(80, 96)))
@@ -492,7 +559,11 @@ def generate(
     card_path = out_dir / "synth.json"
     if card_path.is_file():
         card = json.loads(card_path.read_text())
-        if card.get("config") == asdict(config) and card.get("complete"):
+        if (
+            card.get("config") == asdict(config)
+            and card.get("format") == FORMAT
+            and card.get("complete")
+        ):
             return card
         raise FileExistsError(
             f"{out_dir} holds another synthetic data set ({card_path}); choose a new folder"
@@ -521,7 +592,7 @@ def generate(
 
     train = plan[plan["split"] == "train"]
     test = plan[plan["split"] == "test"]
-    train_out = train[["image", "species_raw", "individual_id", "box"]].rename(
+    train_out = train[["image", "species_raw", "individual_id", "box", *ENCOUNTER_COLUMNS]].rename(
         columns={"species_raw": "species"}
     )
     # test_boxes.csv: what a detector would give (the competition has no test boxes)
@@ -529,6 +600,7 @@ def generate(
     seconds = time.perf_counter() - started
     card = {
         "config": asdict(config),
+        "format": FORMAT,
         "complete": True,
         "train_images": int(len(train)),
         "test_images": int(len(test)),
@@ -536,6 +608,7 @@ def generate(
         "individuals_new": int(test.loc[test["is_new"], "individual_id"].nunique()),
         "test_new_share": float(test["is_new"].mean()),
         "species": int(plan["species"].nunique()),
+        "encounters": int(plan["encounter"].nunique()),
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n")  # no timings: same seed, same bytes
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from whaleutils.datasets import encounters
 from whaleutils.datasets.data import (
     SOLUTION_COLUMNS,
     SUBMISSION_COLUMNS,
@@ -95,6 +96,19 @@ def validate_dataset(data_dir: str | os.PathLike, decode_images: bool = True) ->
     test = _read_csv(layout.sample_submission, SUBMISSION_COLUMNS, problems)
     if train is not None:
         _check_rows(train, Layout.TRAIN_CSV, ("species", "individual_id"), problems)
+        problems += encounters.check_metadata(train, Layout.TRAIN_CSV)
+    if layout.test_metadata.exists():
+        metadata = _read_csv(layout.test_metadata, ("image",), problems)
+        if metadata is not None:
+            _check_rows(metadata, Layout.TEST_METADATA, (), problems)
+            problems += encounters.check_metadata(metadata, Layout.TEST_METADATA)
+            if test is not None:
+                unknown = sorted(set(metadata["image"]) - set(test["image"]))
+                if unknown:
+                    problems.append(
+                        f"{Layout.TEST_METADATA}: {len(unknown)} image(s) not in "
+                        f"sample_submission.csv, e.g. {unknown[:3]}"
+                    )
     if test is not None:
         _check_rows(test, Layout.SAMPLE_SUBMISSION, (), problems)
     if train is not None and test is not None:

@@ -53,6 +53,7 @@ class Split:
     fold: int = 0  # which fold of data.make_folds(n_folds, seed) is ``valid``
     n_folds: int = 5
     seed: int = 0
+    fold_groups: str | None = None  # the column whose photos the folds keep together
 
     def describe_fold(self) -> dict:
         """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
@@ -61,6 +62,7 @@ class Split:
             "fold": self.fold,
             "n_folds": self.n_folds,
             "seed": self.seed,
+            "fold_groups": self.fold_groups,
             "crop_to_box": self.crop_to_box,
         }
 
@@ -275,8 +277,13 @@ def load_split(
     boxes: str | os.PathLike | dict | None = None,
     box_margin: float | None = None,
     max_train_images: int | None = None,
+    fold_groups: str | None = "auto",
 ) -> Split:
     """Read a data set and split off validation fold ``fold`` (see ``data.make_folds``).
+
+    ``fold_groups``: the column whose photos stay in one fold (``data.resolve_fold_groups``;
+    "auto": ``encounter`` where train.csv has it, so an encounter's near-identical photos are
+    never split between training and validation; None: photo by photo).
 
     ``max_valid_images`` keeps a deterministic random subset of the validation rows (for quick
     profiles). ``max_train_images`` keeps whole training individuals, drawn at random (by
@@ -315,7 +322,9 @@ def load_split(
     if box_margin < 0:
         raise ValueError(f"box_margin must be >= 0, got box_margin={box_margin}")
     data_dir = data.find_data_dir(data_dir)
-    folds = data.make_folds(data.read_train(data_dir), n_folds=n_folds, seed=seed)
+    train_table = data.read_train(data_dir)
+    fold_groups = data.resolve_fold_groups(train_table, fold_groups)
+    folds = data.make_folds(train_table, n_folds=n_folds, seed=seed, groups=fold_groups)
     test = pd.DataFrame({"image": data.read_test_images(data_dir)})
     test_boxes = data.read_test_boxes(data_dir)
     if test_boxes is not None:
@@ -347,6 +356,7 @@ def load_split(
         fold,
         n_folds,
         seed,
+        fold_groups,
     )
 
 
@@ -375,7 +385,7 @@ def _fewer_individuals(
 
 SPLIT_PARAMETERS = (
     "data_dir", "fold", "n_folds", "seed", "max_valid_images", "crop_cache", "boxes", "box_margin",
-    "max_train_images",
+    "max_train_images", "fold_groups",
 )  # fmt: skip
 
 

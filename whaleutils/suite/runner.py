@@ -151,7 +151,9 @@ def default_data(runs_dir: Path, profile_settings: dict) -> Path:
     """Generate (or reuse) the profile's synthetic data set under ``runs_dir/data``."""
     config = synth.SynthConfig(**profile_settings.get("synth", {}))
     folder = (
-        runs_dir / "data" / f"synth-seed{config.seed}-{config.individuals}ind-{config.max_side}px"
+        runs_dir
+        / "data"
+        / f"synth-seed{config.seed}-{config.individuals}ind-{config.max_side}px-v{synth.FORMAT}"
     )
     synth.generate(folder, config, workers=2)
     return folder
