@@ -290,3 +290,75 @@ def test_enroll_killed_at_random_points_is_finished_by_the_rerun(small_synth, tm
         assert ids[new].is_unique, attempt  # each new animal its own id
     print("journal state at each kill:", outcomes)
     assert "staging" in outcomes[:10] and outcomes[10:].count("staged") >= 5
+
+
+def test_enroll_keeps_each_photos_encounter_from_the_decisions_or_its_exif(catalogue, tmp_path):
+    """The review page's reviewer and time go to the audit log; the decisions' encounter
+    columns, or where empty the photo's EXIF date and GPS position, go into the new rows."""
+    from test_encounters import _photo_with_exif
+
+    table = catalogue / "train.csv"
+    before = table.read_bytes()
+    known = pd.read_csv(table)["individual_id"][0]
+    folder = tmp_path / "new"
+    folder.mkdir()
+    gps = {1: "S", 2: (33.0, 30.0, 0.0), 3: "E", 4: (18.0, 15.0, 0.0)}
+    exif_photo = _photo_with_exif(folder / "exif.jpg", "2025:07:04 09:30:00", gps)
+    sidecar_photo = _photo_with_exif(folder / "sidecar.jpg", "2025:07:05 10:00:00")
+    decisions = pd.DataFrame(
+        {
+            "photo": [str(exif_photo), str(sidecar_photo)],
+            "individual_id": [known, NEW_INDIVIDUAL],
+            "reviewer": ["Ana, B.", ""],
+            "reviewed_at": ["2026-12-01T10:00:00Z", "2026-12-01T10:01:00Z"],
+            "encounter": ["", "enc-x"],
+            "date": ["", "2025-07-06"],
+            "location": ["", "False Bay"],
+            "viewpoint": ["left", "fluke"],
+        }
+    )
+    decisions.to_csv(tmp_path / "decisions.csv", index=False)
+    added = cat.enroll(catalogue, tmp_path / "decisions.csv", reviewer="cli-user")
+    assert table.read_bytes().startswith(before)
+    rows = pd.read_csv(table, dtype=str, keep_default_na=False).iloc[-2:]
+    assert rows["date"].tolist() == ["2025-07-04T09:30:00", "2025-07-06"]  # EXIF, then given
+    assert rows["latitude"].tolist() == ["-33.500000", ""]  # south: negative
+    assert rows["longitude"].tolist() == ["18.250000", ""]
+    assert rows["encounter"].tolist() == ["", "enc-x"]
+    assert rows["location"].tolist() == ["", "False Bay"]
+    assert rows["viewpoint"].tolist() == ["left", "fluke"]
+    assert added["date"].tolist() == rows["date"].tolist()
+    assert validate.validate_dataset(catalogue) == []
+    log = pd.read_csv(catalogue / cat.AUDIT_LOG, dtype=str, keep_default_na=False)
+    assert log["reviewer"].tolist() == ["Ana, B.", "cli-user"]  # the page's name, else --reviewer
+    assert log["reviewed_at"].tolist() == decisions["reviewed_at"].tolist()
+
+    # bad metadata or a bad time in the decisions: refused by row before anything changes
+    after = table.read_bytes()
+    more = _photo_with_exif(folder / "more.jpg")
+    for column, value, message in [
+        ("latitude", "123", r"decisions2.csv line 2 .*: latitude '123' is outside -90..90"),
+        ("reviewed_at", "yesterday", r"row 2: reviewed_at 'yesterday' is not a date and time"),
+    ]:
+        bad = pd.DataFrame({"photo": [str(more)], "individual_id": [known], column: [value]})
+        if column == "latitude":
+            bad["longitude"] = "10"
+        bad.to_csv(tmp_path / "decisions2.csv", index=False)
+        with pytest.raises(ValueError, match=message):
+            cat.enroll(catalogue, tmp_path / "decisions2.csv")
+        assert table.read_bytes() == after
+
+
+def test_enroll_into_a_catalogue_without_the_columns_says_what_is_not_kept(catalogue, tmp_path):
+    from test_encounters import _photo_with_exif
+
+    table = catalogue / "train.csv"
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    frame[["image", "species", "individual_id"]].to_csv(table, index=False)
+    before = table.read_bytes()
+    photo = _photo_with_exif(tmp_path / "p.jpg", "2025:07:04 09:30:00")
+    write_decisions(tmp_path / "d.csv", [(photo, frame["individual_id"][0])])
+    with pytest.warns(UserWarning, match=r"has no date column\(s\): the photos' date are not kept"):
+        cat.enroll(catalogue, tmp_path / "d.csv")
+    assert table.read_bytes().startswith(before)
+    assert pd.read_csv(table).columns.tolist() == ["image", "species", "individual_id"]

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from whaleutils import cli
 from whaleutils.catalogue import identify, review
-from whaleutils.datasets import data
+from whaleutils.datasets import data, encounters
 from whaleutils.images.photos import prepare as prepare_photo
 from whaleutils.suite import outputs
 from whaleutils.training import models
@@ -56,13 +57,20 @@ def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tm
     photos = [catalogue / "train_images" / name for name in frame["image"][:3]]
     boxes = dict(zip(frame["image"], frame["box"].map(data.parse_box), strict=True))
     matches = identifier.match(photos, top=5, boxes=boxes)
-    assert list(matches.columns) == identify.MATCH_COLUMNS
+    # then the best-matching catalogue photo's encounter columns, as the catalogue has them
+    assert list(matches.columns) == identify.MATCH_COLUMNS + [
+        f"catalogue_{column}" for column in encounters.ENCOUNTER_COLUMNS
+    ]
+    by_image = frame.set_index("image")
+    for row in matches.itertuples():
+        assert row.catalogue_date == by_image.loc[row.catalogue_photo, "date"]
+        assert row.catalogue_viewpoint == by_image.loc[row.catalogue_photo, "viewpoint"]
     for photo, individual in zip(photos, frame["individual_id"][:3], strict=True):
         rows = matches[matches["photo"] == str(photo)]
         assert rows["rank"].tolist() == list(range(1, len(rows) + 1)) and len(rows) <= 5
         assert rows["individual_id"].is_unique
         best = rows.iloc[0]
-        assert best["individual_id"] == individual
+        assert best["individual_id"] == individual and best["catalogue_photo"] == photo.name
         assert best["similarity"] == pytest.approx(1.0, abs=1e-5)  # the same photo
         assert not best["new_individual"]  # distance 0 is within any threshold
         assert (np.diff(rows["similarity"]) <= 1e-6).all()  # max rule: best first
@@ -254,6 +262,7 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
     best = identifier.match([mirrored]).iloc[0]
     assert best["individual_id"] == frame["individual_id"][0]
     assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert best["catalogue_photo"] == frame["image"][0]  # found through its mirror image
     assert identifier.flipped_gallery
     settings["flipped_gallery"] = False
     (flipped / outputs.SCORES).write_text(json.dumps(settings))
@@ -316,8 +325,9 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     turned = turned_catalogue_photo(catalogue)
     matches = identifier.match([turned], top=3)
-    assert list(matches.columns) == identify.MATCH_COLUMNS
+    assert list(matches.columns)[: len(identify.MATCH_COLUMNS)] == identify.MATCH_COLUMNS
     best = matches.iloc[0]
+    assert best["catalogue_date"] == frame["date"][0]  # of the photo the inliers came from
     assert best["individual_id"] == frame["individual_id"][0]
     assert best["inliers"] >= 5 and (matches["inliers"].iloc[1:] < best["inliers"]).all()
     assert best["verified"] and not best["new_individual"]
@@ -328,7 +338,10 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
     plain_matches = plain.match([turned])
     assert plain.fused is None and plain_matches["probability"].isna().all()
-    assert (plain_matches["catalogue_photo"] == "").all()
+    individual_of = dict(zip(frame["image"], frame["individual_id"], strict=True))
+    assert (
+        plain_matches["catalogue_photo"].map(individual_of) == plain_matches["individual_id"]
+    ).all()
     with pytest.raises(FileNotFoundError, match="the run has no fused head"):
         identify.Identifier(run_dir, catalogue, local=True)
 
@@ -488,3 +501,50 @@ def test_identify_says_when_its_framing_differs_from_the_runs(run_dir, catalogue
     assert "note:" not in capsys.readouterr().err
     matches = pd.read_csv(tmp_path / "cropped" / "matches.csv")
     assert matches["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)  # its own crop
+
+
+def test_candidates_can_be_restricted_by_viewpoint_place_and_date(
+    run_dir, catalogue, tmp_path, capsys
+):
+    """A filter leaves only comparable catalogue photos as candidates (the cache still holds
+    all of them); with nothing left it says so; on the command line bad values are named."""
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False, dtype=str)
+    photos = [catalogue / "train_images" / name for name in frame["image"][:4]]
+    everything = identify.Identifier(run_dir, catalogue, tmp_path / "cache")
+    assert everything.candidates_note is None
+    left = encounters.CandidateFilter(viewpoints=("left",))
+    identifier = identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=left)
+    assert identifier.catalogue_embedded == 0  # the whole catalogue came from the cache
+    assert (identifier.catalogue["viewpoint"] == "left").all()
+    assert len(identifier.catalogue) == int((frame["viewpoint"] == "left").sum())
+    assert identifier.candidates_note.startswith("candidates restricted to viewpoint left: ")
+    matches = identifier.match(photos, top=3)
+    assert set(matches["catalogue_photo"]) <= set(frame.loc[frame["viewpoint"] == "left", "image"])
+    assert (matches["catalogue_viewpoint"] == "left").all()
+    # the same photos against the filtered rows of the whole catalogue: the same similarities
+    rows = np.flatnonzero(frame["viewpoint"] == "left")
+    np.testing.assert_allclose(
+        identifier.catalogue_embeddings, everything.catalogue_embeddings[rows], atol=1e-6
+    )
+    first = frame.iloc[0]
+    near = encounters.CandidateFilter(
+        near=(float(first["latitude"]), float(first["longitude"])), within_km=1.0
+    )
+    nearby = identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=near)
+    assert first["image"] in set(nearby.catalogue["image"])
+    assert len(nearby.catalogue) < len(frame)
+    never = encounters.CandidateFilter(between=(date(1990, 1, 1), date(1990, 12, 31)))
+    with pytest.raises(ValueError, match="no catalogue photo is left to match: candidates"):
+        identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=never)
+
+    argv = ["identify", "--model", str(run_dir), "--catalogue", str(catalogue)]
+    argv += ["--photos", str(photos[0]), "--out", str(tmp_path / "out")]
+    for extra, message in [
+        (["--between", "2024-06-01", "June"], "--between: date 'June' is not YYYY-MM-DD"),
+        (["--near", "42.3"], "--near '42.3': expected LAT,LON"),
+        (["--near", "42.3,-70.1"], "needs both a place (near) and a distance (within)"),
+        (["--viewpoint", "sideways"], "unknown viewpoint(s) ['sideways']"),
+    ]:
+        assert cli.main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -1,6 +1,7 @@
 """The review page in a real browser: Debian's Chromium, headless, driven by selenium through
 Debian's chromedriver (``.ci/run`` installs both; no browser is downloaded)."""
 
+import io
 import shutil
 from pathlib import Path
 
@@ -85,15 +86,25 @@ def test_keyboard_decisions_export_as_csv(browser, page):
     keys.send_keys("2").send_keys("j").send_keys("n").send_keys("j").send_keys("1").perform()
     keys.send_keys("u").perform()  # the third photo: undecided again
     assert browser.find_element("id", "progress").text == "2"
+    browser.find_element("id", "export").click()  # no reviewer yet: refused, saying why
+    assert browser.find_element("id", "reviewer-note").is_displayed()
+    assert browser.find_element("id", "csv").get_attribute("value") == ""
+    browser.find_element("id", "reviewer").send_keys("A. Reviewer, jr")  # keys typed stay text
+    assert browser.find_element("id", "progress").text == "2"
     browser.find_element("id", "export").click()
+    assert not browser.find_element("id", "reviewer-note").is_displayed()
     exported = browser.find_element("id", "csv").get_attribute("value")
     first, second = matches["photo"].unique()[:2]
     second_choice = matches[(matches["photo"] == first) & (matches["rank"] == 2)]
-    assert exported == (
-        "photo,individual_id\n"
-        f"{first},{second_choice['individual_id'].iloc[0]}\n"
-        f"{second},new_individual\n"
-    )
+    table = pd.read_csv(io.StringIO(exported), dtype=str)
+    assert table.columns.tolist() == ["photo", "individual_id", "reviewer", "reviewed_at"]
+    assert table[["photo", "individual_id"]].values.tolist() == [
+        [first, second_choice["individual_id"].iloc[0]], [second, "new_individual"]
+    ]  # fmt: skip
+    assert (table["reviewer"] == "A. Reviewer, jr").all()  # quoted in the CSV, read back whole
+    now = pd.Timestamp.now(tz="UTC")
+    times = pd.to_datetime(table["reviewed_at"], utc=True)
+    assert ((now - times) < pd.Timedelta(minutes=5)).all() and (times <= now).all()
     link = browser.find_element("id", "download")
     assert link.get_attribute("href").startswith("blob:")
     assert link.get_attribute("download") == "decisions.csv"
@@ -107,11 +118,11 @@ def test_mouse_choice_and_the_suggestion(browser, page):
     suggested = third.find_element("css selector", "label.option.suggested")
     assert suggested.get_attribute("data-key") == ("n" if verdict else "1")
     third.find_element("css selector", 'label.option[data-key="3"]').click()
+    browser.find_element("id", "reviewer").send_keys("B")
     browser.find_element("id", "export").click()
     chosen = matches[(matches["photo"] == "array-2") & (matches["rank"] == 3)]
-    assert browser.find_element("id", "csv").get_attribute("value") == (
-        f"photo,individual_id\narray-2,{chosen['individual_id'].iloc[0]}\n"
-    )
+    exported = browser.find_element("id", "csv").get_attribute("value").splitlines()
+    assert exported[1].startswith(f"array-2,{chosen['individual_id'].iloc[0]},B,")
 
 
 HOSTILE_ID = "<img src=x onerror=\"document.title='injected'\">"
@@ -154,6 +165,7 @@ def test_hostile_names_and_ids_stay_text(browser, hostile_page):
     assert HOSTILE_ID in sections[0].text  # shown as text, not parsed as an element
     assert not browser.find_elements("css selector", "section.photo img[src='x']")
     browser.find_element("css selector", 'label.option[data-key="1"]').click()
+    browser.find_element("id", "reviewer").send_keys(HOSTILE_ID)
     browser.find_element("id", "export").click()
     exported = browser.find_element("id", "csv").get_attribute("value")
     assert HOSTILE_ID.split('"')[0] in exported  # the export carries the id as it is
@@ -211,3 +223,72 @@ def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_p
     assert viewer.is_displayed()
     ActionChains(browser).send_keys("1").send_keys(Keys.ESCAPE).perform()  # no choice while open
     assert browser.find_element("id", "progress").text == "0"
+
+
+def test_compare_shows_metadata_and_opens_both_photos_at_full_resolution_to_zoom(browser, page):
+    """The candidate's best photo's file name, date and place are on the page; "compare" loads
+    the query and the candidate's photos (not before) at their own resolution side by side;
+    keys and the mouse wheel change the displayed scale; [ and ] walk the candidate's photos."""
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains, ScrollOrigin
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, matches = page
+    browser.get(path.as_uri())
+    query = matches["photo"].iloc[0]
+    best = matches[(matches["photo"] == query) & (matches["rank"] == 1)].iloc[0]
+    section = browser.find_elements("css selector", "section.photo")[0]
+    place = section.find_elements("css selector", ".place")[0].text
+    assert best["catalogue_photo"] and best["catalogue_photo"] in place
+    assert best["catalogue_date"] in place and best["catalogue_location"] in place
+    assert f"viewpoint {best['catalogue_viewpoint']}" in place
+    # an array given to match has no file to open: no compare button on its row
+    assert not browser.find_elements("css selector", "section.photo")[2].find_elements(
+        "css selector", "button.compare"
+    )
+    compare = browser.find_element("id", "compare")
+    images = [
+        browser.find_element("css selector", f"#{pane} img")
+        for pane in ("pane-query", "pane-candidate")
+    ]
+    assert not compare.is_displayed() and not any(i.get_attribute("src") for i in images)
+
+    section.find_elements("css selector", "button.compare")[0].click()
+    assert compare.is_displayed()
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+    WebDriverWait(browser, 20).until(lambda d: all(d.execute_script(loaded, i) for i in images))
+    natural = [browser.execute_script("return arguments[0].naturalWidth", i) for i in images]
+    assert natural[0] == Image.open(query).width  # the file itself, not a thumbnail
+
+    def scale(pane):
+        return float(browser.find_element("id", pane).get_attribute("data-scale"))
+
+    def shown_width(image):
+        return browser.execute_script("return arguments[0].getBoundingClientRect().width", image)
+
+    fitted = scale("pane-query")
+    assert shown_width(images[0]) == pytest.approx(natural[0] * fitted, abs=1.5)
+    ActionChains(browser).send_keys("+").perform()  # both panes zoom in by 1.25
+    assert scale("pane-query") == pytest.approx(fitted * 1.25, rel=1e-3)
+    assert shown_width(images[0]) == pytest.approx(natural[0] * fitted * 1.25, abs=1.5)
+    candidate_scale = scale("pane-candidate")
+    view = browser.find_element("css selector", "#pane-candidate .view")
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(view), 0, -120).perform()
+    WebDriverWait(browser, 5).until(lambda d: scale("pane-candidate") > candidate_scale * 1.2)
+    assert scale("pane-query") == pytest.approx(fitted * 1.25, rel=1e-3)  # the other pane stays
+    ActionChains(browser).send_keys("0").perform()
+    assert scale("pane-query") == pytest.approx(fitted, rel=1e-3)
+
+    catalogue = pd.read_csv(path.parent / "catalogue" / "train.csv", dtype=str)
+    count = int((catalogue["individual_id"] == best["individual_id"]).sum())
+    first_src = images[1].get_attribute("src")
+    ActionChains(browser).send_keys("]").perform()
+    caption = browser.find_element("css selector", "#pane-candidate .pane-caption").text
+    assert f"of {count})" in caption
+    if count > 1:
+        assert images[1].get_attribute("src") != first_src
+    ActionChains(browser).send_keys("[").perform()
+    assert images[1].get_attribute("src") == first_src
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    assert not compare.is_displayed()

@@ -152,6 +152,37 @@ def cmd_run(args) -> int:
     return 0
 
 
+def candidate_filter(args):
+    """identify's --species, --viewpoint, --between, --near and --within as a CandidateFilter.
+
+    Raises
+    ------
+    ValueError
+        Naming the option and value that cannot be read.
+    """
+    import pandas as pd
+
+    from whaleutils.datasets import encounters
+
+    between = near = None
+    if args.between:
+        try:
+            between = tuple(encounters.parse_date(text) for text in args.between)
+        except ValueError as error:
+            raise ValueError(f"--between: {error}") from None
+    if args.near:
+        try:
+            latitude, longitude = (float(part) for part in args.near.split(","))
+        except ValueError:
+            raise ValueError(f"--near {args.near!r}: expected LAT,LON, e.g. 42.35,-70.35") from None
+        near = (latitude, longitude)
+    species = tuple(data.normalize_species(pd.Series(args.species))) if args.species else ()
+    return encounters.CandidateFilter(
+        species=species, viewpoints=tuple(args.viewpoint or ()), between=between, near=near,
+        within_km=args.within,
+    )  # fmt: skip
+
+
 def cmd_identify(args) -> int:
     from whaleutils.catalogue import identify, review
 
@@ -167,6 +198,11 @@ def cmd_identify(args) -> int:
     if args.evidence < 0:
         print(f"error: --evidence must be >= 0, got {args.evidence}", file=sys.stderr)
         return 2
+    try:
+        candidates = candidate_filter(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else identify.default_cache_dir(args.catalogue)
     try:
@@ -176,7 +212,7 @@ def cmd_identify(args) -> int:
             identifier = identify.Identifier(
                 args.model, args.catalogue, cache, args.batch_size,
                 local=False if args.no_local else None, known_precision=args.known_precision,
-                crop_to_box=bool(args.boxes),
+                crop_to_box=bool(args.boxes), candidates=candidates,
             )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -198,6 +234,8 @@ def cmd_identify(args) -> int:
         f"({identifier.catalogue_embedded} embedded now, the rest from "
         f"{cache / identify.CACHE_FILE})"
     )
+    if identifier.candidates_note:
+        print(identifier.candidates_note)
     if identifier.fused is not None:
         print(
             "ranked by the run's fused head (embedding + local features): "
@@ -446,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused head: for each photo's best N candidates with a geometric match, draw the "
         "matched keypoints at full resolution into OUT/evidence/ (shown by review.html); 0: none",
     )
+    g = p.add_argument_group(
+        "candidates", "match only comparable catalogue photos (train.csv's encounter columns)"
+    )
+    g.add_argument("--species", nargs="+", help="only these species (e.g. humpback_whale)")
+    g.add_argument("--viewpoint", nargs="+", help="only photos of these viewpoints (e.g. left)")
+    g.add_argument(
+        "--between", nargs=2, metavar=("FIRST", "LAST"), help="only photos dated FIRST..LAST"
+    )
+    g.add_argument("--near", metavar="LAT,LON", help="only photos taken --within KM of here")
+    g.add_argument("--within", type=float, metavar="KM", help="the distance for --near")
     p.set_defaults(handler=cmd_identify)
 
     p = commands.add_parser("enroll", help="add reviewed photos to a catalogue")

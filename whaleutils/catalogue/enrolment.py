@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from whaleutils.datasets import data
+from whaleutils.datasets import data, encounters
 from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 LOCK_FILE = ".enroll.lock"
@@ -53,10 +53,11 @@ STAGING_PREFIX = ".enroll-staging-"
 AUDIT_LOG = "decisions_log.csv"
 AUDIT_COLUMNS = (
     "time", "reviewer", "decisions", "photo", "image", "individual_id", "decision",
-    "model", "similarity", "probability", "transaction", "decisions_sha256",
+    "model", "similarity", "probability", "transaction", "decisions_sha256", "reviewed_at",
 )  # fmt: skip
 DECISION_COLUMNS = ("photo", "individual_id")
-OPTIONAL_DECISION_COLUMNS = ("model", "similarity", "probability")  # the review page's export
+# the review page's export (reviewer, reviewed_at), and scores a script may add
+OPTIONAL_DECISION_COLUMNS = ("model", "similarity", "probability", "reviewer", "reviewed_at")
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -163,7 +164,34 @@ def read_decisions(path: str | os.PathLike) -> pd.DataFrame:
     twice = sorted(names[names.duplicated()].unique())
     if twice:
         raise ValueError(f"{path}: photo name(s) listed twice: {twice}")
+    for row, stamp in enumerate(frame["reviewed_at"], start=2):
+        try:
+            if stamp.strip():
+                datetime.datetime.fromisoformat(stamp.strip())
+        except ValueError:
+            raise ValueError(f"{path}, row {row}: reviewed_at {stamp!r} is not a date and time "
+                             "(ISO 8601, e.g. 2026-06-01T14:05:00Z)") from None  # fmt: skip
+    problems = encounters.check_metadata(frame.assign(image=frame["photo"]), Path(path).name)
+    if problems:
+        raise ValueError("\n".join(problems))
     return frame
+
+
+def photo_metadata(record: dict) -> dict[str, str]:
+    """The encounter columns of a decided photo: those its decisions row gives (the decisions
+    file is the sidecar: ``encounter``, ``date``, ``latitude``, ... columns), the date and
+    GPS position its EXIF records where the row leaves them empty."""
+    given = {
+        column: str(record[column]).strip()
+        for column in encounters.ENCOUNTER_COLUMNS
+        if str(record.get(column, "")).strip()
+    }
+    exif = encounters.exif_metadata(record["photo"])
+    if "date" not in given and "date" in exif:
+        given["date"] = exif["date"]
+    if not ("latitude" in given or "longitude" in given) and "latitude" in exif:
+        given["latitude"], given["longitude"] = exif["latitude"], exif["longitude"]
+    return given
 
 
 def new_ids(prefix: str, count: int, taken) -> list[str]:
@@ -236,7 +264,8 @@ def _audit_lines(journal: dict) -> list[dict]:
     return [
         {
             "time": journal["time"],
-            "reviewer": journal["reviewer"],
+            "reviewer": photo.get("reviewer") or journal["reviewer"],
+            "reviewed_at": photo.get("reviewed_at", ""),
             "decisions": journal["decisions"],
             "photo": photo["source"],
             "image": photo["name"],
@@ -261,7 +290,13 @@ def _append_audit(catalogue: Path, journal: dict) -> None:
     if path.is_file() and path.stat().st_size > size:
         os.truncate(path, size)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+    columns = AUDIT_COLUMNS
+    if size > 0:  # a log begun by an earlier version keeps its own columns
+        with open(path, newline="", encoding="utf-8") as handle:
+            columns = next(csv.reader(handle))
+    writer = csv.DictWriter(
+        text, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n"
+    )
     if size == 0:
         writer.writeheader()
     writer.writerows(_audit_lines(journal))
@@ -428,17 +463,22 @@ def _enroll_locked(
     transaction = uuid.uuid4().hex[:12]
     staging = catalogue / f"{STAGING_PREFIX}{transaction}"
     rows, photos = [], []
+    header = pd.read_csv(table_path, nrows=0).columns.tolist()
+    unkept: set[str] = set()
     for record, name in zip(chosen.itertuples(index=False), names, strict=True):
         individual = next(fresh) if record.individual_id == NEW_INDIVIDUAL else record.individual_id
+        metadata = photo_metadata(record._asdict())
+        unkept |= set(metadata) - set(header)
         rows.append(
             {"image": name, "species": species_of.get(individual, new_species),
-             "individual_id": individual}
+             "individual_id": individual, **{k: v for k, v in metadata.items() if k in header}}
         )  # fmt: skip
         photos.append(
             {"source": str(record.photo), "name": name, "individual_id": individual,
              "decision": "new" if record.individual_id == NEW_INDIVIDUAL else "known",
              "model": record.model, "similarity": record.similarity,
-             "probability": record.probability}
+             "probability": record.probability, "reviewer": record.reviewer,
+             "reviewed_at": record.reviewed_at}
         )  # fmt: skip
     new_table = f".train.csv.{transaction}.tmp"
     journal = {
@@ -454,6 +494,15 @@ def _enroll_locked(
         "rows": rows,
         "photos": photos,
     }
+    if unkept:
+        import warnings
+
+        warnings.warn(
+            f"{table_path} has no {', '.join(sorted(unkept))} column(s): the photos' "
+            f"{', '.join(sorted(unkept))} are not kept (add the column(s) to train.csv's header "
+            "to keep them)",
+            stacklevel=3,
+        )
     _write_journal(catalogue, journal)  # from here on a crash is undone by the next run
     staging.mkdir()
     for photo in photos:
@@ -471,4 +520,5 @@ def _enroll_locked(
     journal["state"] = "staged"
     _write_journal(catalogue, journal)  # from here on a crash is completed by the next run
     recover(catalogue)
-    return pd.DataFrame(rows, columns=["image", "species", "individual_id"])
+    kept = [c for c in encounters.ENCOUNTER_COLUMNS if any(c in row for row in rows)]
+    return pd.DataFrame(rows, columns=["image", "species", "individual_id", *kept]).fillna("")

@@ -89,6 +89,9 @@ class Identifier:
     crop_to_box : crop catalogue photos to their ``train.csv`` boxes and query photos to the
         boxes given to :meth:`match` (a query without one stays whole); False (default): every
         photo whole. Gallery and queries are framed alike, as the training notebooks frame them.
+    candidates : an ``encounters.CandidateFilter``: only the catalogue photos it keeps (species,
+        viewpoint, dates, distance) can be matched; the whole catalogue is still embedded and
+        cached, so another filter costs nothing. :attr:`candidates_note` says what it kept.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Identifier:
         local: bool | None = None,
         known_precision: float | None = None,
         crop_to_box: bool = False,
+        candidates=None,
     ):
         from whaleutils.retrieval import matching
         from whaleutils.suite import outputs
@@ -155,6 +159,10 @@ class Identifier:
         self.catalogue_features = self.feature_index = None
         if self.fused is not None:
             self.catalogue_features, self.feature_index = self._catalogue_features(cache_dir)
+        self.candidates_note = None
+        if candidates is not None and candidates.active:
+            self.candidates_note = candidates.describe(self.catalogue)
+            self._keep_catalogue_rows(candidates.keep(self.catalogue))
         self.skipped = pd.DataFrame(columns=["photo", "reason"])
         self.query_embeddings: dict[str, np.ndarray] = {}  # of the last match, by photo
         self.query_thumbnails: dict[str, np.ndarray] = {}  # small copies, for the review page
@@ -293,6 +301,22 @@ class Identifier:
             _write_cache(self.cache_path, keys, embeddings, settings)
         return embeddings, len(todo)
 
+    def _keep_catalogue_rows(self, keep: np.ndarray) -> None:
+        """Match against the catalogue rows ``keep`` (bool per row) only."""
+        from whaleutils.retrieval import local_features
+
+        if not keep.any():
+            raise ValueError(f"no catalogue photo is left to match: {self.candidates_note}")
+        rows = np.flatnonzero(keep)
+        self.catalogue = self.catalogue.iloc[rows].reset_index(drop=True)
+        self.catalogue_embeddings = self.catalogue_embeddings[rows]
+        if self.catalogue_mirrored is not None:
+            self.catalogue_mirrored = self.catalogue_mirrored[rows]
+        if self.catalogue_features is not None:
+            self.catalogue_features = [self.catalogue_features[row] for row in rows]
+            labels = self.catalogue["individual_id"].astype(str).to_numpy()
+            self.feature_index = local_features.DescriptorIndex(self.catalogue_features, labels)
+
     def _local_features(self, image: np.ndarray):
         from whaleutils.retrieval import local_features
 
@@ -355,7 +379,7 @@ class Identifier:
         self.query_embeddings = {names[i]: q for i, q in zip(readable, queries, strict=True)}
         self.query_thumbnails = {names[i]: small[i] for i in readable}
         if len(queries) == 0:
-            return pd.DataFrame(columns=MATCH_COLUMNS)
+            return self._with_catalogue_metadata(pd.DataFrame(columns=MATCH_COLUMNS))
         if self.fused is not None:
             return self._fused_matches([names[i] for i in readable], queries, top)
         # The run's rule over its k neighbours orders the first candidates; a wider search
@@ -378,18 +402,32 @@ class Identifier:
             for first, second in zip(by_rule, by_similarity, strict=True)
         ]
         species = dict(zip(self.catalogue["individual_id"], self.catalogue["species"], strict=True))
+        images = self.catalogue["image"].to_numpy()
         rows = []
         for query, i in enumerate(readable):
-            best = {}  # individual -> its best similarity among the neighbours
+            best = {}  # individual -> (its best similarity among the neighbours, that photo)
             for similarity, index in zip(similarities[query], indices[query], strict=True):
-                best.setdefault(labels[index], float(similarity))
+                best.setdefault(labels[index], (float(similarity), images[index % len(images)]))
             new = bool(1.0 - similarities[query, 0] > self.threshold)
             for rank, individual in enumerate(ids[query], start=1):
+                similarity, photo = best[individual]
                 rows.append(
-                    (names[i], rank, individual, species[individual], best[individual], new)
-                    + (np.nan, np.nan, False, "")
+                    (names[i], rank, individual, species[individual], similarity, new)
+                    + (np.nan, np.nan, False, photo)
                 )
-        return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+        return self._with_catalogue_metadata(pd.DataFrame(rows, columns=MATCH_COLUMNS))
+
+    def _with_catalogue_metadata(self, matches: pd.DataFrame) -> pd.DataFrame:
+        """``matches`` with the encounter columns the catalogue has, of each candidate's
+        ``catalogue_photo`` (its best-matching photo), as ``catalogue_<column>``."""
+        from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
+
+        columns = [c for c in ENCOUNTER_COLUMNS if c in self.catalogue.columns]
+        by_image = self.catalogue.drop_duplicates("image").set_index("image")
+        for column in columns:
+            values = by_image[column].reindex(matches["catalogue_photo"]).fillna("")
+            matches[f"catalogue_{column}"] = values.to_numpy()
+        return matches
 
     def _fused_matches(self, names: list[str], queries: np.ndarray, top: int) -> pd.DataFrame:
         """The fused head's candidates: ranked by the probability that they show the query's
@@ -425,7 +463,7 @@ class Identifier:
                     new, float(row.probability), int(row.inliers), bool(verified),
                     images[row.photo] if row.photo >= 0 else "",
                 ))  # fmt: skip
-        return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+        return self._with_catalogue_metadata(pd.DataFrame(rows, columns=MATCH_COLUMNS))
 
     def matched_keypoints(
         self, photo, catalogue_photo: str, box: tuple | None = None
@@ -462,10 +500,10 @@ class Identifier:
         return query_image, catalogue_image, check.pairs / scales
 
     def catalogue_photos(
-        self, individual_id: str, query: np.ndarray, n: int = 3
+        self, individual_id: str, query: np.ndarray, n: int | None = 3
     ) -> list[tuple[Path, tuple | None]]:
-        """Up to ``n`` catalogue photos of ``individual_id`` as (path, box or None), the most
-        similar to the query embedding ``query`` (d,) first."""
+        """Up to ``n`` (None: all) catalogue photos of ``individual_id`` as (path, box or None),
+        the most similar to the query embedding ``query`` (d,) first."""
         rows = np.flatnonzero(self.catalogue["individual_id"].to_numpy() == individual_id)
         order = rows[np.argsort(-(self.catalogue_embeddings[rows] @ query), kind="stable")]
         return [

@@ -2,9 +2,12 @@
 
 ``write_review`` makes one self-contained HTML file (thumbnails embedded as JPEG data, plain
 JavaScript, no framework, works offline): a row per query photo with the model's candidates,
-each with up to three catalogue photos of that individual, its similarity and the
-new-individual verdict. The researcher picks a candidate or "new individual" for each photo,
-mouse or keyboard, and exports the decisions as a CSV (``photo,individual_id``).
+each with up to three catalogue photos of that individual, its similarity, the best-matching
+photo's file name, date and place, and the new-individual verdict. "Compare" opens the query
+and the candidate's photos side by side at full resolution (linked by relative paths, loaded
+on demand), with zoom and pan on both. The researcher picks a candidate or "new individual"
+for each photo, mouse or keyboard, gives a name and exports the decisions as a CSV
+(``photo,individual_id,reviewer,reviewed_at``: each decision's time, UTC).
 
 ``catalogue.enroll`` adds the confirmed photos to the catalogue (a transaction: see there).
 """
@@ -17,6 +20,7 @@ import io
 import json
 import os
 import re
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 
@@ -81,12 +85,28 @@ def write_evidence(
     return drawn
 
 
-def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3) -> dict:
+def review_data(
+    matches: pd.DataFrame, identifier, photos_per_candidate: int = 3, page_dir=None
+) -> dict:
     """What the page shows, as JSON-ready data: one entry per query photo in ``matches``
-    (:meth:`identify.Identifier.match`'s result, from the same ``identifier``)."""
+    (:meth:`identify.Identifier.match`'s result, from the same ``identifier``).
+
+    With ``page_dir`` (the page's folder) each query photo and every catalogue photo of each
+    candidate (most similar first) is also linked by its path relative to the page, so the
+    page opens them at full resolution on demand, offline, without embedding them."""
     from whaleutils.images.photos import prepare as prepare_photo
 
     thumbnails: dict[Path, str] = {}
+
+    def link(path) -> str:  # a relative URL from the page to the photo, "" where none
+        if page_dir is None or not Path(path).is_file():
+            return ""
+        relative = os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())
+        return urllib.parse.quote(Path(relative).as_posix())
+
+    metadata_columns = [
+        c for c in matches.columns if c.startswith("catalogue_") and c != "catalogue_photo"
+    ]
 
     def catalogue_thumbnail(path: Path, box) -> str:  # cropped as the model saw it
         if path not in thumbnails:
@@ -106,6 +126,18 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
                 "inliers": None if pd.isna(row.inliers) else int(row.inliers),
                 "verified": bool(row.verified),
                 "catalogue_photo": getattr(row, "catalogue_photo", "") or "",
+                # the best-matching photo's encounter columns (date, location, ...) present
+                "metadata": {
+                    column.removeprefix("catalogue_"): str(getattr(row, column))
+                    for column in metadata_columns
+                    if str(getattr(row, column)).strip()
+                },
+                "links": [
+                    link(path)
+                    for path, _ in identifier.catalogue_photos(row.individual_id, query, None)
+                ]
+                if page_dir is not None
+                else [],
                 "evidence": getattr(row, "evidence", "") or "",  # a file beside the page
                 "thumbnails": [
                     catalogue_thumbnail(path, box)
@@ -120,6 +152,7 @@ def review_data(matches: pd.DataFrame, identifier, photos_per_candidate: int = 3
             {
                 "photo": name,
                 "name": Path(name).name,
+                "link": link(name) if not name.startswith("array-") else "",
                 "thumbnail": thumbnail(identifier.query_thumbnails[name]),
                 "new_individual": bool(rows["new_individual"].iloc[0]),
                 "nearest": float(rows["similarity"].max()),
@@ -140,7 +173,8 @@ def write_review(
     # The data block is JSON that the page parses: "<", ">" and "&" written as JSON escapes, so
     # no name or id can end the block ("</script>") or open a comment in it ("<!--"). Both
     # placeholders are filled in one pass, so a title holding "__DATA__" stays text.
-    payload = json.dumps(review_data(matches, identifier))
+    path = Path(path)
+    payload = json.dumps(review_data(matches, identifier, page_dir=path.parent))
     for character in "<>&":
         payload = payload.replace(character, f"\\u{ord(character):04x}")
     values = {
@@ -148,6 +182,5 @@ def write_review(
         "DATA": payload,
     }
     page = re.sub(r"__(TITLE|DATA)__", lambda found: values[found.group(1)], template)
-    path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path

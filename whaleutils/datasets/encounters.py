@@ -227,6 +227,48 @@ class CandidateFilter:
         )
 
 
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+DATE_TIME_ORIGINAL, DATE_TIME = 36867, 306
+
+
+def exif_metadata(path) -> dict[str, str]:
+    """The date (``date``, ISO 8601 with the time of day) and place (``latitude``,
+    ``longitude``, decimal degrees to 6 places) a photo's EXIF records, where it does: a
+    camera's ``DateTimeOriginal`` (else ``DateTime``) and GPS position. Missing or unreadable
+    tags are left out; a photo without EXIF gives ``{}``."""
+    from PIL import Image
+
+    found: dict[str, str] = {}
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif()
+            stamp = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
+            gps = exif.get_ifd(GPS_IFD)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return found
+    if isinstance(stamp, str):
+        text = stamp.strip().replace(":", "-", 2).replace(" ", "T", 1)
+        try:
+            parse_date(text)
+            found["date"] = text
+        except ValueError:
+            pass
+    try:
+        latitude = _degrees(gps[2], gps[1], "S")
+        longitude = _degrees(gps[4], gps[3], "W")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return found
+    if -90 <= latitude <= 90 and -180 <= longitude <= 180:
+        found["latitude"], found["longitude"] = f"{latitude:.6f}", f"{longitude:.6f}"
+    return found
+
+
+def _degrees(value, reference, negative: str) -> float:
+    degrees, minutes, seconds = (float(part) for part in value)
+    signed = degrees + minutes / 60 + seconds / 3600
+    return -signed if str(reference).strip().upper() == negative else signed
+
+
 def _date_or_none(text) -> date | None:
     try:
         return parse_date(text)
