@@ -152,6 +152,38 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from whaleutils.catalogue import interop
+
+    try:
+        report = interop.write_export(args.catalogue, args.out, args.format, args.occasion)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = ", ".join(str(path) for path in report.pop("files"))
+    details = ", ".join(f"{value} {key}" for key, value in report.items())
+    print(f"{files}: {details}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from whaleutils.catalogue import interop
+
+    try:
+        report = interop.read_coco(args.annotations, args.images, args.out)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: a catalogue of {report['photos']} photos of {report['individuals']} "
+        f"individuals ({report['unnamed']} unnamed annotations left out)"
+    )
+    problems = validate.validate_dataset(args.out, decode_images=False)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def candidate_filter(args):
     """identify's --species, --viewpoint, --between, --near and --within as a CandidateFilter.
 
@@ -486,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group(
         "candidates", "match only comparable catalogue photos (train.csv's encounter columns)"
-    )
+    )  # (the export and import commands follow identify's)
     g.add_argument("--species", nargs="+", help="only these species (e.g. humpback_whale)")
     g.add_argument("--viewpoint", nargs="+", help="only photos of these viewpoints (e.g. left)")
     g.add_argument(
@@ -495,6 +527,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--near", metavar="LAT,LON", help="only photos taken --within KM of here")
     g.add_argument("--within", type=float, metavar="KM", help="the distance for --near")
     p.set_defaults(handler=cmd_identify)
+
+    p = commands.add_parser(
+        "export", help="write a catalogue as Wild Me COCO, Darwin Core or a capture history"
+    )
+    p.add_argument("--catalogue", required=True, help="a Happywhale-format folder (DATA_DIR)")
+    p.add_argument("--format", required=True, choices=["coco", "dwc", "capture-history"])
+    p.add_argument("--out", required=True, help="a new file (capture-history: also OUT.inp)")
+    p.add_argument(
+        "--occasion",
+        default="month",
+        help="capture-history: an occasion is a day, week, month (default), year, or N days",
+    )
+    p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser("import", help="make a catalogue from another tool's export")
+    p.add_argument("--format", required=True, choices=["coco"])
+    p.add_argument("--annotations", required=True, help="the COCO JSON file")
+    p.add_argument("--images", required=True, help="the folder of the photos it names")
+    p.add_argument("--out", required=True, help="a new or empty folder for the catalogue")
+    p.set_defaults(handler=cmd_import)
 
     p = commands.add_parser("enroll", help="add reviewed photos to a catalogue")
     p.add_argument("--catalogue", required=True, help="the Happywhale-format catalogue folder")
