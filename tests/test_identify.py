@@ -548,3 +548,23 @@ def test_candidates_can_be_restricted_by_viewpoint_place_and_date(
         assert cli.main([*argv, *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_fused_head_matches_only_the_photos_a_filter_keeps(run_dir, catalogue, tmp_path):
+    fused_run = make_fused_run(run_dir, tmp_path)
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False, dtype=str)
+    site = frame["location"][0]
+    here = frame[frame["location"] == site]
+    near = encounters.CandidateFilter(
+        near=(float(here["latitude"].iloc[0]), float(here["longitude"].iloc[0])), within_km=20
+    )
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache", candidates=near)
+    assert identifier.fused is not None
+    assert set(identifier.catalogue["location"]) == {site} and len(identifier.catalogue) < len(
+        frame
+    )
+    assert len(identifier.catalogue_features) == len(identifier.catalogue)
+    matches = identifier.match([turned_catalogue_photo(catalogue)], top=3)
+    assert matches["individual_id"].iloc[0] == frame["individual_id"][0]  # its own site kept
+    assert set(matches["individual_id"]) <= set(identifier.catalogue["individual_id"])
+    assert (matches["catalogue_location"].isin(["", site])).all()

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from conftest import README_INSTALL, REPO, readme_commands, run_readme_command
 
+from whaleutils.catalogue import interop
 from whaleutils.suite import runner
 
 # README commands that cannot run here, each with the reason (matched by prefix).
@@ -133,8 +134,13 @@ def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
     assert matches["photo"].nunique() == len(list((root / "new_photos").iterdir()))
     assert (review / "review.html").stat().st_size > 0
     assert matches["probability"].notna().all()  # the smoke run's fused head ranked them
+    assert (matches["catalogue_location"] == "Stellwagen Bank").all()  # within 30 km: one site
     catalogue = pd.read_csv(root / "my_catalogue" / "train.csv")
     assert set(matches["photo"].map(lambda p: Path(p).name)) <= set(catalogue["image"])
+    # the imported catalogue held the COCO file's photos; the capture history counts them all
+    history = pd.read_csv(root / "my_history.csv", index_col=0)
+    assert set(history.index) == set(catalogue["individual_id"])
+    assert (root / "my_history.inp").read_text().count(" 1; ") == len(history)
     # prepare, on the real photos beside the copy (../shared, as in the repository)
     if (root.parent / "shared" / "data" / "real_photos").is_dir():
         prepared = pd.read_csv(root / "data" / "right_whales" / "train.csv")
@@ -144,14 +150,15 @@ def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
 def _supply_placeholders(root: Path, command: str) -> None:
     """What a reader brings before a command: a catalogue and a folder of new photos
     (``identify``), the review page's decisions (``enroll``)."""
-    if " identify " in command and not (root / "my_catalogue").exists():
-        data_dir = Path(json.loads((root / "runs/smoke/summary.json").read_text())["data_dir"])
-        catalogue = root / "my_catalogue"
-        (catalogue / "train_images").mkdir(parents=True)
-        train = pd.read_csv(data_dir / "train.csv")
-        train.to_csv(catalogue / "train.csv", index=False)
-        for name in train["image"]:
-            shutil.copy(data_dir / "train_images" / name, catalogue / "train_images" / name)
+    data_dir = Path(json.loads((root / "runs/smoke/summary.json").read_text())["data_dir"])
+    if " import " in command and not (root / "wildbook.json").exists():
+        # another tool's Wild Me COCO export of the smoke run's catalogue (no whaleutils cells)
+        document = interop.coco_document(data_dir)
+        for annotation in document["annotations"]:
+            del annotation[interop.COCO_EXTRA]
+        (root / "wildbook.json").write_text(json.dumps(document))
+        shutil.copytree(data_dir / "train_images", root / "wildbook_images")
+    if " identify " in command and not (root / "new_photos").exists():
         (root / "new_photos").mkdir()
         for name in sorted(pd.read_csv(data_dir / "test_solution.csv")["image"])[:6]:
             shutil.copy(data_dir / "test_images" / name, root / "new_photos" / name)

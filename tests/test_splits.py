@@ -194,3 +194,42 @@ def test_a_quick_split_keeps_whole_training_individuals(small_synth):
     assert splits.load_split(small_synth, n_folds=3, max_train_images=40).train.equals(quick.train)
     with pytest.raises(ValueError, match="max_train_images must be >= 1"):
         splits.load_split(small_synth, n_folds=3, max_train_images=0)
+
+
+def test_a_validation_query_never_finds_its_own_encounter():
+    """With encounter folds, a validation photo's burst-mates (its own encounter, in the same
+    fold) are near copies: its gallery rows are excluded with its own, by hand and through the
+    KNN head."""
+    from whaleutils.retrieval import heads
+
+    split = tiny_split()
+    valid = split.valid.assign(image=["v_a3", "v_a4", "v_d1", "v_b2"])
+    valid = valid.assign(
+        individual_id=["a", "a", "d", "b"], target_id=["a", "a", "new_individual", "b"]
+    )
+    valid["encounter"] = ["e1", "e1", "e2", ""]
+    grouped = splits.Split(
+        None,
+        split.train,
+        valid,
+        split.test,
+        split.encoding,
+        split.solution,
+        fold_groups="encounter",
+    )
+    # gallery: t_a1 t_a2 t_b1 t_c1 (0-3), then v_a3 v_a4 v_b2 (4-6)
+    assert grouped.own_gallery_rows("valid").tolist() == [[4, 5], [5, 4], [-1, -1], [6, -1]]
+    assert grouped.own_gallery_rows("valid", flipped=True).tolist() == [
+        [4, 5, 11, 12], [5, 4, 12, 11], [-1, -1, -1, -1], [6, -1, 13, -1]
+    ]  # fmt: skip
+    plain = splits.Split(None, split.train, valid, split.test, split.encoding, split.solution)
+    assert plain.own_gallery_rows("valid").tolist() == [4, 5, -1, 6]
+    # the burst-mate is the nearest photo by far, and is never found
+    embeddings = {
+        "train": np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]]),
+        "valid": np.array([[0.6, 0.8], [0.6, 0.8], [-0.6, 0.8], [0.1, 0.99]]),
+    }
+    _, indices, _ = heads.neighbours(grouped, embeddings, "valid", 2)
+    assert indices[0].tolist() == [1, 6] and indices[1].tolist() == [1, 6]  # 0.96, 0.852
+    _, indices, _ = heads.neighbours(plain, embeddings, "valid", 2)
+    assert indices[0].tolist() == [5, 1]  # photo by photo: v_a3 finds v_a4 first

@@ -56,12 +56,13 @@ def photo_similarities(
     queries: np.ndarray, gallery: np.ndarray, own_rows: np.ndarray | None = None
 ) -> np.ndarray:
     """(q, g) cosine similarity of each query (q, d) to each gallery photo (g, d), rows
-    L2-normalised; ``own_rows`` (q,): a gallery row each query must not find (its own photo),
-    -1 for none, set to -inf."""
+    L2-normalised; ``own_rows`` (q,) or (q, r): the gallery rows each query must not find (its
+    own photo, its encounter's: ``Split.own_gallery_rows``), -1 for none, set to -inf."""
     scores = queries.astype(np.float64) @ gallery.astype(np.float64).T
     if own_rows is not None:
-        held = np.flatnonzero(np.asarray(own_rows) >= 0)
-        scores[held, np.asarray(own_rows)[held]] = -np.inf
+        own = np.asarray(own_rows).reshape(len(scores), -1)
+        query, column = np.nonzero(own >= 0)
+        scores[query, own[query, column]] = -np.inf
     return scores
 
 
@@ -103,7 +104,8 @@ def candidate_pairs(
     """The candidate pairs of each query (``PAIR_COLUMNS``).
 
     ``similarities`` (q, n): :func:`embedding_similarities` over ``index.individuals`` (None:
-    local features alone); ``own_rows`` (q,): the gallery photo each query must not find;
+    local features alone); ``own_rows`` (q,) or (q, r): the gallery photos each query must not
+    find (-1: none);
     ``verify_photos``: how many of a candidate's gallery photos are checked geometrically, the
     most inliers kept: its best by ``photo_scores`` (q, g), e.g. :func:`photo_similarities`,
     else the first in gallery order."""
@@ -111,11 +113,12 @@ def candidate_pairs(
     if index is None:
         index = local_features.DescriptorIndex(gallery_features, gallery_labels)
     individuals = index.individuals
-    own = np.full(len(query_names), -1) if own_rows is None else np.asarray(own_rows)
+    own = np.full((len(query_names), 1), -1) if own_rows is None else np.asarray(own_rows)
+    own = [set(row[row >= 0].tolist()) for row in own.reshape(len(query_names), -1)]
     rows_of = {name: np.flatnonzero(gallery_labels == name) for name in individuals}
     lnbnn = np.stack(
         [
-            index.lnbnn(features, lnbnn_k, [own[i]] if own[i] >= 0 else [])
+            index.lnbnn(features, lnbnn_k, sorted(own[i]))
             for i, features in enumerate(query_features)
         ]
     ) if len(query_features) else np.zeros((0, len(individuals)))  # fmt: skip
@@ -128,7 +131,7 @@ def candidate_pairs(
         if similarities is not None:
             chosen |= set(np.argsort(-similarities[i], kind="stable")[:shortlist])
         for code in sorted(chosen):
-            photos = [row for row in rows_of[individuals[code]] if row != own[i]]
+            photos = [row for row in rows_of[individuals[code]] if row not in own[i]]
             if not photos:
                 continue
             if photo_scores is not None:

@@ -139,9 +139,12 @@ class Split:
         return np.concatenate(rows)
 
     def own_gallery_rows(self, part: str, flipped: bool = False) -> np.ndarray:
-        """For each query of ``part``, the gallery row holding its own photo, or -1: a query
-        must not find itself (int64 (n_queries,)); ``flipped``: its photo's row and its mirror
-        image's row (int64 (n_queries, 2))."""
+        """For each query of ``part``, the gallery rows it must not find, -1 for none: its own
+        photo's row (int64 (n_queries,)). With ``fold_groups`` (encounters), also the rows of
+        the other validation photos of its group, since those are its own encounter's near
+        copies: int64 (n_queries, r), r the largest group, padded with -1. ``flipped``: each
+        row and then its mirror image's row (twice the columns, (n_queries, 2) without
+        groups)."""
         if part == "test":
             rows = np.full(len(self.test), -1, dtype=np.int64)
             return np.stack([rows, rows], axis=1) if flipped else rows
@@ -150,10 +153,33 @@ class Split:
         known = self._valid_in_gallery("valid")
         rows = np.full(len(self.valid), -1, dtype=np.int64)
         rows[known] = len(self.train) + np.arange(int(known.sum()))
+        if self.fold_groups and self.fold_groups in self.valid:
+            rows = self._group_rows(rows, known)
         if not flipped:
             return rows
         size = len(self.train) + int(known.sum())  # the mirror rows follow the photo rows
-        return np.stack([rows, np.where(rows >= 0, rows + size, -1)], axis=1)
+        mirrors = np.where(rows >= 0, rows + size, -1)
+        if rows.ndim == 1:
+            return np.stack([rows, mirrors], axis=1)
+        return np.concatenate([rows, mirrors], axis=1)
+
+    def _group_rows(self, rows: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """``rows`` (n_valid,) widened to every gallery row of each query's group, its own
+        first: (n_valid, r), or ``rows`` as they are when no group has two gallery photos."""
+        groups = self.valid[self.fold_groups].astype(str).str.strip().to_numpy()
+        members: dict[str, list[int]] = {}
+        for group, row in zip(groups[known], rows[known], strict=True):
+            if group:
+                members.setdefault(group, []).append(int(row))
+        width = max((len(m) for m in members.values()), default=1)
+        if width <= 1:
+            return rows
+        wide = np.full((len(rows), width), -1, dtype=np.int64)
+        for i, (group, own) in enumerate(zip(groups, rows, strict=True)):
+            others = [r for r in members.get(group, []) if r != own] if group else []
+            listed = ([int(own)] if own >= 0 else []) + others
+            wide[i, : len(listed)] = listed
+        return wide
 
     def class_counts(self) -> np.ndarray:
         """Training photos per class, in the encoding's class order (int64 (n_individuals,))."""
