@@ -275,10 +275,11 @@ def test_out_of_fold_assembly_by_hand_with_three_folds(tmp_path):
         out_of_fold.assemble_oof(members, fold_of)
 
 
-def write_output(folder, fold, member=None, n_folds=3, snapshots=()):
+def write_output(folder, fold, member=None, n_folds=3, snapshots=(), fold_groups=None):
     """A notebook output folder as find_members sees it: scores.json and predictions."""
     write_oof(folder, [])
-    scores = {"valid": {"map5": 0.5}, "split": {"fold": fold, "n_folds": n_folds, "seed": 0}}
+    split = {"fold": fold, "n_folds": n_folds, "seed": 0, "fold_groups": fold_groups}
+    scores = {"valid": {"map5": 0.5}, "split": split}
     (folder / "scores.json").write_text(
         json.dumps({**scores, **({"member": member} if member else {})})
     )
@@ -310,6 +311,10 @@ def test_find_members_reads_every_fold_and_snapshot(tmp_path):
     with pytest.raises(
         ValueError, match=r"different fold assignments \(n_folds, seed, fold_groups\)"
     ):
+        out_of_fold.find_members(runs, ["04_effnet_arcface"])
+    # folds by encounter are another assignment (the photo-by-photo ones record None)
+    write_output(runs / "04_effnet_arcface-again", 2, "b5 380px", fold_groups="encounter")
+    with pytest.raises(ValueError, match=r"\(3, 0, 'encounter'\) in .*04_effnet_arcface-again"):
         out_of_fold.find_members(runs, ["04_effnet_arcface"])
     (runs / "04_effnet_arcface-again" / "scores.json").write_text('{"valid": {}}')
     with pytest.raises(ValueError, match="no 'split'.*run notebook 04_effnet_arcface again"):

@@ -118,7 +118,7 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
         examples = {(m.n_folds, m.seed, m.fold_groups): m.folder for m in members}
         raise ValueError(
             "the members come from different fold assignments (n_folds, seed, fold_groups): "
-            + "; ".join(f"{key} in {folder}" for key, folder in sorted(examples.items()))
+            + "; ".join(f"{key} in {folder}" for key, folder in sorted(examples.items(), key=str))
         )
     seen: dict[tuple[str, int], Path] = {}
     for member in members:
