@@ -4,9 +4,11 @@ folds (the default), compared on validation and on test.
 
 For each run: validation and test MAP@5 (its ``scores.json``); nearest-neighbour top-1 of the
 known photos (the query's nearest gallery photo is of its individual), split by how many
-gallery photos that individual has (1, 2-3, 4 or more: the few-photo individuals are where a
-burst-mate in the gallery helps most) and, for validation, by whether a photo of the query's
-own encounter is in the training part. Galleries are the notebooks' own (``Split.gallery``).
+gallery photos of that individual the query may find (1, 2-3, 4 or more: the few-photo
+individuals are where a burst-mate in the gallery helps most) and, for validation, by
+whether a photo of the query's own encounter is in the training part. The galleries are the
+notebooks' own (``heads.neighbours``: a validation photo never finds itself, nor, with
+encounter folds, its own encounter).
 
 Usage:
     python -m whaleutils run --profile local --out RUNS        # encounter folds (auto)
@@ -26,25 +28,26 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.datasets.data import NEW_INDIVIDUAL
-from whaleutils.retrieval import embed, splits
+from whaleutils.retrieval import embed, heads, splits
 
 BUCKETS = ((1, 1), (2, 3), (4, None))
 
 
 def known_top1(split, embeddings, part: str) -> pd.DataFrame:
     """One row per known query photo of ``part``: whether its nearest gallery photo is of its
-    individual, the individual's gallery photos, whether its encounter is in training."""
-    gallery = split.gallery(part, embeddings)
-    labels = split.gallery_labels(part)
-    queries = embeddings[part]
+    individual, the individual's gallery photos it may find, whether its encounter is in
+    training."""
+    _, indices, labels = heads.neighbours(split, embeddings, part, 1)  # the notebooks' gallery
     truth = np.asarray(split.truth(part, split.frame(part)["image"]), dtype=object)
     known = truth != NEW_INDIVIDUAL
-    nearest = labels[np.argmax(queries[known] @ gallery.T, axis=1)]
+    nearest = labels[indices[known, 0]]
     counts = pd.Series(labels).value_counts()
+    own = split.own_gallery_rows(part).reshape(len(truth), -1)
+    excluded = (own >= 0).sum(axis=1)[known]  # the query's own photo (and its encounter's)
     rows = pd.DataFrame(
         {
             "right": nearest == truth[known],
-            "gallery_photos": counts.reindex(truth[known]).to_numpy(),
+            "gallery_photos": counts.reindex(truth[known]).to_numpy() - excluded,
         }
     )
     frame = split.frame(part)
