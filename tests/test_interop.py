@@ -57,6 +57,9 @@ def test_coco_export_is_read_by_pycocotools_and_imports_back_to_the_same_catalog
         ).read_bytes()
     assert validate.validate_dataset(imported) == []
     assert cli.main(argv) == 2  # the same --out again: refused, nothing overwritten
+    inside = ["export", "--catalogue", str(catalogue), "--format", "dwc"]
+    assert cli.main([*inside, "--out", str(catalogue / "occurrences.csv")]) == 2
+    assert not (catalogue / "occurrences.csv").exists()  # never into the catalogue it reads
     assert cli.main(["export", "--catalogue", str(catalogue), "--format", "coco",
                      "--out", str(out)]) == 2  # fmt: skip
 

@@ -70,6 +70,11 @@ def _table(catalogue_dir) -> tuple[data.Layout, pd.DataFrame]:
     return layout, table
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def _new_file(path) -> Path:
     path = Path(path)
     if path.exists():
@@ -161,6 +166,8 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
         If ``out_dir`` exists and is not empty.
     """
     annotations_path, images_dir, out_dir = Path(annotations_path), Path(images_dir), Path(out_dir)
+    if _inside(out_dir, images_dir):
+        raise ValueError(f"--out {out_dir} is inside the images folder {images_dir}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; import writes a new catalogue")
     try:
@@ -366,7 +373,17 @@ def mark_input(history: pd.DataFrame) -> str:
 def write_export(catalogue_dir, out, format: str, occasion: str | int = "month") -> dict:
     """``export``'s work: the catalogue as ``format`` (``coco``, ``dwc``, ``capture-history``)
     in the new file ``out`` (capture histories: ``out`` as CSV and ``out`` with ``.inp`` for
-    MARK). Returns what was written, for the command's report."""
+    MARK). Returns what was written, for the command's report.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` lies inside the catalogue (no command writes into a data set it reads).
+    """
+    if _inside(out, catalogue_dir):
+        raise ValueError(
+            f"--out {out} is inside the catalogue {catalogue_dir}: choose another place"
+        )
     if format == "coco":
         document = coco_document(catalogue_dir)
         out = _new_file(out)
