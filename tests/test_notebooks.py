@@ -322,7 +322,9 @@ def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_pat
     assert all(folds == [0, 1] for folds in effnet.groupby("member")["fold"].apply(sorted))
     # every out-of-fold photo is predicted on its own fold; each fold scored on its own truth
     common = runner.load_profile("smoke")["_common"]
-    folds = data.make_folds(data.read_train(csv_only), common["n_folds"], common["seed"])
+    table = data.read_train(csv_only)  # its folds keep encounters whole, as the notebooks'
+    groups = data.resolve_fold_groups(table, "auto")
+    folds = data.make_folds(table, common["n_folds"], common["seed"], groups=groups)
     fold_of = dict(zip(folds["image"], folds["fold"], strict=True))
     oof = submission.read_predictions(blended / "oof_predictions.csv")
     assert sorted({fold_of[image] for image in oof["image"]}) == [0, 1]

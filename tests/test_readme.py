@@ -27,6 +27,7 @@ import pytest
 from conftest import README_INSTALL, REPO, readme_commands, run_readme_command
 
 from whaleutils.catalogue import interop
+from whaleutils.datasets import encounters
 from whaleutils.suite import runner
 
 # README commands that cannot run here, each with the reason (matched by prefix).
@@ -134,7 +135,10 @@ def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
     assert matches["photo"].nunique() == len(list((root / "new_photos").iterdir()))
     assert (review / "review.html").stat().st_size > 0
     assert matches["probability"].notna().all()  # the smoke run's fused head ranked them
-    assert (matches["catalogue_location"] == "Stellwagen Bank").all()  # within 30 km: one site
+    distance = encounters.haversine_km(
+        matches["catalogue_latitude"], matches["catalogue_longitude"], 42.35, -70.35
+    )
+    assert (distance <= 30).all()  # --near 42.35,-70.35 --within 30: one site's photos only
     catalogue = pd.read_csv(root / "my_catalogue" / "train.csv")
     assert set(matches["photo"].map(lambda p: Path(p).name)) <= set(catalogue["image"])
     # the imported catalogue held the COCO file's photos; the capture history counts them all
