@@ -192,8 +192,6 @@ def candidate_filter(args):
     ValueError
         Naming the option and value that cannot be read.
     """
-    import pandas as pd
-
     from whaleutils.datasets import encounters
 
     between = near = None
@@ -208,7 +206,7 @@ def candidate_filter(args):
         except ValueError:
             raise ValueError(f"--near {args.near!r}: expected LAT,LON, e.g. 42.35,-70.35") from None
         near = (latitude, longitude)
-    species = tuple(data.normalize_species(pd.Series(args.species))) if args.species else ()
+    species = tuple(data.normalize_species(name) for name in args.species or ())
     return encounters.CandidateFilter(
         species=species, viewpoints=tuple(args.viewpoint or ()), between=between, near=near,
         within_km=args.within,

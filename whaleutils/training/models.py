@@ -18,7 +18,6 @@ bfloat16), where its ``.keras`` file would not.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import keras
 
+from whaleutils.datasets import data
 from whaleutils.training import efficientnet_lite
 from whaleutils.training.layers import NORMALIZATION_MODES, ArcMarginProduct, ImageNormalization
 
@@ -265,6 +265,7 @@ def build_model(
             "backbone": backbone, "image_size": int(image_size),
             "embedding_dim": int(embedding_dim), "dropout": float(dropout), "pooling": pooling,
             "embedding_batchnorm": bool(embedding_batchnorm),
+            "weights": None,  # rebuilt without pretrained weights: the saved ones replace them
         },
     }  # fmt: skip
     return training_model, embedding_model
@@ -332,14 +333,6 @@ def portable_files(path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + RECIPE_SUFFIX), stem.with_name(stem.name + WEIGHTS_SUFFIX)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_model(model: keras.Model, path) -> list[Path]:
     """Save ``model`` to ``path`` (``.keras``) and, for a model built by :func:`build_model` or
     :func:`build_basic_cnn`, its portable pair beside it (:func:`portable_files`): the weights
@@ -364,17 +357,17 @@ def save_model(model: keras.Model, path) -> list[Path]:
             "backend": keras.backend.backend(),
             "dtype_policy": keras.config.dtype_policy().name,
             "weights": weights_path.name,
-            "weights_sha256": _sha256(weights_path),
+            "weights_sha256": data.file_sha256(weights_path),
         }
-        temporary = recipe_path.with_name(recipe_path.name + ".partial")
-        temporary.write_text(json.dumps(recipe, indent=1) + "\n")
-        os.replace(temporary, recipe_path)
+        text = json.dumps(recipe, indent=1) + "\n"
+        _save_then_rename(recipe_path, lambda temporary: temporary.write_text(text))
         written += [weights_path, recipe_path]
     return written
 
 
 def _save_then_rename(path: Path, save) -> None:
-    # Keras checks the file name's ending, so the temporary name keeps it
+    """``save(temporary)`` then the temporary file renamed to ``path``: whole or not at all.
+    Keras checks the file name's ending, so the temporary name keeps it."""
     temporary = path.with_name(".partial-" + path.name)
     save(temporary)
     os.replace(temporary, path)
@@ -401,7 +394,7 @@ def read_recipe(path) -> dict | None:
         raise ValueError(f"{recipe_path}: unknown builder {builder!r}; known: {sorted(_BUILDERS)}")
     if not weights_path.is_file():
         raise ValueError(f"{recipe_path}: its weights file {weights_path} is missing")
-    if recipe.get("weights_sha256") != _sha256(weights_path):
+    if recipe.get("weights_sha256") != data.file_sha256(weights_path):
         raise ValueError(
             f"{weights_path}: not the weights {recipe_path.name} was saved with (SHA-256 "
             "differs): a partial copy, or files of two different models?"
@@ -414,13 +407,8 @@ def rebuild_model(recipe: dict, weights_path, dtype_policy: str = "float32") -> 
     any device, whatever precision it was trained in) with the saved weights."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy)
-    try:
-        builder = _BUILDERS[recipe["builder"]]
-        arguments = recipe["arguments"]
-        if recipe["builder"] == "build_model":
-            _, model = builder(n_classes=1, weights=None, **arguments)
-        else:
-            _, model = builder(n_classes=1, **arguments)
+    try:  # the head is not part of the embedding model: one class will do
+        _, model = _BUILDERS[recipe["builder"]](n_classes=1, **recipe["arguments"])
     finally:
         keras.config.set_dtype_policy(previous)
     model.load_weights(weights_path)
