@@ -143,3 +143,29 @@ def test_the_model_input_beside_the_full_crop_is_the_pipelines(tmp_path):
         model_input, whole = photos.prepare_with_crop(tmp_path / name, box, 64)
         assert np.array_equal(model_input, photos.prepare(tmp_path / name, box, 64))
         assert np.array_equal(whole, photos.prepare(tmp_path / name, box))
+
+
+def test_a_cache_entry_holds_the_models_crop_with_room_for_a_jittered_box():
+    """200 x 100 photo, box (50, 20, 150, 80), margin 0.1, a 20 px crop: the crop is the box
+    grown to (40, 14, 160, 86), 120 x 72 px, so 1/6 and 5/18 of a pixel per photo pixel; room
+    for a jitter of 0.05 is the box grown by 0.16 (34, 10, 166, 90 after rounding out), which
+    leaves 6 and 4 photo pixels a side: one cache pixel each."""
+    assert photos.headroom_margin(0.1, 0.05) == pytest.approx(0.16)
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    box = (50, 20, 150, 80)
+    image, cache_box = photos.prepare_cache_entry(photo, box, 20, 0.1, box_jitter=0.05)
+    assert image.shape == (22, 22, 3)
+    np.testing.assert_allclose(cache_box, (16 / 6, 1 + 6 * 5 / 18, 1 + 110 / 6, 1 + 66 * 5 / 18))
+    assert photos.crop_window(np.float32(cache_box), 22, 22, 0.1) == (1, 1, 21, 21)
+    # no jitter: prepare's own image, whose box grown by the margin is all of it
+    plain, plain_box = photos.prepare_cache_entry(photo, box, 20, 0.1)
+    assert np.array_equal(plain, photos.prepare(photo, box, 20, 0.1))
+    assert photos.crop_window(np.float32(plain_box), 20, 20, 0.1) == (0, 0, 20, 20)
+    # a box at the photo's edge has no room on that side; no box: the whole photo
+    edge, edge_box = photos.prepare_cache_entry(photo, (0, 20, 100, 80), 20, 0.1, 0.05)
+    assert edge_box[0] == 0 and photos.crop_window(np.float32(edge_box), *edge.shape[:2])[1] == 0
+    whole, none = photos.prepare_cache_entry(photo, None, 20, 0.1, 0.05)
+    assert none is None and np.array_equal(whole, photos.prepare(photo, None, 20))
+    with pytest.raises(ValueError, match="box_jitter must be >= 0"):
+        photos.prepare_cache_entry(photo, box, 20, 0.1, -0.1)

@@ -315,14 +315,17 @@ def cmd_crops(args) -> int:
 
     try:
         boxes = data.find_boxes(args.boxes)
-        index = crops.write_crop_cache(args.data, args.out, args.size, boxes, args.margin)
+        index = crops.write_crop_cache(
+            args.data, args.out, args.size, boxes, args.margin, args.box_jitter
+        )
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for part, entry in index["parts"].items():
         print(f"{part}: {entry['images']} crops in {len(entry['shards'])} shard(s)")
     cropped = "cropped to boxes" if index["crop_to_box"] else "whole photos (no test boxes)"
-    print(f"{args.out}: {args.size} px, {cropped}")
+    room = f", room for a box jitter of {args.box_jitter}" if args.box_jitter else ""
+    print(f"{args.out}: {args.size} px, {cropped}{room}")
     return 0
 
 
@@ -569,9 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="the data set (DATA_DIR)")
     p.add_argument("--boxes", help="CSV (or folder of CSVs) of image,box for train and test")
-    p.add_argument("--size", type=int, required=True, help="side of the cached crops, px")
+    p.add_argument("--size", type=int, required=True, help="side of the model's crop, px")
     p.add_argument(
         "--margin", type=float, default=BOX_MARGIN, help="box grown by this share a side"
+    )
+    p.add_argument(
+        "--box-jitter",
+        type=float,
+        default=0.0,
+        help="room around each crop for a training box jitter of up to this share of the box",
     )
     p.add_argument("--out", required=True, help="new or empty folder")
     p.set_defaults(handler=cmd_crops)

@@ -1,25 +1,36 @@
 """A crop cache: every photo cropped to its box and resized once, stored as TFRecord shards.
 
 Decoding a full-size photo is what limits the input pipeline (Happywhale photos are 3039 px
-wide at the median; ``benchmarks/crop_cache_speed.py`` reads 3000 x 2000 JPEGs, cropped, at
-about 75 per second on 2 cores). The cache prepares each photo once with ``photos.prepare``,
-as the pipeline and ``identify`` do (upright, cropped to its box grown by a margin, resized
-with antialiasing to ``size`` x ``size``), and stores it as a JPEG in TFRecord shards of the
-public Happywhale TPU notebooks' format (``image_name``, ``image``; ``target`` -1: labels are
-joined by name when the cache is read, so one cache serves every fold)::
+wide at the median; ``benchmarks/crop_cache_speed.py`` reads 3000 x 2000 JPEGs at about 28 a
+second per core, the cache at over 600). The cache prepares each photo once
+(``photos.prepare_cache_entry``, the path of ``photos.prepare``: upright, decoded with Pillow,
+antialiased): rescaled so that its box grown by the margin, the model's crop, is ``size`` x
+``size``, with room around it for a training box jitter of up to ``box_jitter``
+(``photos.headroom_margin``), and stores it as a JPEG in TFRecord shards of the public
+Happywhale TPU notebooks' format (``image_name``, ``image``, ``box``: the photo's box in the
+cached image's pixels, -1s for a photo used whole; ``target`` -1: labels are joined by name
+when the cache is read, so one cache serves every fold)::
 
-    OUT/crops.json                      size, margin, where the boxes came from, counts
+    OUT/crops.json                      size, margin, box_jitter, the boxes' digest, counts
     OUT/crops-train-00-2048.tfrec ...   the training photos, in train.csv's order
     OUT/crops-test-00-2048.tfrec ...    the test photos, in the test list's order
 
-``Split`` reads it when given one (``splits.load_split(..., crop_cache=OUT)``).
+The pipeline reads a cached image as it reads a photo: cropped to its box grown by the margin
+(after a jitter of the box, while training), so a cache changes where pixels are decoded from,
+not which crops a model sees. ``Split`` reads it when given one
+(``splits.load_split(..., crop_cache=OUT)``). The folder is written under a temporary name and
+renamed when complete, so a killed writer leaves no cache that looks whole. A cache written
+before boxes were stored (no ``format`` in ``crops.json``) holds the crops themselves; its
+records have no box, and are read whole, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +42,9 @@ from whaleutils.images import photos
 
 CACHE_INDEX = "crops.json"
 PREFIX = "crops"
+FORMAT = 2  # 2: records carry each photo's box in the cached image's pixels
+NOTEBOOK_FOLDER = "crops"  # the cache inside the output folder of notebook 00_crop_cache
+PARTIAL = ".partial"  # suffix of a cache folder being written
 
 
 def part_frames(data_dir: Path, boxes: dict | None) -> dict[str, pd.DataFrame]:
@@ -51,12 +65,23 @@ def part_frames(data_dir: Path, boxes: dict | None) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def boxes_digest(frames: dict[str, pd.DataFrame]) -> str:
+    """SHA-256 of the photos and boxes of :func:`part_frames` (part, image, box per line): two
+    framings of a data set are the same exactly when their digests are."""
+    digest = hashlib.sha256()
+    for part in sorted(frames):
+        for image, box in zip(frames[part]["image"], frames[part]["box"], strict=True):
+            digest.update(f"{part}\t{image}\t{box}\n".encode())
+    return digest.hexdigest()
+
+
 def write_crop_cache(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     size: int,
     boxes: dict | None = None,
     margin: float = photos.BOX_MARGIN,
+    box_jitter: float = 0.0,
     images_per_shard: int = 2048,
     quality: int = 95,
 ) -> dict:
@@ -64,7 +89,12 @@ def write_crop_cache(
 
     Photos are cropped to their boxes only if the test photos have boxes (from ``boxes`` or the
     set's ``test_boxes.csv``), the rule of ``Split.crop_to_box``: gallery and queries framed
-    alike.
+    alike. ``size``: the side of the model's crop in the cache (a model reading it at another
+    size resizes; a training crop that should never be enlarged needs
+    ``pipeline.training_min_side``). ``box_jitter``: the largest training box jitter the cache
+    has room for (``pipeline.Augmentation.box_jitter``).
+    The cache is written into ``out_dir`` + ``.partial`` (a left-over one from a killed writer
+    is replaced) and renamed to ``out_dir`` when complete.
     """
     import tensorflow as tf
     from PIL import Image
@@ -73,50 +103,103 @@ def write_crop_cache(
 
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got size={size}")
+    if not 0.0 <= box_jitter < 0.5:
+        raise ValueError(f"box_jitter must be in [0, 0.5), got box_jitter={box_jitter}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got margin={margin}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} is not empty; write the crop cache to a new folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     frames = part_frames(data_dir, boxes)
     crop_to_box = bool((frames["test"]["box"] != "").any())
     index = {
+        "format": FORMAT,
         "size": size,
         "margin": margin,
+        "box_jitter": box_jitter,
         "crop_to_box": crop_to_box,
         "boxes": "given" if boxes is not None else "the data set's",
+        "boxes_sha256": boxes_digest(frames),
         "parts": {},
     }
+    for part, frame in frames.items():
+        folder = data.Layout(data_dir).images(part)
+        missing = [name for name in frame["image"].astype(str) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} listed image(s) missing, e.g. {folder / missing[0]}"
+            )
+    partial = out_dir.with_name(out_dir.name + PARTIAL)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
 
-    def crop(job: tuple[Path, str]) -> bytes:
+    def crop(job: tuple[Path, str]) -> tuple[bytes, tuple | None]:
         path, box = job
-        image = photos.prepare(path, data.parse_box(box) if crop_to_box else None, size, margin)
+        image, cache_box = photos.prepare_cache_entry(
+            path, data.parse_box(box) if crop_to_box else None, size, margin, box_jitter
+        )
         encoded = io.BytesIO()
         Image.fromarray(image).save(encoded, "JPEG", quality=quality)
-        return encoded.getvalue()
+        return encoded.getvalue(), cache_box
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow frees the GIL
         for part, frame in frames.items():
             folder = data.Layout(data_dir).images(part)
             names = frame["image"].astype(str).tolist()
-            missing = [name for name in names if not (folder / name).is_file()]
-            if missing:
-                raise FileNotFoundError(
-                    f"{len(missing)} listed image(s) missing, e.g. {folder / missing[0]}"
-                )
             shards = []
             for shard, start in enumerate(range(0, len(names), images_per_shard)):
                 chunk = names[start : start + images_per_shard]
                 jobs = [(folder / name, box) for name, box in zip(
                     chunk, frame["box"].iloc[start : start + images_per_shard], strict=True
                 )]  # fmt: skip
-                path = out_dir / f"{PREFIX}-{part}-{shard:02d}-{len(chunk)}.tfrec"
+                path = partial / f"{PREFIX}-{part}-{shard:02d}-{len(chunk)}.tfrec"
                 with tf.io.TFRecordWriter(str(path)) as writer:
-                    for name, image in zip(chunk, pool.map(crop, jobs), strict=True):
-                        writer.write(pipeline.serialize_example(name.encode(), image))
+                    for name, (image, cache_box) in zip(chunk, pool.map(crop, jobs), strict=True):
+                        writer.write(
+                            pipeline.serialize_example(name.encode(), image, box=cache_box)
+                        )
                 shards.append(path.name)
             index["parts"][part] = {"images": len(names), "shards": shards, "names": names}
-    (out_dir / CACHE_INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    (partial / CACHE_INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above)
+    partial.rename(out_dir)
     return index
+
+
+def find_crop_cache(crop_cache: str | os.PathLike) -> Path:
+    """The crop cache ``crop_cache`` names: a cache folder; the output folder of notebook
+    ``00_crop_cache`` (its ``crops`` subfolder); or a bare folder name found under Kaggle's
+    input mounts holding either (``environment.find_folder``), e.g. ``00_crop_cache`` inside
+    the attached output of the kernel that ran it.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the value and where it was looked for.
+    """
+    from whaleutils.suite import environment
+
+    path = Path(crop_cache)
+    for candidate in (path, path / NOTEBOOK_FOLDER):
+        if (candidate / CACHE_INDEX).is_file():
+            return candidate
+    if len(path.parts) == 1:
+        for inside in (".", NOTEBOOK_FOLDER):
+            found = environment.find_folder(path.name, f"{inside}/{CACHE_INDEX}")
+            if found is not None:
+                return found / inside
+    raise FileNotFoundError(
+        f"crop_cache {str(crop_cache)!r}: no {CACHE_INDEX} in it or in its "
+        f"{NOTEBOOK_FOLDER}/ folder"
+        + (
+            f", and no folder of that name holding one under {environment.KAGGLE_INPUT}"
+            if len(path.parts) == 1
+            else ""
+        )
+        + " (python -m whaleutils crops, or notebook 00_crop_cache, writes one)"
+    )
 
 
 def read_index(cache_dir: str | os.PathLike) -> dict:

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from whaleutils.datasets import data
 
 BOX_MARGIN = 0.1  # a box grows by this share of its width / height on each side before a crop
+ROUNDING = 1e-3  # pixels: crop_window's tolerance for a bound that is a whole pixel (float32 boxes)
 GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's 16- and 32-bit integer greys
 
 
@@ -138,10 +139,12 @@ def crop_window(
     (at least one pixel)."""
     left, top, right, bottom = (float(v) for v in box)
     grow_x, grow_y = margin * (right - left), margin * (bottom - top)
-    left = int(np.clip(np.floor(left - grow_x), 0, width - 1))
-    top = int(np.clip(np.floor(top - grow_y), 0, height - 1))
-    right = int(np.clip(np.ceil(right + grow_x), left + 1, width))
-    bottom = int(np.clip(np.ceil(bottom + grow_y), top + 1, height))
+    # a bound within ROUNDING of a whole pixel is that pixel: a box mapped into a crop cache's
+    # pixels lands on the cached window's edges up to floating-point error
+    left = int(np.clip(np.floor(left - grow_x + ROUNDING), 0, width - 1))
+    top = int(np.clip(np.floor(top - grow_y + ROUNDING), 0, height - 1))
+    right = int(np.clip(np.ceil(right + grow_x - ROUNDING), left + 1, width))
+    bottom = int(np.clip(np.ceil(bottom + grow_y - ROUNDING), top + 1, height))
     return top, left, bottom, right
 
 
@@ -199,6 +202,88 @@ def _crop_and_resize(image, box, margin: float, size: int | None) -> np.ndarray:
     if size is not None and image.size != (int(size), int(size)):
         image = image.resize((int(size), int(size)), Image.Resampling.BILINEAR)
     return np.asarray(image)
+
+
+def headroom_margin(margin: float, box_jitter: float) -> float:
+    """The margin that holds every crop of a box jittered by up to ``box_jitter`` of its size a
+    side (``pipeline.jitter_box``) and then grown by ``margin``: a side moves out by at most
+    ``box_jitter`` of the box, and the box grows to at most ``1 + 2 box_jitter`` of its size."""
+    return margin + box_jitter * (1.0 + 2.0 * margin)
+
+
+def prepare_cache_entry(
+    source,
+    box: Sequence[float] | None,
+    size: int,
+    margin: float = BOX_MARGIN,
+    box_jitter: float = 0.0,
+    name: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
+    """A crop cache's image of one photo and its box in the image's pixels (None without one).
+
+    With a box: the photo rescaled (each axis on its own) so that ``box`` grown by ``margin``
+    (``crop_window``: the model's crop) is ``size`` x ``size`` pixels, cut to the box grown by
+    :func:`headroom_margin` (room for a box moved by ``box_jitter``), both clipped to the
+    photo. Reading it back with ``crop_window(box_in_image, ...)`` finds the model's crop
+    again: with ``box_jitter`` 0 the image is exactly ``prepare(source, box, size, margin)``;
+    with room around it the crop lands on whole pixels of the image wherever the photo was
+    reduced. Without a box: ``prepare(source, None, size)``, the whole photo.
+    """
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got size={size}")
+    if box_jitter < 0:
+        raise ValueError(f"box_jitter must be >= 0, got box_jitter={box_jitter}")
+    decoded, scale = _decode(source, name, box, margin, size)
+    if not has_box(box):
+        return _crop_and_resize(decoded, None, margin, size), None
+    box = _scaled(box, scale)
+    ((width, height), source_box), cache_box = _box_in_crop(box, decoded, margin, size, box_jitter)
+    if (width, height) == (size, size):  # no room around the crop: prepare's own image
+        return _crop_and_resize(decoded, box, margin, size), cache_box
+    if isinstance(decoded, np.ndarray):
+        decoded = Image.fromarray(decoded)
+    image = decoded.resize((width, height), Image.Resampling.BILINEAR, box=source_box)
+    return np.asarray(image), cache_box
+
+
+def _box_in_crop(box, decoded, margin: float, size: int, box_jitter: float):
+    """The cached image's geometry for ``box`` (in the pixels of the decoded photo):
+    ((width, height), the photo region it is resized from) and the box in its pixels. The box
+    grown by ``margin`` (clipped to the photo, not rounded) becomes exactly ``size`` x
+    ``size`` pixels at a whole-pixel offset, so ``crop_window`` finds it again."""
+    height, width = (
+        decoded.shape[:2] if isinstance(decoded, np.ndarray) else (decoded.height, decoded.width)
+    )
+    left, top, right, bottom = (float(v) for v in box)
+    grow_x, grow_y = margin * (right - left), margin * (bottom - top)
+    inner_left, inner_top = max(0.0, left - grow_x), max(0.0, top - grow_y)
+    inner_right = max(min(float(width), right + grow_x), inner_left + 1.0)
+    inner_bottom = max(min(float(height), bottom + grow_y), inner_top + 1.0)
+    outer_top, outer_left, outer_bottom, outer_right = crop_window(
+        box, height, width, headroom_margin(margin, box_jitter)
+    )
+    scale_x, scale_y = size / (inner_right - inner_left), size / (inner_bottom - inner_top)
+    # whole pixels of room on each side, inside the photo (none without a jitter to hold)
+    room = float(box_jitter > 0)
+    pad_left = int(np.floor(room * max(0.0, inner_left - outer_left) * scale_x + ROUNDING))
+    pad_right = int(np.floor(room * max(0.0, outer_right - inner_right) * scale_x + ROUNDING))
+    pad_top = int(np.floor(room * max(0.0, inner_top - outer_top) * scale_y + ROUNDING))
+    pad_bottom = int(np.floor(room * max(0.0, outer_bottom - inner_bottom) * scale_y + ROUNDING))
+    source_box = (
+        inner_left - pad_left / scale_x,
+        inner_top - pad_top / scale_y,
+        inner_right + pad_right / scale_x,
+        inner_bottom + pad_bottom / scale_y,
+    )
+    shape = (pad_left + size + pad_right, pad_top + size + pad_bottom)
+    cache_box = (
+        (left - source_box[0]) * scale_x,
+        (top - source_box[1]) * scale_y,
+        (right - source_box[0]) * scale_x,
+        (bottom - source_box[1]) * scale_y,
+    )
+    return (shape, source_box), cache_box
 
 
 def _scaled(box, scale: float):

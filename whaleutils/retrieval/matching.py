@@ -422,10 +422,11 @@ def split_features(split, settings: local_features.FeatureSettings, cache_path=N
     from whaleutils.datasets import data
     from whaleutils.images import photos
 
-    if split.crop_cache is not None:
+    if split.crop_cache is not None and not split.frames_match_cache:
         raise ValueError(
-            "local matching reads the photos themselves: run it without a crop cache "
-            "(a cache holds them at the training size)"
+            "local matching reads the photos themselves, framed as the crop cache "
+            f"{split.crop_cache} was, but the split's boxes are not the cache's: pass the "
+            "boxes it was written with (boxes=...), or run without the cache"
         )
     cache = local_features.FeatureCache(cache_path, settings)
     result = {}

@@ -27,7 +27,7 @@ import pandas as pd
 
 from whaleutils.datasets import data
 from whaleutils.datasets.data import NEW_INDIVIDUAL
-from whaleutils.images import photos
+from whaleutils.images import crops, photos
 
 PARTS = ("train", "valid", "test")
 
@@ -54,6 +54,11 @@ class Split:
     n_folds: int = 5
     seed: int = 0
     fold_groups: str | None = None  # the column whose photos the folds keep together
+    # the crop cache's settings (crops.json): whether its photos are cut to boxes, the largest
+    # box jitter it has room for, and whether these frames hold the boxes it was cut with
+    cache_crop_to_box: bool = False
+    cache_box_jitter: float = 0.0
+    frames_match_cache: bool = False
 
     def describe_fold(self) -> dict:
         """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
@@ -69,8 +74,10 @@ class Split:
     @property
     def crop_to_box(self) -> bool:
         """Crop photos to their boxes only if the test photos have boxes too (``test_boxes.csv``):
-        gallery and query photos must be framed alike. (A crop cache holds photos already
-        cropped by the same rule.)"""
+        gallery and query photos must be framed alike. (A crop cache was cut by the same rule
+        when it was written: its own answer.)"""
+        if self.crop_cache is not None:
+            return self.cache_crop_to_box
         return "box" in self.test.columns
 
     def frame(self, part: str) -> pd.DataFrame:
@@ -231,8 +238,10 @@ class Split:
                 return self._reordered(part, rows, image_size, batch_size)
             frame = frame.iloc[rows]
         if self.crop_cache is not None:
-            records = self._cached(part, frame["image"])
-            return pipeline.make_dataset(records, image_size, batch_size, crop_to_box=False)
+            records = self._cached(part, frame["image"])  # each with its box in the crop
+            return pipeline.make_dataset(
+                records, image_size, batch_size, box_margin=self.box_margin
+            )
         records = pipeline.file_records(frame, self.image_folder(part))
         return pipeline.make_dataset(
             records,
@@ -274,6 +283,13 @@ class Split:
         from whaleutils.images import pipeline
 
         targets = self.encoding.encode_individuals(self.train["individual_id"])
+        jitter = 0.0 if augmentation is None else augmentation.box_jitter
+        if self.crop_cache is not None and jitter > self.cache_box_jitter + 1e-9:
+            raise ValueError(
+                f"box_jitter={jitter} needs more room around each crop than the crop cache "
+                f"{self.crop_cache} has (box_jitter={self.cache_box_jitter}); write a cache "
+                f"with --box-jitter {jitter}, or train with box_jitter <= {self.cache_box_jitter}"
+            )
         if self.crop_cache is not None:
             records = self._cached("train", self.train["image"], targets)
         else:
@@ -285,7 +301,7 @@ class Split:
             training=True,
             augmentation=augmentation,
             label_as_input=label_as_input,
-            crop_to_box=self.crop_to_box and self.crop_cache is None,
+            crop_to_box=self.crop_to_box or self.crop_cache is not None,
             box_margin=self.box_margin,
             repeat=True,
             seed=seed,
@@ -315,9 +331,12 @@ def load_split(
     profiles). ``max_train_images`` keeps whole training individuals, drawn at random (by
     ``seed``), while their photos fit in it (a quick run of the whole pipeline, e.g. the Kaggle
     canary); validation photos of the individuals left out become ``new_individual``.
-    ``crop_cache``: a folder written by ``crops.write_crop_cache`` for this data set, read
-    instead of the photos. ``boxes``: a CSV (or folder of CSVs, ``data.read_boxes``, or an
-    attached dataset's name, ``data.find_boxes``) of image, box for training and test photos,
+    ``crop_cache``: a crop cache of this data set (``crops.find_crop_cache``: a folder
+    written by ``crops.write_crop_cache``, notebook 00's output, or its name among Kaggle's
+    inputs), read instead of the photos; the split's frames keep the photos' boxes, so that
+    what reads photos (local features) frames them as the cache did. ``boxes``: a CSV (or
+    folder of CSVs, ``data.read_boxes``, or an attached dataset's name, ``data.find_boxes``)
+    of image, box for training and test photos,
     used instead of the set's own (``train.csv``'s box column, ``test_boxes.csv``); a photo it
     does not list is used whole. ``box_margin``: share of a box's size added on each side
     before cropping (None: ``photos.BOX_MARGIN``, or the cache's own margin).
@@ -325,19 +344,13 @@ def load_split(
     Raises
     ------
     ValueError
-        If ``boxes`` or a ``box_margin`` other than the cache's come with a ``crop_cache``
-        (its crops were cut when it was written).
+        If ``boxes`` other than those a ``crop_cache`` was cut with, or a ``box_margin``
+        other than its own, come with it (its crops were cut when it was written).
     """
-    cache = _checked_cache(crop_cache)
-    if cache is not None:
-        from whaleutils.images import crops
-
-        cache_margin = float(crops.read_index(cache)["margin"])
-        if boxes is not None:
-            raise ValueError(
-                f"boxes={str(boxes)!r} and crop_cache={str(cache)!r} both given: a cache's crops "
-                "are cut when it is written (python -m whaleutils crops --boxes CSV)"
-            )
+    cache = None if crop_cache is None else crops.find_crop_cache(crop_cache)
+    cache_index = None if cache is None else crops.read_index(cache)
+    if cache_index is not None:
+        cache_margin = float(cache_index["margin"])
         if box_margin is not None and float(box_margin) != cache_margin:
             raise ValueError(
                 f"box_margin={box_margin} differs from the margin {cache_margin} that "
@@ -363,6 +376,17 @@ def load_split(
         test["box"] = data.boxes_column(test["image"], by_name)
         if not (test["box"] != "").any():  # no test boxes: photos stay whole (Split.crop_to_box)
             test = test.drop(columns="box")
+    frames_match_cache = False
+    if cache_index is not None:
+        frames_match_cache = cache_index.get("boxes_sha256") == crops.boxes_digest(
+            crops.part_frames(data_dir, data.find_boxes(boxes))
+        )
+        if boxes is not None and not frames_match_cache:
+            raise ValueError(
+                f"boxes={str(boxes)!r} are not the boxes crop_cache={str(cache)!r} was cut with "
+                "(its crops.json boxes_sha256 differs): pass the boxes it was written with, or "
+                "none (python -m whaleutils crops --boxes CSV writes a cache from others)"
+            )
     train, valid = data.split_fold(folds, fold)
     if max_train_images is not None and len(train) > max_train_images:
         train, valid = _fewer_individuals(train, valid, int(max_train_images), seed)
@@ -383,6 +407,9 @@ def load_split(
         n_folds,
         seed,
         fold_groups,
+        cache_crop_to_box=bool(cache_index and cache_index["crop_to_box"]),
+        cache_box_jitter=float(cache_index.get("box_jitter", 0.0)) if cache_index else 0.0,
+        frames_match_cache=frames_match_cache,
     )
 
 
@@ -420,12 +447,3 @@ def split_from_parameters(parameters: Mapping[str, object]) -> Split:
     ``parameters`` named in ``SPLIT_PARAMETERS`` (a notebook passes ``globals()``, where its
     ``parameters`` cell put them); one a notebook lacks takes ``load_split``'s default."""
     return load_split(**{name: parameters[name] for name in SPLIT_PARAMETERS if name in parameters})
-
-
-def _checked_cache(crop_cache) -> Path | None:
-    if crop_cache is None:
-        return None
-    from whaleutils.images import crops
-
-    crops.read_index(crop_cache)  # raises if it is not a complete crop cache
-    return Path(crop_cache)
