@@ -22,6 +22,7 @@ from whaleutils.suite import kaggle_metadata, kaggle_push, kaggle_stage, runner
 
 OWNER = "whale-tester"
 KERNELS = [  # (slug, notebook, fold): notebook 04 runs in one kernel per fold
+    ("happywhale-00-crop-cache", "00_crop_cache", None),
     ("happywhale-01-eda", "01_eda", None),
     ("happywhale-02-basic-cnn", "02_basic_cnn", 0),
     ("happywhale-03-resnet-arcmargin", "03_resnet_arcmargin", 0),
@@ -32,6 +33,7 @@ KERNELS = [  # (slug, notebook, fold): notebook 04 runs in one kernel per fold
     ("happywhale-07-blend", "07_blend", 0),
 ]
 SLUGS = [slug for slug, _, _ in KERNELS]
+EFFNET = "happywhale-04-effnet-arcface"
 TRAINING = [slug for slug, notebook, _ in KERNELS if notebook in runner.INPUTS["07_blend"]]
 
 
@@ -115,10 +117,13 @@ def test_repository_metadata_lists_every_notebook_once_in_order():
         assert kernel["internet"] is False  # runs offline: wheels and weights are attached
     # the kernels each one reads follow from the suite's graph, stated once in the runner
     sources = {k["notebook"]: k["kernels"] for k in metadata["kernels"]}
-    # the blend reads every training kernel (all five folds of 04), the others the first
-    assert sources["07_blend"] == TRAINING and len(TRAINING) == 7
-    assert sources["05_gradcam"] == sources["06_robustness"] == ["happywhale-04-effnet-arcface"]
-    assert sources["04_effnet_arcface"] == sources["01_eda"] == []
+    # the blend reads every training kernel (all five folds of 04), the others the first; every
+    # notebook that reads photos reads them from the crop cache kernel (crop_cache names it)
+    cache = SLUGS[0]
+    assert sources["07_blend"] == [cache, *TRAINING] and len(TRAINING) == 7
+    assert sources["05_gradcam"] == sources["06_robustness"] == [cache, EFFNET]
+    assert sources["04_effnet_arcface"] == sources["02_basic_cnn"] == [cache]
+    assert sources["01_eda"] == sources["00_crop_cache"] == []
 
 
 def test_metadata_errors_name_file_kernel_and_field(tmp_path):
@@ -133,7 +138,8 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
         {"slug": "whale-one", "title": "Whale One", "notebook": "04_effnet_arcface"},
         {"slug": "whale-seven", "title": "Whale Seven", "notebook": "07_blend"},
     ]  # fmt: skip
-    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
+    # the smoke profile: its notebooks read photos, no crop cache kernel to list first
+    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels, profile="smoke")
     with pytest.raises(kaggle_metadata.MetadataError) as caught:
         kaggle_metadata.load_metadata(path)
     lines = str(caught.value).splitlines()
@@ -155,6 +161,23 @@ def test_metadata_errors_name_file_kernel_and_field(tmp_path):
     assert len(lines) == len(expected)
 
 
+def test_a_kernel_reading_the_crop_cache_needs_the_cache_kernel_listed_first(tmp_path):
+    """The kaggle profile's crop_cache names notebook 00: its kernel is a source of every kernel
+    that reads photos, and must come first; a kernel setting crop_cache None reads photos."""
+    cache = {"slug": "whale-zero", "title": "Whale Zero", "notebook": "00_crop_cache"}
+    cnn = {"slug": "whale-two", "title": "Whale Two", "notebook": "02_basic_cnn"}
+    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=[cnn, cache])
+    with pytest.raises(kaggle_metadata.MetadataError, match=r"kernels\[0\] \(whale-two\): "
+                       r"reads the outputs of notebook 00_crop_cache, so a kernel running "
+                       r"00_crop_cache must be listed before"):  # fmt: skip
+        kaggle_metadata.load_metadata(path)
+    metadata = kaggle_metadata.load_metadata(write_metadata(path, kernels=[cache, cnn]))
+    assert metadata["kernels"][1]["kernels"] == ["whale-zero"]
+    photos = {**cnn, "parameters": {"crop_cache": None}}
+    metadata = kaggle_metadata.load_metadata(write_metadata(path, kernels=[photos]))
+    assert metadata["kernels"][0]["kernels"] == []
+
+
 def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
     kernels = [
         {"slug": "whale-two", "title": "Whale Two", "notebook": "02_basic_cnn",
@@ -166,7 +189,7 @@ def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
         {"slug": "whale-four-b", "title": "Whale Four B", "notebook": "04_effnet_arcface",
          "parameters": {"fold": 1}},
     ]  # fmt: skip
-    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels)
+    path = write_metadata(tmp_path / "kaggle-metadata.json", kernels=kernels, profile="smoke")
     with pytest.raises(kaggle_metadata.MetadataError) as caught:
         kaggle_metadata.load_metadata(path)
     lines = str(caught.value).splitlines()
@@ -181,7 +204,7 @@ def test_kernel_parameters_and_the_blend_after_every_training_kernel(tmp_path):
     assert len(lines) == len(expected)
     del kernels[0]["parameters"]["epochz"], kernels[2]["parameters"]
     kernels[3], kernels[4] = kernels[4], kernels[3]
-    metadata = kaggle_metadata.load_metadata(write_metadata(path, kernels=kernels))
+    metadata = kaggle_metadata.load_metadata(write_metadata(path, kernels=kernels, profile="smoke"))
     blend = metadata["kernels"][4]
     assert blend["kernels"] == ["whale-two", "whale-three", "whale-four", "whale-four-b"]
     assert metadata["kernels"][3]["parameters"] == {"fold": 1}
@@ -294,7 +317,9 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
     assert injected["out_dir"] == f"/kaggle/working/{notebook}"
     profile = runner.load_profile("kaggle")
     assert {k: injected[k] for k in profile[notebook]} == profile[notebook]
-    if notebook != "01_eda":  # 01 has no fold; every other notebook gets the profile's,
+    if notebook == "00_crop_cache":  # no fold; the boxes every other kernel is given
+        assert injected["boxes"] == profile["_common"]["boxes"] and "crop_cache" not in injected
+    elif notebook != "01_eda":  # 01 has no fold; every other notebook gets the profile's,
         common = {**profile["_common"], "fold": fold}  # the fold kernels their own fold
         assert {k: injected[k] for k in profile["_common"]} == common
     if notebook in runner.INPUTS:
@@ -430,10 +455,10 @@ def test_push_sends_every_kernel_in_order(staged, kaggle_env, capsys):
         f"{OWNER}/happywhale-detic-boxes",
     ]
     assert blend["competitionDataSources"] == ["happy-whale-and-dolphin"]
-    assert blend["kernelDataSources"] == [f"{OWNER}/{s}" for s in TRAINING]
+    assert blend["kernelDataSources"] == [f"{OWNER}/{s}" for s in [SLUGS[0], *TRAINING]]
     assert blend["enableGpu"] is False and not blend.get("machineShape")
     assert not blend.get("enableInternet", False)
-    effnet = bodies[3]
+    effnet = bodies[SLUGS.index(EFFNET)]
     assert effnet["datasetDataSources"] == [
         f"{OWNER}/whaleutils-library",
         f"{OWNER}/happywhale-backbone-weights",
@@ -484,7 +509,7 @@ def test_push_fails_on_http_errors_and_invalid_sources(staged, kaggle_env):
         }
 
     kaggle_env({"SaveKernel": missing_weights})
-    [pushed] = kaggle_push.push(staged, only=[SLUGS[3]], timeout=120)
+    [pushed] = kaggle_push.push(staged, only=[EFFNET], timeout=120)
     assert not pushed.ok and "happywhale-backbone-weights" in pushed.message
 
 
@@ -540,17 +565,36 @@ def test_staging_adds_the_canary_kernel_04_in_minutes(tmp_path):
     assert summary["canary"] == CANARY and CANARY not in summary["kernels"]
     folder = tmp_path / "stage" / CANARY
     metadata = json.loads((folder / "kernel-metadata.json").read_text())
-    main = json.loads((tmp_path / "stage" / SLUGS[3] / "kernel-metadata.json").read_text())
+    main = json.loads((tmp_path / "stage" / EFFNET / "kernel-metadata.json").read_text())
     assert metadata["enable_tpu"] and metadata["machine_shape"] == main["machine_shape"]
     assert metadata["dataset_sources"] == main["dataset_sources"]
     injected = injected_parameters(folder / f"{CANARY}.ipynb")
     assert injected["epochs"] == 1 and injected["max_train_images"] == 2000
     assert injected["image_size"] == 380 and injected["backbone"] == "keras-efficientnet-b5"
+    # it reads the crop cache kernel's output, by name, as the long runs do
+    assert (
+        injected["crop_cache"] == "00_crop_cache" and injected["boxes"] == "happywhale-detic-boxes"
+    )
+    assert metadata["kernel_sources"] == main["kernel_sources"] == [f"{OWNER}/{SLUGS[0]}"]
+    cache = injected_parameters(tmp_path / "stage" / SLUGS[0] / f"{SLUGS[0]}.ipynb")
+    assert (
+        cache["image_size"] == 380 and cache["box_jitter"] == injected["augmentation"]["box_jitter"]
+    )
     blend = json.loads((tmp_path / "stage" / SLUGS[-1] / "kernel-metadata.json").read_text())
     assert not any(CANARY in source for source in blend["kernel_sources"])
 
 
 @pytest.mark.slow
+def test_push_can_skip_the_finished_cache_kernel(staged, kaggle_env, capsys):
+    fake = kaggle_env({"SaveKernel": saved})
+    assert cli.main(["kaggle", "push", "--stage", str(staged), "--skip", SLUGS[0]]) == 0
+    assert [r.json()["slug"] for r in fake.named("SaveKernel")] == [
+        f"{OWNER}/{s}" for s in SLUGS[1:]
+    ]
+    with pytest.raises(ValueError, match=r"not staged in .*\['happywhale-99-nothing'\]"):
+        kaggle_push.push(staged, skip=["happywhale-99-nothing"])
+
+
 def test_the_canary_is_pushed_only_when_named(staged, kaggle_env):
     fake = kaggle_env({"SaveKernel": saved})
     [pushed] = kaggle_push.push(staged, only=[CANARY], timeout=120)

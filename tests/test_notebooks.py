@@ -95,8 +95,8 @@ def test_overrides_reach_only_the_notebooks_that_declare_them(tmp_path):
 def test_fold_settings_are_stated_once_per_profile():
     for profile in runner.PROFILES:
         settings = runner.load_profile(profile)
-        folds = {"fold", "n_folds", "seed"}  # and, on Kaggle, the attached boxes
-        assert folds <= set(settings["_common"]) <= folds | {"boxes"}
+        folds = {"fold", "n_folds", "seed"}  # and, on Kaggle, the attached boxes and the cache
+        assert folds <= set(settings["_common"]) <= folds | {"boxes", "crop_cache"}
         for name in runner.profile_notebooks(settings):
             assert not set(settings[name]) & set(settings["_common"]), (profile, name)
 
@@ -104,7 +104,8 @@ def test_fold_settings_are_stated_once_per_profile():
 def test_a_profile_runs_the_notebooks_its_run_settings_list(tmp_path, monkeypatch):
     catalogue = runner.load_profile("catalogue")
     assert runner.profile_notebooks(catalogue) == ("01_eda", "04_effnet_arcface", "05_gradcam")
-    assert runner.profile_notebooks(runner.load_profile("local")) == runner.NOTEBOOKS  # default
+    assert runner.profile_notebooks(runner.load_profile("smoke")) == runner.NOTEBOOKS  # default
+    assert runner.profile_notebooks(runner.load_profile("local")) == runner.NOTEBOOKS[1:]  # no 00
     with pytest.raises(ValueError, match=r"the catalogue profile does not run \['07_blend'\]"):
         runner.run("catalogue", str(tmp_path), str(tmp_path), ["07_blend"])
     assert not (tmp_path / "catalogue").exists()  # refused before anything ran
@@ -280,9 +281,10 @@ def test_gradcam_explains_known_validation_photos(smoke_run):
 @pytest.mark.slow
 def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_path):
     """The boxes come from a CSV (the data set the notebooks get has its CSVs only, without
-    boxes); ``crops --boxes`` cuts the cache from them; ``run -p crop_cache DIR`` runs 02-07 on
-    the cache, so a photo read from disk would fail the run. Then notebook 04 runs again on
-    fold 1 (``--variant fold1``) and the blend joins both folds out of fold."""
+    boxes); notebook 00 cuts the cache from them (with room for a box jitter, which 04 then
+    uses); ``run -p crop_cache 00_crop_cache`` runs 02-07 on that output, so a photo read from
+    disk would fail the run. Then notebook 04 runs again on fold 1 (``--variant fold1``) and
+    the blend joins both folds out of fold."""
     import shutil
 
     from whaleutils.datasets import data
@@ -294,8 +296,16 @@ def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_pat
     pd.concat([train[["image", "box"]], data.read_test_boxes(photos)]).to_csv(
         boxes_csv, index=False
     )
-    cache = tmp_path / "cache"
-    crops.write_crop_cache(photos, cache, size=64, boxes=data.find_boxes(boxes_csv))
+    runs = tmp_path / "runs"
+    runner.run(
+        "smoke", str(photos), str(runs), ["00_crop_cache"], overrides={"boxes": str(boxes_csv)}
+    )
+    cache = runs / "smoke" / "00_crop_cache" / crops.NOTEBOOK_FOLDER
+    index = crops.read_index(cache)
+    assert index["box_jitter"] == 0.05 and index["size"] == 77  # 64 / sqrt(0.7), rounded up
+    assert index["boxes_sha256"] == crops.boxes_digest(
+        crops.part_frames(photos, data.find_boxes(boxes_csv))
+    )
     csv_only = tmp_path / "csv_only"
     csv_only.mkdir()
     for path in photos.glob("*.csv"):
@@ -304,17 +314,21 @@ def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_pat
     pd.read_csv(photos / "train.csv").drop(columns="box").to_csv(
         csv_only / "train.csv", index=False
     )
-    only = [name for name in runner.NOTEBOOKS if name != "01_eda"]
+    only = [name for name in runner.NOTEBOOKS if name not in ("00_crop_cache", "01_eda")]
     # local matching reads the photos themselves, which this data set lacks: off here
-    runs, overrides = tmp_path / "runs", {"crop_cache": str(cache), "local_matching": False}
+    overrides = {"crop_cache": "00_crop_cache", "local_matching": False,
+                 "augmentation": {"box_jitter": 0.05}}  # fmt: skip
     summary = runner.run("smoke", str(csv_only), str(runs), only, overrides=overrides)
-    assert [n["status"] for n in summary["notebooks"]] == ["ok"] * len(only)
+    ran = [(n["name"], n["status"]) for n in summary["notebooks"] if not n.get("reused")]
+    assert ran == [(name, "ok") for name in only]
     assert set(summary["scores"]) == {"basic_cnn", "resnet_arcmargin", "effnet_arcface", "blend"}
 
     trained = ["04_effnet_arcface"]
     runner.run("smoke", str(csv_only), str(runs), trained, overrides={**overrides, "fold": 1},
                variant="fold1")  # fmt: skip
-    runner.run("smoke", str(csv_only), str(runs), ["07_blend"], True, {"crop_cache": str(cache)})
+    runner.run(
+        "smoke", str(csv_only), str(runs), ["07_blend"], True, {"crop_cache": "00_crop_cache"}
+    )
     blended = runs / "smoke" / "07_blend"
     members = pd.read_csv(blended / "members.csv")
     effnet = members[members["folder"].str.contains("04_effnet_arcface")]

@@ -169,3 +169,20 @@ def test_a_cache_entry_holds_the_models_crop_with_room_for_a_jittered_box():
     assert none is None and np.array_equal(whole, photos.prepare(photo, None, 20))
     with pytest.raises(ValueError, match="box_jitter must be >= 0"):
         photos.prepare_cache_entry(photo, box, 20, 0.1, -0.1)
+
+
+def test_cache_entries_of_many_boxes_hold_the_models_crop_exactly_where_reduced():
+    """Random boxes, at the edges too, on a photo larger than the crop: every entry reads back
+    with crop_window as the model's crop at exactly the cache's size (the box stored as
+    float32, as the records do)."""
+    rng = np.random.default_rng(11)
+    photo = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    for _ in range(200):
+        left, right = np.sort(rng.uniform(-20, 440, 2))
+        top, bottom = np.sort(rng.uniform(-20, 320, 2))
+        box = (max(0.0, left), max(0.0, top), min(420.0, right), min(300.0, bottom))
+        if box[2] - box[0] < 60 or box[3] - box[1] < 60:
+            continue
+        image, cache_box = photos.prepare_cache_entry(photo, box, 40, 0.1, box_jitter=0.05)
+        window = photos.crop_window(np.float32(cache_box), *image.shape[:2], 0.1)
+        assert (window[2] - window[0], window[3] - window[1]) == (40, 40), (box, window)

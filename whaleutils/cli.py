@@ -358,7 +358,9 @@ def cmd_kaggle_wheelhouse(args) -> int:
 def cmd_kaggle_push(args) -> int:
     from whaleutils.suite import kaggle_push
 
-    results = kaggle_push.push(args.stage, args.only, args.with_library, args.timeout)
+    results = kaggle_push.push(
+        args.stage, args.only, args.with_library, args.timeout, skip=args.skip
+    )
     for result in results:
         print(result.line(), file=sys.stdout if result.ok else sys.stderr)
     failed = [r.name for r in results if not r.ok]
@@ -614,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = kaggle_commands.add_parser("push", help="push staged kernels with the kaggle CLI")
     k.add_argument("--stage", required=True, help="the folder written by `kaggle stage`")
     k.add_argument("--only", nargs="+", metavar="SLUG", help="push only these kernels")
+    k.add_argument(
+        "--skip", nargs="+", metavar="SLUG", help="push all but these (e.g. a finished cache)"
+    )
     k.add_argument(
         "--with-library",
         action="store_true",

@@ -136,9 +136,14 @@ def write_crop_cache(
 
     def crop(job: tuple[Path, str]) -> tuple[bytes, tuple | None]:
         path, box = job
-        image, cache_box = photos.prepare_cache_entry(
-            path, data.parse_box(box) if crop_to_box else None, size, margin, box_jitter
-        )
+        try:
+            image, cache_box = photos.prepare_cache_entry(
+                path, data.parse_box(box) if crop_to_box else None, size, margin, box_jitter
+            )
+        except photos.UnreadablePhoto:
+            raise
+        except ValueError as error:  # e.g. a box outside the photo: name both
+            raise ValueError(f"{path} (box {box!r}): {error}") from error
         encoded = io.BytesIO()
         Image.fromarray(image).save(encoded, "JPEG", quality=quality)
         return encoded.getvalue(), cache_box
@@ -258,3 +263,92 @@ def cached_records(cache_dir: str | os.PathLike, part: str, names, targets=None)
         lambda record: {**record, "target": table.lookup(record["image_name"])}
     )
     return records.filter(lambda record: record["target"] > -2)
+
+
+def sample_entries(cache_dir: str | os.PathLike, count: int, seed: int = 0) -> list[dict]:
+    """``count`` training photos of the cache drawn at random (by ``seed``): each
+    ``{"image_name", "image": uint8 (h, w, 3), "box": (4,) in its pixels or None}``."""
+    import tensorflow as tf
+
+    from whaleutils.images import pipeline
+
+    cache_dir = Path(cache_dir)
+    entry = read_index(cache_dir)["parts"]["train"]
+    chosen = set(np.random.default_rng(seed).permutation(entry["names"])[:count].tolist())
+    shards = [cache_dir / name for name in entry["shards"]]
+    found = []
+    for record in pipeline.tfrecord_records(shards).as_numpy_iterator():
+        name = record["image_name"].decode()
+        if name in chosen:
+            box = record["box"]
+            found.append({
+                "image_name": name,
+                "image": tf.io.decode_jpeg(record["image_bytes"], channels=3).numpy(),
+                "box": tuple(float(v) for v in box) if photos.has_box(box) else None,
+            })  # fmt: skip
+    return found
+
+
+def compare_with_photos(
+    cache_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    boxes: dict | None = None,
+    count: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How far the cache's model crops are from the photos' (``photos.prepare`` at the
+    cache's size, margin and boxes), for ``count`` training photos: ``image``,
+    ``mean_abs_difference`` (0-255 levels; JPEG and a sub-pixel shift, a few levels) and
+    ``cached_size`` (the cached image's w x h, room included)."""
+    index = read_index(cache_dir)
+    size, margin = int(index["size"]), float(index["margin"])
+    frame = part_frames(Path(data_dir), boxes)["train"].set_index("image")["box"]
+    folder = data.Layout(Path(data_dir)).images("train")
+    rows = []
+    for entry in sample_entries(cache_dir, count, seed):
+        image = entry["image"]
+        if entry["box"] is not None:
+            top, left, bottom, right = photos.crop_window(entry["box"], *image.shape[:2], margin)
+            image = image[top:bottom, left:right]
+        cached = photos.resize(np.ascontiguousarray(image), size).astype(int)
+        box = data.parse_box(frame[entry["image_name"]]) if index["crop_to_box"] else None
+        photo = photos.prepare(folder / entry["image_name"], box, size, margin).astype(int)
+        rows.append({
+            "image": entry["image_name"],
+            "mean_abs_difference": float(np.abs(cached - photo).mean()),
+            "cached_size": f"{entry['image'].shape[1]} x {entry['image'].shape[0]}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def plot_examples(cache_dir: str | os.PathLike, count: int = 6, seed: int = 0):
+    """A row of cached images, each with its box (thin), the model's crop (the box grown by
+    the margin, solid) and the widest crop a box jitter can reach (dashed): a figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    index = read_index(cache_dir)
+    margin, jitter = float(index["margin"]), float(index.get("box_jitter", 0.0))
+    entries = sample_entries(cache_dir, count, seed)
+    figure, axes = plt.subplots(1, max(1, len(entries)), figsize=(2.6 * max(1, len(entries)), 2.9))
+    for axis, entry in zip(np.atleast_1d(axes), entries, strict=False):
+        image = entry["image"]
+        axis.imshow(image)
+        axis.set_title(
+            f"{entry['image_name'][:10]}\n{image.shape[1]} x {image.shape[0]}", fontsize=8
+        )
+        axis.axis("off")
+        if entry["box"] is None:
+            continue
+        reach = photos.headroom_margin(margin, jitter)
+        for grow, style, width in ((0.0, ":", 1.0), (margin, "-", 1.5), (reach, "--", 1.0)):
+            top, left, bottom, right = photos.crop_window(entry["box"], *image.shape[:2], grow)
+            outline = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False)
+            outline.set(linestyle=style, linewidth=width, color="yellow")
+            axis.add_patch(outline)
+    figure.suptitle(
+        f"crop cache: box (dotted), model's crop at margin {margin} (solid), reach of a box "
+        f"jitter of {jitter} (dashed)", fontsize=9,
+    )  # fmt: skip
+    figure.tight_layout()
+    return figure

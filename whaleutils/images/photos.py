@@ -266,15 +266,15 @@ def _box_in_crop(box, decoded, margin: float, size: int, box_jitter: float):
     scale_x, scale_y = size / (inner_right - inner_left), size / (inner_bottom - inner_top)
     # whole pixels of room on each side, inside the photo (none without a jitter to hold)
     room = float(box_jitter > 0)
-    pad_left = int(np.floor(room * max(0.0, inner_left - outer_left) * scale_x + ROUNDING))
-    pad_right = int(np.floor(room * max(0.0, outer_right - inner_right) * scale_x + ROUNDING))
-    pad_top = int(np.floor(room * max(0.0, inner_top - outer_top) * scale_y + ROUNDING))
-    pad_bottom = int(np.floor(room * max(0.0, outer_bottom - inner_bottom) * scale_y + ROUNDING))
-    source_box = (
-        inner_left - pad_left / scale_x,
-        inner_top - pad_top / scale_y,
-        inner_right + pad_right / scale_x,
-        inner_bottom + pad_bottom / scale_y,
+    pad_left = int(np.floor(room * max(0.0, inner_left - outer_left) * scale_x))
+    pad_right = int(np.floor(room * max(0.0, outer_right - inner_right) * scale_x))
+    pad_top = int(np.floor(room * max(0.0, inner_top - outer_top) * scale_y))
+    pad_bottom = int(np.floor(room * max(0.0, outer_bottom - inner_bottom) * scale_y))
+    source_box = (  # inside the photo (floating-point error may cross its edge by a hair)
+        max(0.0, inner_left - pad_left / scale_x),
+        max(0.0, inner_top - pad_top / scale_y),
+        min(float(width), inner_right + pad_right / scale_x),
+        min(float(height), inner_bottom + pad_bottom / scale_y),
     )
     shape = (pad_left + size + pad_right, pad_top + size + pad_bottom)
     cache_box = (

@@ -15,10 +15,11 @@ checked (:func:`load_metadata`, one line per problem naming the kernel and field
 ``owner/slug`` or a bare ``slug`` of the same owner; ``parameters`` (optional) set notebook
 parameters of this kernel over the profile's, e.g. ``{"fold": 1}``: one notebook may run in
 several kernels (folds, backbones). The kernels whose outputs a kernel reads are not listed:
-they follow from ``outputs.INPUTS``: the first kernel running each notebook this one reads, or,
-for a notebook that reads every output (``outputs.READS_EVERY_OUTPUT``, the blend), every such
-kernel; all must be listed earlier. Every kernel also gets the competition and the library
-dataset as sources. The owner is filled in at staging (``kaggle_stage``).
+they follow from ``outputs.inputs_of`` (``INPUTS``, and the crop cache kernel for a notebook
+whose ``crop_cache`` parameter names notebook 00): the first kernel running each notebook this
+one reads, or, for a notebook that reads every output (``outputs.READS_EVERY_OUTPUT``, the
+blend), every such kernel; all must be listed earlier. Every kernel also gets the competition
+and the library dataset as sources. The owner is filled in at staging (``kaggle_stage``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import re
 from pathlib import Path
 
-from whaleutils.suite import runner
+from whaleutils.suite import outputs, runner
 
 REPO = runner.REPO
 METADATA_FILE = REPO / "kaggle-metadata.json"
@@ -87,8 +88,11 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
         if key not in metadata:
             problems.append(f"{path}: missing top-level key {key!r}")
     profile = metadata.setdefault("profile", "kaggle")
+    settings = None
     if profile not in runner.PROFILES:
         problems.append(f"{path}: profile {profile!r} is not one of {list(runner.PROFILES)}")
+    else:
+        settings = runner.load_profile(profile)
     library = metadata.get("library", {})
     if not isinstance(library, dict) or not SLUG.match(str(library.get("slug", ""))):
         problems.append(f"{path}: library.slug must be a lower-case slug like 'whaleutils-library'")
@@ -158,10 +162,14 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
                     f"{where}: parameters {undeclared} are not parameters of notebook "
                     f"{kernel['notebook']}"
                 )
-        # The kernels whose outputs this one reads follow from the suite's graph.
+        # The kernels whose outputs this one reads follow from the suite's graph (and from
+        # a crop_cache parameter naming the crop cache notebook).
         kernel["kernels"] = []
         every = kernel.get("notebook") in runner.READS_EVERY_OUTPUT
-        for notebook in runner.INPUTS.get(kernel.get("notebook"), ()):
+        reads = outputs.inputs_of(
+            kernel.get("notebook"), _kernel_parameters(settings, kernel.get("notebook"), kernel)
+        )
+        for notebook in reads:
             if notebook not in kernels_of:
                 problems.append(
                     f"{where}: reads the outputs of notebook {notebook}, so a kernel running "
@@ -189,6 +197,20 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
     if problems:
         raise MetadataError("\n".join(problems))
     return metadata
+
+
+def _kernel_parameters(settings: dict | None, notebook, kernel: dict) -> dict:
+    """The parameters a kernel's notebook runs with: the profile's common ones and its own
+    file's, then the kernel's, those the notebook declares."""
+    if settings is None or notebook not in runner.NOTEBOOKS:
+        return {}
+    chosen = {
+        **settings[runner.COMMON],
+        **settings.get(notebook, {}),
+        **(kernel.get("parameters") if isinstance(kernel.get("parameters"), dict) else {}),
+    }
+    declared = runner.declared_parameters(notebook)
+    return {key: value for key, value in chosen.items() if key in declared}
 
 
 def configured_owner(environ: dict | None = None) -> str | None:

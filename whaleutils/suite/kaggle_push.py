@@ -97,9 +97,11 @@ def push(
     only: list[str] | None = None,
     with_library: bool = False,
     timeout: float = 600,
+    skip: list[str] | None = None,
 ) -> list[PushResult]:
     """Push the staged kernels in order (all but the canary, or the ``only`` slugs, the canary
-    among them if named); one result per push.
+    among them if named), none of the ``skip`` slugs (e.g. the crop cache kernel, pushed first
+    and finished: pushing it again would run it again); one result per push.
 
     Every kernel is attempted even after a failure, so one run reports them all.
     """
@@ -112,14 +114,14 @@ def push(
     summary = json.loads(summary_path.read_text())
     canary = summary.get("canary")
     pushable = summary["kernels"] + ([canary] if canary else [])
-    unknown = sorted(set(only or []) - set(pushable))
+    unknown = sorted((set(only or []) | set(skip or [])) - set(pushable))
     if unknown:
         raise ValueError(f"not staged in {stage_dir}: {unknown}; staged: {pushable}")
     results = []
     if with_library:
         results.append(push_library(stage_dir, summary, timeout))
     for slug in pushable:
-        if (only and slug not in only) or (not only and slug == canary):
+        if (only and slug not in only) or (not only and slug == canary) or slug in (skip or []):
             continue  # the canary is pushed when asked for by name
         code, output = _run_cli(["kernels", "push", "-p", str(stage_dir / slug)], timeout)
         results.append(_outcome(f"{summary['owner']}/{slug}", code, output, "successfully"))

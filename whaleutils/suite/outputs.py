@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 NOTEBOOKS = (
+    "00_crop_cache",
     "01_eda",
     "02_basic_cnn",
     "03_resnet_arcmargin",
@@ -43,9 +44,26 @@ INPUTS = {
     "06_robustness": ("04_effnet_arcface",),
     "07_blend": ("02_basic_cnn", "03_resnet_arcmargin", "04_effnet_arcface"),
 }
+# The notebook whose output is a crop cache: a notebook whose ``crop_cache`` parameter names it
+# reads that output too (``inputs_of``), where profiles choose to (Kaggle's).
+CROP_CACHE_NOTEBOOK = "00_crop_cache"
 # Notebooks that read every output of their INPUTS notebooks (each fold or variant: one
 # Kaggle kernel each), not only the first: the blend.
 READS_EVERY_OUTPUT = frozenset({"07_blend"})
+
+
+def inputs_of(notebook: str, parameters: dict | None = None) -> tuple[str, ...]:
+    """The notebooks whose outputs ``notebook`` reads when run with ``parameters``: its
+    ``INPUTS``, and the crop cache notebook if its ``crop_cache`` parameter names it.
+
+    >>> inputs_of("05_gradcam", {"crop_cache": "00_crop_cache"})
+    ('00_crop_cache', '04_effnet_arcface')
+    >>> inputs_of("02_basic_cnn", {"crop_cache": "runs/cache"})
+    ()
+    """
+    named = (parameters or {}).get("crop_cache") == CROP_CACHE_NOTEBOOK
+    return ((CROP_CACHE_NOTEBOOK,) if named else ()) + tuple(INPUTS.get(notebook, ()))
+
 
 LISTING = "outputs.json"
 SCORES = "scores.json"

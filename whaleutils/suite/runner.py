@@ -95,13 +95,18 @@ def load_profile(profile: str) -> dict[str, dict]:
         )
     for name in NOTEBOOKS:
         if name in listed:
-            missing = sorted(set(INPUTS.get(name, ())) - set(listed))
+            parameters[name] = read(name)
+            own = {
+                key: value
+                for key, value in {**parameters[COMMON], **parameters[name]}.items()
+                if key in declared_parameters(name)
+            }
+            missing = sorted(set(outputs.inputs_of(name, own)) - set(listed))
             if missing:
                 raise ValueError(
                     f"{folder / RUN_SETTINGS}.yaml lists {name} without {missing}, "
                     "whose outputs it reads"
                 )
-            parameters[name] = read(name)
     return parameters
 
 
@@ -233,6 +238,13 @@ def run(
         folder_name = name if variant is None else f"{name}-{variant}"
         out = run_dir / folder_name
         parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
+        if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
+            if outputs.CROP_CACHE_NOTEBOOK not in included:
+                raise ValueError(
+                    f"{name} reads the crop cache of notebook {outputs.CROP_CACHE_NOTEBOOK}, "
+                    f"which the {profile} profile does not run"
+                )
+            parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
         if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             previous = earlier.get(
