@@ -156,48 +156,36 @@ def main() -> None:
         )
         train = data.read_train(data_dir)
         folder = data_dir / "train_images"
+        labels = [0] * len(train)
+
+        def training(records, augmentation):  # one pass, augmentation as given
+            return pipeline.make_dataset(
+                records, args.size, 16, training=True, augmentation=augmentation, repeat=False,
+                label_as_input=False,
+            )  # fmt: skip
+
         ways = {
             "one photo path, inference (DCT-reduced decode)": pipeline.make_dataset(
                 pipeline.file_records(train, folder), args.size, 16
             ),
-            "one photo path, training (augmentation off)": pipeline.make_dataset(
-                pipeline.file_records(train, folder, [0] * len(train)),
-                args.size,
-                16,
-                training=True,
-                augmentation=pipeline.Augmentation.none(),
-                repeat=False,
-                label_as_input=False,
-            ),  # fmt: skip
+            "one photo path, training (augmentation off)": training(
+                pipeline.file_records(train, folder, labels), pipeline.Augmentation.none()
+            ),
             "TensorFlow decode_and_crop_jpeg (the earlier pipeline)": tensorflow_reference(
                 train, folder, args.size
             ),
             "the crop cache (read ten times)": pipeline.make_dataset(
                 crops.cached_records(cache_dir, "train", train["image"]), args.size, 16
             ).repeat(10),  # ten passes: a single one lasts too little to time
-            "one photo path, training with box jitter 0.05": pipeline.make_dataset(
-                pipeline.file_records(train, folder, [0] * len(train)),
-                args.size,
-                16,
-                training=True,
-                augmentation=only_jitter,
-                repeat=False,
-                label_as_input=False,
-            ),  # fmt: skip
+            "one photo path, training with box jitter 0.05": training(
+                pipeline.file_records(train, folder, labels), only_jitter
+            ),
             f"Kaggle's cache ({crop_side} px + room), inference": pipeline.make_dataset(
                 crops.cached_records(kaggle_dir, "train", train["image"]), args.size, 16
             ).repeat(10),  # ten passes
-            f"Kaggle's cache ({crop_side} px + room), training with box jitter": (
-                pipeline.make_dataset(
-                    crops.cached_records(kaggle_dir, "train", train["image"], [0] * len(train)),
-                    args.size,
-                    16,
-                    training=True,
-                    augmentation=only_jitter,
-                    repeat=False,
-                    label_as_input=False,
-                ).repeat(10)  # ten passes
-            ),  # fmt: skip
+            f"Kaggle's cache ({crop_side} px + room), training with box jitter": training(
+                crops.cached_records(kaggle_dir, "train", train["image"], labels), only_jitter
+            ).repeat(10),  # ten passes
         }
         cache = ways["the crop cache (read ten times)"]
         model = pooling_model(args.size)
