@@ -128,6 +128,15 @@ def test_run_checks_a_crop_cache_given_with_p_as_with_its_flag(tmp_path, capsys,
     argv = ["run", "--profile", "smoke", "--data", ".", "--out", "runs", "--only", "01_eda"]
     assert cli.main([*argv, "-p", "crop_cache", "./no cache"]) == 2
     assert "--crop-cache no cache: no such file or folder" in capsys.readouterr().err
+    # notebook 00's name is a cache of this run: the local profile does not run 00, refused
+    # before anything is generated or run
+    local = ["run", "--profile", "local", "--out", "runs", "--only", "02_basic_cnn"]
+    assert cli.main([*local, "--crop-cache", "00_crop_cache"]) == 2
+    assert (
+        "02_basic_cnn reads the crop cache of notebook 00_crop_cache, which the local profile "
+        "does not run" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "runs").exists()
 
 
 def hostile_inputs(tmp_path, small_synth):

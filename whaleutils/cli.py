@@ -15,6 +15,7 @@ from whaleutils.analysis import metrics, submission
 from whaleutils.datasets import baselines, data, prepare, synth, validate
 from whaleutils.images.photos import BOX_MARGIN
 from whaleutils.suite import runner
+from whaleutils.suite.outputs import CROP_CACHE_NOTEBOOK
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -134,8 +135,8 @@ def cmd_run(args) -> int:
             path = Path(value)
             if path.exists():
                 overrides[name] = str(path.resolve())
-            elif name == "boxes" and len(path.parts) == 1:
-                overrides[name] = value
+            elif (name == "boxes" and len(path.parts) == 1) or value == CROP_CACHE_NOTEBOOK:
+                overrides[name] = value  # an attached dataset's name; notebook 00's output
             else:
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such file or folder")
         summary = runner.run(

@@ -220,6 +220,16 @@ def run(
     )
     if undeclared:
         raise ValueError(f"no notebook of this run has the parameter(s) {undeclared}")
+    for name in running:  # a crop cache named by its notebook must be one this profile runs
+        chosen = notebook_parameters(name, settings, None, run_dir / name, run_dir, overrides)
+        if (
+            chosen.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK
+            and outputs.CROP_CACHE_NOTEBOOK not in included
+        ):
+            raise ValueError(
+                f"{name} reads the crop cache of notebook {outputs.CROP_CACHE_NOTEBOOK}, "
+                f"which the {profile} profile does not run"
+            )
     data_path = Path(os.path.abspath(data_dir)) if data_dir else None
     data_path = data_path or default_data(runs, settings[RUN_SETTINGS])
     summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
@@ -239,11 +249,6 @@ def run(
         out = run_dir / folder_name
         parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
         if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
-            if outputs.CROP_CACHE_NOTEBOOK not in included:
-                raise ValueError(
-                    f"{name} reads the crop cache of notebook {outputs.CROP_CACHE_NOTEBOOK}, "
-                    f"which the {profile} profile does not run"
-                )
             parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
         if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
