@@ -104,7 +104,8 @@ print(json.dumps(summary, indent=1))
 # whole, at `size` x `size`.
 
 # %%
-figure = crops.plot_examples(cache_dir, examples, seed)
+entries = crops.sample_entries(cache_dir, max(examples, 20), seed)  # from one shard
+figure = crops.plot_examples(cache_dir, entries[:examples])
 figure.savefig(out / "examples.png", dpi=110)
 plt.show()
 
@@ -115,7 +116,7 @@ plt.show()
 # whole photo pixels), far less than a one-pixel shift of the crop.
 
 # %%
-comparison = crops.compare_with_photos(cache_dir, data_path, boxes_by_name, 20, seed)
+comparison = crops.compare_with_photos(cache_dir, data_path, entries, boxes_by_name)
 comparison.to_csv(out / "comparison.csv", index=False)
 print(comparison["mean_abs_difference"].describe().round(2).to_string())
 

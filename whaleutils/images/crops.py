@@ -140,7 +140,7 @@ def write_crop_cache(
             image, cache_box = photos.prepare_cache_entry(
                 path, data.parse_box(box) if crop_to_box else None, size, margin, box_jitter
             )
-        except photos.UnreadablePhoto:
+        except (photos.UnreadablePhoto, data.PhotoSizeError):  # these name the photo
             raise
         except ValueError as error:  # e.g. a box outside the photo: name both
             raise ValueError(f"{path} (box {box!r}): {error}") from error
@@ -266,46 +266,50 @@ def cached_records(cache_dir: str | os.PathLike, part: str, names, targets=None)
 
 
 def sample_entries(cache_dir: str | os.PathLike, count: int, seed: int = 0) -> list[dict]:
-    """``count`` training photos of the cache drawn at random (by ``seed``): each
-    ``{"image_name", "image": uint8 (h, w, 3), "box": (4,) in its pixels or None}``."""
+    """Up to ``count`` training photos of the cache, drawn at random (by ``seed``) from one of
+    its training shards, so that only that shard is read: each ``{"image_name", "image": uint8
+    (h, w, 3), "box": (4,) in its pixels or None}``, in the shard's order."""
     import tensorflow as tf
 
     from whaleutils.images import pipeline
 
     cache_dir = Path(cache_dir)
-    entry = read_index(cache_dir)["parts"]["train"]
-    chosen = set(np.random.default_rng(seed).permutation(entry["names"])[:count].tolist())
-    shards = [cache_dir / name for name in entry["shards"]]
-    found = []
-    for record in pipeline.tfrecord_records(shards).as_numpy_iterator():
-        name = record["image_name"].decode()
-        if name in chosen:
-            box = record["box"]
-            found.append({
-                "image_name": name,
-                "image": tf.io.decode_jpeg(record["image_bytes"], channels=3).numpy(),
-                "box": tuple(float(v) for v in box) if photos.has_box(box) else None,
-            })  # fmt: skip
-    return found
+    shards = read_index(cache_dir)["parts"]["train"]["shards"]
+    rng = np.random.default_rng(seed)
+    shard = cache_dir / shards[int(rng.integers(len(shards)))]
+    records = list(pipeline.tfrecord_records([shard]).as_numpy_iterator())
+    chosen = np.sort(rng.permutation(len(records))[:count])
+    return [
+        {
+            "image_name": records[i]["image_name"].decode(),
+            "image": tf.io.decode_jpeg(records[i]["image_bytes"], channels=3).numpy(),
+            "box": (
+                tuple(float(v) for v in records[i]["box"])
+                if photos.has_box(records[i]["box"])
+                else None
+            ),
+        }
+        for i in chosen
+    ]
 
 
 def compare_with_photos(
     cache_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
+    entries: list[dict],
     boxes: dict | None = None,
-    count: int = 20,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """How far the cache's model crops are from the photos' (``photos.prepare`` at the
-    cache's size, margin and boxes), for ``count`` training photos: ``image``,
-    ``mean_abs_difference`` (0-255 levels; JPEG and a sub-pixel shift, a few levels) and
-    ``cached_size`` (the cached image's w x h, room included)."""
+    cache's size, margin and boxes), for the cached training photos ``entries``
+    (:func:`sample_entries`): ``image``, ``mean_abs_difference`` (0-255 levels; JPEG and a
+    sub-pixel shift, a few levels) and ``cached_size`` (the cached image's w x h, room
+    included)."""
     index = read_index(cache_dir)
     size, margin = int(index["size"]), float(index["margin"])
     frame = part_frames(Path(data_dir), boxes)["train"].set_index("image")["box"]
     folder = data.Layout(Path(data_dir)).images("train")
     rows = []
-    for entry in sample_entries(cache_dir, count, seed):
+    for entry in entries:
         image = entry["image"]
         if entry["box"] is not None:
             top, left, bottom, right = photos.crop_window(entry["box"], *image.shape[:2], margin)
@@ -321,15 +325,17 @@ def compare_with_photos(
     return pd.DataFrame(rows)
 
 
-def plot_examples(cache_dir: str | os.PathLike, count: int = 6, seed: int = 0):
-    """A row of cached images, each with its box (thin), the model's crop (the box grown by
-    the margin, solid) and the widest crop a box jitter can reach (dashed): a figure."""
+def plot_examples(cache_dir: str | os.PathLike, entries: list[dict]):
+    """A row of the cached images ``entries`` (:func:`sample_entries`), each with its box
+    (dotted), the model's crop (the box grown by the margin, solid) and the widest crop a box
+    jitter can reach (dashed): a figure."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     index = read_index(cache_dir)
-    margin, jitter = float(index["margin"]), float(index.get("box_jitter", 0.0))
-    entries = sample_entries(cache_dir, count, seed)
+    margin = float(index["margin"])
+    jitter = float(index.get("box_jitter", 0.0))
+    reach = photos.headroom_margin(margin, jitter)
     figure, axes = plt.subplots(1, max(1, len(entries)), figsize=(2.6 * max(1, len(entries)), 2.9))
     for axis, entry in zip(np.atleast_1d(axes), entries, strict=False):
         image = entry["image"]
@@ -340,7 +346,6 @@ def plot_examples(cache_dir: str | os.PathLike, count: int = 6, seed: int = 0):
         axis.axis("off")
         if entry["box"] is None:
             continue
-        reach = photos.headroom_margin(margin, jitter)
         for grow, style, width in ((0.0, ":", 1.0), (margin, "-", 1.5), (reach, "--", 1.0)):
             top, left, bottom, right = photos.crop_window(entry["box"], *image.shape[:2], grow)
             outline = Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False)

@@ -370,8 +370,8 @@ def load_split(
         test = test.merge(test_boxes, on="image", how="left", validate="one_to_one").fillna(
             {"box": ""}
         )
+    by_name = data.find_boxes(boxes)  # read once: the split's boxes and the cache's check
     if boxes is not None:
-        by_name = data.find_boxes(boxes)
         folds["box"] = data.boxes_column(folds["image"], by_name)
         test["box"] = data.boxes_column(test["image"], by_name)
         if not (test["box"] != "").any():  # no test boxes: photos stay whole (Split.crop_to_box)
@@ -379,7 +379,7 @@ def load_split(
     frames_match_cache = False
     if cache_index is not None:
         frames_match_cache = cache_index.get("boxes_sha256") == crops.boxes_digest(
-            crops.part_frames(data_dir, data.find_boxes(boxes))
+            crops.part_frames(data_dir, by_name)
         )
         if boxes is not None and not frames_match_cache:
             raise ValueError(

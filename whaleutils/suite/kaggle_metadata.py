@@ -166,9 +166,13 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
         # a crop_cache parameter naming the crop cache notebook).
         kernel["kernels"] = []
         every = kernel.get("notebook") in runner.READS_EVERY_OUTPUT
-        reads = outputs.inputs_of(
-            kernel.get("notebook"), _kernel_parameters(settings, kernel.get("notebook"), kernel)
+        notebook_of = kernel.get("notebook")
+        chosen = (
+            runner.chosen_parameters(notebook_of, settings, kernel["parameters"])
+            if settings is not None and notebook_of in runner.NOTEBOOKS
+            else {}
         )
+        reads = outputs.inputs_of(notebook_of, chosen)
         for notebook in reads:
             if notebook not in kernels_of:
                 problems.append(
@@ -197,20 +201,6 @@ def load_metadata(path: str | os.PathLike = METADATA_FILE) -> dict:
     if problems:
         raise MetadataError("\n".join(problems))
     return metadata
-
-
-def _kernel_parameters(settings: dict | None, notebook, kernel: dict) -> dict:
-    """The parameters a kernel's notebook runs with: the profile's common ones and its own
-    file's, then the kernel's, those the notebook declares."""
-    if settings is None or notebook not in runner.NOTEBOOKS:
-        return {}
-    chosen = {
-        **settings[runner.COMMON],
-        **settings.get(notebook, {}),
-        **(kernel.get("parameters") if isinstance(kernel.get("parameters"), dict) else {}),
-    }
-    declared = runner.declared_parameters(notebook)
-    return {key: value for key, value in chosen.items() if key in declared}
 
 
 def configured_owner(environ: dict | None = None) -> str | None:

@@ -114,14 +114,15 @@ def push(
     summary = json.loads(summary_path.read_text())
     canary = summary.get("canary")
     pushable = summary["kernels"] + ([canary] if canary else [])
-    unknown = sorted((set(only or []) | set(skip or [])) - set(pushable))
+    skip = skip or []
+    unknown = sorted((set(only or []) | set(skip)) - set(pushable))
     if unknown:
         raise ValueError(f"not staged in {stage_dir}: {unknown}; staged: {pushable}")
     results = []
     if with_library:
         results.append(push_library(stage_dir, summary, timeout))
     for slug in pushable:
-        if (only and slug not in only) or (not only and slug == canary) or slug in (skip or []):
+        if (only and slug not in only) or (not only and slug == canary) or slug in skip:
             continue  # the canary is pushed when asked for by name
         code, output = _run_cli(["kernels", "push", "-p", str(stage_dir / slug)], timeout)
         results.append(_outcome(f"{summary['owner']}/{slug}", code, output, "successfully"))

@@ -96,11 +96,7 @@ def load_profile(profile: str) -> dict[str, dict]:
     for name in NOTEBOOKS:
         if name in listed:
             parameters[name] = read(name)
-            own = {
-                key: value
-                for key, value in {**parameters[COMMON], **parameters[name]}.items()
-                if key in declared_parameters(name)
-            }
+            own = chosen_parameters(name, parameters)
             missing = sorted(set(outputs.inputs_of(name, own)) - set(listed))
             if missing:
                 raise ValueError(
@@ -137,19 +133,24 @@ def notebook_parameters(
     notebooks in ``INPUTS``, the folder holding the output folders they read (``inputs_dir``).
 
     ``profile`` is :func:`load_profile`'s result."""
-    declared = declared_parameters(name)
-    common = {key: value for key, value in profile[COMMON].items() if key in declared}
-    chosen = {key: value for key, value in (overrides or {}).items() if key in declared}
     parameters = {
-        **common,
-        **profile[name],
-        **chosen,
+        **chosen_parameters(name, profile, overrides),
         "data_dir": data_dir,
         "out_dir": str(out_dir),
     }
     if name in INPUTS:
         parameters["inputs_dir"] = str(inputs_dir)
     return parameters
+
+
+def chosen_parameters(name: str, profile: dict[str, dict], overrides: dict | None = None) -> dict:
+    """The settings notebook ``name`` runs with: the profile's common ones it declares, its own
+    file's (all of them: staging names one the notebook lacks; none if the profile does not run
+    it), then the ``overrides`` it declares."""
+    declared = declared_parameters(name)
+    common = {key: value for key, value in profile[COMMON].items() if key in declared}
+    chosen = {key: value for key, value in (overrides or {}).items() if key in declared}
+    return {**common, **profile.get(name, {}), **chosen}
 
 
 def default_data(runs_dir: Path, profile_settings: dict) -> Path:
@@ -221,7 +222,7 @@ def run(
     if undeclared:
         raise ValueError(f"no notebook of this run has the parameter(s) {undeclared}")
     for name in running:  # a crop cache named by its notebook must be one this profile runs
-        chosen = notebook_parameters(name, settings, None, run_dir / name, run_dir, overrides)
+        chosen = chosen_parameters(name, settings, overrides)
         if (
             chosen.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK
             and outputs.CROP_CACHE_NOTEBOOK not in included
