@@ -71,8 +71,9 @@ print(
 
 # %% [markdown]
 # ## Write the cache
-# Into `crops.partial` first, renamed to `crops` when complete: a killed kernel leaves no cache
-# that looks whole, and a rerun starts over. A complete cache is kept.
+# Into `crops.partial-PID` first (this process's own), renamed to `crops` when complete: a killed
+# kernel leaves no cache that looks whole, a rerun starts over, and of two writers at once the
+# first to finish wins. A complete cache is kept.
 
 # %%
 started = time.perf_counter()

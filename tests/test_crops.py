@@ -2,7 +2,9 @@
 
 import io
 import json
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -232,15 +234,48 @@ def test_a_killed_writer_leaves_no_cache_and_the_next_one_replaces_its_remains(
             raise KeyboardInterrupt  # as a kill mid-way
         return real(*args, **kwargs)
 
+    def partials():
+        return sorted(path.name for path in tmp_path.glob(f"cache{crops.PARTIAL}*"))
+
     monkeypatch.setattr(photos, "prepare_cache_entry", dies_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         crops.write_crop_cache(small_synth, out, size=24)
-    assert not out.exists() and (tmp_path / f"cache{crops.PARTIAL}").is_dir()
+    assert not out.exists() and partials() == [f"cache{crops.PARTIAL}-{os.getpid()}"]
     with pytest.raises(FileNotFoundError, match="no crops.json"):
         crops.find_crop_cache(out)
-    monkeypatch.setattr(photos, "prepare_cache_entry", real)
-    index = crops.write_crop_cache(small_synth, out, size=24)
-    assert crops.read_index(out) == index and not (tmp_path / f"cache{crops.PARTIAL}").exists()
+    # the remains of a writer that has ended are removed; those of a running one are its own
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (ended.pid, running.pid):
+            (tmp_path / f"cache{crops.PARTIAL}-{pid}").mkdir()
+        monkeypatch.setattr(photos, "prepare_cache_entry", real)
+        index = crops.write_crop_cache(small_synth, out, size=24)
+        assert crops.read_index(out) == index
+        assert partials() == [f"cache{crops.PARTIAL}-{running.pid}"]
+    finally:
+        running.kill()
+
+
+def test_of_two_writers_at_once_the_first_to_finish_wins(small_synth, tmp_path, monkeypatch):
+    """Another process completes the same cache while this one writes: its cache stays, this
+    writer's copy is removed, and it says why."""
+    out, other = tmp_path / "cache", tmp_path / "other"
+    crops.write_crop_cache(small_synth, other, size=16)
+    real, calls = photos.prepare_cache_entry, {"n": 0}
+
+    def the_other_finishes_meanwhile(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            shutil.copytree(other, out)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(photos, "prepare_cache_entry", the_other_finishes_meanwhile)
+    with pytest.raises(FileExistsError, match="written by another process while this one wrote"):
+        crops.write_crop_cache(small_synth, out, size=24)
+    assert crops.read_index(out)["size"] == 16  # the other's, untouched
+    assert not list(tmp_path.glob(f"cache{crops.PARTIAL}*"))
 
 
 def test_a_cache_is_found_by_folder_notebook_output_or_attached_name(cache, tmp_path, monkeypatch):

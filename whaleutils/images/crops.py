@@ -44,7 +44,7 @@ CACHE_INDEX = "crops.json"
 PREFIX = "crops"
 FORMAT = 2  # 2: records carry each photo's box in the cached image's pixels
 NOTEBOOK_FOLDER = "crops"  # the cache inside the output folder of notebook 00_crop_cache
-PARTIAL = ".partial"  # suffix of a cache folder being written
+PARTIAL = ".partial"  # a cache folder being written is OUT.partial-PID, its writer's id
 
 
 def part_frames(data_dir: Path, boxes: dict | None) -> dict[str, pd.DataFrame]:
@@ -93,8 +93,9 @@ def write_crop_cache(
     size resizes; a training crop that should never be enlarged needs
     ``pipeline.training_min_side``). ``box_jitter``: the largest training box jitter the cache
     has room for (``pipeline.Augmentation.box_jitter``).
-    The cache is written into ``out_dir`` + ``.partial`` (a left-over one from a killed writer
-    is replaced) and renamed to ``out_dir`` when complete.
+    The cache is written into ``out_dir`` + ``.partial-PID`` (this process's id; left-overs of
+    writers no longer running are removed) and renamed to ``out_dir`` when complete; if another
+    writer completed ``out_dir`` first, its cache stays and this raises FileExistsError.
     """
     import tensorflow as tf
     from PIL import Image
@@ -129,9 +130,8 @@ def write_crop_cache(
             raise FileNotFoundError(
                 f"{len(missing)} listed image(s) missing, e.g. {folder / missing[0]}"
             )
-    partial = out_dir.with_name(out_dir.name + PARTIAL)
-    if partial.exists():
-        shutil.rmtree(partial)
+    _remove_stale_partials(out_dir)
+    partial = out_dir.with_name(f"{out_dir.name}{PARTIAL}-{os.getpid()}")  # this writer's own
     partial.mkdir(parents=True)
 
     def crop(job: tuple[Path, str]) -> tuple[bytes, tuple | None]:
@@ -167,10 +167,33 @@ def write_crop_cache(
                 shards.append(path.name)
             index["parts"][part] = {"images": len(names), "shards": shards, "names": names}
     (partial / CACHE_INDEX).write_text(json.dumps(index, indent=1) + "\n")
-    if out_dir.exists():
-        out_dir.rmdir()  # empty (checked above)
-    partial.rename(out_dir)
+    try:
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, unless another writer has finished meanwhile
+        partial.rename(out_dir)
+    except OSError as error:  # another writer's cache is there now: it stays, this one goes
+        shutil.rmtree(partial)
+        raise FileExistsError(
+            f"{out_dir} was written by another process while this one wrote; kept that one"
+        ) from error
     return index
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    """Remove the half-written copies of ``out_dir`` (``OUT.partial-PID``) that no running
+    writer owns: of a process that has ended (killed), or of this one (an earlier attempt).
+    A copy being written by another running process is left to it."""
+    for partial in out_dir.parent.glob(f"{out_dir.name}{PARTIAL}*"):
+        owner = partial.name.removeprefix(out_dir.name + PARTIAL).removeprefix("-")
+        if owner.isdigit() and int(owner) != os.getpid():
+            try:
+                os.kill(int(owner), 0)
+                continue  # still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # running, as another user
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def find_crop_cache(crop_cache: str | os.PathLike) -> Path:
