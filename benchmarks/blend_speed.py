@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis import blend, metrics
+from whaleutils.analysis import blend
+from whaleutils.contracts import metrics
 
 REAL_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "happywhale" / "train.csv"
 

@@ -53,9 +53,9 @@ import time
 
 import matplotlib.pyplot as plt
 
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data
 from whaleutils.images import crops, photos, pipeline
-from whaleutils.suite import outputs
 
 out = outputs.notebook_folder(out_dir)
 cache_dir = out / crops.NOTEBOOK_FOLDER

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data, eda
-from whaleutils.suite import outputs
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

@@ -52,8 +52,8 @@ max_valid_images = None
 
 import matplotlib.pyplot as plt
 
+from whaleutils.contracts import outputs
 from whaleutils.retrieval import heads, splits
-from whaleutils.suite import outputs
 from whaleutils.training import distribute, models, train
 
 print(distribute.describe_devices())

@@ -60,9 +60,9 @@ max_valid_images = None
 
 import matplotlib.pyplot as plt
 
+from whaleutils.contracts import outputs
 from whaleutils.retrieval import embed, heads, splits
-from whaleutils.suite import environment, outputs
-from whaleutils.training import distribute, models, train
+from whaleutils.training import backbones, distribute, models, train
 
 print(distribute.describe_devices())
 
@@ -77,7 +77,7 @@ print(split.describe())
 # embedding model shares every weight and needs no label.
 
 # %%
-weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
+weights = backbones.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
 training_model, embedding_model = models.build_model(
     backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m

@@ -86,7 +86,7 @@ session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): s
 # its TPU, so "auto" picks JAX on a TPU machine and TensorFlow elsewhere.
 
 # %%
-from whaleutils.suite import environment
+from whaleutils.contracts import environment
 
 print(f"Keras backend: {environment.use_backend(backend)}")
 
@@ -100,10 +100,10 @@ print(f"Keras backend: {environment.use_backend(backend)}")
 import keras
 import matplotlib.pyplot as plt
 
+from whaleutils.contracts import outputs
 from whaleutils.images import pipeline
 from whaleutils.retrieval import embed, heads, matching, snapshots, splits
-from whaleutils.suite import outputs
-from whaleutils.training import distribute, layers, models, schedules, train
+from whaleutils.training import backbones, distribute, layers, models, schedules, train
 
 choice = distribute.get_strategy()
 keras.mixed_precision.set_global_policy(choice.precision(mixed_precision))
@@ -143,7 +143,7 @@ plt.show()
 # Built inside the strategy's scope so that its variables are laid out on every replica.
 
 # %%
-weights = environment.attached_weights(backbone, weights)  # an attached .h5 file if mounted
+weights = backbones.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
 class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin else None
 with choice.scope():

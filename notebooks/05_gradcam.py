@@ -44,15 +44,15 @@ examples_per_kind = 4
 import matplotlib.pyplot as plt
 
 from whaleutils.analysis import gradcam
-from whaleutils.retrieval import splits
-from whaleutils.suite import outputs
+from whaleutils.contracts import outputs
+from whaleutils.retrieval import splits, trained_run
 from whaleutils.training import distribute
 
 print(distribute.describe_devices())
 
 out = outputs.notebook_folder(out_dir)
 split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
-trained = outputs.load_trained(inputs_dir, *outputs.INPUTS["05_gradcam"])
+trained = trained_run.load_trained(inputs_dir, *outputs.INPUTS["05_gradcam"])
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 
 # %% [markdown]

@@ -56,9 +56,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from whaleutils.analysis import blend, out_of_fold
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data
 from whaleutils.retrieval import embed, heads, splits
-from whaleutils.suite import outputs
 
 out = outputs.notebook_folder(out_dir)
 split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.retrieval import embed, heads, splits
 
 BUCKETS = ((1, 1), (2, 3), (4, None))

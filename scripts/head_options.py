@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from whaleutils.contracts import outputs
 from whaleutils.retrieval import embed, heads, splits
-from whaleutils.suite import outputs, runner
+from whaleutils.suite import runner
 from whaleutils.training import models
 
 OPTIONS = (  # (name, rule, flipped_gallery, new_share)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from whaleutils.catalogue import identify
-from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 
 
 def main() -> None:

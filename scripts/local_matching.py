@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis import metrics
+from whaleutils.contracts import metrics
 from whaleutils.retrieval import embed, local_features, matching, splits
 
 NEW = metrics.NEW_INDIVIDUAL

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from whaleutils.analysis import blend, metrics, out_of_fold
+from whaleutils.analysis import blend, out_of_fold
+from whaleutils.contracts import metrics
 from whaleutils.retrieval import embed
 
 W = blend.RANK_WEIGHTS

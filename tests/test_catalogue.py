@@ -19,8 +19,8 @@ from PIL import Image
 
 from whaleutils import cli
 from whaleutils.catalogue import enrolment as cat
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import validate
-from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 REPO = Path(__file__).resolve().parents[1]
 

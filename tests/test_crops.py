@@ -279,7 +279,7 @@ def test_of_two_writers_at_once_the_first_to_finish_wins(small_synth, tmp_path, 
 
 
 def test_a_cache_is_found_by_folder_notebook_output_or_attached_name(cache, tmp_path, monkeypatch):
-    from whaleutils.suite import environment
+    from whaleutils.contracts import environment
 
     notebook_out = tmp_path / "runs" / "00_crop_cache"
     shutil.copytree(cache, notebook_out / crops.NOTEBOOK_FOLDER)

@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from whaleutils.analysis import metrics, submission
+from whaleutils.contracts import metrics, outputs, submission
 from whaleutils.retrieval import embed, heads, splits
-from whaleutils.suite import outputs
 from whaleutils.training import models, train
 
 

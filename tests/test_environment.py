@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from whaleutils.contracts import environment
 from whaleutils.datasets import data
-from whaleutils.suite import environment
 
 
 def make(path, files=()):
@@ -79,54 +79,6 @@ def test_find_data_dir_finds_the_competition_wherever_kaggle_mounts_it(tmp_path,
         data.find_data_dir()
     competition = make(kaggle_input / "competitions" / "happy-whale-and-dolphin", ["train.csv"])
     assert data.find_data_dir() == competition
-
-
-def test_weights_file_names_are_the_ones_keras_would_download(monkeypatch):
-    """Checked against the libraries: intercept their download and read the file name."""
-    import efficientnet.model
-    import keras
-
-    from whaleutils.training import models
-
-    requested = []
-
-    def refuse(file_name, *args, **kwargs):
-        requested.append(file_name)
-        raise RuntimeError("no download in tests")
-
-    monkeypatch.setattr(keras.utils, "get_file", refuse)
-    from efficientnet import tfkeras
-
-    for weights in ("noisy-student", "imagenet"):
-        with pytest.raises(RuntimeError, match="no download"):
-            tfkeras.EfficientNetB0(include_top=False, weights=weights, input_shape=(32, 32, 3))
-        assert requested[-1] == environment.weights_file_name("efficientnet-b0", weights)
-    monkeypatch.setattr("keras.src.applications.resnet.file_utils.get_file", refuse)
-    with pytest.raises(RuntimeError, match="no download"):
-        keras.applications.ResNet50(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
-    assert requested[-1] == environment.weights_file_name("resnet50", "imagenet")
-    assert efficientnet.model.NS_WEIGHTS_PATH  # the package still names its release URL
-    # keras.applications' EfficientNet: its own imagenet file, qubvel's noisy-student file
-    monkeypatch.setattr("keras.src.applications.efficientnet.file_utils.get_file", refuse)
-    for weights in ("noisy-student", "imagenet"):
-        with pytest.raises(RuntimeError, match="no download"):
-            models.build_backbone("keras-efficientnet-b0", 32, weights)
-        assert requested[-1] == environment.weights_file_name("keras-efficientnet-b0", weights)
-    assert requested[-2] == environment.weights_file_name("efficientnet-b0", "noisy-student")
-
-
-def test_attached_weights_prefers_a_mounted_file(tmp_path):
-    root = make(tmp_path / "input")
-    assert environment.attached_weights("efficientnet-b5", "noisy-student", root) == "noisy-student"
-    make(root / "happywhale-backbone-weights", ["efficientnet-b5_noisy-student_notop.h5"])
-    path = environment.attached_weights("efficientnet-b5", "noisy-student", root)
-    assert path == str(
-        root / "happywhale-backbone-weights" / "efficientnet-b5_noisy-student_notop.h5"
-    )
-    assert environment.attached_weights("efficientnet-b5", None, root) is None
-    assert environment.attached_weights("efficientnet-b5", "/my/own.h5", root) == "/my/own.h5"
-    assert environment.attached_weights("efficientnet-b0", "noisy-student", root) == "noisy-student"
-    assert environment.attached_weights("basic", "imagenet", root) == "imagenet"
 
 
 def test_tpu_host_detection(tmp_path):
@@ -203,7 +155,7 @@ def test_process_seconds_counts_from_the_process_start():
     import subprocess
     import sys
 
-    code = "import time; time.sleep(1.0); from whaleutils.suite import environment; "
+    code = "import time; time.sleep(1.0); from whaleutils.contracts import environment; "
     code += "print(environment.process_seconds())"
     seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                    text=True, check=True).stdout)  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_splits import tiny_split
 
-from whaleutils.analysis import metrics, submission
+from whaleutils.contracts import metrics, submission
 from whaleutils.retrieval import heads, knn
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 from whaleutils import cli
 from whaleutils.catalogue import identify, review
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data, encounters
 from whaleutils.images.photos import prepare as prepare_photo
-from whaleutils.suite import outputs
 from whaleutils.training import models
 
 

@@ -17,7 +17,9 @@ import tensorflow as tf
 from jax_data_parallel import CLASSES, SIZE, build
 
 from whaleutils.analysis import gradcam
-from whaleutils.suite import outputs, runner
+from whaleutils.contracts import outputs
+from whaleutils.retrieval import trained_run
+from whaleutils.suite import runner
 from whaleutils.training import models, train
 
 HERE = Path(__file__).parent
@@ -114,7 +116,7 @@ def test_smoke_notebook_04_trains_on_jax_over_two_devices(tmp_path, monkeypatch)
     assert 0 <= scores["valid"]["map5"] <= 1
 
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    trained = outputs.load_trained(tmp_path / "smoke", "04_effnet_arcface")
+    trained = trained_run.load_trained(tmp_path / "smoke", "04_effnet_arcface")
     from whaleutils.retrieval import embed, splits
 
     common = runner.load_profile("smoke")["_common"]

@@ -324,14 +324,15 @@ def test_staged_notebook_has_bootstrap_and_kaggle_parameters(staged, slug, noteb
         assert {k: injected[k] for k in profile["_common"]} == common
     if notebook in runner.INPUTS:
         assert injected["inputs_dir"] == "/kaggle/input"
-    if notebook == "04_effnet_arcface":
-        assert (injected["backbone"], injected["image_size"], injected["epochs"]) == (
+    if notebook == "04_effnet_arcface":  # the paper's settings: the notebook's defaults
+        runs_with = {**runner.notebook_defaults(notebook), **injected}
+        assert (runs_with["backbone"], runs_with["image_size"], runs_with["epochs"]) == (
             "keras-efficientnet-b5",
             380,
             30,
         )
-        assert injected["weights"] == "noisy-student"
-        assert injected["backend"] == injected["mixed_precision"] == "auto"  # JAX on the TPU
+        assert runs_with["weights"] == "noisy-student"
+        assert runs_with["backend"] == runs_with["mixed_precision"] == "auto"  # JAX on the TPU
 
 
 @pytest.mark.slow
@@ -568,7 +569,10 @@ def test_staging_adds_the_canary_kernel_04_in_minutes(tmp_path):
     main = json.loads((tmp_path / "stage" / EFFNET / "kernel-metadata.json").read_text())
     assert metadata["enable_tpu"] and metadata["machine_shape"] == main["machine_shape"]
     assert metadata["dataset_sources"] == main["dataset_sources"]
-    injected = injected_parameters(folder / f"{CANARY}.ipynb")
+    injected = {
+        **runner.notebook_defaults("04_effnet_arcface"),
+        **injected_parameters(folder / f"{CANARY}.ipynb"),
+    }
     assert injected["epochs"] == 1 and injected["max_train_images"] == 2000
     assert injected["image_size"] == 380 and injected["backbone"] == "keras-efficientnet-b5"
     # it reads the crop cache kernel's output, by name, as the long runs do
@@ -576,7 +580,10 @@ def test_staging_adds_the_canary_kernel_04_in_minutes(tmp_path):
         injected["crop_cache"] == "00_crop_cache" and injected["boxes"] == "happywhale-detic-boxes"
     )
     assert metadata["kernel_sources"] == main["kernel_sources"] == [f"{OWNER}/{SLUGS[0]}"]
-    cache = injected_parameters(tmp_path / "stage" / SLUGS[0] / f"{SLUGS[0]}.ipynb")
+    cache = {
+        **runner.notebook_defaults("00_crop_cache"),
+        **injected_parameters(tmp_path / "stage" / SLUGS[0] / f"{SLUGS[0]}.ipynb"),
+    }
     assert (
         cache["image_size"] == 380 and cache["box_jitter"] == injected["augmentation"]["box_jitter"]
     )

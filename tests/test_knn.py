@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from whaleutils.analysis import metrics, submission
+from whaleutils.contracts import metrics, submission
 from whaleutils.retrieval import embed, knn
 
 

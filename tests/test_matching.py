@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from test_local_features import rotated_crop, textured
 
-from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.retrieval import local_features as lf
 from whaleutils.retrieval import matching
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from whaleutils.analysis import metrics
+from whaleutils.contracts import metrics
 
 
 def map_at_k_loop(truth, predictions, k=5):

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from jupytext.compare import compare_notebooks
 
-from whaleutils.analysis import metrics, robustness, submission
-from whaleutils.retrieval import splits
-from whaleutils.suite import outputs, runner
+from whaleutils.analysis import robustness
+from whaleutils.contracts import metrics, outputs, submission
+from whaleutils.retrieval import splits, trained_run
+from whaleutils.suite import runner
 
 NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.py"))
 REPO = runner.NOTEBOOK_DIR.parent
@@ -257,7 +258,7 @@ def test_robustness_on_clean_photos_is_the_model_notebooks_validation_score(smok
     every validation photo reproduces notebook 04's validation MAP@5."""
     runs, summary = smoke_run
     split = smoke_split(summary)
-    trained = outputs.load_trained(runs / "smoke", "04_effnet_arcface")
+    trained = trained_run.load_trained(runs / "smoke", "04_effnet_arcface")
     table = robustness.robustness_table(trained, split, batch_size=16, max_images=None)
     original = table.set_index("condition").loc["original"]
     assert original["map5"] == pytest.approx(
@@ -354,3 +355,41 @@ def test_the_suite_runs_from_boxes_and_a_crop_cache_and_blends_two_folds(tmp_pat
     comparison = pd.read_csv(blended / "comparison.csv").set_index("model")
     assert comparison.loc[effnet["member"].iloc[0], "folds"] == 2
     assert comparison.loc["rank blend", "oof_images"] == len(oof)
+
+
+def test_profiles_state_only_what_differs():
+    """A profile states a value only where it changes what the notebook (or, for a profile
+    that extends another, the parent profile) would otherwise run with."""
+    for profile in runner.PROFILES:
+        assert runner.restated_values(profile) == [], profile
+    assert runner.parent_profile("catalogue") == "local"
+    catalogue, local = runner.load_profile("catalogue"), runner.load_profile("local")
+    assert catalogue["_common"] == local["_common"] and catalogue["_run"]["synth"] == {}
+    model, inherited = catalogue["04_effnet_arcface"], local["04_effnet_arcface"]
+    assert (model["image_size"], model["epochs"], model["local_matching"]) == (224, 18, True)
+    assert {k: model[k] for k in inherited if k not in runner.profile_files("catalogue")[
+        "04_effnet_arcface"]} == {k: v for k, v in inherited.items() if k not in (
+        "image_size", "epochs", "sustain_epochs", "snapshot_every", "snapshot_last")}  # fmt: skip
+
+
+def test_a_restated_value_and_a_circle_of_profiles_are_named(tmp_path, monkeypatch):
+    for name in ("local", "catalogue"):
+        shutil.copytree(runner.PARAMS_DIR / name, tmp_path / "params" / name)
+    monkeypatch.setattr(runner, "PARAMS_DIR", tmp_path / "params")
+    model = tmp_path / "params" / "catalogue" / "04_effnet_arcface.yaml"
+    model.write_text(model.read_text() + "arc_m: 0.3\nk_subcenters: 1\n")
+    problems = runner.restated_values("catalogue")
+    assert len(problems) == 2
+    assert (
+        "04_effnet_arcface.yaml: arc_m: 0.3 is what the local profile already sets" in problems[0]
+    )
+    assert "k_subcenters: 1 is what notebook 04_effnet_arcface already sets" in problems[1]
+    run = tmp_path / "params" / "local" / "_run.yaml"
+    run.write_text(run.read_text() + "extends: catalogue\n")
+    with pytest.raises(
+        ValueError, match="profiles extend each other in a circle: catalogue -> local"
+    ):
+        runner.load_profile("catalogue")
+    run.write_text("extends: tiny\n")
+    with pytest.raises(ValueError, match=r"_run.yaml extends 'tiny', not a profile"):
+        runner.load_profile("local")

@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from whaleutils.retrieval import embed
-from whaleutils.suite import outputs, runner
+from whaleutils.contracts import outputs
+from whaleutils.retrieval import embed, trained_run
+from whaleutils.suite import runner
 from whaleutils.training import models
 
 
@@ -80,14 +81,14 @@ def test_load_trained_reads_model_settings_and_embeddings(tmp_path):
     vectors = embed.l2_normalize(np.eye(3, 8))
     for part in embed.PARTS:
         embed.save_embeddings(folder / f"{part}.npz", ["x", "y", "z"], vectors)
-    trained = outputs.load_trained(tmp_path, "04_effnet_arcface")
+    trained = trained_run.load_trained(tmp_path, "04_effnet_arcface")
     assert trained.image_size == 24  # read from the model, not restated
     assert trained.knn == outputs.KnnSettings(3, 0.4, "max")
     np.testing.assert_array_equal(trained.embeddings["valid"], vectors)
     assert trained.embedding_files["test"]["image_names"].tolist() == ["x", "y", "z"]
     outputs.write_json(folder / "scores.json", {"valid": {"map5": 0.5}})
     with pytest.raises(ValueError, match=r"no KNN settings \['k', 'threshold', 'rule'\]"):
-        outputs.load_trained(tmp_path, "04_effnet_arcface")
+        trained_run.load_trained(tmp_path, "04_effnet_arcface")
 
 
 def test_run_settings_are_read_in_one_place_without_the_model(tmp_path):

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from whaleutils.suite import kaggle_stage, outputs, preflight, runner
+from whaleutils.contracts import outputs
+from whaleutils.suite import kaggle_stage, preflight, runner
 
 NOTEBOOKS = [runner.NOTEBOOK_DIR / f"{name}.ipynb" for name in outputs.NOTEBOOKS]
 

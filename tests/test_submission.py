@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from whaleutils.analysis import submission
+from whaleutils.contracts import submission
 
 
 def _frame(rows):

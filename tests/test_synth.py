@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from conftest import HAPPYWHALE_METADATA, SMALL_CONFIG, require
 
-from whaleutils.datasets import baselines, data, synth, validate
+from whaleutils.analysis import baselines
+from whaleutils.datasets import data, synth, validate
 
 
 def _files(folder):

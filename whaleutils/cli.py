@@ -11,11 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils.analysis import metrics, submission
-from whaleutils.datasets import baselines, data, prepare, synth, validate
+from whaleutils.analysis import baselines
+from whaleutils.contracts import metrics, submission
+from whaleutils.contracts.outputs import CROP_CACHE_NOTEBOOK
+from whaleutils.datasets import data, prepare, synth, validate
 from whaleutils.images.photos import BOX_MARGIN
 from whaleutils.suite import runner
-from whaleutils.suite.outputs import CROP_CACHE_NOTEBOOK
 
 
 def _print_scores(title: str, scores: dict) -> None:

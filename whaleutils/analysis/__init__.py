@@ -1,3 +1,3 @@
-"""Scores and studies: MAP@5 (``metrics``), prediction files (``submission``), Grad-CAM,
-robustness and the blend.
+"""Scores and studies: the baselines, Grad-CAM, robustness and the blend (MAP@5 itself is
+``contracts.metrics``).
 """

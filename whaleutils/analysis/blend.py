@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
+from whaleutils.contracts.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
 RANK_WEIGHTS = (10.0, 6.5, 3.3, 2.9, 2.7)
 

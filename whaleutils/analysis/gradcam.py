@@ -108,7 +108,7 @@ def top_matches(split, trained) -> pd.DataFrame:
     Returns the known validation rows with ``row`` (position in ``split.valid``),
     ``top_match`` (individual id), ``similarity``, ``correct`` and ``gallery_row``.
     """
-    from whaleutils.datasets.data import NEW_INDIVIDUAL
+    from whaleutils.contracts.metrics import NEW_INDIVIDUAL
     from whaleutils.retrieval import heads
 
     embeddings = trained.embeddings

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis import submission
 from whaleutils.analysis.blend import check_alphas, rank_blend
+from whaleutils.contracts import submission
 
 
 def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[list[list[str]]]]:
@@ -92,7 +92,7 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
         outputs give the same name on the same fold (set notebook 04's ``member`` parameter to
         tell them apart).
     """
-    from whaleutils.suite import environment, outputs
+    from whaleutils.contracts import environment, outputs
 
     members: list[Member] = []
     for notebook in notebooks:

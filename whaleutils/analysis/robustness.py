@@ -86,7 +86,7 @@ def robustness_table(
 
     Parameters
     ----------
-    trained : ``outputs.TrainedModel`` (model, image size, k / threshold / rule, embeddings)
+    trained : ``trained_run.TrainedModel`` (model, image size, k / threshold / rule, embeddings)
     split : the ``splits.Split`` the model was trained on
     max_images : a deterministic random subset of the validation photos (None: all)
     """

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import data, encounters
-from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 LOCK_FILE = ".enroll.lock"
 JOURNAL_FILE = ".enroll-journal.json"

@@ -105,8 +105,8 @@ class Identifier:
         crop_to_box: bool = False,
         candidates=None,
     ):
+        from whaleutils.contracts import outputs
         from whaleutils.retrieval import matching
-        from whaleutils.suite import outputs
         from whaleutils.training import models
 
         self.run_dir = Path(run_dir)
@@ -610,8 +610,8 @@ def _write_cache(path: Path, keys: np.ndarray, embeddings: np.ndarray, settings:
 
 def _fused_head(run_dir: Path, local: bool | None):
     """The run's fused head (``local/``: its fusion, settings and scores), or None."""
+    from whaleutils.contracts import outputs
     from whaleutils.retrieval import matching
-    from whaleutils.suite import outputs
 
     folder = run_dir / matching.LOCAL_FOLDER
     if local is False:

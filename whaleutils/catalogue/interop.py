@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from whaleutils.contracts import submission
 from whaleutils.datasets import data, encounters
 
 COCO_EXTRA = "whaleutils"  # the annotation key holding the row's own cells
@@ -209,7 +210,7 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
     for name in table["image"]:
         shutil.copy2(images_dir / name, layout.photo("train", name))
     table.to_csv(layout.train_csv, index=False)
-    pd.DataFrame(columns=list(data.SUBMISSION_COLUMNS)).to_csv(
+    pd.DataFrame(columns=list(submission.SUBMISSION_COLUMNS)).to_csv(
         layout.sample_submission, index=False
     )
     return {

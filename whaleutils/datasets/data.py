@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.suite import environment
+from whaleutils.contracts import environment
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.contracts.tables import read_csv
 
-NEW_INDIVIDUAL = "new_individual"  # the label of an individual absent from the training photos
 KAGGLE_DATA_DIR = Path("/kaggle/input/happy-whale-and-dolphin")
 TRAIN_COLUMNS = ("image", "species", "individual_id")
-SUBMISSION_COLUMNS = ("image", "predictions")
 SOLUTION_COLUMNS = ("image", "individual_id")
 
 # Typos and aliases in the competition's train.csv. The two pilot-whale names are the
@@ -245,25 +245,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_csv(path: str | os.PathLike, **options) -> pd.DataFrame:
-    """``pandas.read_csv`` (strings as they are unless ``options`` say otherwise) that names
-    the file when it is missing, empty, not UTF-8 or not CSV (ValueError, FileNotFoundError)."""
-    options = {"dtype": str, "keep_default_na": False, **options}
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: a folder, not a CSV file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        return pd.read_csv(path, **options)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file, no header") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except pd.errors.ParserError as error:
-        raise ValueError(f"{path}: not a readable CSV ({error})") from None
 
 
 def read_train(data_dir: str | os.PathLike) -> pd.DataFrame:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import data
-from whaleutils.datasets.data import NEW_INDIVIDUAL
 
 UNKNOWN_SPECIES = "unknown"
 

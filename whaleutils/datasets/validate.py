@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from whaleutils.contracts.submission import SUBMISSION_COLUMNS
 from whaleutils.datasets import encounters
 from whaleutils.datasets.data import (
     SOLUTION_COLUMNS,
-    SUBMISSION_COLUMNS,
     TRAIN_COLUMNS,
     Layout,
     check_photo_size,

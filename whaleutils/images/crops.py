@@ -207,7 +207,7 @@ def find_crop_cache(crop_cache: str | os.PathLike) -> Path:
     FileNotFoundError
         Naming the value and where it was looked for.
     """
-    from whaleutils.suite import environment
+    from whaleutils.contracts import environment
 
     path = Path(crop_cache)
     for candidate in (path, path / NOTEBOOK_FOLDER):

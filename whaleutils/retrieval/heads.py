@@ -8,8 +8,8 @@
   on the validation fold.
 
 Both write the same files into the notebook's folder: ``oof_predictions.csv`` (validation),
-``test_predictions.csv`` and ``submission.csv`` (schemas in ``whaleutils.analysis.submission``),
-``scores.json`` (schema in ``whaleutils.suite.outputs``, with the head's settings), and their search
+``test_predictions.csv`` and ``submission.csv`` (schemas in ``contracts.submission``),
+``scores.json`` (schema in ``contracts.outputs``, with the head's settings), and their search
 curve as CSV and PNG. Validation queries are matched against the mirrored gallery of
 ``splits.Split`` (every labelled photo but their own and those of validation-only
 individuals), test queries against every labelled photo.
@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis import metrics, submission
+from whaleutils.contracts import metrics, outputs, submission
 from whaleutils.retrieval import embed, knn
 from whaleutils.retrieval.splits import Split
-from whaleutils.suite import outputs
 
 PREDICTION_FILES = ("oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json")
 KNN_HEAD_FILES = ("knn_search.csv", "knn_search.png", *PREDICTION_FILES)  # what knn_head writes

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
+from whaleutils.contracts.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
 K_GRID = (1, 3, 5, 10, 20, 50, 75, 100)
 RULES = ("vote", "max")  # rank_individuals' rules; a head's "best" searches both

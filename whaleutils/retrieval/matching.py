@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis import metrics
-from whaleutils.datasets.data import NEW_INDIVIDUAL
+from whaleutils.contracts import metrics
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.retrieval import local_features
 
 PAIR_COLUMNS = [
@@ -509,8 +509,8 @@ def fused_head(
     the verified tier (inliers for ``settings.verified_precision`` on validation). Writes
     ``LOCAL_OUTPUTS`` into ``out_dir`` (a blend member: ``scores.json`` as every head's);
     returns the scores."""
+    from whaleutils.contracts import outputs
     from whaleutils.retrieval import heads
-    from whaleutils.suite import outputs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

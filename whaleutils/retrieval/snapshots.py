@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from whaleutils.analysis import submission
+from whaleutils.contracts import submission
 
 SNAPSHOT_FILES = (
     "train.npz",
@@ -35,8 +35,8 @@ def snapshot_members(
     ``out_dir/<snapshot>/`` with ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``;
     returns those folders. The snapshot of ``final_epoch`` is skipped: it is the notebook's own
     model, already a member."""
+    from whaleutils.contracts import outputs
     from whaleutils.retrieval import embed, heads
-    from whaleutils.suite import outputs
     from whaleutils.training import models
 
     paths = [

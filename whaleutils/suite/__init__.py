@@ -1,3 +1,3 @@
-"""The notebook suite: the files between notebooks and their graph (``outputs``), the
-papermill runner, the environment (Kaggle's mounts, backends) and Kaggle staging.
+"""The notebook suite: the papermill runner and its summary, preflight and Kaggle staging
+(the files between notebooks are ``contracts.outputs``).
 """

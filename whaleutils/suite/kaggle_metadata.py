@@ -29,7 +29,8 @@ import os
 import re
 from pathlib import Path
 
-from whaleutils.suite import outputs, runner
+from whaleutils.contracts import outputs
+from whaleutils.suite import runner
 
 REPO = runner.REPO
 METADATA_FILE = REPO / "kaggle-metadata.json"

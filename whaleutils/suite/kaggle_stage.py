@@ -24,7 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from whaleutils.suite import environment, preflight, runner
+from whaleutils.contracts import environment
+from whaleutils.suite import preflight, runner
 from whaleutils.suite.kaggle_metadata import (
     ACCELERATORS,
     METADATA_FILE,

@@ -26,6 +26,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from whaleutils.contracts import environment
+from whaleutils.training import backbones
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # whaleutils/
 # Top-level modules Kaggle's images provide (tpu/requirements.in: tensorflow-cpu, jax[tpu],
 # keras, matplotlib, opencv-python, pandas, scikit-learn, papermill; with their dependencies
@@ -39,7 +42,10 @@ OUR_WHEELS = frozenset(("whaleutils", "efficientnet", "keras_applications"))  # 
 # qubvel's efficientnet (its tfkeras module imports scikit-image, absent on the TPU image) only
 # for its own backbones and models saved with them; JAX only on the JAX backend.
 OPTIONAL = {
-    "efficientnet": "only for the efficientnet-bN backbones and models saved with them",
+    **{
+        package: f"only for the backbones {', '.join(names)} and models saved with them"
+        for package, names in backbones.packages().items()
+    },
     "jax": "only on the JAX backend",
 }
 # Kaggle's GPU image follows Colab's TensorFlow and Keras (Keras 3.10 at the last
@@ -47,7 +53,6 @@ OPTIONAL = {
 # fetches it (into DIR/compat/, not shipped to Kaggle) for the test that loads a model there.
 GPU_IMAGE_KERAS = "keras==3.10.0"
 COMPAT_FOLDER = "compat"
-VERSIONS = ("keras", "jax", "jaxlib", "libtpu", "tensorflow", "tensorflow-cpu", "numpy")
 
 
 def imported_modules(source: str) -> set[str]:
@@ -126,22 +131,9 @@ def missing_modules(needed: Mapping[str, Iterable[str]]) -> dict[str, list[str]]
     return missing
 
 
-def versions() -> dict[str, str]:
-    """Python's and the installed versions of ``VERSIONS`` (absent ones left out)."""
-    found = {"python": sys.version.split()[0]}
-    for name in VERSIONS:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 def accelerator_problem(accelerator: str | None) -> str | None:
     """Why this machine lacks the ``accelerator`` ("tpu", "gpu", "none"/None) the kernel was
     staged for, or None."""
-    from whaleutils.suite import environment
-
     if accelerator == "tpu" and not environment.tpu_host():
         return "the kernel was staged for a TPU and this machine has none (Settings: TPU v5e-8)"
     if accelerator == "gpu" and not any(Path("/dev").glob("nvidia[0-9]*")):
@@ -164,7 +156,7 @@ def run(needed: Mapping[str, Iterable[str]], accelerator: str | None = None) -> 
     missing = missing_modules(needed)
     optional = {m: users for m, users in missing.items() if m in OPTIONAL}
     required = {m: users for m, users in missing.items() if m not in OPTIONAL}
-    found = versions()
+    found = environment.versions()
     print("preflight: " + ", ".join(f"{name} {version}" for name, version in found.items()))
     for module, users in optional.items():
         print(

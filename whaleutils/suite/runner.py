@@ -23,6 +23,7 @@ out beside the paper's.
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
@@ -34,8 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from whaleutils.contracts import outputs
 from whaleutils.datasets import synth
-from whaleutils.suite import outputs
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -51,6 +52,8 @@ NOTEBOOKS, INPUTS, READS_EVERY_OUTPUT = (
 # them (the fold, the number of folds, the seed), so that they are stated once per profile.
 COMMON = "_common"
 RUN_SETTINGS = "_run"  # params/<profile>/_run.yaml: the runner's own settings
+# _run.yaml's name of the profile a profile extends: it states only what differs from it
+EXTENDS = "extends"
 SCORED = {
     "02_basic_cnn": "basic_cnn",
     "03_resnet_arcmargin": "resnet_arcmargin",
@@ -72,20 +75,60 @@ class NotebookFailed(RuntimeError):
         )
 
 
-def load_profile(profile: str) -> dict[str, dict]:
-    """A profile's files by name: ``_run``, ``_common`` and the parameters of each notebook
-    the profile runs (``_run.yaml``'s ``notebooks``, in the suite's order; default: all)."""
+def profile_files(profile: str) -> dict[str, dict]:
+    """The YAML files of ``params/<profile>/`` by name (``_run``, ``_common``, notebooks), as
+    written: nothing inherited, nothing checked but the YAML itself."""
+    folder = PARAMS_DIR / profile
+    if not folder.is_dir():
+        raise FileNotFoundError(f"missing parameter folder {folder}")
+    files = {}
+    for path in sorted(folder.glob("*.yaml")):
+        payload = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(payload, dict):
+            raise ValueError(f"{path}: expected a mapping of names to values")
+        files[path.stem] = payload
+    return files
+
+
+def parent_profile(profile: str) -> str | None:
+    """The profile ``profile`` extends (``_run.yaml``'s ``extends``), or None."""
+    return profile_files(profile).get(RUN_SETTINGS, {}).get(EXTENDS)
+
+
+def inherited_files(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict]:
+    """A profile's files merged over those of the profiles it extends: each file's values
+    replace its parent's one name at a time (a mapping value, e.g. ``augmentation``, is
+    replaced whole), a file the profile lacks is its parent's."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got profile={profile!r}")
+    if profile in _seen:
+        raise ValueError(f"profiles extend each other in a circle: {' -> '.join(_seen)}")
+    own = profile_files(profile)
+    parent = own.get(RUN_SETTINGS, {}).get(EXTENDS)
+    if parent is None:
+        return own
+    if parent not in PROFILES:
+        raise ValueError(
+            f"{PARAMS_DIR / profile / RUN_SETTINGS}.yaml extends {parent!r}, not a profile; "
+            f"choose from {PROFILES}"
+        )
+    merged = inherited_files(parent, (*_seen, profile))
+    for name, values in own.items():
+        merged[name] = {**merged.get(name, {}), **values}
+    merged[RUN_SETTINGS].pop(EXTENDS, None)
+    return merged
+
+
+def load_profile(profile: str) -> dict[str, dict]:
+    """A profile's settings by file name: ``_run``, ``_common`` and the parameters of each
+    notebook the profile runs (``_run.yaml``'s ``notebooks``, in the suite's order; default:
+    all), each merged over the profile it extends (:func:`inherited_files`)."""
     folder = PARAMS_DIR / profile
-
-    def read(name):
-        path = folder / f"{name}.yaml"
-        if not path.is_file():
-            raise FileNotFoundError(f"missing parameter file {path}")
-        return yaml.safe_load(path.read_text()) or {}
-
-    parameters = {RUN_SETTINGS: read(RUN_SETTINGS), COMMON: read(COMMON)}
+    files = inherited_files(profile)
+    for name in (RUN_SETTINGS, COMMON):
+        if name not in files:
+            raise FileNotFoundError(f"missing parameter file {folder / name}.yaml")
+    parameters = {RUN_SETTINGS: files[RUN_SETTINGS], COMMON: files[COMMON]}
     listed = parameters[RUN_SETTINGS].get("notebooks", list(NOTEBOOKS))
     unknown = sorted(set(listed) - set(NOTEBOOKS))
     if unknown:
@@ -95,7 +138,9 @@ def load_profile(profile: str) -> dict[str, dict]:
         )
     for name in NOTEBOOKS:
         if name in listed:
-            parameters[name] = read(name)
+            if name not in files:
+                raise FileNotFoundError(f"missing parameter file {folder / name}.yaml")
+            parameters[name] = files[name]
             own = chosen_parameters(name, parameters)
             missing = sorted(set(outputs.inputs_of(name, own)) - set(listed))
             if missing:
@@ -117,6 +162,47 @@ def declared_parameters(name: str) -> frozenset[str]:
     import papermill
 
     return frozenset(papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")))
+
+
+@functools.cache
+def notebook_defaults(name: str) -> dict:
+    """The values a notebook's ``parameters`` cell sets, where they are literals (an
+    expression's value is left out)."""
+    import papermill
+
+    defaults = {}
+    for key, entry in papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")).items():
+        try:
+            defaults[key] = ast.literal_eval(entry["default"])
+        except (ValueError, SyntaxError):
+            continue
+    return defaults
+
+
+def restated_values(profile: str) -> list[str]:
+    """Every value a profile's files state that changes nothing: a value its parent profile
+    already gives, or, in a notebook's file, the notebook's own default (where the parent
+    gives none). One message per value, naming the file and the value."""
+    own = profile_files(profile)
+    parent = own.get(RUN_SETTINGS, {}).get(EXTENDS)
+    inherited = inherited_files(parent) if parent else {}
+    problems = []
+    for name, values in own.items():
+        for key, value in values.items():
+            if key == EXTENDS:
+                continue
+            if key in inherited.get(name, {}):
+                same, source = inherited[name][key] == value, f"the {parent} profile"
+            elif name in NOTEBOOKS and key in notebook_defaults(name):
+                same, source = notebook_defaults(name)[key] == value, f"notebook {name}"
+            else:
+                continue
+            if same:
+                problems.append(
+                    f"{PARAMS_DIR / profile / name}.yaml: {key}: {value!r} is what {source} "
+                    "already sets; remove it"
+                )
+    return problems
 
 
 def notebook_parameters(

@@ -23,7 +23,7 @@ from typing import Any
 
 import keras
 
-from whaleutils.suite import environment
+from whaleutils.contracts import environment
 
 logger = logging.getLogger(__name__)
 

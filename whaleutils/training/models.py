@@ -27,26 +27,8 @@ from pathlib import Path
 import keras
 
 from whaleutils.datasets import data
-from whaleutils.training import efficientnet_lite
+from whaleutils.training import backbones
 from whaleutils.training.layers import NORMALIZATION_MODES, ArcMarginProduct, ImageNormalization
-
-EFFICIENTNET_WEIGHTS = (None, "imagenet", "noisy-student")
-BACKBONES = (
-    ["resnet50", "efficientnet-lite0"]
-    + [f"efficientnet-b{i}" for i in range(8)]
-    + [f"keras-efficientnet-b{i}" for i in range(8)]
-)
-
-
-def _check_weights(weights, allowed: tuple) -> None:
-    if weights in allowed:
-        return
-    if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
-        return
-    raise ValueError(
-        f"weights must be one of {list(allowed)} or the path of an existing weights file, "
-        f"got weights={weights!r}"
-    )
 
 
 def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Model, str]:
@@ -55,52 +37,31 @@ def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Mode
     Parameters
     ----------
     name : str
-        ``resnet50`` (``keras.applications``), ``efficientnet-b0`` ... ``-b7`` (the
-        ``efficientnet`` package, qubvel; TensorFlow only) or ``keras-efficientnet-b0`` ...
-        ``-b7`` (``keras.applications``, any backend; :func:`keras_efficientnet`), or
-        ``efficientnet-lite0``
-        (``training.efficientnet_lite``: Keras layers only; its ImageNet weights install from
-        the package index, so it is the pretrained backbone that works offline).
+        A name in ``backbones.BACKBONES`` (its table: docs/models.md): ``resnet50``,
+        ``efficientnet-lite0``, ``efficientnet-b0`` ... ``-b7`` (qubvel's package, TensorFlow
+        only) or ``keras-efficientnet-b0`` ... ``-b7`` (any backend).
     image_size : int
         Square input side in pixels.
-    weights : None, "imagenet", "noisy-student" (EfficientNet B0-B7), or the path of a weights
-        file, which is how Kaggle kernels without internet attach weights: an ``.h5`` file (for
-        ``keras-efficientnet-bN``, qubvel's file) or, for ``efficientnet-lite0``, a ``.pth``
-        checkpoint in the package's format. None is random.
+    weights : None (random), one of the backbone's named weights ("imagenet", "noisy-student"),
+        or the path of a weights file, which is how Kaggle kernels without internet attach
+        weights: an ``.h5`` file (for ``keras-efficientnet-bN``, qubvel's file) or, for
+        ``efficientnet-lite0``, a ``.pth`` checkpoint in the package's format.
 
     Returns
     -------
     (backbone, normalization_mode)
         ``backbone`` maps (batch, S, S, 3) to a feature map (batch, h, w, c).
-    """
-    shape = (image_size, image_size, 3)
-    if name == "resnet50":
-        _check_weights(weights, (None, "imagenet"))
-        return keras.applications.ResNet50(
-            include_top=False, weights=weights, input_shape=shape
-        ), "caffe"
-    if name == efficientnet_lite.NAME:
-        _check_weights(weights, (None, "imagenet"))
-        return efficientnet_lite.build(image_size, weights), "lite"
-    match = re.fullmatch(r"(keras-)?efficientnet-b([0-7])", name)
-    if match is None:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-    variant = match.group(2)
-    if match.group(1):
-        _check_weights(weights, EFFICIENTNET_WEIGHTS)
-        return keras_efficientnet(int(variant), image_size, weights), "none"
-    _check_weights(weights, EFFICIENTNET_WEIGHTS)
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"backbone {name!r} (the efficientnet package) runs on TensorFlow only, and Keras "
-            f"runs on {keras.backend.backend()}: use 'keras-{name}', the same architecture from "
-            "keras.applications, which loads the same noisy-student weights"
-        )
-    import efficientnet.tfkeras as efficientnet
 
-    constructor = getattr(efficientnet, f"EfficientNetB{variant}")
-    weights = str(weights) if isinstance(weights, os.PathLike) else weights
-    return constructor(include_top=False, weights=weights, input_shape=shape), "torch"
+    Raises
+    ------
+    ValueError
+        Naming the known backbones, the accepted weights, or the backbone to use on this
+        Keras backend.
+    """
+    backbone = backbones.get(name)
+    backbone.check_weights(weights)
+    backbone.check_backend(keras.backend.backend())
+    return backbone.build(image_size, weights), backbone.normalization
 
 
 def keras_efficientnet(variant: int, image_size: int, weights=None) -> keras.Model:

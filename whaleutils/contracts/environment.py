@@ -10,6 +10,7 @@ an argument, so it is testable anywhere.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ KAGGLE_WORKING = Path("/kaggle/working")
 # images mount <slug>/ directly. Six levels hold all of them with room to spare.
 SEARCH_DEPTH = 6
 
+# the versions a notebook records (outputs.json) and a staged kernel prints first (preflight)
+VERSIONS = ("keras", "jax", "jaxlib", "libtpu", "tensorflow", "tensorflow-cpu", "numpy")
 BACKENDS = ("auto", "tensorflow", "jax")  # the Keras backends a notebook can ask for
 
 # What to do on a TPU machine where the chosen backend sees no TPU. Kaggle's TPU image ships
@@ -200,39 +203,12 @@ def notebook_outputs(
     return found
 
 
-def weights_file_name(backbone: str, weights: str) -> str | None:
-    """The file a backbone's named weights are saved as (what Keras would download), or None.
-
-    ``efficientnet-bN`` with ``noisy-student`` or ``imagenet``: the ``efficientnet`` package's
-    names; ``resnet50`` with ``imagenet``: keras.applications' name.
-    """
-    if backbone.startswith("keras-efficientnet-b"):  # keras.applications, qubvel's weights
-        backbone = backbone.removeprefix("keras-")
-        if weights == "imagenet":
-            return f"efficientnetb{backbone[-1]}_notop.h5"
-    if backbone.startswith("efficientnet-b"):
-        if weights == "noisy-student":
-            return f"{backbone}_noisy-student_notop.h5"
-        if weights == "imagenet":
-            return f"{backbone}_weights_tf_dim_ordering_tf_kernels_autoaugment_notop.h5"
-    if backbone == "resnet50" and weights == "imagenet":
-        return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    return None
-
-
-def attached_weights(backbone: str, weights, root: str | os.PathLike | None = None):
-    """``weights`` resolved to an attached file when one is mounted under ``root``.
-
-    A named set of weights ("noisy-student", "imagenet") is replaced by the path of its
-    ``.h5`` file if an attached dataset under ``root`` (default ``KAGGLE_INPUT``) holds it, so
-    a kernel without internet can load it; otherwise the name is returned unchanged (Keras
-    then downloads it, which needs internet).
-    None and explicit paths are returned unchanged.
-    """
-    if not isinstance(weights, str) or Path(weights).suffix == ".h5":
-        return weights
-    file_name = weights_file_name(backbone, weights)
-    if file_name is None:
-        return weights
-    found = find_file(file_name, root)
-    return str(found) if found is not None else weights
+def versions() -> dict[str, str]:
+    """Python's and the installed versions of ``VERSIONS`` (absent ones left out)."""
+    found = {"python": sys.version.split()[0]}
+    for name in VERSIONS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found

@@ -10,11 +10,10 @@ outputs all exist as done. Scored notebooks write ``scores.json``::
 
 A trained embedding notebook (03, 04) also writes ``embedding_model.keras`` and the embeddings
 ``train.npz``, ``valid.npz``, ``test.npz`` (schema in ``retrieval.embed``); notebooks 05-07
-read them with :func:`load_trained`, and every user of a trained run reads its settings with
-:func:`read_run_settings`.
+read them with ``retrieval.trained.load_trained``, and every user of a trained run reads its
+settings with :func:`read_run_settings`.
 
-Importing this module does not import TensorFlow (the runner uses it); :func:`load_trained`
-does.
+Importing this module does not import TensorFlow (the runner uses it).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from whaleutils.contracts import environment
 
 NOTEBOOKS = (
     "00_crop_cache",
@@ -125,9 +126,7 @@ def write_outputs(out_dir: str | os.PathLike, files) -> Path:
     missing = [name for name in names if not (out_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{out_dir}: declared outputs missing: {missing}")
-    from whaleutils.suite import preflight
-
-    return write_json(out_dir / LISTING, {"files": names, "environment": preflight.versions()})
+    return write_json(out_dir / LISTING, {"files": names, "environment": environment.versions()})
 
 
 def outputs_complete(out_dir: str | os.PathLike) -> bool:
@@ -227,53 +226,3 @@ def _embeddings_tta(folder: Path) -> str:
         return "none"
     with np.load(path, allow_pickle=False) as archive:
         return str(archive["tta"]) if "tta" in archive.files else "none"
-
-
-@dataclass
-class TrainedModel:
-    """A trained embedding notebook's outputs: its folder, the embedding model, the image size
-    it was trained at (read from the model), its KNN settings and its embeddings by part."""
-
-    folder: Path
-    embedding_model: object  # keras.Model
-    image_size: int
-    knn: KnnSettings
-    embedding_files: dict[str, dict[str, np.ndarray]]  # part -> the .npz file's arrays
-
-    @property
-    def tta(self) -> str:
-        """The test-time augmentation the embeddings were made with ("flip" or "none")."""
-        return str(self.embedding_files["valid"]["tta"])
-
-    @property
-    def embeddings(self) -> dict[str, np.ndarray]:
-        """The saved embeddings (n, d) by part ("train", "valid", "test"), and the mirror
-        images' (``<part>_mirrored``) where they were saved (a flipped gallery)."""
-        result = {part: payload["embeddings"] for part, payload in self.embedding_files.items()}
-        for part, payload in self.embedding_files.items():
-            if "mirrored" in payload:
-                result[f"{part}_mirrored"] = payload["mirrored"]
-        return result
-
-
-def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
-    """Load the outputs of ``notebook`` (e.g. ``04_effnet_arcface``) found under ``inputs_dir``
-    (see ``environment.notebook_output``; on Kaggle ``/kaggle/input``)."""
-    from whaleutils.retrieval import embed
-    from whaleutils.suite import environment
-    from whaleutils.training import models
-
-    folder = environment.notebook_output(inputs_dir, notebook)
-    run = read_run_settings(folder)
-    embedding_model = models.load_model(run.model_path)
-    return TrainedModel(
-        folder=folder,
-        embedding_model=embedding_model,
-        image_size=models.input_image_size(embedding_model),
-        # its users (05, 06) query validation photos: the validation threshold
-        knn=KnnSettings(run.knn.k, run.valid_threshold, run.knn.rule, run.knn.flipped_gallery),
-        embedding_files={
-            part: embed.load_embeddings(folder / f"{part}.npz")
-            for part in ("train", "valid", "test")
-        },
-    )

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.analysis.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
-from whaleutils.datasets import data
-from whaleutils.datasets.data import SUBMISSION_COLUMNS
+from whaleutils.contracts.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
+from whaleutils.contracts.tables import read_csv
 
+SUBMISSION_COLUMNS = ("image", "predictions")
 PREDICTION_COLUMNS = (*SUBMISSION_COLUMNS, "scores")
 
 
@@ -47,7 +47,7 @@ def read_predictions(path: str | os.PathLike, with_scores: bool = False) -> pd.D
         of a score that is not a number.
     """
     path = Path(path)
-    frame = data.read_csv(path)
+    frame = read_csv(path)
     required = PREDICTION_COLUMNS if with_scores else SUBMISSION_COLUMNS
     missing = [c for c in required if c not in frame.columns]
     if missing:

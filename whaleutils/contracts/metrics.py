@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from whaleutils.datasets.data import NEW_INDIVIDUAL  # the label of unseen individuals
+NEW_INDIVIDUAL = "new_individual"  # the label of an individual absent from the training photos
 
 N_PREDICTIONS = 5  # labels per image in a submission: MAP@5
 

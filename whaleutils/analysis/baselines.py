@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from whaleutils.analysis import metrics
+from whaleutils.contracts import metrics
 from whaleutils.datasets.data import (
     Layout,
     check_photo_size,
