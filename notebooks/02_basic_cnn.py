@@ -59,7 +59,17 @@ from whaleutils.training import distribute, models, train
 print(distribute.describe_devices())
 
 out = outputs.notebook_folder(out_dir)
-split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
+split = splits.load_split(
+    data_dir,
+    fold=fold,
+    n_folds=n_folds,
+    seed=seed,
+    fold_groups=fold_groups,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+    max_valid_images=max_valid_images,
+)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

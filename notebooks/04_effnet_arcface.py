@@ -120,7 +120,18 @@ print(f"global batch {batch_size}, lr_max {lr_max:.2e}")
 
 # %%
 out = outputs.notebook_folder(out_dir)
-split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
+split = splits.load_split(
+    data_dir,
+    fold=fold,
+    n_folds=n_folds,
+    seed=seed,
+    fold_groups=fold_groups,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+    max_valid_images=max_valid_images,
+    max_train_images=max_train_images,
+)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

@@ -34,9 +34,6 @@ boxes = None  # CSV (or folder of CSVs) of image,box for train and test; None: t
 box_margin = None  # share of a box added on each side before cropping; None: 0.1 (or the cache's)
 inputs_dir = "runs/local"  # holds the model notebook's output folder; on Kaggle: /kaggle/input
 out_dir = "runs/local/06_robustness"
-fold = 0
-n_folds = 5
-fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
 seed = 0
 batch_size = 16
 max_images = 500  # None: every validation photo
@@ -47,14 +44,17 @@ import matplotlib.pyplot as plt
 
 from whaleutils.analysis import robustness
 from whaleutils.contracts import outputs
-from whaleutils.retrieval import splits, trained_run
+from whaleutils.retrieval import trained_run
 from whaleutils.training import distribute
 
 print(distribute.describe_devices())
 
 out = outputs.notebook_folder(out_dir)
-split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
 trained = trained_run.load_trained(inputs_dir, *outputs.INPUTS["06_robustness"])
+# the fold the model was validated on, as its run recorded it, checked against its embeddings
+split = trained_run.load_split(
+    trained, data_dir, crop_cache=crop_cache, boxes=boxes, box_margin=box_margin
+)
 print(f"{trained.folder}: {trained.image_size} px, KNN head {trained.knn}")
 
 # %%

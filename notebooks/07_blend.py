@@ -61,7 +61,16 @@ from whaleutils.datasets import data
 from whaleutils.retrieval import embed, heads, splits
 
 out = outputs.notebook_folder(out_dir)
-split = splits.split_from_parameters(globals())  # data_dir, fold, boxes, ...: the parameters
+split = splits.load_split(
+    data_dir,
+    fold=fold,
+    n_folds=n_folds,
+    seed=seed,
+    fold_groups=fold_groups,
+    crop_cache=crop_cache,
+    boxes=boxes,
+    box_margin=box_margin,
+)
 
 # %% [markdown]
 # ## Members: every output of the notebooks and the snapshots they embedded

@@ -96,6 +96,22 @@ def test_a_split_reads_the_cache_in_its_own_row_order(small_synth, cache):
     assert steps == int(np.ceil(len(split.train) / 4))
 
 
+def test_a_model_of_another_size_than_the_cache_is_refused_or_warned(small_synth, cache):
+    """The cache was cut for 40 px models: 48 px would enlarge its crops (refused, naming both
+    sizes and the fix); 32 px reads them resized down, with a warning naming both."""
+    split = splits.load_split(small_synth, crop_cache=cache)
+    assert split.cache_size == 40
+    with pytest.raises(ValueError, match=r"cut for models of 40 px and this model reads 48 px.*"
+                       r"--size 48"):  # fmt: skip
+        split.batches("valid", 48, 8)
+    with pytest.raises(ValueError, match="this model reads 48 px"):
+        split.training_batches(48, 4)
+    with pytest.warns(UserWarning, match="cut for models of 40 px; its crops are resized down to "
+                      "this model's 32 px"):  # fmt: skip
+        smaller = np.concatenate(list(split.batches("valid", 32, 8).as_numpy_iterator()))
+    assert smaller.shape == (len(split.valid), 32, 32, 3)
+
+
 def test_cache_errors_name_what_is_wrong(small_synth, cache, tmp_path):
     with pytest.raises(KeyError, match=r"photo\(s\) not cached, e.g. \['nope.jpg'\]"):
         crops.cached_records(cache, "train", ["nope.jpg"])

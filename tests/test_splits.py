@@ -1,11 +1,13 @@
 """The split of a data set into train / valid / test and its galleries, on hand-checkable cases."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from whaleutils.datasets import data
-from whaleutils.retrieval import splits
+from whaleutils.retrieval import embed, splits
 
 
 def tiny_split(solution=True) -> splits.Split:
@@ -118,7 +120,8 @@ def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):
     assert (split.train["box"].iloc[1:] == "").all()  # a photo the CSV does not list: whole
     assert split.test["box"].tolist() == ["5 6 20 21"] + [""] * (len(split.test) - 1)
     assert split.describe_fold() == {
-        "fold": 0, "n_folds": 3, "seed": 0, "fold_groups": "encounter", "crop_to_box": True
+        "fold": 0, "n_folds": 3, "seed": 0, "fold_groups": "encounter", "crop_to_box": True,
+        "max_valid_images": None, "max_train_images": None,
     }  # fmt: skip
     assert own.box_margin == 0.1
     # boxes for training photos only: the test photos stay whole, so training photos do too
@@ -166,16 +169,38 @@ def test_a_flipped_gallery_adds_every_photos_mirror_image():
         split.gallery("test", embeddings, flipped=True)
 
 
-def test_a_split_from_a_notebooks_parameters_is_load_splits(small_synth):
-    """The names of SPLIT_PARAMETERS are read from the mapping (a notebook's globals), others
-    ignored, absent ones at load_split's defaults."""
-    parameters = {"data_dir": small_synth, "fold": 1, "n_folds": 3, "epochs": 7, "boxes": None}
-    split = splits.split_from_parameters(parameters)
-    reference = splits.load_split(small_synth, fold=1, n_folds=3)
-    assert split.describe_fold() == reference.describe_fold()
-    assert split.valid["image"].tolist() == reference.valid["image"].tolist()
-    with pytest.raises(ValueError, match="box_margin must be >= 0"):
-        splits.split_from_parameters({**parameters, "box_margin": -1})
+def test_a_recorded_split_is_the_split_the_run_was_validated_on(small_synth):
+    """A run's recorded fold (describe_fold, as scores.json keeps it) loads the same rows, its
+    subsets included; a record without the fold is refused naming its source."""
+    run = splits.load_split(small_synth, fold=1, n_folds=3, seed=2, max_valid_images=10)
+    record = json.loads(json.dumps(run.describe_fold()))  # as written to and read from JSON
+    again = splits.load_recorded_split(record, small_synth)
+    assert again.describe_fold() == run.describe_fold()
+    for part in splits.PARTS:
+        assert again.frame(part)["image"].tolist() == run.frame(part)["image"].tolist()
+    other = splits.load_split(small_synth, fold=2, n_folds=3, seed=2, max_valid_images=10)
+    assert other.valid["image"].tolist() != run.valid["image"].tolist()  # the fold matters
+    with pytest.raises(
+        ValueError, match=r"runs/x/scores.json: its recorded split has no \['seed'\]"
+    ):
+        splits.load_recorded_split(
+            {"fold": 0, "n_folds": 3}, small_synth, source="runs/x/scores.json"
+        )
+
+
+def test_embeddings_whose_images_differ_from_the_split_are_refused_naming_both(tmp_path):
+    payload = {"image_names": np.array(["a.jpg", "b.jpg", "c.jpg"])}
+    embed.check_image_names(payload, tmp_path / "valid.npz", "valid", ["a.jpg", "b.jpg", "c.jpg"])
+    with pytest.raises(
+        ValueError,
+        match=r"valid.npz: rows do not align with the split's valid "
+        r"images: row 1 is 'b.jpg', expected 'x.jpg' \(3 rows, expected 3\)",
+    ):
+        embed.check_image_names(
+            payload, tmp_path / "valid.npz", "valid", ["a.jpg", "x.jpg", "c.jpg"]
+        )
+    with pytest.raises(ValueError, match=r"row 2 is 'c.jpg', expected '\(no more images\)'"):
+        embed.check_image_names(payload, tmp_path / "valid.npz", "valid", ["a.jpg", "b.jpg"])
 
 
 def test_a_quick_split_keeps_whole_training_individuals(small_synth):

@@ -207,21 +207,11 @@ def load_member_embeddings(
     """
     from whaleutils.retrieval import embed
 
-    expected = np.asarray(image_names, dtype=str)
     result = []
     for folder in folders:
         path = Path(folder) / f"{part}.npz"
         payload = embed.load_embeddings(path)
-        names = payload["image_names"]
-        if len(names) != len(expected) or not np.array_equal(names, expected):
-            differ = np.flatnonzero(names[: len(expected)] != expected[: len(names)])
-            row = int(differ[0]) if len(differ) else min(len(names), len(expected))
-            found = str(names[row]) if row < len(names) else "(end of file)"
-            wanted = str(expected[row]) if row < len(expected) else "(no more images)"
-            raise ValueError(
-                f"{path}: rows do not align with the split's {part} images: row {row} is "
-                f"{found!r}, expected {wanted!r} ({len(names)} rows, expected {len(expected)})"
-            )
+        embed.check_image_names(payload, path, part, image_names)
         result.append(payload["embeddings"])
     return result
 

@@ -228,6 +228,31 @@ def load_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return payload
 
 
+def check_image_names(
+    payload: dict[str, np.ndarray], path: str | os.PathLike, part: str, image_names
+) -> None:
+    """Raise unless an embeddings file's ``image_names`` are exactly ``image_names`` (a split's
+    ``part`` images) in that order, so that its rows join the split's.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the first row whose image differs, both images and both counts.
+    """
+    names = payload["image_names"]
+    expected = np.asarray(image_names, dtype=str)
+    if len(names) == len(expected) and np.array_equal(names, expected):
+        return
+    differ = np.flatnonzero(names[: len(expected)] != expected[: len(names)])
+    row = int(differ[0]) if len(differ) else min(len(names), len(expected))
+    found = str(names[row]) if row < len(names) else "(end of file)"
+    wanted = str(expected[row]) if row < len(expected) else "(no more images)"
+    raise ValueError(
+        f"{path}: rows do not align with the split's {part} images: row {row} is "
+        f"{found!r}, expected {wanted!r} ({len(names)} rows, expected {len(expected)})"
+    )
+
+
 def _check(payload: dict, path: Path) -> None:
     missing = [key for key in SCHEMA if key not in payload]
     if missing:

@@ -18,6 +18,7 @@ Importing this module does not import TensorFlow; the batch methods do.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,9 @@ class Split:
     cache_crop_to_box: bool = False
     cache_box_jitter: float = 0.0
     frames_match_cache: bool = False
+    cache_size: int | None = None  # the model input size the cache's crops were cut for
+    max_valid_images: int | None = None  # load_split's subsets, recorded with the fold
+    max_train_images: int | None = None
 
     def describe_fold(self) -> dict:
         """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
@@ -69,6 +73,8 @@ class Split:
             "seed": self.seed,
             "fold_groups": self.fold_groups,
             "crop_to_box": self.crop_to_box,
+            "max_valid_images": self.max_valid_images,
+            "max_train_images": self.max_train_images,
         }
 
     @property
@@ -232,6 +238,7 @@ class Split:
         from whaleutils.images import pipeline
 
         frame = self.frame(part)
+        self.check_cache_size(image_size)
         if rows is not None:
             rows = np.asarray(rows)
             if self.crop_cache is not None and np.any(np.diff(rows) <= 0):
@@ -249,6 +256,24 @@ class Split:
             batch_size,
             crop_to_box=self.crop_to_box,
             box_margin=self.box_margin,
+        )
+
+    def check_cache_size(self, image_size: int) -> None:
+        """A crop cache serves models of the size it was cut for: a larger ``image_size`` would
+        enlarge its crops (refused); a smaller one reads them resized down (a warning), both
+        naming the two sizes. Without a cache (or a cache that predates the record), nothing."""
+        if self.crop_cache is None or self.cache_size is None or image_size == self.cache_size:
+            return
+        if image_size > self.cache_size:
+            raise ValueError(
+                f"the crop cache {self.crop_cache} was cut for models of {self.cache_size} px and "
+                f"this model reads {image_size} px: its crops would be enlarged; write a cache "
+                f"with --size {image_size} (notebook 00: image_size), or train at {self.cache_size}"
+            )
+        warnings.warn(
+            f"the crop cache {self.crop_cache} was cut for models of {self.cache_size} px; its "
+            f"crops are resized down to this model's {image_size} px",
+            stacklevel=3,
         )
 
     def _cached(self, part: str, names, targets=None):
@@ -283,6 +308,7 @@ class Split:
         from whaleutils.images import pipeline
 
         targets = self.encoding.encode_individuals(self.train["individual_id"])
+        self.check_cache_size(image_size)
         jitter = 0.0 if augmentation is None else augmentation.box_jitter
         if self.crop_cache is not None and jitter > self.cache_box_jitter + 1e-9:
             raise ValueError(
@@ -410,6 +436,9 @@ def load_split(
         cache_crop_to_box=bool(cache_index and cache_index["crop_to_box"]),
         cache_box_jitter=float(cache_index.get("box_jitter", 0.0)) if cache_index else 0.0,
         frames_match_cache=frames_match_cache,
+        cache_size=int(cache_index["size"]) if cache_index else None,
+        max_valid_images=max_valid_images,
+        max_train_images=max_train_images,
     )
 
 
@@ -436,14 +465,34 @@ def _fewer_individuals(
     return train, valid
 
 
-SPLIT_PARAMETERS = (
-    "data_dir", "fold", "n_folds", "seed", "max_valid_images", "crop_cache", "boxes", "box_margin",
-    "max_train_images", "fold_groups",
-)  # fmt: skip
+# The entries of a run's recorded fold (``Split.describe_fold``, ``scores.json``'s ``split``)
+# that choose its rows; where the photos are (data_dir, crop_cache, boxes) is the reader's.
+RECORDED_SPLIT = ("fold", "n_folds", "seed", "fold_groups", "max_valid_images", "max_train_images")
 
 
-def split_from_parameters(parameters: Mapping[str, object]) -> Split:
-    """The split a notebook's parameters describe: :func:`load_split` given the entries of
-    ``parameters`` named in ``SPLIT_PARAMETERS`` (a notebook passes ``globals()``, where its
-    ``parameters`` cell put them); one a notebook lacks takes ``load_split``'s default."""
-    return load_split(**{name: parameters[name] for name in SPLIT_PARAMETERS if name in parameters})
+def load_recorded_split(
+    record: Mapping[str, object],
+    data_dir: str | os.PathLike | None,
+    crop_cache: str | os.PathLike | None = None,
+    boxes: str | os.PathLike | dict | None = None,
+    box_margin: float | None = None,
+    source: str = "the run",
+) -> Split:
+    """The split a trained run was validated on: :func:`load_split` with the fold, folds, seed,
+    fold groups and subsets of its ``record`` (``scores.json``'s ``split``), on the photos of
+    ``data_dir`` (read from ``crop_cache`` / framed by ``boxes``, as the reader's are).
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` if the record lacks the fold, folds or seed.
+    """
+    missing = [name for name in ("fold", "n_folds", "seed") if name not in record]
+    if missing:
+        raise ValueError(
+            f"{source}: its recorded split has no {missing}; this output predates fold records: "
+            "run its notebook again"
+        )
+    chosen = {name: record[name] for name in RECORDED_SPLIT if name in record}
+    chosen.setdefault("fold_groups", None)  # a record before encounters: photo by photo
+    return load_split(data_dir, crop_cache=crop_cache, boxes=boxes, box_margin=box_margin, **chosen)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from whaleutils.contracts import environment, outputs
-from whaleutils.retrieval import embed
+from whaleutils.retrieval import embed, splits
 from whaleutils.training import models
 
 
@@ -24,6 +24,7 @@ class TrainedModel:
     image_size: int
     knn: outputs.KnnSettings
     embedding_files: dict[str, dict[str, np.ndarray]]  # part -> the .npz file's arrays
+    split_record: dict  # the fold it was validated on (scores.json's ``split``)
 
     @property
     def tta(self) -> str:
@@ -59,4 +60,36 @@ def load_trained(inputs_dir: str | os.PathLike, notebook: str) -> TrainedModel:
             part: embed.load_embeddings(folder / f"{part}.npz")
             for part in ("train", "valid", "test")
         },
+        split_record=dict(run.scores.get("split") or {}),
     )
+
+
+def load_split(
+    trained: TrainedModel,
+    data_dir: str | os.PathLike | None,
+    crop_cache: str | os.PathLike | None = None,
+    boxes: str | os.PathLike | dict | None = None,
+    box_margin: float | None = None,
+) -> splits.Split:
+    """The split ``trained`` was validated on (its recorded fold, folds, seed, fold groups and
+    subsets; ``splits.load_recorded_split``), on the photos of ``data_dir``, checked to hold
+    exactly the images of its embedding files, part by part.
+
+    Raises
+    ------
+    ValueError
+        Naming the run's ``scores.json`` if it records no fold, or an embeddings file and the
+        first image where it and the split differ.
+    """
+    split = splits.load_recorded_split(
+        trained.split_record,
+        data_dir,
+        crop_cache=crop_cache,
+        boxes=boxes,
+        box_margin=box_margin,
+        source=str(trained.folder / outputs.SCORES),
+    )
+    for part, payload in trained.embedding_files.items():
+        names = split.frame(part)["image"]
+        embed.check_image_names(payload, trained.folder / f"{part}.npz", part, names)
+    return split
