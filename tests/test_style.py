@@ -1,5 +1,7 @@
 """The code base stays `ruff check` and `ruff format` clean (settings in pyproject.toml)."""
 
+import ast
+import functools
 import shutil
 import subprocess
 import sys
@@ -65,3 +67,73 @@ def test_a_stage_imports_only_itself_and_earlier_stages():
             if STAGES.index(imported.split(".")[0]) > STAGES.index(stage):
                 later.append(f"{path.relative_to(root)} imports {imported}")
     assert not later, later
+
+
+# The only modules imported inside functions: optional or heavy dependencies, deferred so that
+# the light modules (the CLI's help, the runner, preflight before a backend is chosen) load
+# without them. A whaleutils module that imports one of them at its top is heavy too.
+OPTIONAL_HEAVY = frozenset((
+    "tensorflow", "keras", "jax", "cv2", "matplotlib", "sklearn", "papermill", "nbformat",
+    "efficientnet", "h5py", "jupytext", "slugify", "selenium", "kaggle",
+))  # fmt: skip
+PACKAGE = Path(__file__).resolve().parents[1] / "whaleutils"
+
+
+def _module_files() -> dict[str, Path]:
+    return {
+        ".".join(("whaleutils", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): path
+        for path in PACKAGE.rglob("*.py")
+    }
+
+
+def _targets(node, files) -> list[str]:
+    """The modules an import statement loads (``from whaleutils.stage import m``: the module)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        named = [f"{node.module}.{alias.name}" for alias in node.names]
+        return named if all(name in files for name in named) else [node.module]
+    return []
+
+
+def test_imports_inside_functions_are_only_of_optional_heavy_modules():
+    """No import inside a function, except of ``OPTIONAL_HEAVY`` modules (or whaleutils modules
+    that import one at their top) from a module that does not load them itself."""
+    files = _module_files()
+    tops = {
+        name: {t for node in ast.parse(path.read_text()).body for t in _targets(node, files)}
+        for name, path in files.items()
+    }
+
+    @functools.cache
+    def heavy(module: str, seen: frozenset = frozenset()) -> bool:
+        return any(
+            t.split(".")[0] in OPTIONAL_HEAVY or (t in files and t not in seen and heavy(t, seen | {module}))
+            for t in tops.get(module, ())
+        )  # fmt: skip
+
+    wrong = []
+    for name, path in sorted(files.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for statement in ast.walk(node):
+                for target in _targets(statement, files):
+                    optional = target.split(".")[0] in OPTIONAL_HEAVY
+                    if not (optional or (heavy(target) and not heavy(name))):
+                        wrong.append(f"{path.relative_to(PACKAGE)}:{statement.lineno} {target}")
+    assert not wrong, "import these at the top of the module: " + ", ".join(wrong)
+
+
+def test_the_light_modules_load_no_tensorflow():
+    code = (
+        "import sys\nfrom whaleutils import cli\nfrom whaleutils.suite import runner, preflight\n"
+        "from whaleutils.catalogue import enrolment, identify\nfrom whaleutils.training import "
+        "backbones\nprint(sorted({'tensorflow', 'keras', 'jax', 'cv2'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

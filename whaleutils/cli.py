@@ -12,11 +12,13 @@ from pathlib import Path
 import yaml
 
 from whaleutils.analysis import baselines
+from whaleutils.catalogue import enrolment, identify, interop, review
 from whaleutils.contracts import metrics, submission
 from whaleutils.contracts.outputs import CROP_CACHE_NOTEBOOK
-from whaleutils.datasets import data, prepare, synth, validate
+from whaleutils.datasets import data, encounters, prepare, synth, validate
+from whaleutils.images import crops
 from whaleutils.images.photos import BOX_MARGIN
-from whaleutils.suite import runner
+from whaleutils.suite import kaggle_metadata, kaggle_push, kaggle_stage, preflight, runner
 
 
 def _print_scores(title: str, scores: dict) -> None:
@@ -155,7 +157,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from whaleutils.catalogue import interop
 
     try:
         report = interop.write_export(args.catalogue, args.out, args.format, args.occasion)
@@ -169,7 +170,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from whaleutils.catalogue import interop
 
     try:
         report = interop.read_coco(args.annotations, args.images, args.out)
@@ -194,7 +194,6 @@ def candidate_filter(args):
     ValueError
         Naming the option and value that cannot be read.
     """
-    from whaleutils.datasets import encounters
 
     between = near = None
     if args.between:
@@ -216,7 +215,6 @@ def candidate_filter(args):
 
 
 def cmd_identify(args) -> int:
-    from whaleutils.catalogue import identify, review
 
     try:
         photos = identify.photo_files(args.photos)
@@ -292,7 +290,6 @@ def cmd_identify(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from whaleutils.catalogue import enrolment
 
     try:
         added = enrolment.enroll(
@@ -313,7 +310,6 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_crops(args) -> int:
-    from whaleutils.images import crops
 
     try:
         boxes = data.find_boxes(args.boxes)
@@ -332,7 +328,6 @@ def cmd_crops(args) -> int:
 
 
 def cmd_kaggle_stage(args) -> int:
-    from whaleutils.suite import kaggle_stage
 
     summary = kaggle_stage.stage(args.out, args.owner, args.metadata, wheelhouse=args.wheelhouse)
     print(f"staged {len(summary['kernels'])} kernels for {summary['owner']} in {args.out}:")
@@ -345,7 +340,6 @@ def cmd_kaggle_stage(args) -> int:
 
 
 def cmd_kaggle_wheelhouse(args) -> int:
-    from whaleutils.suite import kaggle_metadata, kaggle_stage, preflight
 
     wheels = kaggle_metadata.load_metadata(args.metadata)["library"]["wheels"]
     files = kaggle_stage.download_wheels(args.out, wheels)
@@ -358,7 +352,6 @@ def cmd_kaggle_wheelhouse(args) -> int:
 
 
 def cmd_kaggle_push(args) -> int:
-    from whaleutils.suite import kaggle_push
 
     results = kaggle_push.push(
         args.stage, args.only, args.with_library, args.timeout, skip=args.skip

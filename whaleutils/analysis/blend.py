@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
+from whaleutils.retrieval.embed import l2_normalize
 
 RANK_WEIGHTS = (10.0, 6.5, 3.3, 2.9, 2.7)
 
@@ -375,7 +376,6 @@ def concatenate_embeddings(
     )
     if len(weights) != len(member_embeddings) or np.any(weights < 0):
         raise ValueError(f"weights must be one non-negative value per member, got {list(weights)}")
-    from whaleutils.retrieval.embed import l2_normalize
 
     n = len(member_embeddings[0])
     parts = []

@@ -14,6 +14,9 @@ import pandas as pd
 from keras import ops
 from matplotlib import colormaps
 
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.retrieval import heads
+
 
 def _feature_split(embedding_model: keras.Model) -> tuple[list, list]:
     """Layers before (up to and including the feature layer) and after it, in call order.
@@ -108,8 +111,6 @@ def top_matches(split, trained) -> pd.DataFrame:
     Returns the known validation rows with ``row`` (position in ``split.valid``),
     ``top_match`` (individual id), ``similarity``, ``correct`` and ``gallery_row``.
     """
-    from whaleutils.contracts.metrics import NEW_INDIVIDUAL
-    from whaleutils.retrieval import heads
 
     embeddings = trained.embeddings
     rows = np.flatnonzero(split.valid["target_id"].to_numpy() != NEW_INDIVIDUAL)

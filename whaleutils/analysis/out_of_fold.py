@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.analysis.blend import check_alphas, rank_blend
-from whaleutils.contracts import submission
+from whaleutils.contracts import environment, outputs, submission
+from whaleutils.retrieval import embed, heads, splits
 
 
 def load_members(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[list[list[str]]]]:
@@ -92,7 +93,6 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
         outputs give the same name on the same fold (set notebook 04's ``member`` parameter to
         tell them apart).
     """
-    from whaleutils.contracts import environment, outputs
 
     members: list[Member] = []
     for notebook in notebooks:
@@ -205,7 +205,6 @@ def load_member_embeddings(
     ValueError
         Naming the file and the first row whose image differs.
     """
-    from whaleutils.retrieval import embed
 
     result = []
     for folder in folders:
@@ -223,7 +222,6 @@ def oof_truth_and_galleries(
     absent from that fold's training part) and the photo counts of the gallery it was matched
     against (its fold's validation gallery, ``splits.Split.photo_counts``): the blend's truth
     and frequency penalty. Images of one fold share one counts mapping."""
-    from whaleutils.retrieval import splits
 
     truth: list = [None] * len(oof.images)
     galleries: list = [None] * len(oof.images)
@@ -242,7 +240,6 @@ def member_scores(split, oof: OutOfFold, truth, members, test_images, test_membe
     """One row per member name: its folds, the images it predicted out of fold and their
     MAP@5, and the test MAP@5 (None without a solution) of its fold models' predictions joined
     by plain rank voting (a single fold: its own predictions): the blend notebook's table."""
-    from whaleutils.retrieval import heads
 
     rows = []
     for name, predictions in zip(oof.names, oof.predictions, strict=True):

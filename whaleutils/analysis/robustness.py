@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from whaleutils.retrieval import embed, heads
+
 # (name, blur sigma in pixels, brightness factor)
 CONDITIONS = (
     ("original", 0.0, 1.0),
@@ -90,7 +92,6 @@ def robustness_table(
     split : the ``splits.Split`` the model was trained on
     max_images : a deterministic random subset of the validation photos (None: all)
     """
-    from whaleutils.retrieval import embed, heads
 
     rows = np.arange(len(split.valid))
     if max_images is not None and len(rows) > max_images:

@@ -40,9 +40,11 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import data, encounters
@@ -117,7 +119,6 @@ def check_photo(path: str | os.PathLike) -> tuple[int, int]:
     """The (width, height) of a photo that decodes completely; raises ValueError naming the
     file when it is not an image, is truncated, or has more than ``data.MAX_PHOTO_PIXELS`` (its
     declared size is checked before anything is decoded)."""
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -495,8 +496,6 @@ def _enroll_locked(
         "photos": photos,
     }
     if unkept:
-        import warnings
-
         warnings.warn(
             f"{table_path} has no {', '.join(sorted(unkept))} column(s): the photos' "
             f"{', '.join(sorted(unkept))} are not kept (add the column(s) to train.csv's header "

@@ -26,15 +26,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import warnings
+import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data
+from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 from whaleutils.images import photos
+from whaleutils.retrieval import embed, knn, local_features, matching
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 MATCH_COLUMNS = [
@@ -105,8 +112,6 @@ class Identifier:
         crop_to_box: bool = False,
         candidates=None,
     ):
-        from whaleutils.contracts import outputs
-        from whaleutils.retrieval import matching
         from whaleutils.training import models
 
         self.run_dir = Path(run_dir)
@@ -173,7 +178,6 @@ class Identifier:
         """L2-normalised embeddings (n, d) of uint8 RGB images (resized to the model's size by
         ``photos.resize`` where they are not), with the run's TTA; with ``mirrored``
         (n, 2, d): also each mirror image's own embedding (a flipped gallery)."""
-        from whaleutils.retrieval import embed
 
         out = []
         for start in range(0, len(images), self.batch_size):
@@ -286,8 +290,6 @@ class Identifier:
         for position, vector in zip(readable, fresh, strict=True):
             cached[keys[todo[position]]] = vector
         if errors:  # named and left out of this run's catalogue; validate lists them too
-            import warnings
-
             bad_rows = sorted(todo[position] for position in errors)
             for reason in errors.values():
                 warnings.warn(f"catalogue photo skipped: {reason}", stacklevel=3)
@@ -303,7 +305,6 @@ class Identifier:
 
     def _keep_catalogue_rows(self, keep: np.ndarray) -> None:
         """Match against the catalogue rows ``keep`` (bool per row) only."""
-        from whaleutils.retrieval import local_features
 
         if not keep.any():
             raise ValueError(f"no catalogue photo is left to match: {self.candidates_note}")
@@ -318,14 +319,12 @@ class Identifier:
             self.feature_index = local_features.DescriptorIndex(self.catalogue_features, labels)
 
     def _local_features(self, image: np.ndarray):
-        from whaleutils.retrieval import local_features
 
         return local_features.extract(image, self.fused[1].features)
 
     def _catalogue_features(self, cache_dir):
         """Local features of every catalogue photo (cached in ``catalogue_features.npz``,
         only new or changed photos computed) and the LNBNN index over them."""
-        from whaleutils.retrieval import local_features
 
         paths = [self.layout.photo("train", name) for name in self.catalogue["image"]]
         boxes = [self.catalogue_box(row) for row in range(len(self.catalogue))]
@@ -353,7 +352,6 @@ class Identifier:
         Unreadable photos are left out and listed in :attr:`skipped` (photo, reason).
         ``boxes`` (file name -> box) crops the photos named, with ``crop_to_box``.
         """
-        from whaleutils.retrieval import knn
 
         if top < 1:
             raise ValueError(f"top must be >= 1, got top={top}")
@@ -420,7 +418,6 @@ class Identifier:
     def _with_catalogue_metadata(self, matches: pd.DataFrame) -> pd.DataFrame:
         """``matches`` with the encounter columns the catalogue has, of each candidate's
         ``catalogue_photo`` (its best-matching photo), as ``catalogue_<column>``."""
-        from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 
         columns = [c for c in ENCOUNTER_COLUMNS if c in self.catalogue.columns]
         by_image = self.catalogue.drop_duplicates("image").set_index("image")
@@ -433,7 +430,6 @@ class Identifier:
         """The fused head's candidates: ranked by the probability that they show the query's
         animal; ``new_individual`` when the best is below the run's threshold; ``verified``
         where the inliers reach the run's verified tier."""
-        from whaleutils.retrieval import matching
 
         fusion, settings, scores = self.fused
         index = self.feature_index
@@ -475,7 +471,6 @@ class Identifier:
         Returns (query image, catalogue image, pairs (inliers, 2, 2): each inlier's x, y in
         the query image and in the catalogue image, in those images' pixels). The check is
         the one :meth:`match` ran (deterministic), so it finds the same inliers."""
-        from whaleutils.retrieval import local_features
 
         if self.fused is None:
             raise ValueError("matched keypoints need the run's fused head (local features)")
@@ -527,7 +522,6 @@ def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: boo
     ValueError
         When ``out`` is the catalogue or inside it, is a file, or holds files without ``force``.
     """
-    import shutil
 
     out, catalogue = Path(out), Path(catalogue)
     inside = out.resolve() == catalogue.resolve() or catalogue.resolve() in out.resolve().parents
@@ -562,7 +556,6 @@ def default_cache_dir(catalogue: str | os.PathLike) -> Path:
 
 def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
     """A copy of a uint8 RGB image no larger than ``side`` on its long side."""
-    from PIL import Image
 
     picture = Image.fromarray(image)
     picture.thumbnail((side, side), Image.Resampling.LANCZOS)
@@ -573,8 +566,6 @@ def _read_cache(path: Path | None, settings: str) -> dict[str, np.ndarray]:
     """The cached embeddings by key, if ``path`` holds a cache made with ``settings``. A file
     that cannot be read is named in a warning, set aside as ``<name>.unreadable`` and
     rebuilt (never trusted, never fatal)."""
-    import warnings
-    import zipfile
 
     if path is None or not path.is_file():
         return {}
@@ -610,8 +601,6 @@ def _write_cache(path: Path, keys: np.ndarray, embeddings: np.ndarray, settings:
 
 def _fused_head(run_dir: Path, local: bool | None):
     """The run's fused head (``local/``: its fusion, settings and scores), or None."""
-    from whaleutils.contracts import outputs
-    from whaleutils.retrieval import matching
 
     folder = run_dir / matching.LOCAL_FOLDER
     if local is False:

@@ -26,6 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from whaleutils.catalogue.identify import shrink
+from whaleutils.images.photos import prepare as prepare_photo
+from whaleutils.retrieval import local_features
 
 THUMBNAIL_SIDE = 256
 EVIDENCE_FOLDER = "evidence"  # identify's drawings of matched keypoints, beside review.html
@@ -34,9 +39,6 @@ MIN_EVIDENCE_INLIERS = 3  # fewer matched keypoints than an affine transform nee
 
 def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
     """A ``data:image/jpeg;base64,...`` URI of a uint8 RGB image shrunk to fit ``side``."""
-    from PIL import Image
-
-    from whaleutils.catalogue.identify import shrink
 
     buffer = io.BytesIO()
     Image.fromarray(shrink(np.asarray(image, dtype=np.uint8), side)).save(
@@ -59,9 +61,6 @@ def write_evidence(
 
     Returns, aligned with ``matches``, each row's drawing relative to ``out_dir`` ("" where
     none: a KNN-only run, too few inliers, an array photo)."""
-    from PIL import Image
-
-    from whaleutils.retrieval import local_features
 
     drawn = pd.Series("", index=matches.index, dtype=object)
     if identifier.fused is None or per_photo <= 0 or matches.empty:
@@ -94,7 +93,6 @@ def review_data(
     With ``page_dir`` (the page's folder) each query photo and every catalogue photo of each
     candidate (most similar first) is also linked by its path relative to the page, so the
     page opens them at full resolution on demand, offline, without embedding them."""
-    from whaleutils.images.photos import prepare as prepare_photo
 
     thumbnails: dict[Path, str] = {}
 

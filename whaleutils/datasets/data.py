@@ -18,6 +18,7 @@ Data set directories are inputs: nothing here writes into them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import pandas as pd
 from whaleutils.contracts import environment
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.contracts.tables import read_csv
+from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 
 KAGGLE_DATA_DIR = Path("/kaggle/input/happy-whale-and-dolphin")
 TRAIN_COLUMNS = ("image", "species", "individual_id")
@@ -108,7 +110,6 @@ def write_tables(
     ``test_solution.csv`` (``new_individual`` where ``is_new``) and, with ``test_boxes``,
     ``test_boxes.csv`` (image, box). The encounter columns ``train`` and ``test`` have go into
     ``train.csv`` and ``test_metadata.csv``."""
-    from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 
     columns = ["image", "species", "individual_id"] + (["box"] if "box" in train else [])
     encounter_columns = [c for c in ENCOUNTER_COLUMNS if c in train]
@@ -238,7 +239,6 @@ def _require_columns(frame: pd.DataFrame, columns, file: Path) -> None:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 hex digest of a file's bytes, read 1 MB at a time."""
-    import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -26,6 +26,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 ENCOUNTER_COLUMNS = (
     "encounter", "date", "latitude", "longitude", "location", "photographer", "viewpoint"
@@ -236,7 +237,6 @@ def exif_metadata(path) -> dict[str, str]:
     ``longitude``, decimal degrees to 6 places) a photo's EXIF records, where it does: a
     camera's ``DateTimeOriginal`` (else ``DateTime``) and GPS position. Missing or unreadable
     tags are left out; a photo without EXIF gives ``{}``."""
-    from PIL import Image
 
     found: dict[str, str] = {}
     try:

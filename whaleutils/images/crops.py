@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from whaleutils.contracts import environment
 from whaleutils.datasets import data
 from whaleutils.images import photos
 
@@ -98,7 +100,6 @@ def write_crop_cache(
     writer completed ``out_dir`` first, its cache stays and this raises FileExistsError.
     """
     import tensorflow as tf
-    from PIL import Image
 
     from whaleutils.images import pipeline
 
@@ -207,7 +208,6 @@ def find_crop_cache(crop_cache: str | os.PathLike) -> Path:
     FileNotFoundError
         Naming the value and where it was looked for.
     """
-    from whaleutils.contracts import environment
 
     path = Path(crop_cache)
     for candidate in (path, path / NOTEBOOK_FOLDER):

@@ -24,9 +24,11 @@ back to the photo's own pixels.
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -229,7 +231,6 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 def _colours(n: int) -> list[tuple[int, int, int]]:
     """``n`` bright, distinct RGB colours (hues spread evenly)."""
-    import colorsys
 
     return [
         tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.9, 1.0))
@@ -361,8 +362,6 @@ class FeatureCache:
                 keys, counts = stored["keys"], stored["counts"]
                 points, sift, scales = stored["points"], stored["sift"], stored["scales"]
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            import warnings
-
             warnings.warn(f"{self.path}: unreadable feature cache, rebuilt ({error})", stacklevel=3)
             return {}
         if sift.shape[1:] != (128,) or len(points) != len(sift) or counts.sum() != len(sift):

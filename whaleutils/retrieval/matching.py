@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from whaleutils.contracts import metrics
+from whaleutils.contracts import metrics, outputs
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
-from whaleutils.retrieval import local_features
+from whaleutils.datasets import data
+from whaleutils.images import photos
+from whaleutils.retrieval import heads, local_features
 
 PAIR_COLUMNS = [
     "query", "individual", "similarity", "similarity_rank", "lnbnn", "lnbnn_rank",
@@ -419,8 +421,6 @@ def local_output_files(settings: LocalSettings | None) -> list[str]:
 def split_features(split, settings: local_features.FeatureSettings, cache_path=None) -> dict:
     """Local features of every photo of the split, by part (lists in each part's row order),
     read by ``photos.prepare``, cropped to the boxes the split uses."""
-    from whaleutils.datasets import data
-    from whaleutils.images import photos
 
     if split.crop_cache is not None and not split.frames_match_cache:
         raise ValueError(
@@ -509,8 +509,6 @@ def fused_head(
     the verified tier (inliers for ``settings.verified_precision`` on validation). Writes
     ``LOCAL_OUTPUTS`` into ``out_dir`` (a blend member: ``scores.json`` as every head's);
     returns the scores."""
-    from whaleutils.contracts import outputs
-    from whaleutils.retrieval import heads
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from whaleutils.contracts import submission
+from whaleutils.contracts import outputs, submission
+from whaleutils.retrieval import embed, heads
 
 SNAPSHOT_FILES = (
     "train.npz",
@@ -35,8 +36,6 @@ def snapshot_members(
     ``out_dir/<snapshot>/`` with ``{train,valid,test}.npz`` and ``{oof,test}_predictions.csv``;
     returns those folders. The snapshot of ``final_epoch`` is skipped: it is the notebook's own
     model, already a member."""
-    from whaleutils.contracts import outputs
-    from whaleutils.retrieval import embed, heads
     from whaleutils.training import models
 
     paths = [

@@ -277,7 +277,6 @@ class Split:
         )
 
     def _cached(self, part: str, names, targets=None):
-        from whaleutils.images import crops
 
         cache_part = "test" if part == "test" else "train"
         return crops.cached_records(self.crop_cache, cache_part, names, targets)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import weakref
+import zipfile
 from pathlib import Path
 
 import keras
@@ -387,7 +389,6 @@ def load_model(path) -> keras.Model:
     registers its ``swish`` and ``FixedDropout`` when ``efficientnet.tfkeras`` is imported, so
     it is imported first where the model uses them.
     """
-    import zipfile
 
     path = Path(path)
     if not path.is_file():
@@ -411,7 +412,6 @@ FORMAT_BREAK = (3, 12)
 
 def saved_keras_version(path) -> str | None:
     """The Keras version a ``.keras`` file was saved with (its ``metadata.json``), or None."""
-    import zipfile
 
     with zipfile.ZipFile(path) as archive:
         if "metadata.json" not in archive.namelist():
@@ -443,8 +443,6 @@ def check_keras_version(saved: str | None, running: str, path="the model") -> No
             "wheel), or run this notebook where the model was trained"
         )
     if _version(saved) > _version(running):
-        import warnings
-
         warnings.warn(
             f"{path}: saved by Keras {saved}, loaded by the older Keras {running}",
             stacklevel=3,
@@ -455,7 +453,6 @@ def _needs_efficientnet_package(path: Path) -> bool:
     """Whether a saved model uses the ``efficientnet`` package's objects (``swish``,
     ``FixedDropout``): only then is that package (and the scikit-image it imports, which
     Kaggle's TPU image lacks) imported to load it. Not a ``.keras`` zip: assumed so."""
-    import zipfile
 
     if path.suffix != ".keras":
         return True

@@ -29,6 +29,7 @@ import keras
 import pandas as pd
 
 from whaleutils.training import models
+from whaleutils.training.layers import ArcMarginProduct
 
 HEAD_LAYERS = ("embedding", "embedding_bn", "arc_margin")  # models.build_model's head
 
@@ -296,7 +297,6 @@ class MarginWarmup(keras.callbacks.Callback):
         return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        from whaleutils.training.layers import ArcMarginProduct
 
         heads = [layer for layer in self.model.layers if isinstance(layer, ArcMarginProduct)]
         if not heads:
