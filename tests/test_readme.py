@@ -36,7 +36,7 @@ NOT_RUN = {
     ".venv/bin/python -m whaleutils kaggle stage": (
         "fetches two wheels from the package index (the staging tests stage with --wheelhouse)"
     ),
-    ".venv/bin/python -m whaleutils kaggle push": "reaches Kaggle (tests/kaggle_server.py)",
+    ".venv/bin/python -m whaleutils kaggle push": "reaches Kaggle (tests/suite/kaggle_server.py)",
     "mkdir weights": "downloads the backbone weights",
     "curl ": "downloads",
     "kaggle datasets": "reaches Kaggle",

@@ -5,7 +5,7 @@
 - ``raw_pixel_nn``: nearest training photos by cosine similarity of downsampled grey pixels.
 
 A data set where these score well can be solved without identity features; the synthetic set
-is tuned once so that they do not (see ``tests/test_synth.py`` and the README).
+is tuned once so that they do not (see ``tests/datasets/test_synth.py`` and the README).
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ def test_a_blocked_module_only_a_late_cell_uses_fails_the_preflight(monkeypatch,
     message = str(failed.value)
     assert "cv2 is not installed; needed by retrieval.local_features" in message
     assert "efficientnet" not in message
-    assert "efficientnet is not installed (only for the efficientnet-bN" in capsys.readouterr().out
+    assert "efficientnet is not installed (only for the backbones efficientnet-b0, " in (
+        capsys.readouterr().out
+    )
 
 
 def test_an_accelerator_the_machine_lacks_fails_the_preflight(monkeypatch):

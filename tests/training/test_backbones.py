@@ -12,7 +12,7 @@ import pytest
 from whaleutils.suite import preflight
 from whaleutils.training import backbones, layers, models
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def make(path, files=()):

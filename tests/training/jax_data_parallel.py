@@ -4,7 +4,7 @@ Run by ``test_jax_backend.py`` in a fresh process (the backend and the device co
 when Keras and JAX start)::
 
     KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
-        python tests/jax_data_parallel.py OUT_DIR
+        python tests/training/jax_data_parallel.py OUT_DIR
 
 OUT_DIR holds ``init.weights.h5`` (the starting weights, written by the test) and ``data.npz``;
 this writes ``run/`` (train.fit's folder), ``embedding.keras``, ``outputs.npz`` (embeddings of

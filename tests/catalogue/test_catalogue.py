@@ -22,7 +22,7 @@ from whaleutils.catalogue import enrolment as cat
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import validate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
