@@ -130,6 +130,31 @@ def test_flann_neighbours_agree_with_exact_search():
     assert flann.individuals[np.argmax(scores)] == "y"  # seed 2 is y's first photo
 
 
+def test_one_set_of_photos_gives_one_index_in_any_order():
+    """FLANN's approximate search depends on the order of its rows and its random state: the
+    index orders the photos itself and grows its trees from a fixed seed, so a gallery listed
+    in another order (identify's catalogue against notebook 04's gallery) or built again gives
+    the same LNBNN scores; ``exclude_photos`` still counts the caller's positions."""
+    photos = [lf.extract(textured(seed)) for seed in range(8)]
+    labels = ["x", "x", "y", "y", "z", "z", "w", "w"]
+    query = lf.extract(rotated_crop(textured(2), 10, 8))
+    reference = lf.DescriptorIndex(photos, labels)
+    expected = reference.lnbnn(query)
+    np.testing.assert_array_equal(lf.DescriptorIndex(photos, labels).lnbnn(query), expected)
+    order = [5, 2, 7, 0, 3, 6, 1, 4]
+    shuffled = lf.DescriptorIndex([photos[i] for i in order], [labels[i] for i in order])
+    np.testing.assert_array_equal(shuffled.individuals, reference.individuals)
+    np.testing.assert_array_equal(shuffled.lnbnn(query), expected)
+    without_own = reference.lnbnn(query, exclude_photos=[2])  # photo 2 is the query's original
+    np.testing.assert_array_equal(
+        shuffled.lnbnn(query, exclude_photos=[order.index(2)]), without_own
+    )
+    assert (
+        without_own[list(reference.individuals).index("y")]
+        < expected[list(reference.individuals).index("y")]
+    )
+
+
 def test_the_cache_returns_what_extraction_computes_and_recomputes_only_what_changed(tmp_path):
     settings = lf.FeatureSettings(max_side=160)
     images = [textured(seed) for seed in range(3)]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from jupytext.compare import compare_notebooks
 
+from whaleutils import cli
 from whaleutils.analysis import robustness
 from whaleutils.contracts import metrics, outputs, submission
 from whaleutils.retrieval import splits, trained_run
@@ -393,3 +394,39 @@ def test_a_restated_value_and_a_circle_of_profiles_are_named(tmp_path, monkeypat
     run.write_text("extends: tiny\n")
     with pytest.raises(ValueError, match=r"_run.yaml extends 'tiny', not a profile"):
         runner.load_profile("local")
+
+
+@pytest.mark.slow
+def test_identify_gives_notebook_04s_fused_answers_on_its_own_gallery(smoke_run, tmp_path):
+    """identify, with the smoke run's model against the data set it was trained on (its
+    catalogue holds exactly notebook 04's test gallery: train and validation photos), finds
+    for each test photo the whale notebook 04's fused head put first, and the same verdict
+    (new or known): the two paths share one fusion, one index and one framing."""
+    runs, summary = smoke_run
+    model = runs / "smoke" / "04_effnet_arcface"
+    data_dir = Path(summary["data_dir"])
+    out = tmp_path / "identified"
+    argv = [
+        "identify", "--model", str(model), "--catalogue", str(data_dir),
+        "--photos", str(data_dir / "test_images"), "--out", str(out),
+        "--boxes", str(data_dir / "test_boxes.csv"), "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    matches = pd.read_csv(out / "matches.csv", keep_default_na=False)
+    first = matches[matches["rank"] == 1].assign(
+        image=lambda f: f["photo"].map(lambda p: Path(p).name)
+    )
+    notebook = pd.read_csv(model / "local" / "test_predictions.csv", keep_default_na=False)
+    by_image = dict(zip(notebook["image"], notebook["predictions"].str.split(), strict=True))
+    assert len(first) == len(by_image) > 20
+    same_whale = same_verdict = 0
+    for image, individual, new in zip(
+        first["image"], first["individual_id"], first["new_individual"], strict=True
+    ):
+        labels = by_image[image]
+        same_whale += individual == next(
+            label for label in labels if label != metrics.NEW_INDIVIDUAL
+        )
+        same_verdict += (str(new) == "True") == (labels[0] == metrics.NEW_INDIVIDUAL)
+    assert same_whale / len(first) >= 0.98, (same_whale, len(first))
+    assert same_verdict / len(first) >= 0.98, (same_verdict, len(first))

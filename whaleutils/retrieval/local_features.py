@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import hashlib
 import json
 import os
 import warnings
@@ -241,6 +242,9 @@ def _colours(n: int) -> list[tuple[int, int, int]]:
 # ---------------------------------------------------------------------------- LNBNN index
 
 
+FLANN_SEED = 0  # OpenCV's random state when an index's kd-trees are grown
+
+
 class DescriptorIndex:
     """Every descriptor of a gallery of photos in one FLANN kd-tree (OpenCV), for LNBNN.
 
@@ -262,11 +266,22 @@ class DescriptorIndex:
         self.individuals, label_codes = np.unique(
             np.asarray(labels, dtype=str), return_inverse=True
         )
-        counts = np.array([len(p) for p in photos], np.int64)
-        self.photo_of_row = np.repeat(np.arange(len(photos)), counts)  # (rows,) gallery photo
+        # FLANN's trees depend on the order of the rows and on OpenCV's random state: the rows
+        # go in an order of the photos' own (individual, then descriptors' digest) and the
+        # trees are grown from a fixed seed, so one set of photos gives one index however it
+        # is listed (notebook 04's gallery and identify's catalogue of the same photos agree).
+        order = sorted(
+            range(len(photos)),
+            key=lambda i: (
+                int(label_codes[i]),
+                hashlib.sha1(np.ascontiguousarray(photos[i].descriptors).tobytes()).hexdigest(),
+            ),
+        )
+        counts = np.array([len(photos[i]) for i in order], np.int64)
+        self.photo_of_row = np.repeat(np.asarray(order, np.int64), counts)  # (rows,) photo
         self.individual_of_row = label_codes[self.photo_of_row]
         self.descriptors = (
-            np.concatenate([p.descriptors for p in photos]).astype(np.float32)
+            np.concatenate([photos[i].descriptors for i in order]).astype(np.float32)
             if counts.sum()
             else np.zeros((0, 128), np.float32)
         )
@@ -275,6 +290,7 @@ class DescriptorIndex:
         if not exact and len(self.descriptors):
             import cv2
 
+            cv2.setRNGSeed(FLANN_SEED)
             self._index = cv2.flann_Index(self.descriptors, {"algorithm": 1, "trees": int(trees)})
 
     def __len__(self) -> int:
