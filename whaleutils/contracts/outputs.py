@@ -10,7 +10,7 @@ outputs all exist as done. Scored notebooks write ``scores.json``::
 
 A trained embedding notebook (03, 04) also writes ``embedding_model.keras`` and the embeddings
 ``train.npz``, ``valid.npz``, ``test.npz`` (schema in ``retrieval.embed``); notebooks 05-07
-read them with ``retrieval.trained.load_trained``, and every user of a trained run reads its
+read them with ``retrieval.trained_run.load_trained``, and every user of a trained run reads its
 settings with :func:`read_run_settings`.
 
 Importing this module does not import TensorFlow (the runner uses it).

@@ -92,7 +92,11 @@ def profile_files(profile: str) -> dict[str, dict]:
 
 def parent_profile(profile: str) -> str | None:
     """The profile ``profile`` extends (``_run.yaml``'s ``extends``), or None."""
-    return profile_files(profile).get(RUN_SETTINGS, {}).get(EXTENDS)
+    return _extends(profile_files(profile))
+
+
+def _extends(files: dict[str, dict]) -> str | None:
+    return files.get(RUN_SETTINGS, {}).get(EXTENDS)
 
 
 def inherited_files(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -104,7 +108,7 @@ def inherited_files(profile: str, _seen: tuple[str, ...] = ()) -> dict[str, dict
     if profile in _seen:
         raise ValueError(f"profiles extend each other in a circle: {' -> '.join(_seen)}")
     own = profile_files(profile)
-    parent = own.get(RUN_SETTINGS, {}).get(EXTENDS)
+    parent = _extends(own)
     if parent is None:
         return own
     if parent not in PROFILES:
@@ -157,21 +161,24 @@ def profile_notebooks(profile: dict[str, dict]) -> tuple[str, ...]:
 
 
 @functools.cache
-def declared_parameters(name: str) -> frozenset[str]:
-    """The names set in a notebook's ``parameters`` cell."""
+def _parameters_cell(name: str) -> dict[str, dict]:
+    """papermill's reading of a notebook's ``parameters`` cell: each name with its default."""
     import papermill
 
-    return frozenset(papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")))
+    return papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+
+
+def declared_parameters(name: str) -> frozenset[str]:
+    """The names set in a notebook's ``parameters`` cell."""
+    return frozenset(_parameters_cell(name))
 
 
 @functools.cache
 def notebook_defaults(name: str) -> dict:
     """The values a notebook's ``parameters`` cell sets, where they are literals (an
     expression's value is left out)."""
-    import papermill
-
     defaults = {}
-    for key, entry in papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")).items():
+    for key, entry in _parameters_cell(name).items():
         try:
             defaults[key] = ast.literal_eval(entry["default"])
         except (ValueError, SyntaxError):
@@ -184,7 +191,7 @@ def restated_values(profile: str) -> list[str]:
     already gives, or, in a notebook's file, the notebook's own default (where the parent
     gives none). One message per value, naming the file and the value."""
     own = profile_files(profile)
-    parent = own.get(RUN_SETTINGS, {}).get(EXTENDS)
+    parent = _extends(own)
     inherited = inherited_files(parent) if parent else {}
     problems = []
     for name, values in own.items():
