@@ -32,7 +32,7 @@
 # predictions), `train.npz`, `valid.npz`, `test.npz`, `lr_schedule.png`, `knn_search.csv`,
 # `knn_search.png`, `oof_predictions.csv`, `test_predictions.csv`, `submission.csv`,
 # `scores.json`; with
-# `local_matching`, `local/` (the fused head: `matching.LOCAL_OUTPUTS` and the feature cache).
+# `local_matching`, `local/` (the fused head: `fusion.LOCAL_OUTPUTS` and the feature cache).
 # **Accelerator:** TPU v5e-8 on Kaggle (Keras on JAX, data-parallel over the 8 chips, bfloat16),
 # or GPU T4 x2 (Keras on TensorFlow, mirrored over both); the CPU at small sizes.
 # **Expected time:** minutes on CPU with Lite0 at 64-160 px; hours on Kaggle at B5 / 380 px.
@@ -102,7 +102,7 @@ import matplotlib.pyplot as plt
 
 from whaleutils.contracts import outputs
 from whaleutils.images import pipeline
-from whaleutils.retrieval import embed, heads, matching, snapshots, splits
+from whaleutils.retrieval import embed, fusion, heads, matching, snapshots, splits
 from whaleutils.training import backbones, distribute, layers, models, schedules, train
 
 choice = distribute.get_strategy()
@@ -227,8 +227,8 @@ with choice.scope():  # loaded onto every replica, as the model was built
 
 # %%
 local_settings = matching.LocalSettings.from_parameter(local_matching)
-local_scores = local_settings and matching.fused_head(
-    split, embeddings, out / matching.LOCAL_FOLDER, local_settings, member
+local_scores = local_settings and fusion.write_fused_head(
+    split, embeddings, out / fusion.LOCAL_FOLDER, local_settings, member
 )
 local_scores
 
@@ -250,5 +250,5 @@ outputs.write_outputs(
     ]
     + sorted((out / "run" / "snapshots").glob("epoch-*"))  # each with its portable pair
     + [folder / name for folder in snapshot_folders for name in snapshots.SNAPSHOT_FILES]
-    + matching.local_output_files(local_settings),
+    + fusion.local_output_files(local_settings),
 )

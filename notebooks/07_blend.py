@@ -43,9 +43,6 @@ inputs_dir = "runs/local"  # holds the members' output folders; on Kaggle: /kagg
 out_dir = "runs/local/07_blend"
 members = None  # notebooks whose outputs are blended; None: the suite's (outputs.INPUTS)
 fold = 0  # the fold of the embedding-level blend (its members' embeddings must share rows)
-n_folds = 5
-fold_groups = "auto"  # photos kept in one fold: "auto" (encounter, if train.csv has it), None
-seed = 0
 step = 0.1
 tol = 0.001
 knn_rule = "vote"  # the embedding-level blend's KNN rule
@@ -61,29 +58,19 @@ from whaleutils.datasets import data
 from whaleutils.retrieval import embed, heads, splits
 
 out = outputs.notebook_folder(out_dir)
-split = splits.load_split(
-    data_dir,
-    fold=fold,
-    n_folds=n_folds,
-    seed=seed,
-    fold_groups=fold_groups,
-    crop_cache=crop_cache,
-    boxes=boxes,
-    box_margin=box_margin,
-)
 
 # %% [markdown]
 # ## Members: every output of the notebooks and the snapshots they embedded
 # Each member folder holds the predictions its notebook made with its own k and threshold; the
-# fold each was validated on is read from its `scores.json`.
+# fold each was validated on is read from its `scores.json`, and the blend's folds are the ones
+# its members recorded (their n_folds, seed and fold groups: one assignment for all of them).
 
 # %%
 found = out_of_fold.find_members(inputs_dir, list(members or outputs.INPUTS["07_blend"]))
-if {(m.n_folds, m.seed, m.fold_groups) for m in found} != {(n_folds, seed, split.fold_groups)}:
-    raise ValueError(
-        f"the members' folds differ from this notebook's n_folds={n_folds}, seed={seed}, "
-        f"fold_groups={split.fold_groups!r}"
-    )
+assignment = out_of_fold.fold_assignment(found)
+split = splits.load_split(
+    data_dir, fold=fold, **assignment, crop_cache=crop_cache, boxes=boxes, box_margin=box_margin
+)
 listing = pd.DataFrame(
     [(m.name, m.fold, str(m.folder)) for m in found], columns=["member", "fold", "folder"]
 )
@@ -99,11 +86,14 @@ listing
 
 # %%
 folds = data.make_folds(
-    data.read_train(split.data_dir), n_folds=n_folds, seed=seed, groups=split.fold_groups
+    data.read_train(split.data_dir),
+    n_folds=assignment["n_folds"],
+    seed=assignment["seed"],
+    groups=split.fold_groups,
 )
 oof = out_of_fold.assemble_oof(found, dict(zip(folds["image"], folds["fold"], strict=True)))
 oof_truth, oof_galleries = out_of_fold.oof_truth_and_galleries(
-    split.data_dir, oof, n_folds, seed, split.fold_groups
+    split.data_dir, oof, assignment["n_folds"], assignment["seed"], split.fold_groups
 )
 print(f"{len(oof.images)} out-of-fold photos over folds {sorted(set(oof.folds.tolist()))}")
 pd.Series(oof.coverage(), name="photos predicted out of fold")

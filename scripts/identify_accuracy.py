@@ -51,9 +51,9 @@ def main() -> None:
     precision = true_positive / max(1, int(said_new.sum()))
     recall = true_positive / max(1, int(is_new.sum()))
     print(
-        f"catalogue: {len(identifier.catalogue)} photos of "
-        f"{identifier.catalogue['individual_id'].nunique()} individuals, embedded at "
-        f"{len(identifier.catalogue) / catalogue_seconds:.1f} photos/s (model loading included)"
+        f"catalogue: {len(identifier.index.table)} photos of "
+        f"{identifier.index.table['individual_id'].nunique()} individuals, embedded at "
+        f"{len(identifier.index.table) / catalogue_seconds:.1f} photos/s (model loading included)"
     )
     print(
         f"queries: {len(photos)} photos ({len(known)} of known individuals, {int(is_new.sum())} "
@@ -61,15 +61,15 @@ def main() -> None:
     )
     print(f"known individuals: top-1 accuracy {top1:.3f}, top-5 accuracy {top5:.3f}")
     verdict = (
-        f"distance threshold {identifier.threshold:.4f}"
-        if identifier.fused is None
-        else f"fused head, probability threshold {identifier.fused[2]['threshold']:.2f}"
+        f"distance threshold {identifier.matcher.threshold:.4f}"
+        if identifier.fused_head is None
+        else f"fused head, probability threshold {identifier.fused_head.threshold:.2f}"
     )
     print(
         f"new-individual verdict ({verdict}): precision "
         f"{precision:.3f}, recall {recall:.3f} ({int(said_new.sum())} photos called new)"
     )
-    if identifier.fused is not None:
+    if identifier.fused_head is not None:
         verified = by_photo.head(1).set_index("photo")
         accepted = verified[verified["verified"]]
         right = sum(accepted.loc[p, "individual_id"] == truth[p] for p in accepted.index)

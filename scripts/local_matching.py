@@ -15,12 +15,13 @@ all verified by RANSAC), then scores these rankings:
 - ``embedding``: best cosine similarity per individual (needs ``--model``)
 - ``lnbnn``: the LNBNN score alone
 - ``lnbnn+inliers``: inlier count, LNBNN breaking ties
-- ``fused``: the logistic regression of ``matching.fit_fusion``, fitted on validation pairs (its
+- ``fused``: notebook 04's fused head, ``fusion.FusedHead.calibrate`` on validation pairs (its
   validation figures are cross-fitted: each half of the validation queries scored by a model
-  fitted on the other half)
+  fitted on the other half; its threshold and verified tier are the head's)
 
 with known top-1 and top-5 accuracy, the known-vs-new ROC AUC of the best score, and MAP@5 with
-the ``new_individual`` threshold chosen on validation. Writes ``pairs_valid.csv``,
+the ``new_individual`` threshold chosen on validation (for the other rankings, from the
+quantiles of their best scores, whatever their scale). Writes ``pairs_valid.csv``,
 ``pairs_test.csv`` and ``local_matching.json``; prints a table.
 """
 
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts import metrics
-from whaleutils.retrieval import embed, local_features, matching, splits
+from whaleutils.retrieval import embed, fusion, local_features, matching, splits
 
 NEW = metrics.NEW_INDIVIDUAL
 
@@ -48,12 +49,12 @@ def threshold_grid(ranked, queries):
 
 
 def evaluate(ranked, queries, truth, padding, threshold):
-    lists = matching.predictions(ranked, queries, threshold, padding)
+    lists = fusion.predictions(ranked, queries, threshold, padding)
     split_scores = metrics.map_at_k_split([truth[q] for q in queries], lists)
     return {
-        "known_top1": matching.known_accuracy(ranked, truth, 1),
-        "known_top5": matching.known_accuracy(ranked, truth, 5),
-        "auc": matching.known_vs_new_auc(ranked, truth),
+        "known_top1": fusion.known_accuracy(ranked, truth, 1),
+        "known_top5": fusion.known_accuracy(ranked, truth, 5),
+        "auc": fusion.known_vs_new_auc(ranked, truth),
         "map5": split_scores["map5"],
         "map5_known": split_scores["map5_known"],
         "map5_new": split_scores["map5_new"],
@@ -61,20 +62,19 @@ def evaluate(ranked, queries, truth, padding, threshold):
     }
 
 
-def method_scores(pairs, name, fusion=None):
+def method_scores(pairs, name):
+    """The score each single-evidence ranking gives each pair."""
     if name == "embedding":
         return pairs["similarity"].to_numpy()
     if name == "lnbnn":
         return pairs["lnbnn"].to_numpy()
-    if name == "lnbnn+inliers":
-        return pairs["inliers"].to_numpy() + 1e-3 * pairs["lnbnn"].rank(pct=True).to_numpy()
-    return fusion.probability(pairs)
+    return pairs["inliers"].to_numpy() + 1e-3 * pairs["lnbnn"].rank(pct=True).to_numpy()
 
 
 def verified_share(pairs, truth, inliers):
     """Of the queries whose best candidate by inliers has at least ``inliers``: how many,
     how many rightly, how many new (wrong by definition)."""
-    best = matching.best_by_inliers(pairs)
+    best = fusion.best_by_inliers(pairs)
     accepted = best[best["inliers"] >= inliers]
     right = accepted["individual"].to_numpy() == accepted["query"].map(truth).to_numpy()
     known = sum(t != NEW for t in truth.values())
@@ -152,36 +152,40 @@ def main(argv=None) -> int:
     methods = (["embedding"] if has_similarity else []) + [
         "lnbnn", "lnbnn+inliers", "fused",
     ]  # fmt: skip
-    fusion = None
+    head = crossed = None
     if "valid" in pairs_by_part:
-        fusion = matching.fit_fusion(pairs_by_part["valid"], truth_by_part["valid"])
+        head, crossed = fusion.FusedHead.calibrate(
+            pairs_by_part["valid"], truth_by_part["valid"], settings,
+            split.frequent_ids("valid"),
+        )  # fmt: skip
     results = {}
     for method in methods:
-        if method == "fused" and fusion is None:
+        if method == "fused" and head is None:
             continue
         threshold = None
         for part in ("valid", "test"):
             if part not in pairs_by_part:
                 continue
             pairs, truth = pairs_by_part[part], truth_by_part[part]
-            if method == "fused" and part == "valid":
-                score = matching.cross_fitted_probability(pairs, truth)
-            else:
-                score = method_scores(pairs, method, fusion)
-            ranked = matching.ranked_candidates(pairs, score)
             queries = list(truth)
             padding = split.frequent_ids(part)
-            if part == "valid":
-                labels = [truth[q] for q in queries]
-                grid = threshold_grid(ranked, queries)
-                threshold = matching.best_threshold(ranked, queries, labels, padding, grid)
+            if method == "fused":
+                ranked = (
+                    fusion.ranked_candidates(pairs, crossed) if part == "valid"
+                    else head.rank(pairs)
+                )  # fmt: skip
+                threshold = head.threshold
+            else:
+                ranked = fusion.ranked_candidates(pairs, method_scores(pairs, method))
+                if part == "valid":
+                    labels = [truth[q] for q in queries]
+                    grid = threshold_grid(ranked, queries)
+                    threshold = fusion.best_threshold(ranked, queries, labels, padding, grid)
             results[(method, part)] = evaluate(ranked, queries, truth, padding, threshold)
     report["results"] = {f"{m} {p}": v for (m, p), v in results.items()}
-    if fusion is not None:
-        report["fusion"] = fusion.to_json()
-        report["verified_inliers"] = matching.verified_inliers(
-            pairs_by_part["valid"], truth_by_part["valid"]
-        )
+    if head is not None:
+        report["fusion"] = head.fusion.to_json()
+        report["verified_inliers"] = head.verified_inliers
         if "test" in pairs_by_part and report["verified_inliers"] is not None:
             report["verified_test"] = verified_share(
                 pairs_by_part["test"], truth_by_part["test"], report["verified_inliers"]

@@ -8,14 +8,16 @@ import re
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures render without a display
 os.environ["PIP_NO_INDEX"] = "1"  # no test reaches the package index (pip fails instead)
 
-from whaleutils.datasets import synth
+from whaleutils.datasets import encounters, synth
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WHALE_SHARED", REPO.parent / "shared"))
@@ -146,3 +148,32 @@ def readme_main_run(tmp_path_factory):
     snapshot = root.parent / "runs_snapshot"
     shutil.copytree(root / "runs", snapshot, symlinks=True)
     return root, summary
+
+
+# ---------------------------------------------------------------- hostile and tagged photos
+
+
+def bomb_png(path: Path, side: int = 30000) -> Path:
+    """A tiny PNG that declares ``side`` x ``side`` pixels (a decompression bomb)."""
+
+    def chunk(kind, payload):
+        body = kind + payload
+        return len(payload).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit grey
+    rows = zlib.compress(b"\x00" * (side + 1) * 16)  # a few rows only: truncated on purpose
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def photo_with_exif(path, stamp=None, gps=None):
+    """A small JPEG whose EXIF holds ``stamp`` (DateTimeOriginal) and ``gps`` (GPS IFD)."""
+    exif = Image.Exif()
+    if stamp:
+        exif.get_ifd(encounters.EXIF_IFD)[encounters.DATE_TIME_ORIGINAL] = stamp
+    if gps:
+        exif.get_ifd(encounters.GPS_IFD).update(gps)
+    Image.new("RGB", (40, 30), (90, 120, 150)).save(path, exif=exif)
+    return path

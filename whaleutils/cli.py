@@ -250,27 +250,29 @@ def cmd_identify(args) -> int:
     for warning in caught:  # skipped catalogue photos, a cache set aside
         print(f"warning: {warning.message}", file=sys.stderr)
     trained_on_boxes = identifier.run.crop_to_box
-    if trained_on_boxes is not None and trained_on_boxes != identifier.crop_to_box:
+    if trained_on_boxes is not None and trained_on_boxes != identifier.index.crop_to_box:
         print(
             "note: the model was trained on "
             + ("photos cropped to boxes" if trained_on_boxes else "whole photos")
             + "; these photos are matched "
-            + ("cropped to --boxes" if identifier.crop_to_box else "whole (no --boxes given)"),
+            + (
+                "cropped to --boxes" if identifier.index.crop_to_box else "whole (no --boxes given)"
+            ),
             file=sys.stderr,
         )
     print(
-        f"catalogue: {len(identifier.catalogue)} photos of "
-        f"{identifier.catalogue['individual_id'].nunique()} individuals "
-        f"({identifier.catalogue_embedded} embedded now, the rest from "
+        f"catalogue: {len(identifier.index.table)} photos of "
+        f"{identifier.index.table['individual_id'].nunique()} individuals "
+        f"({identifier.index.embedded} embedded now, the rest from "
         f"{cache / identify.CACHE_FILE})"
     )
-    if identifier.candidates_note:
-        print(identifier.candidates_note)
-    if identifier.fused is not None:
+    if identifier.index.note:
+        print(identifier.index.note)
+    if identifier.fused_head is not None:
         print(
             "ranked by the run's fused head (embedding + local features): "
-            f"{identifier.catalogue_features_computed} catalogue photos' features computed now; "
-            f"known from a best probability of {identifier.fused_threshold:.2f}"
+            f"{identifier.index.features_computed} catalogue photos' features computed now; "
+            f"known from a best probability of {identifier.matcher.threshold:.2f}"
         )
     matches = identifier.match(photos, args.top, boxes)
     matches["evidence"] = review.write_evidence(out, matches, identifier, boxes, args.evidence)

@@ -303,6 +303,10 @@ def test_find_members_reads_every_fold_and_snapshot(tmp_path):
         ("b5 380px", 1, "kernel-b/04_effnet_arcface"),
         ("b5 380px epoch-005", 1, "kernel-b/04_effnet_arcface/snapshots/epoch-005"),
     ]
+    # the blend's folds are the ones its members recorded
+    assert out_of_fold.fold_assignment(found) == {"n_folds": 3, "seed": 0, "fold_groups": None}
+    with pytest.raises(ValueError, match="no blend members: run the training notebooks"):
+        out_of_fold.fold_assignment([])
     write_output(runs / "04_effnet_arcface-again", 1, "b5 380px")
     with pytest.raises(
         ValueError, match=r"two members named 'b5 380px' on fold 1: .* different `member` names"

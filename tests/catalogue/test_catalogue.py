@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_catalogue
+from conftest import bomb_png, copy_catalogue, photo_with_exif
 from PIL import Image
 
 from whaleutils import cli
@@ -110,21 +109,6 @@ def test_enroll_copies_photos_and_appends_rows_without_touching_the_rest(catalog
     )
     assert more["individual_id"].tolist() == ["nw-0003"]
     assert (catalogue / cat.AUDIT_LOG).read_bytes().startswith(log_before)
-
-
-def bomb_png(path: Path, side: int = 30000) -> Path:
-    """A tiny PNG that declares ``side`` x ``side`` pixels (a decompression bomb)."""
-
-    def chunk(kind, payload):
-        body = kind + payload
-        return len(payload).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit grey
-    rows = zlib.compress(b"\x00" * (side + 1) * 16)  # a few rows only: truncated on purpose
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def hostile_decisions(tmp_path: Path, catalogue: Path):
@@ -295,7 +279,6 @@ def test_enroll_killed_at_random_points_is_finished_by_the_rerun(small_synth, tm
 def test_enroll_keeps_each_photos_encounter_from_the_decisions_or_its_exif(catalogue, tmp_path):
     """The review page's reviewer and time go to the audit log; the decisions' encounter
     columns, or where empty the photo's EXIF date and GPS position, go into the new rows."""
-    from test_encounters import _photo_with_exif
 
     table = catalogue / "train.csv"
     before = table.read_bytes()
@@ -303,8 +286,8 @@ def test_enroll_keeps_each_photos_encounter_from_the_decisions_or_its_exif(catal
     folder = tmp_path / "new"
     folder.mkdir()
     gps = {1: "S", 2: (33.0, 30.0, 0.0), 3: "E", 4: (18.0, 15.0, 0.0)}
-    exif_photo = _photo_with_exif(folder / "exif.jpg", "2025:07:04 09:30:00", gps)
-    sidecar_photo = _photo_with_exif(folder / "sidecar.jpg", "2025:07:05 10:00:00")
+    exif_photo = photo_with_exif(folder / "exif.jpg", "2025:07:04 09:30:00", gps)
+    sidecar_photo = photo_with_exif(folder / "sidecar.jpg", "2025:07:05 10:00:00")
     decisions = pd.DataFrame(
         {
             "photo": [str(exif_photo), str(sidecar_photo)],
@@ -335,7 +318,7 @@ def test_enroll_keeps_each_photos_encounter_from_the_decisions_or_its_exif(catal
 
     # bad metadata or a bad time in the decisions: refused by row before anything changes
     after = table.read_bytes()
-    more = _photo_with_exif(folder / "more.jpg")
+    more = photo_with_exif(folder / "more.jpg")
     for column, value, message in [
         ("latitude", "123", r"decisions2.csv line 2 .*: latitude '123' is outside -90..90"),
         ("reviewed_at", "yesterday", r"row 2: reviewed_at 'yesterday' is not a date and time"),
@@ -350,13 +333,12 @@ def test_enroll_keeps_each_photos_encounter_from_the_decisions_or_its_exif(catal
 
 
 def test_enroll_into_a_catalogue_without_the_columns_says_what_is_not_kept(catalogue, tmp_path):
-    from test_encounters import _photo_with_exif
 
     table = catalogue / "train.csv"
     frame = pd.read_csv(table, dtype=str, keep_default_na=False)
     frame[["image", "species", "individual_id"]].to_csv(table, index=False)
     before = table.read_bytes()
-    photo = _photo_with_exif(tmp_path / "p.jpg", "2025:07:04 09:30:00")
+    photo = photo_with_exif(tmp_path / "p.jpg", "2025:07:04 09:30:00")
     write_decisions(tmp_path / "d.csv", [(photo, frame["individual_id"][0])])
     with pytest.warns(UserWarning, match=r"has no date column\(s\): the photos' date are not kept"):
         cat.enroll(catalogue, tmp_path / "d.csv")

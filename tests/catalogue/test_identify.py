@@ -12,10 +12,11 @@ from conftest import copy_catalogue
 from PIL import Image
 
 from whaleutils import cli
-from whaleutils.catalogue import identify, review
+from whaleutils.catalogue import catalogue_index, identify, review
 from whaleutils.contracts import outputs
 from whaleutils.datasets import data, encounters
 from whaleutils.images.photos import prepare as prepare_photo
+from whaleutils.retrieval import fusion
 from whaleutils.training import models
 
 
@@ -98,7 +99,7 @@ def test_a_photo_not_in_the_catalogue_is_new_by_the_runs_threshold(run_dir, cata
 def test_a_decompression_bomb_is_refused_unread_and_the_other_photos_matched(
     run_dir, catalogue, tmp_path, capsys
 ):
-    from test_catalogue import bomb_png
+    from conftest import bomb_png
 
     bomb_png(tmp_path / "bomb.png")  # beyond Pillow's own limit (test_photos: both refusals)
     photos = tmp_path / "new"
@@ -146,17 +147,17 @@ def test_boxes_csv_is_read_and_a_bad_row_named(tmp_path):
 def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogue, tmp_path):
     cache = tmp_path / "cache"
     first = identify.Identifier(run_dir, catalogue, cache)
-    assert first.catalogue_embedded == 60 and (cache / identify.CACHE_FILE).is_file()
+    assert first.index.embedded == 60 and (cache / identify.CACHE_FILE).is_file()
     again = identify.Identifier(run_dir, catalogue, cache)
-    assert again.catalogue_embedded == 0
-    assert np.array_equal(again.catalogue_embeddings, first.catalogue_embeddings)
+    assert again.index.embedded == 0
+    assert np.array_equal(again.index.embeddings, first.index.embeddings)
     name = pd.read_csv(catalogue / "train.csv")["image"][5]
     photo = catalogue / "train_images" / name
     Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo, format="JPEG")
     changed = identify.Identifier(run_dir, catalogue, cache)
-    assert changed.catalogue_embedded == 1
+    assert changed.index.embedded == 1
     fresh = identify.Identifier(run_dir, catalogue, None)
-    np.testing.assert_allclose(changed.catalogue_embeddings, fresh.catalogue_embeddings, atol=1e-6)
+    np.testing.assert_allclose(changed.index.embeddings, fresh.index.embeddings, atol=1e-6)
 
 
 def test_an_unreadable_cache_is_set_aside_and_rebuilt(run_dir, catalogue, tmp_path):
@@ -167,9 +168,9 @@ def test_an_unreadable_cache_is_set_aside_and_rebuilt(run_dir, catalogue, tmp_pa
     (cache / identify.CACHE_FILE).write_bytes(b"PK\x03\x04" + b"\x00" * 64)
     with pytest.warns(UserWarning, match="unreadable embedding cache"):
         rebuilt = identify.Identifier(run_dir, catalogue, cache)
-    assert rebuilt.catalogue_embedded == 60
+    assert rebuilt.index.embedded == 60
     assert (cache / f"{identify.CACHE_FILE}.unreadable").is_file()
-    assert identify.Identifier(run_dir, catalogue, cache).catalogue_embedded == 0  # healed
+    assert identify.Identifier(run_dir, catalogue, cache).index.embedded == 0  # healed
     assert not list(cache.glob(".*.tmp"))
 
 
@@ -218,7 +219,7 @@ def test_a_small_k_still_gives_the_top_candidates(run_dir, catalogue):
     identifier = identify.Identifier(run_dir, catalogue, None)
     photo = catalogue / "train_images" / pd.read_csv(catalogue / "train.csv")["image"][0]
     wide = identifier.match([photo], top=4)
-    identifier.k = 1
+    identifier.matcher.k = 1
     narrow = identifier.match([photo], top=4)
     assert len(narrow) == 4 and narrow["individual_id"].is_unique
     assert narrow["individual_id"].iloc[0] == wide["individual_id"].iloc[0]  # the nearest
@@ -234,9 +235,9 @@ def test_photos_are_read_a_chunk_at_a_time_with_the_same_result(
     photos = [catalogue / "train_images" / name for name in names]
     photos.insert(4, tmp_path / "broken.jpg")
     expected = whole.match(photos, top=2)
-    monkeypatch.setattr(identify, "READ_CHUNK", 3)  # 10 photos in 4 chunks
+    monkeypatch.setattr(catalogue_index, "READ_CHUNK", 3)  # 10 photos in 4 chunks
     chunked = identify.Identifier(run_dir, catalogue, None)
-    np.testing.assert_allclose(chunked.catalogue_embeddings, whole.catalogue_embeddings, atol=1e-6)
+    np.testing.assert_allclose(chunked.index.embeddings, whole.index.embeddings, atol=1e-6)
     matches = chunked.match(photos, top=2)
     pd.testing.assert_frame_equal(matches, expected, atol=1e-6)
     assert chunked.skipped["photo"].tolist() == [str(tmp_path / "broken.jpg")]
@@ -258,43 +259,46 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
     photo = np.asarray(Image.open(catalogue / "train_images" / frame["image"][0]).convert("RGB"))
     mirrored = np.ascontiguousarray(photo[:, ::-1])
     identifier = identify.Identifier(flipped, catalogue, tmp_path / "cache")
-    assert identifier.catalogue_mirrored.shape == identifier.catalogue_embeddings.shape
+    assert identifier.index.mirrored.shape == identifier.index.embeddings.shape
     best = identifier.match([mirrored]).iloc[0]
     assert best["individual_id"] == frame["individual_id"][0]
     assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert best["catalogue_photo"] == frame["image"][0]  # found through its mirror image
-    assert identifier.flipped_gallery
+    assert identifier.run.knn.flipped_gallery
     settings["flipped_gallery"] = False
     (flipped / outputs.SCORES).write_text(json.dumps(settings))
     unflipped = identify.Identifier(flipped, catalogue, tmp_path / "cache")
-    assert unflipped.catalogue_mirrored is None and unflipped.catalogue_embedded == len(frame)
+    assert unflipped.index.mirrored is None and unflipped.index.embedded == len(frame)
     assert unflipped.match([mirrored]).iloc[0]["similarity"] < 0.999
     again = identify.Identifier(flipped, catalogue, tmp_path / "cache")
-    assert again.catalogue_embedded == 0  # its own cache entry
+    assert again.index.embedded == 0  # its own cache entry
 
 
-def make_fused_run(run_dir: Path, folder: Path) -> Path:
-    """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, nothing
-    else: p = sigmoid(3 log(1 + inliers) - 6)), threshold 0.5, verified from 5 inliers, and a
-    known-precision curve (precision 0.9 from 0.3, 0.99 from 0.7)."""
-    from whaleutils.retrieval import matching
-
+def make_fused_run(
+    run_dir: Path, folder: Path, lnbnn_weight: float = 0.0, local_matching: dict | None = None
+) -> Path:
+    """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, and with
+    ``lnbnn_weight`` the standardised LNBNN score: p = sigmoid(3 log(1 + inliers) + w z - 6)),
+    threshold 0.5, verified from 5 inliers, and a known-precision curve (precision 0.9 from
+    0.3, 0.99 from 0.7); ``local_matching``: its settings (default max_side 160)."""
     fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
-    local = fused_run / matching.LOCAL_FOLDER
+    local = fused_run / fusion.LOCAL_FOLDER
     local.mkdir()
-    n = len(matching.FUSION_FEATURES)
+    n = len(fusion.FUSION_FEATURES)
     weights = [0.0] * n
-    weights[matching.FUSION_FEATURES.index("log_inliers")] = 3.0
-    fusion = {"features": list(matching.FUSION_FEATURES), "mean": [0.0] * n,
-              "scale": [1.0] * n, "coefficients": weights, "intercept": -6.0}  # fmt: skip
-    (local / matching.FUSION_FILE).write_text(json.dumps(fusion))
+    weights[fusion.FUSION_FEATURES.index("log_inliers")] = 3.0
+    weights[fusion.FUSION_FEATURES.index("lnbnn_z")] = lnbnn_weight
+    payload = {"features": list(fusion.FUSION_FEATURES), "mean": [0.0] * n,
+               "scale": [1.0] * n, "coefficients": weights, "intercept": -6.0}  # fmt: skip
+    (local / fusion.FUSION_FILE).write_text(json.dumps(payload))
     curve = [
         {"threshold": t, "precision": 0.99 if t >= 0.7 else 0.9 if t >= 0.3 else 0.6,
          "recall": 1.0 - t, "right": 0.5}
         for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     ]  # fmt: skip
-    settings = {"local_matching": {"max_side": 160}, "threshold": 0.5, "verified_inliers": 5,
+    settings = {"local_matching": local_matching or {"max_side": 160}, "threshold": 0.5,
+                "verified_inliers": 5,
                 "known_precision_curve": curve}  # fmt: skip
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
     return fused_run
@@ -320,7 +324,8 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     fused_run = make_fused_run(run_dir, tmp_path)
     identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
     assert (
-        identifier.fused is not None and (tmp_path / "cache" / "catalogue_features.npz").is_file()
+        identifier.fused_head is not None
+        and (tmp_path / "cache" / "catalogue_features.npz").is_file()
     )
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     turned = turned_catalogue_photo(catalogue)
@@ -334,16 +339,50 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     assert best["catalogue_photo"] == frame["image"][0]
     assert (np.diff(matches["probability"]) <= 0).all()
     again = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
-    assert again.catalogue_features_computed == 0  # read back from the cache
+    assert again.index.features_computed == 0  # read back from the cache
     plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
     plain_matches = plain.match([turned])
-    assert plain.fused is None and plain_matches["probability"].isna().all()
+    assert plain.fused_head is None and plain_matches["probability"].isna().all()
     individual_of = dict(zip(frame["image"], frame["individual_id"], strict=True))
     assert (
         plain_matches["catalogue_photo"].map(individual_of) == plain_matches["individual_id"]
     ).all()
     with pytest.raises(FileNotFoundError, match="the run has no fused head"):
         identify.Identifier(run_dir, catalogue, local=True)
+
+
+def test_how_many_candidates_are_shown_never_changes_the_answer(run_dir, catalogue, tmp_path):
+    """``top`` only says how many candidates are listed: with a shortlist of 2 and a fusion
+    that weighs the LNBNN score standardised within each query, the first candidates, their
+    probabilities and the verdict are the same for top 2 and top 7; more follow after them."""
+    settings = {"max_side": 160, "shortlist": 2}
+    fused_run = make_fused_run(run_dir, tmp_path, lnbnn_weight=2.0, local_matching=settings)
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    photos = [turned_catalogue_photo(catalogue), catalogue / "train_images" / frame["image"][5]]
+    few, many = identifier.match(photos, top=2), identifier.match(photos, top=7)
+    assert few["photo"].nunique() == 2
+    for photo, shown in few.groupby("photo"):
+        listed = many[many["photo"] == photo].reset_index(drop=True)
+        assert len(listed) == 7 > len(shown)
+        pd.testing.assert_frame_equal(listed.head(len(shown)), shown.reset_index(drop=True))
+        assert listed["individual_id"].is_unique
+
+
+def test_a_cache_folder_that_cannot_hold_the_cache_is_refused_before_embedding(
+    run_dir, catalogue, tmp_path
+):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="a_file is a file, not a folder"):
+        identify.Identifier(run_dir, catalogue, tmp_path / "a_file")
+    with pytest.raises(ValueError, match="is inside the catalogue"):
+        identify.Identifier(run_dir, catalogue, catalogue / "train_images" / "cache")
+    assert not (catalogue / "train_images" / "cache").exists()
+    for size in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1, got {size}"):
+            identify.Identifier(run_dir, catalogue, batch_size=size)
+    with pytest.raises(ValueError, match="top must be a whole number >= 1, got top=0"):
+        identify.Identifier(run_dir, catalogue).match([], top=0)
 
 
 def test_matched_keypoints_are_the_inliers_at_the_photos_resolution(run_dir, catalogue, tmp_path):
@@ -368,9 +407,9 @@ def test_matched_keypoints_are_the_inliers_at_the_photos_resolution(run_dir, cat
 
 def test_known_precision_sets_the_fused_threshold(run_dir, catalogue, tmp_path):
     fused_run = make_fused_run(run_dir, tmp_path)
-    assert identify.Identifier(fused_run, catalogue).fused_threshold == 0.5  # the run's
-    assert identify.Identifier(fused_run, catalogue, known_precision=0.95).fused_threshold == 0.7
-    assert identify.Identifier(fused_run, catalogue, known_precision=0.9).fused_threshold == 0.3
+    assert identify.Identifier(fused_run, catalogue).matcher.threshold == 0.5  # the run's
+    assert identify.Identifier(fused_run, catalogue, known_precision=0.95).matcher.threshold == 0.7
+    assert identify.Identifier(fused_run, catalogue, known_precision=0.9).matcher.threshold == 0.3
     with pytest.raises(
         ValueError, match=r"scores.json: no threshold .* precision of 0.999 .*0.990"
     ):
@@ -460,8 +499,8 @@ def test_identify_embeds_photos_as_the_training_notebooks_did(
         **dict(zip(split.valid["image"], saved["valid"], strict=True)),
     }
     identifier = identify.Identifier(run_dir, folder, None, batch_size=5, crop_to_box=with_boxes)
-    expected = np.stack([by_name[name] for name in identifier.catalogue["image"]])
-    np.testing.assert_allclose(identifier.catalogue_embeddings, expected, atol=2e-5)
+    expected = np.stack([by_name[name] for name in identifier.index.table["image"]])
+    np.testing.assert_allclose(identifier.index.embeddings, expected, atol=2e-5)
 
     queries = [folder / "test_images" / name for name in split.test["image"]]
     turned = tmp_path / "turned.png"  # the first query's pixels, stored turned, EXIF 6
@@ -511,28 +550,28 @@ def test_candidates_can_be_restricted_by_viewpoint_place_and_date(
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False, dtype=str)
     photos = [catalogue / "train_images" / name for name in frame["image"][:4]]
     everything = identify.Identifier(run_dir, catalogue, tmp_path / "cache")
-    assert everything.candidates_note is None
+    assert everything.index.note is None
     left = encounters.CandidateFilter(viewpoints=("left",))
     identifier = identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=left)
-    assert identifier.catalogue_embedded == 0  # the whole catalogue came from the cache
-    assert (identifier.catalogue["viewpoint"] == "left").all()
-    assert len(identifier.catalogue) == int((frame["viewpoint"] == "left").sum())
-    assert identifier.candidates_note.startswith("candidates restricted to viewpoint left: ")
+    assert identifier.index.embedded == 0  # the whole catalogue came from the cache
+    assert (identifier.index.table["viewpoint"] == "left").all()
+    assert len(identifier.index.table) == int((frame["viewpoint"] == "left").sum())
+    assert identifier.index.note.startswith("candidates restricted to viewpoint left: ")
     matches = identifier.match(photos, top=3)
     assert set(matches["catalogue_photo"]) <= set(frame.loc[frame["viewpoint"] == "left", "image"])
     assert (matches["catalogue_viewpoint"] == "left").all()
     # the same photos against the filtered rows of the whole catalogue: the same similarities
     rows = np.flatnonzero(frame["viewpoint"] == "left")
     np.testing.assert_allclose(
-        identifier.catalogue_embeddings, everything.catalogue_embeddings[rows], atol=1e-6
+        identifier.index.embeddings, everything.index.embeddings[rows], atol=1e-6
     )
     first = frame.iloc[0]
     near = encounters.CandidateFilter(
         near=(float(first["latitude"]), float(first["longitude"])), within_km=1.0
     )
     nearby = identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=near)
-    assert first["image"] in set(nearby.catalogue["image"])
-    assert len(nearby.catalogue) < len(frame)
+    assert first["image"] in set(nearby.index.table["image"])
+    assert len(nearby.index.table) < len(frame)
     never = encounters.CandidateFilter(between=(date(1990, 1, 1), date(1990, 12, 31)))
     with pytest.raises(ValueError, match="no catalogue photo is left to match: candidates"):
         identify.Identifier(run_dir, catalogue, tmp_path / "cache", candidates=never)
@@ -559,12 +598,12 @@ def test_a_fused_head_matches_only_the_photos_a_filter_keeps(run_dir, catalogue,
         near=(float(here["latitude"].iloc[0]), float(here["longitude"].iloc[0])), within_km=20
     )
     identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache", candidates=near)
-    assert identifier.fused is not None
-    assert set(identifier.catalogue["location"]) == {site} and len(identifier.catalogue) < len(
+    assert identifier.fused_head is not None
+    assert set(identifier.index.table["location"]) == {site} and len(identifier.index.table) < len(
         frame
     )
-    assert len(identifier.catalogue_features) == len(identifier.catalogue)
+    assert len(identifier.index.features) == len(identifier.index.table)
     matches = identifier.match([turned_catalogue_photo(catalogue)], top=3)
     assert matches["individual_id"].iloc[0] == frame["individual_id"][0]  # its own site kept
-    assert set(matches["individual_id"]) <= set(identifier.catalogue["individual_id"])
+    assert set(matches["individual_id"]) <= set(identifier.index.table["individual_id"])
     assert (matches["catalogue_location"].isin(["", site])).all()

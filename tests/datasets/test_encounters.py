@@ -7,6 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import photo_with_exif
 from PIL import Image
 from sklearn.metrics.pairwise import haversine_distances
 
@@ -200,24 +201,14 @@ def test_candidate_filter_keeps_what_each_filter_asks_for():
         encounters.CandidateFilter(viewpoints=("left",)).keep(catalogue.drop(columns="viewpoint"))
 
 
-def _photo_with_exif(path, stamp=None, gps=None):
-    exif = Image.Exif()
-    if stamp:
-        exif.get_ifd(encounters.EXIF_IFD)[encounters.DATE_TIME_ORIGINAL] = stamp
-    if gps:
-        exif.get_ifd(encounters.GPS_IFD).update(gps)
-    Image.new("RGB", (40, 30), (90, 120, 150)).save(path, exif=exif)
-    return path
-
-
 def test_exif_date_and_gps_are_read_as_iso_and_decimal_degrees(tmp_path):
     gps = {1: "N", 2: (42.0, 21.0, 36.0), 3: "W", 4: (70.0, 30.0, 0.0)}
-    photo = _photo_with_exif(tmp_path / "a.jpg", "2024:06:30 14:05:09", gps)
+    photo = photo_with_exif(tmp_path / "a.jpg", "2024:06:30 14:05:09", gps)
     assert encounters.exif_metadata(photo) == {
         "date": "2024-06-30T14:05:09", "latitude": "42.360000", "longitude": "-70.500000"
     }  # fmt: skip
-    assert encounters.exif_metadata(_photo_with_exif(tmp_path / "b.jpg")) == {}
-    garbled = _photo_with_exif(tmp_path / "c.jpg", "not a date", {1: "N", 2: (1.0, 0.0)})
+    assert encounters.exif_metadata(photo_with_exif(tmp_path / "b.jpg")) == {}
+    garbled = photo_with_exif(tmp_path / "c.jpg", "not a date", {1: "N", 2: (1.0, 0.0)})
     assert encounters.exif_metadata(garbled) == {}
     (tmp_path / "d.jpg").write_bytes(b"not a photo")
     assert encounters.exif_metadata(tmp_path / "d.jpg") == {}

@@ -41,7 +41,7 @@ def test_photos_of_every_kind_are_read_upright_as_rgb(tmp_path):
 
 
 def test_unreadable_photos_are_named_whether_paths_or_bytes(tmp_path):
-    from test_catalogue import bomb_png
+    from conftest import bomb_png
 
     (tmp_path / "broken.jpg").write_text("not a photo")
     with pytest.raises(photos.UnreadablePhoto, match=r"broken.jpg: not a readable image"):

@@ -79,7 +79,7 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
     """Every member the ``notebooks``' outputs under ``inputs_dir`` hold: each output folder
     (``environment.notebook_outputs``: one per fold or variant), the snapshots it embedded
     (``snapshots/epoch-NNN/``, see :func:`snapshot_members`) and its fused head (``local/``,
-    ``matching.fused_head``).
+    ``fusion.write_fused_head``).
 
     The name is ``scores.json``'s ``member`` (notebook 04 writes its backbone and image size),
     else the notebook's name; snapshots add their epoch. The fold comes from ``scores.json``'s
@@ -111,7 +111,7 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
             for snapshot in sorted((folder / "snapshots").glob("epoch-*")):
                 if (snapshot / "oof_predictions.csv").is_file():
                     members.append(Member(f"{name} {snapshot.name}", *common, snapshot, groups))
-            if (folder / "local" / "oof_predictions.csv").is_file():  # matching.fused_head
+            if (folder / "local" / "oof_predictions.csv").is_file():  # fusion.write_fused_head
                 members.append(Member(f"{name} local", *common, folder / "local", groups))
     assignments = {(m.n_folds, m.seed, m.fold_groups) for m in members}
     if len(assignments) > 1:
@@ -129,6 +129,21 @@ def find_members(inputs_dir: str | os.PathLike, notebooks: Sequence[str]) -> lis
                 f"{member.folder}; give them different `member` names"
             )
     return members
+
+
+def fold_assignment(members: Sequence[Member]) -> dict:
+    """The fold assignment the ``members`` were validated on (:func:`find_members` checks that
+    they share one), as ``splits.load_split`` takes it: n_folds, seed, fold_groups.
+
+    Raises
+    ------
+    ValueError
+        When there is no member (no trained notebook's output was found).
+    """
+    if not members:
+        raise ValueError("no blend members: run the training notebooks (02-04) first")
+    first = members[0]
+    return {"n_folds": first.n_folds, "seed": first.seed, "fold_groups": first.fold_groups}
 
 
 @dataclass

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from whaleutils.catalogue.identify import shrink
+from whaleutils.catalogue.catalogue_index import shrink
 from whaleutils.images.photos import prepare as prepare_photo
 from whaleutils.retrieval import local_features
 
@@ -63,7 +63,7 @@ def write_evidence(
     none: a KNN-only run, too few inliers, an array photo)."""
 
     drawn = pd.Series("", index=matches.index, dtype=object)
-    if identifier.fused is None or per_photo <= 0 or matches.empty:
+    if identifier.fused_head is None or per_photo <= 0 or matches.empty:
         return drawn
     folder = Path(out_dir) / EVIDENCE_FOLDER
     boxes = boxes or {}

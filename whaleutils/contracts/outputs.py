@@ -90,6 +90,22 @@ def write_json(path: str | os.PathLike, payload) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, kind: type | None = dict):
+    """The JSON document in ``path``; raises ValueError naming the file when it is not JSON
+    (truncated, not UTF-8, nested too deeply) or, with ``kind``, not of that type (an object
+    by default)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:120]
+        raise ValueError(f"{path}: not a readable JSON file ({reason})") from None
+    if kind is not None and not isinstance(payload, kind):
+        wanted = {dict: "an object", list: "a list"}.get(kind, kind.__name__)
+        raise ValueError(f"{path}: must hold {wanted}, not {type(payload).__name__}")
+    return payload
+
+
 def output_name(out_dir: str | os.PathLike, file: str | os.PathLike) -> str:
     """The name under which ``file`` is listed in ``out_dir``'s ``outputs.json``: its path
     relative to ``out_dir``. ``file`` is either that name already (``"log.csv"``,
@@ -144,7 +160,7 @@ def read_scores(out_dir: str | os.PathLike) -> dict:
     path = Path(out_dir) / SCORES
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run that notebook first")
-    payload = json.loads(path.read_text())
+    payload = read_json(path)
     if "valid" not in payload:
         raise ValueError(f"{path}: not a scores file (no 'valid' entry)")
     return payload

@@ -1,0 +1,543 @@
+"""The fused head: the evidence of ``matching``'s candidate pairs turned into a calibrated
+probability that a pair shows one animal, and the choices made on it, in one place.
+
+One flow, used by notebook 04 (:func:`write_fused_head`), ``scripts/local_matching.py`` and
+``identify`` (:meth:`FusedHead.load`)::
+
+    head, crossed = FusedHead.calibrate(valid_pairs, truth, queries, padding, settings)
+    head.save(folder)                       # fusion.json (scores.json holds head.record())
+    head = FusedHead.load(folder)           # checked: a hostile or stale file is refused
+    ranked = head.rank(test_pairs)          # query -> [(individual, probability)], best first
+    lists = predictions(ranked, queries, head.threshold, padding)
+
+:func:`fit_fusion` fits a logistic regression on validation pairs (scikit-learn) and
+:meth:`Fusion.probability` applies it; :meth:`FusedHead.calibrate` also cross-fits it (each half
+of the validation queries scored by a fusion fitted on the other half), chooses the
+``new_individual`` threshold for MAP@5 on those cross-fitted probabilities, the verified tier
+(inliers) and the known-verdict precision curve. The probability of a pair depends only on its
+query's candidate set, which ``settings.shortlist`` fixes: how many candidates are shown
+(``identify --top``) never changes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from whaleutils.contracts import metrics, outputs
+from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.retrieval import heads, local_features, matching
+from whaleutils.retrieval.matching import LocalSettings
+
+FUSION_FEATURES = ("similarity", "lnbnn_z", "log_inliers", "log_similarity_rank", "log_lnbnn_rank")
+LOCAL_FOLDER = "local"  # a trained notebook's fused head, a blend member of its own
+FUSION_FILE = "fusion.json"
+LOCAL_OUTPUTS = (
+    "pairs_valid.csv", "pairs_test.csv", FUSION_FILE, "calibration.png",
+    "oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json",
+)  # fmt: skip
+PROBABILITY_GRID = np.round(np.linspace(0, 1, 101), 2)  # thresholds on a probability
+
+
+def fusion_features(pairs: pd.DataFrame, shortlist: int | None = None) -> np.ndarray:
+    """(pairs, len(FUSION_FEATURES)) inputs of the fusion model: the similarity, the LNBNN score
+    standardised within its query (scores differ in scale between photos), log(1 + inliers)
+    and the log ranks. Without similarities (NaN) those columns are 0.
+
+    The standardisation's mean and spread are those of the query's candidates in its
+    ``shortlist`` (ranked within it by LNBNN or by similarity: the set ``candidate_pairs``
+    makes with that shortlist), so candidates listed beyond it change no other's features;
+    None: all of the query's pairs."""
+    within = pairs["lnbnn"].where(_in_shortlist(pairs, shortlist))
+    grouped = within.groupby(pairs["query"])
+    spread = grouped.transform("std").fillna(0.0).replace(0.0, 1.0)
+    lnbnn_z = (pairs["lnbnn"] - grouped.transform("mean")) / spread
+    similarity = pairs["similarity"].fillna(0.0)
+    return np.column_stack(
+        [
+            similarity,
+            lnbnn_z,
+            np.log1p(pairs["inliers"]),
+            np.log(pairs["similarity_rank"].clip(lower=1)) * pairs["similarity"].notna(),
+            np.log(pairs["lnbnn_rank"].clip(lower=1)),
+        ]
+    )
+
+
+def _in_shortlist(pairs: pd.DataFrame, shortlist: int | None) -> pd.Series:
+    """(pairs,) bool: ranked within ``shortlist`` by LNBNN or by similarity (all: None)."""
+    if shortlist is None:
+        return pd.Series(True, index=pairs.index)
+    by_similarity = pairs["similarity_rank"].between(1, shortlist)
+    return (pairs["lnbnn_rank"] <= shortlist) | by_similarity
+
+
+@dataclass
+class Fusion:
+    """A fitted fusion: a logistic regression on the standardised :data:`FUSION_FEATURES`,
+    kept as plain numbers (``mean``, ``scale``, ``coefficients`` (f,), ``intercept``) so that
+    it is saved as JSON, never as a pickle."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coefficients: np.ndarray
+    intercept: float
+    features: tuple[str, ...] = FUSION_FEATURES
+
+    def probability(self, pairs: pd.DataFrame, shortlist: int | None = None) -> np.ndarray:
+        """(pairs,) the probability that each pair shows one animal (``shortlist``: see
+        :func:`fusion_features`)."""
+        logit = ((fusion_features(pairs, shortlist) - self.mean) / self.scale) @ self.coefficients
+        return 1.0 / (1.0 + np.exp(-(logit + self.intercept)))
+
+    def to_json(self) -> dict:
+        return {
+            "features": list(self.features),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coefficients": self.coefficients.tolist(),
+            "intercept": float(self.intercept),
+        }
+
+    @classmethod
+    def from_json(cls, payload, source: str = "fusion") -> Fusion:
+        """Raises ValueError naming ``source`` unless ``payload`` is a fusion of this
+        version's features: an object with finite numbers, one per feature, positive scales."""
+        if not isinstance(payload, dict):
+            raise ValueError(f"{source}: a fusion is a JSON object, not {type(payload).__name__}")
+        if payload.get("features") != list(FUSION_FEATURES):
+            raise ValueError(
+                f"{source}: fusion features {payload.get('features')} are not "
+                f"{list(FUSION_FEATURES)}; fit it again"
+            )
+        mean, scale, coefficients = (
+            _finite_numbers(payload.get(name), len(FUSION_FEATURES), f"{source}: {name}")
+            for name in ("mean", "scale", "coefficients")
+        )
+        if (scale <= 0).any():
+            raise ValueError(f"{source}: scale must be positive, got {scale.tolist()}")
+        intercept = _finite_numbers(payload.get("intercept"), None, f"{source}: intercept")
+        return cls(mean, scale, coefficients, float(intercept))
+
+
+def _finite_numbers(value, length: int | None, name: str) -> np.ndarray:
+    """``value`` as float64: ``length`` finite numbers, or one (``length`` None)."""
+    shape = () if length is None else (length,)
+    try:
+        array = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != shape or not np.isfinite(array).all():
+        wanted = "a finite number" if length is None else f"{length} finite numbers"
+        raise ValueError(f"{name} must be {wanted}, got {str(value)[:80]}")
+    return array
+
+
+def fit_fusion(pairs: pd.DataFrame, truth: dict[str, str], c: float = 1.0) -> Fusion:
+    """Fit the fusion on (validation) pairs with scikit-learn's ``StandardScaler`` and
+    ``LogisticRegression``: a pair is positive when its individual is its query's true one
+    (``truth``: query -> individual id or ``new_individual``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    same = same_animal(pairs, truth)
+    if same.all() or not same.any():
+        raise ValueError("fitting the fusion needs both same-animal and other pairs")
+    inputs = fusion_features(pairs)
+    scaler = StandardScaler().fit(inputs)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    model = LogisticRegression(C=c, max_iter=1000).fit((inputs - scaler.mean_) / scale, same)
+    return Fusion(scaler.mean_, scale, model.coef_[0], float(model.intercept_[0]))
+
+
+def same_animal(pairs: pd.DataFrame, truth: dict[str, str]) -> np.ndarray:
+    """(pairs,) bool: whether each pair's individual is its query's true one."""
+    return (pairs["individual"] == pairs["query"].map(truth)).to_numpy()
+
+
+def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: int = 0):
+    """Validation probabilities, each half of the queries scored by a fusion fitted on the
+    other half (so the threshold chosen on them is not chosen on fitted scores). A half too
+    small to fit on (no same-animal pair) is scored by the fusion fitted on all pairs."""
+    queries = np.array(sorted(pairs["query"].unique()))
+    half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
+    first = pairs["query"].isin(half).to_numpy()
+    result = np.zeros(len(pairs))
+    for held in (first, ~first):
+        try:
+            fusion = fit_fusion(pairs[~held], truth)
+        except ValueError:
+            fusion = fit_fusion(pairs, truth)
+        result[held] = fusion.probability(pairs[held])
+    return result
+
+
+# ------------------------------------------------------------------ rankings and thresholds
+
+
+def ranked_candidates(pairs: pd.DataFrame, score: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+    """Each query's candidates (individual, score), best first (ties by id)."""
+    frame = pairs[["query", "individual"]].assign(score=score)
+    frame = frame.sort_values(["query", "score", "individual"], ascending=[True, False, True])
+    return {
+        query: list(zip(group["individual"], group["score"], strict=True))
+        for query, group in frame.groupby("query", sort=False)
+    }
+
+
+def predictions(
+    ranked: dict[str, list[tuple[str, float]]],
+    queries: Sequence[str],
+    threshold: float,
+    padding: Sequence[str] = (),
+) -> list[list[str]]:
+    """Five labels per query: ``new_individual`` first where its best score is below
+    ``threshold``, else second; padded with ``padding`` (frequent ids)."""
+    result = []
+    for query in queries:
+        candidates = ranked.get(query, [])
+        ids = [individual for individual, _ in candidates]
+        best = candidates[0][1] if candidates else -np.inf
+        at = 0 if best < threshold else 1
+        labels = ids[:at] + [NEW_INDIVIDUAL] + ids[at:]
+        labels += [p for p in padding if p not in labels]
+        result.append(labels[:5])
+    return result
+
+
+def best_threshold(
+    ranked: dict, queries: Sequence[str], truth: Sequence[str], padding, grid=None
+) -> float:
+    """The ``new_individual`` threshold on the best candidate's score with the best MAP@5
+    (ties: the lower threshold), from ``grid`` (default :data:`PROBABILITY_GRID`)."""
+    grid = PROBABILITY_GRID if grid is None else grid
+    scored = [
+        (metrics.map_at_k(list(truth), predictions(ranked, queries, t, padding)), -t) for t in grid
+    ]
+    return float(-max(scored)[1])
+
+
+def best_by_inliers(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Each query's pair with the most inliers (one row per query)."""
+    return pairs.sort_values(["query", "inliers"], ascending=[True, False]).drop_duplicates("query")
+
+
+def verified_inliers(
+    pairs: pd.DataFrame, truth: dict[str, str], precision: float = 0.98
+) -> int | None:
+    """The smallest inlier count at which a query's best candidate by inliers is right at
+    least ``precision`` of the time on these (validation) pairs, counting every query (new
+    ones can only be wrong): the "verified" tier a reviewer may accept in bulk. None if no
+    count reaches it."""
+    best = best_by_inliers(pairs)
+    right = best["individual"].to_numpy() == best["query"].map(truth).to_numpy()
+    inliers = best["inliers"].to_numpy()
+    for count in np.unique(inliers):
+        accepted = inliers >= count
+        if count > 0 and accepted.any() and right[accepted].mean() >= precision:
+            return int(count)
+    return None
+
+
+def known_accuracy(ranked: dict, truth: dict[str, str], k: int) -> float:
+    """Share of known queries (truth not ``new_individual``) whose true individual is among
+    their ``k`` best candidates."""
+    known = [q for q, t in truth.items() if t != NEW_INDIVIDUAL]
+    hits = [truth[q] in [i for i, _ in ranked.get(q, [])[:k]] for q in known]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def known_vs_new_auc(ranked: dict, truth: dict[str, str]) -> float:
+    """ROC AUC of the best candidate's score telling known queries from new ones."""
+    from sklearn.metrics import roc_auc_score
+
+    queries = list(truth)
+    best = [ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries]
+    known = [truth[q] != NEW_INDIVIDUAL for q in queries]
+    if all(known) or not any(known):
+        return float("nan")
+    return float(roc_auc_score(known, np.nan_to_num(best, neginf=-1e9)))
+
+
+def known_precision_curve(ranked: dict, truth: dict[str, str], grid=None) -> list[dict]:
+    """The "known" verdict at each threshold of ``grid`` (default :data:`PROBABILITY_GRID`): the
+    queries whose best candidate scores at least the threshold are called known.
+    ``precision``: the share of them that are known individuals; ``recall``: the share of
+    known queries called known; ``right``: the share of them whose best candidate is their
+    individual (precision and right None where no query is called known: the curve is saved
+    as JSON)."""
+    grid = PROBABILITY_GRID if grid is None else grid
+    queries = list(truth)
+    best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
+    known = np.array([truth[q] != NEW_INDIVIDUAL for q in queries])
+    right = np.array([bool(ranked.get(q)) and ranked[q][0][0] == truth[q] for q in queries])
+    curve = []
+    for threshold in grid:
+        called = best >= threshold
+        curve.append(
+            {
+                "threshold": float(threshold),
+                "precision": float(known[called].mean()) if called.any() else None,
+                "recall": float(called[known].mean()) if known.any() else None,
+                "right": float(right[called].mean()) if called.any() else None,
+            }
+        )
+    return curve
+
+
+def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
+    """The lowest threshold of a :func:`known_precision_curve` from which on the "known"
+    verdict's precision is at least ``precision`` (at it and every higher threshold that
+    calls any photo known).
+
+    Raises
+    ------
+    ValueError
+        When no threshold reaches it, naming the highest precision there is.
+    """
+    if not 0.0 < precision <= 1.0:
+        raise ValueError(f"precision must be in (0, 1], got precision={precision}")
+    points = sorted((p["threshold"], p["precision"]) for p in curve if p["precision"] is not None)
+    chosen = None
+    for threshold, reached in reversed(points):
+        if reached < precision:
+            break
+        chosen = threshold
+    if chosen is None:
+        best = max((reached for _, reached in points), default=float("nan"))
+        raise ValueError(
+            f"no threshold gives the known verdict a precision of {precision} on validation "
+            f"(the highest is {best:.3f})"
+        )
+    return float(chosen)
+
+
+# ---------------------------------------------------------------------------- the fused head
+
+
+@dataclass(frozen=True)
+class FusedHead:
+    """A fusion and what was chosen on validation with it: the ``new_individual``
+    ``threshold`` on the best candidate's probability (for MAP@5), the ``verified_inliers``
+    tier (None: no count reached its precision) and the ``known_precision_curve`` (the
+    known verdict's precision per threshold), with the ``settings`` its pairs were made with.
+    Saved as ``fusion.json`` (the fusion) and the head's ``scores.json`` (:meth:`record`)."""
+
+    fusion: Fusion
+    settings: LocalSettings
+    threshold: float
+    verified_inliers: int | None = None
+    known_precision_curve: tuple[dict, ...] = ()
+
+    @classmethod
+    def calibrate(
+        cls,
+        pairs: pd.DataFrame,
+        truth: dict[str, str],
+        settings: LocalSettings,
+        padding: Sequence[str] = (),
+        seed: int = 0,
+    ) -> tuple[FusedHead, np.ndarray]:
+        """Fit on validation ``pairs`` (``truth``: query -> individual or
+        ``new_individual``, in query order), choose the threshold and the tiers on
+        cross-fitted probabilities; returns the head and those probabilities (pairs,)."""
+        fusion = fit_fusion(pairs, truth)
+        crossed = cross_fitted_probability(pairs, truth, seed)
+        ranked = ranked_candidates(pairs, crossed)
+        queries = list(truth)
+        threshold = best_threshold(ranked, queries, [truth[q] for q in queries], padding)
+        head = cls(
+            fusion,
+            settings,
+            threshold,
+            verified_inliers(pairs, truth, settings.verified_precision),
+            tuple(known_precision_curve(ranked, truth)),
+        )
+        return head, crossed
+
+    def probability(self, pairs: pd.DataFrame) -> np.ndarray:
+        """(pairs,) the probability that each pair shows one animal, standardised over each
+        query's candidates within the head's shortlist (pairs made with a longer one keep the
+        probabilities of those candidates)."""
+        return self.fusion.probability(pairs, self.settings.shortlist)
+
+    def in_shortlist(self, pairs: pd.DataFrame) -> np.ndarray:
+        """(pairs,) bool: the candidates the head answers with (its shortlist's)."""
+        return _in_shortlist(pairs, self.settings.shortlist).to_numpy()
+
+    def rank(self, pairs: pd.DataFrame) -> dict[str, list[tuple[str, float]]]:
+        """Each query's candidates (individual, probability), best first: the head's own
+        (within its shortlist), then any listed beyond it, each by probability."""
+        probability = self.probability(pairs)
+        beyond = ~self.in_shortlist(pairs)
+        if not beyond.any():
+            return ranked_candidates(pairs, probability)
+        short = ranked_candidates(pairs[~beyond], probability[~beyond])
+        extra = ranked_candidates(pairs[beyond], probability[beyond])
+        return {q: short.get(q, []) + extra.get(q, []) for q in dict.fromkeys(pairs["query"])}
+
+    def threshold_for_precision(self, precision: float) -> float:
+        """The lowest threshold whose known verdict had ``precision`` on validation
+        (:func:`threshold_for_precision`)."""
+        if not self.known_precision_curve:
+            raise ValueError("no known_precision_curve (notebook 04 of this version writes it)")
+        return threshold_for_precision(self.known_precision_curve, precision)
+
+    def record(self) -> dict:
+        """What ``scores.json`` holds of the head (read back by :meth:`load`)."""
+        return {
+            "local_matching": dataclasses.asdict(self.settings),
+            "threshold": self.threshold,
+            "verified_inliers": self.verified_inliers,
+            "known_precision_curve": list(self.known_precision_curve),
+        }
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``fusion.json`` into ``folder`` (its ``scores.json`` is the head's
+        predictions', written with :meth:`record` by ``heads.write_predictions``)."""
+        outputs.write_json(Path(folder) / FUSION_FILE, self.fusion.to_json())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FusedHead:
+        """The head saved in ``folder`` (``fusion.json`` and ``scores.json``), every value
+        checked: a file that is not this version's, or holds values out of range, is refused
+        with a ValueError naming it (FileNotFoundError when ``fusion.json`` is missing)."""
+        folder = Path(folder)
+        path = folder / FUSION_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: the run has no fused head (notebook 04 with local_matching)"
+            )
+        fusion = Fusion.from_json(outputs.read_json(path, kind=None), str(path))
+        scores = outputs.read_scores(folder)
+        source = folder / outputs.SCORES
+        try:
+            settings = LocalSettings.from_parameter(scores.get("local_matching"))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: {error}") from None
+        if settings is None:
+            raise ValueError(f"{source}: no local_matching settings")
+        threshold = scores.get("threshold")
+        if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(
+                f"{source}: threshold must be a probability in [0, 1], got {threshold!r}"
+            )
+        verified = scores.get("verified_inliers")
+        if verified is not None and not (isinstance(verified, int) and verified >= 1):
+            raise ValueError(
+                f"{source}: verified_inliers must be null or a count >= 1, got {verified!r}"
+            )
+        curve = scores.get("known_precision_curve") or []
+        if not isinstance(curve, list) or not all(_is_curve_point(p) for p in curve):
+            raise ValueError(
+                f"{source}: known_precision_curve must be a list of thresholds and precisions"
+            )
+        return cls(fusion, settings, float(threshold), verified, tuple(curve))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_curve_point(point) -> bool:
+    return (
+        isinstance(point, dict)
+        and _is_number(point.get("threshold"))
+        and (point.get("precision") is None or _is_number(point.get("precision")))
+    )
+
+
+def local_output_files(settings: LocalSettings | None) -> list[str]:
+    """The files :func:`write_fused_head` writes, relative to the notebook's folder ([]
+    without it)."""
+    if settings is None:
+        return []
+    names = (*LOCAL_OUTPUTS, local_features.CACHE_FILE)
+    return [f"{LOCAL_FOLDER}/{name}" for name in names]
+
+
+def write_fused_head(
+    split, embeddings: dict, out_dir, settings: LocalSettings, member: str | None = None
+) -> dict:
+    """Notebook 04's fused head: local features of every photo (cached in ``out_dir``),
+    candidate pairs for validation and test, the head calibrated on validation
+    (:meth:`FusedHead.calibrate`). Writes ``LOCAL_OUTPUTS`` into ``out_dir`` (a blend
+    member: ``scores.json`` as every head's); returns the scores."""
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = matching.split_features(
+        split, settings.features, out_dir / local_features.CACHE_FILE
+    )
+    pairs = {
+        part: matching.part_pairs(split, part, features, embeddings, settings)
+        for part in ("valid", "test")
+    }
+    for part, frame in pairs.items():
+        frame.to_csv(out_dir / f"pairs_{part}.csv", index=False)
+    queries = {part: list(split.frame(part)["image"]) for part in ("valid", "test")}
+    padding = {part: split.frequent_ids(part) for part in ("valid", "test")}
+    truth = dict(zip(queries["valid"], split.truth("valid", queries["valid"]), strict=True))
+    head, crossed = FusedHead.calibrate(pairs["valid"], truth, settings, padding["valid"])
+    head.save(out_dir)
+    ranked = {"valid": ranked_candidates(pairs["valid"], crossed), "test": head.rank(pairs["test"])}
+    results = {}
+    for part in ("valid", "test"):
+        lists = predictions(ranked[part], queries[part], head.threshold, padding[part])
+        scores = np.array(
+            [
+                _list_scores(ranked[part].get(q, []), labels)
+                for q, labels in zip(queries[part], lists, strict=True)
+            ]
+        )
+        results[part] = (lists, scores)
+    figure = plot_calibration(crossed, same_animal(pairs["valid"], truth), ranked["valid"], truth)
+    figure.savefig(out_dir / "calibration.png", dpi=110)
+    record = {
+        **head.record(),
+        "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
+        "valid_auc": known_vs_new_auc(ranked["valid"], truth),
+        **({"member": f"{member} local"} if member else {}),
+    }
+    return heads.write_predictions(split, out_dir, results["valid"], results["test"], record)
+
+
+def _list_scores(candidates: list[tuple[str, float]], labels: list[str]) -> list[float]:
+    """The probability of each label of a list (a new individual's: 1 - the best candidate's)."""
+    score_of = dict(candidates)
+    best = candidates[0][1] if candidates else 0.0
+    return [1.0 - best if label == NEW_INDIVIDUAL else score_of.get(label, 0.0) for label in labels]
+
+
+def plot_calibration(
+    probability: np.ndarray, same: np.ndarray, ranked: dict, truth: dict, bins: int = 10
+):
+    """Two panels: the reliability diagram (observed same-animal share per probability bin)
+    and the ROC of the best candidate's probability telling known photos from new ones."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    observed, predicted = calibration_curve(same, probability, n_bins=bins, strategy="uniform")
+    left.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    left.plot(predicted, observed, marker="o")
+    left.set(xlabel="predicted probability (cross-fitted)", ylabel="same animal, observed share",
+             title="Reliability, validation pairs")  # fmt: skip
+    queries = list(truth)
+    best = [ranked[q][0][1] if ranked.get(q) else 0.0 for q in queries]
+    known = [truth[q] != NEW_INDIVIDUAL for q in queries]
+    if 0 < sum(known) < len(known):
+        false_positive, true_positive, _ = roc_curve(known, best)
+        right.plot(false_positive, true_positive)
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.set(xlabel="new photos called known", ylabel="known photos called known",
+              title=f"Known vs new, AUC {known_vs_new_auc(ranked, truth):.3f}")  # fmt: skip
+    figure.tight_layout()
+    return figure
