@@ -344,3 +344,112 @@ def test_enroll_into_a_catalogue_without_the_columns_says_what_is_not_kept(catal
         cat.enroll(catalogue, tmp_path / "d.csv")
     assert table.read_bytes().startswith(before)
     assert pd.read_csv(table).columns.tolist() == ["image", "species", "individual_id"]
+
+
+def crafted_journals(catalogue: Path, outside: Path) -> list[tuple[str, object, str]]:
+    """(case, journal payload or raw text, expected message) for journals enroll never wrote."""
+    transaction = "0123456789ab"
+    good = {
+        "transaction": transaction, "state": "staging", "time": "t", "reviewer": "",
+        "decisions": "d.csv", "decisions_sha256": "0" * 64,
+        "staging": f"{cat.STAGING_PREFIX}{transaction}", "new_table": f".train.csv.{transaction}.tmp",
+        "table_before": "0" * 64, "rows": [], "photos": [],
+    }  # fmt: skip
+    staged = {**good, "state": "staged", "table_after": "0" * 64, "audit_size": 0}
+    return [
+        ("staging outside", {**good, "staging": "../victim_dir"}, "is not its transaction's"),
+        ("table outside", {**good, "new_table": "../victim_file.txt"}, "is not its transaction's"),
+        ("absolute staging", {**staged, "staging": str(outside / "victim_dir")}, "staging"),
+        ("photo outside", {**staged, "photos": [{"name": "../../victim_file.txt",
+                                                 "sha256": "0" * 64}]}, "not a file name"),
+        ("hidden photo", {**staged, "photos": [{"name": ".x", "sha256": "0" * 64}]}, "not a file"),
+        ("no digest", {**staged, "photos": [{"name": "a.jpg"}]}, "no sha256 digest"),
+        ("bad state", {**good, "state": "rm -rf"}, "neither staging nor staged"),
+        ("bad size", {**staged, "audit_size": -5}, "audit_size -5 is not a size"),
+        ("a list", [1, 2], "must hold an object, not list"),
+        ("truncated", '{"state": "stag', "not a readable JSON file"),
+    ]  # fmt: skip
+
+
+def test_a_crafted_journal_touches_nothing_outside_the_catalogue(catalogue, tmp_path):
+    """A journal is a hidden file anyone could leave in a shared catalogue: enroll checks it
+    before it deletes, links or moves anything it names, and refuses naming it."""
+    outside = tmp_path / "outside"
+    (outside / "victim_dir").mkdir(parents=True)
+    (outside / "victim_dir" / "keep.txt").write_text("keep")
+    (outside / "victim_file.txt").write_text("keep")
+    (catalogue.parent / "victim_dir").mkdir(exist_ok=True)
+    (catalogue.parent / "victim_file.txt").write_text("keep")
+    known = pd.read_csv(catalogue / "train.csv")["individual_id"][0]
+    decisions = write_decisions(
+        tmp_path / "d.csv", [(str(new_photos(tmp_path / "new", 1)[0]), known)]
+    )
+    before = snapshot(catalogue)
+    journal = catalogue / cat.JOURNAL_FILE
+    for case, payload, message in crafted_journals(catalogue, outside):
+        journal.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+        with pytest.raises(ValueError, match=r"\.enroll-journal\.json: ") as error:
+            cat.enroll(catalogue, decisions, wait=1)
+        assert message in str(error.value), case
+        assert (outside / "victim_dir" / "keep.txt").read_text() == "keep", case
+        assert (outside / "victim_file.txt").is_file(), case
+        assert (catalogue.parent / "victim_dir").is_dir(), case
+        assert (catalogue.parent / "victim_file.txt").is_file(), case
+        assert snapshot(catalogue) == before, case
+        assert journal.is_file(), case  # left for a person to look at
+    # a staging folder that is a link out of the catalogue: refused, the folder kept
+    transaction = "0123456789ab"
+    link = catalogue / f"{cat.STAGING_PREFIX}{transaction}"
+    link.symlink_to(outside / "victim_dir")
+    payload = dict(crafted_journals(catalogue, outside)[0][1])
+    payload["staging"] = link.name
+    journal.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="is a link, not this tool's own file"):
+        cat.enroll(catalogue, decisions, wait=1)
+    assert (outside / "victim_dir" / "keep.txt").is_file()
+    # the journal a person removed: enroll goes on
+    journal.unlink()
+    link.unlink()
+    assert len(cat.enroll(catalogue, decisions, wait=1)) == 1
+
+
+def test_enroll_refuses_what_would_break_the_catalogue(catalogue, tmp_path):
+    """An encounter given to another animal, cells a spreadsheet would run, a link to a photo
+    the catalogue holds: refused before anything changes. An id like ``new-²`` is a name, not
+    a number; a CRLF table gets CRLF rows."""
+    table = catalogue / "train.csv"
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    first, other = frame.iloc[0], frame[frame["individual_id"] != frame["individual_id"][0]]
+    photo = new_photos(tmp_path / "new", 3)
+    before = snapshot(catalogue)
+    cases = [
+        ({"photo": [str(photo[0])], "individual_id": [other["individual_id"].iloc[0]],
+          "encounter": [first["encounter"]]}, {}, "encounter"),
+        ({"photo": [str(photo[0])], "individual_id": [NEW_INDIVIDUAL]},
+         {"new_species": "=HYPERLINK(\"http://x\")"}, "species '=HYPERLINK"),
+        ({"photo": [str(photo[0])], "individual_id": [NEW_INDIVIDUAL],
+          "encounter": ["@SUM(A1)"]}, {}, "encounter '@SUM(A1)' would run as a spreadsheet"),
+        ({"photo": [str(photo[0])], "individual_id": [NEW_INDIVIDUAL]},
+         {"new_id_prefix": "-x"}, "individual_id '-x0001' would run"),
+    ]  # fmt: skip
+    assert first["encounter"], "the synthetic catalogue names encounters"
+    for index, (columns, options, message) in enumerate(cases):
+        pd.DataFrame(columns).to_csv(tmp_path / f"d{index}.csv", index=False)
+        with pytest.raises(ValueError, match="nothing added") as error:
+            cat.enroll(catalogue, tmp_path / f"d{index}.csv", **options)
+        assert message in str(error.value)
+        assert snapshot(catalogue) == before
+    linked = tmp_path / "linked.jpg"
+    linked.symlink_to((catalogue / "train_images" / first["image"]).resolve())
+    write_decisions(tmp_path / "link.csv", [(str(linked), NEW_INDIVIDUAL)])
+    with pytest.raises(ValueError, match="already in the catalogue"):
+        cat.enroll(catalogue, tmp_path / "link.csv")
+    # an id new-² in the catalogue, and the table in CRLF
+    text = table.read_text().replace("\n", "\r\n").replace(first["individual_id"], "new-\u00b2", 1)
+    table.write_bytes(text.encode())
+    write_decisions(tmp_path / "new.csv", [(str(photo[1]), NEW_INDIVIDUAL)])
+    added = cat.enroll(catalogue, tmp_path / "new.csv")
+    assert added["individual_id"].tolist() == ["new-0001"]
+    assert table.read_bytes().endswith(b"\r\n") and b"\n" not in table.read_bytes().replace(
+        b"\r\n", b""
+    )

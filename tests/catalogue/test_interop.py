@@ -103,7 +103,7 @@ def test_a_foreign_coco_file_is_read_from_its_standard_fields(catalogue, tmp_pat
     with pytest.raises(ValueError, match="photo nowhere.jpg not found in"):
         interop.read_coco(path, catalogue / "train_images", tmp_path / "other")
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="foreign.json: not a COCO file"):
+    with pytest.raises(ValueError, match="foreign.json: not a readable JSON file"):
         interop.read_coco(path, catalogue / "train_images", tmp_path / "other")
     assert not (tmp_path / "other" / "train.csv").exists()
 
@@ -174,3 +174,106 @@ def test_capture_history_marks_each_individual_in_each_occasion(tmp_path):
     )
     with pytest.raises(ValueError, match="train.csv has no date column"):
         interop.capture_history(folder)
+
+
+def hostile_coco_cases(document: dict, tmp_path) -> list[tuple[str, object, str]]:
+    """(case, a document or raw text, expected message) for COCO files import must refuse."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+
+    def changed(change):
+        copy = json.loads(json.dumps(document))
+        change(copy)
+        return copy
+
+    def image(field, value):
+        return changed(lambda d: d["images"][0].__setitem__(field, value))
+
+    def annotation(field, value):
+        return changed(lambda d: d["annotations"][0].__setitem__(field, value))
+
+    return [
+        ("traversal", image("file_name", "../../secret.txt"), "must be a file name directly in"),
+        ("absolute", image("file_name", str(secret)), "must be a file name directly in"),
+        ("sub-folder", image("file_name", "a/b.jpg"), "must be a file name directly in"),
+        ("not text", image("file_name", ["x"]), "must be a file name directly in"),
+        ("two image ids", changed(lambda d: d["images"][1].__setitem__("id", 1)),
+         "two images have the id 1"),
+        ("two annotation ids", changed(lambda d: d["annotations"][1].__setitem__("id", 1)),
+         "two annotations have the id 1"),
+        ("string annotation", changed(lambda d: d["annotations"].__setitem__(0, "x")),
+         "annotations[0] is a str, not an object"),
+        ("image_id a list", annotation("image_id", [1]), "image_id '[1]' is not a whole number"),
+        ("id a bool", annotation("id", True), "id 'True' is not a whole number"),
+        ("bbox huge", "1e400", "bbox value 'inf' is not a finite number"),
+        ("bbox short", annotation("bbox", [1, 2]), "is not [x, y, width, height]"),
+        ("bbox empty", annotation("bbox", [1, 2, 0, 5]), "has no area"),
+        ("gps a list", image("gps_lat_captured", [1]), "gps_lat_captured '[1]' is not a finite"),
+        ("images not a list", changed(lambda d: d.__setitem__("images", {})),
+         "'images' must be a list"),
+        ("formula name", annotation("name", "=HYPERLINK(\"http://x\")"),
+         "individual_id '=HYPERLINK"),
+        ("deep", "[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ("a list", "[1, 2]", "must hold an object, not list"),
+        ("not UTF-8", b"\xff\xfe" + b"\x80" * 2_000_000, "not a readable JSON file"),
+    ]  # fmt: skip
+
+
+def test_a_hostile_coco_file_is_refused_in_one_line_and_nothing_is_written(catalogue, tmp_path):
+    """Paths from the file are never trusted (nothing read from outside --images), ids are
+    unique whole numbers, numbers finite; each refusal is one short line naming the file, and
+    --out is never left half-written (the rerun is not refused as "not empty")."""
+    document = interop.coco_document(catalogue)
+    for annotation in document["annotations"]:
+        del annotation[interop.COCO_EXTRA]
+    path, out = tmp_path / "hostile.json", tmp_path / "out"
+    for case, payload, message in hostile_coco_cases(document, tmp_path):
+        if payload == "1e400":
+            text = json.dumps(document).replace(
+                json.dumps(document["annotations"][0]["bbox"]), "[1e400, 0, 5, 5]", 1
+            )
+        elif isinstance(payload, dict):
+            text = json.dumps(payload)
+        else:
+            text = payload
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError, match="hostile.json") as error:
+            interop.read_coco(path, catalogue / "train_images", out)
+        assert message in str(error.value), case
+        assert len(str(error.value)) < 400 and "\n" not in str(error.value), case
+        assert not out.exists(), case
+    # a link inside --images that leads out of it is not followed
+    (catalogue / "train_images" / "link.jpg").symlink_to(tmp_path / "secret.txt")
+    document["images"][0]["file_name"] = "link.jpg"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="link.jpg is a link leading out of"):
+        interop.read_coco(path, catalogue / "train_images", out)
+    assert not out.exists()
+    # a file named as a photo that is not one: refused before anything is written
+    (catalogue / "train_images" / "link.jpg").unlink()
+    (catalogue / "train_images" / "text.jpg").write_text("not a photo")
+    document["images"][0]["file_name"] = "text.jpg"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="text.jpg: not a readable image"):
+        interop.read_coco(path, catalogue / "train_images", out)
+    assert not out.exists() and not list(tmp_path.glob(".out.import-*"))
+    # the command: one line, exit 2
+    argv = ["import", "--format", "coco", "--annotations", str(path)]
+    assert cli.main([*argv, "--images", str(catalogue / "train_images"), "--out", str(out)]) == 2
+
+
+def test_exports_for_spreadsheets_escape_formulas_and_capture_history_keeps_its_csv(
+    catalogue, tmp_path
+):
+    table = catalogue / "train.csv"
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    frame.loc[0, "location"] = '=HYPERLINK("http://x","y")'
+    frame.to_csv(table, index=False)
+    out = tmp_path / "occurrences.csv"
+    assert interop.write_export(catalogue, out, "dwc")["files"] == [out]
+    occurrences = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert occurrences["locality"][0] == '\'=HYPERLINK("http://x","y")'
+    assert occurrences["decimalLongitude"][0] == frame["longitude"][0]  # numbers as they are
+    with pytest.raises(ValueError, match=r"name the CSV \(e.g. .*hist.csv\)"):
+        interop.write_export(catalogue, tmp_path / "hist.inp", "capture-history")
+    assert not (tmp_path / "hist.inp").exists()

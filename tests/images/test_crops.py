@@ -266,10 +266,31 @@ def test_a_killed_writer_leaves_no_cache_and_the_next_one_replaces_its_remains(
     try:
         for pid in (ended.pid, running.pid):
             (tmp_path / f"cache{crops.PARTIAL}-{pid}").mkdir()
+        # the user's folders of similar names, and an ended writer's name holding their file
+        users = [f"cache{crops.PARTIAL}-notes", f"cache{crops.PARTIAL}_backup_2025", "cachex"]
+        for name in users:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "keep.txt").write_text("keep")
+        ended_again = subprocess.Popen(["true"])
+        ended_again.wait()
+        theirs = tmp_path / f"cache{crops.PARTIAL}-{ended_again.pid}"
+        theirs.mkdir()
+        (theirs / "thesis.tex").write_text("keep")
         monkeypatch.setattr(photos, "prepare_cache_entry", real)
         index = crops.write_crop_cache(small_synth, out, size=24)
         assert crops.read_index(out) == index
-        assert partials() == [f"cache{crops.PARTIAL}-{running.pid}"]
+        assert partials() == sorted(
+            [f"cache{crops.PARTIAL}-{running.pid}", theirs.name, *users[:2]]
+        )
+        assert all((tmp_path / name / "keep.txt").is_file() for name in users)
+        # glob characters in the name widen nothing
+        odd = tmp_path / "c[ab]"
+        (tmp_path / f"ca{crops.PARTIAL}-{ended.pid}").mkdir()
+        crops.write_crop_cache(small_synth, odd, size=16)
+        assert (tmp_path / f"ca{crops.PARTIAL}-{ended.pid}").is_dir()
+        with pytest.raises(ValueError, match="is inside the data set"):
+            crops.write_crop_cache(small_synth, small_synth / "train_images" / "x", size=16)
+        assert not (small_synth / "train_images" / "x").exists()
     finally:
         running.kill()
 

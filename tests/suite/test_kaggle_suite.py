@@ -400,7 +400,7 @@ def test_bootstrap_without_the_dataset_says_what_to_attach(tmp_path):
     assert "add the dataset me/whaleutils-library as an input" in result.stderr
 
 
-def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path):
+def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path, monkeypatch):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -413,6 +413,30 @@ def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path):
     kaggle_stage.stage(out, owner="someone-else", build_wheels=False)
     assert not (out / "happywhale-01-eda" / "stale.txt").exists()
     assert json.loads((out / "stage.json").read_text())["owner"] == "someone-else"
+    # a folder holding a stage.json and the user's files: nothing removed, one line
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds notes.txt, which no stage wrote"):
+        kaggle_stage.stage(out, owner=OWNER, build_wheels=False)
+    assert (out / "notes.txt").read_text() == "keep me"
+    (out / "notes.txt").unlink()
+    mine = tmp_path / "mine2"
+    mine.mkdir()
+    (mine / "stage.json").write_text("[1, 2]")  # any stage.json
+    (mine / "thesis.tex").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an earlier stage"):
+        kaggle_stage.stage(mine, owner=OWNER, build_wheels=False)
+    assert (mine / "thesis.tex").read_text() == "keep me"
+    # a stage that fails midway leaves the earlier stage as it was, and nothing beside it
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    def cut(kernels):  # called once every kernel is staged: a failure at the very end
+        raise RuntimeError("cut short")
+
+    monkeypatch.setattr(kaggle_stage, "canary_kernel", cut)
+    with pytest.raises(RuntimeError, match="cut short"):
+        kaggle_stage.stage(out, owner="a-third-owner", build_wheels=False)
+    assert json.loads((out / "stage.json").read_text())["owner"] == "someone-else"
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_stage_without_owner_explains(tmp_path, monkeypatch):

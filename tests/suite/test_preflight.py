@@ -33,7 +33,7 @@ def test_requirements_follow_the_library_into_its_functions():
     the module that needs it."""
     needed = preflight.notebook_requirements(runner.NOTEBOOK_DIR / "04_effnet_arcface.ipynb")
     assert needed["cv2"] == ["retrieval.local_features"]
-    assert "retrieval.matching" in needed["sklearn"] and "keras" in needed
+    assert "retrieval.fusion" in needed["sklearn"] and "keras" in needed
     assert not {"os", "json", "whaleutils", "__future__"} & set(needed)
 
 

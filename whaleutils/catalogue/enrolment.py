@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -46,7 +47,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from whaleutils.contracts import outputs, tables
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.contracts.tables import looks_like_formula, spreadsheet_safe
 from whaleutils.datasets import data, encounters
 
 LOCK_FILE = ".enroll.lock"
@@ -204,8 +207,8 @@ def new_ids(prefix: str, count: int, taken) -> list[str]:
     numbers = [
         int(name[len(prefix) :])
         for name in taken
-        if name.startswith(prefix) and name[len(prefix) :].isdigit()
-    ]
+        if name.startswith(prefix) and re.fullmatch(r"[0-9]+", name[len(prefix) :])
+    ]  # ASCII digits only: "new-²" is a name, not a number
     start = max(numbers, default=0) + 1
     return [f"{prefix}{n:04d}" for n in range(start, start + count)]
 
@@ -254,10 +257,13 @@ def _table_with_rows(table_path: Path, rows: list[dict]) -> bytes:
     """``train.csv``'s bytes as they are, with ``rows`` appended in its columns."""
     old = table_path.read_bytes()
     header = pd.read_csv(table_path, nrows=0).columns.tolist()
+    ending = "\r\n" if b"\r\n" in old[: old.find(b"\n") + 1 or len(old)] else "\n"  # the file's
     text = io.StringIO()
     if old and not old.endswith(b"\n"):
-        text.write("\n")
-    csv.DictWriter(text, fieldnames=header, restval="", extrasaction="ignore").writerows(rows)
+        text.write(ending)
+    csv.DictWriter(
+        text, fieldnames=header, restval="", extrasaction="ignore", lineterminator=ending
+    ).writerows(rows)
     return old + text.getvalue().encode("utf-8")
 
 
@@ -300,7 +306,9 @@ def _append_audit(catalogue: Path, journal: dict) -> None:
     )
     if size == 0:
         writer.writeheader()
-    writer.writerows(_audit_lines(journal))
+    writer.writerows(
+        [{k: spreadsheet_safe(v) for k, v in line.items()} for line in _audit_lines(journal)]
+    )
     with open(path, "ab") as handle:
         handle.write(text.getvalue().encode("utf-8"))
         handle.flush()
@@ -329,16 +337,96 @@ def _enrolled_before(
     return chosen.rename(columns={"species_raw": "species"})
 
 
+TRANSACTION = re.compile(r"[0-9a-f]{12}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def read_journal(catalogue: Path) -> dict:
+    """The catalogue's journal, checked to be one ``enroll`` wrote: every path in it a name
+    of this tool's own making inside the catalogue (the staging folder and the new table by
+    their transaction, photos by bare file names), every digest and size well-formed, no link
+    where a file or folder is expected. A journal is a file anyone could place in a shared
+    catalogue: nothing it names is touched before this check.
+
+    Raises
+    ------
+    ValueError
+        Naming the journal and what is wrong with it (it is left as it is).
+    """
+    path = catalogue / JOURNAL_FILE
+    journal = outputs.read_json(path)
+
+    def refuse(reason: str):
+        raise ValueError(
+            f"{path}: {reason}; not a journal enroll wrote: inspect it and remove it by hand"
+        )
+
+    transaction = journal.get("transaction")
+    if not isinstance(transaction, str) or not TRANSACTION.fullmatch(transaction):
+        refuse(f"transaction {str(transaction)[:40]!r} is not one enroll makes")
+    if journal.get("state") not in ("staging", "staged"):
+        refuse(f"state {str(journal.get('state'))[:40]!r} is neither staging nor staged")
+    if journal.get("staging") != f"{STAGING_PREFIX}{transaction}":
+        refuse(f"staging {str(journal.get('staging'))[:80]!r} is not its transaction's folder")
+    if journal.get("new_table") != f".train.csv.{transaction}.tmp":
+        refuse(f"new_table {str(journal.get('new_table'))[:80]!r} is not its transaction's table")
+    photos = journal.get("photos")
+    if not isinstance(photos, list) or not all(isinstance(p, dict) for p in photos):
+        refuse("photos is not a list of photos")
+    staged = journal["state"] == "staged"
+    for photo in photos:
+        name = photo.get("name")
+        if not isinstance(name, str) or not _is_bare_name(name):
+            refuse(f"photo name {str(name)[:80]!r} is not a file name inside train_images")
+        if staged and not _is_digest(photo.get("sha256")):
+            refuse(f"photo {name}: no sha256 digest")
+    for key in ("table_before", *(("table_after",) if staged else ())):
+        if not _is_digest(journal.get(key)):
+            refuse(f"{key} is not a sha256 digest")
+    if staged:
+        size = journal.get("audit_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            refuse(f"audit_size {size!r} is not a size")
+        for key in ("time", "reviewer", "decisions", "decisions_sha256"):
+            if not isinstance(journal.get(key), str):
+                refuse(f"{key} is not text")
+    for name in (journal["staging"], journal["new_table"]):
+        if (catalogue / name).is_symlink():
+            refuse(f"{name} is a link, not this tool's own file")
+    return journal
+
+
+def _is_digest(value) -> bool:
+    return isinstance(value, str) and DIGEST.fullmatch(value) is not None
+
+
+def _is_bare_name(name: str) -> bool:
+    """A plain file name: no folder, no parent, no hidden or empty name, no control character."""
+    return (
+        bool(name)
+        and name == Path(name).name
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and name.isprintable()
+    )
+
+
 def recover(catalogue: str | os.PathLike) -> dict | None:
     """Finish or undo an interrupted enrolment (call under :class:`CatalogueLock`); returns its
     journal if there was one (``"outcome"``: "finished" or "undone"), else None."""
     catalogue = Path(catalogue)
     journal_path = catalogue / JOURNAL_FILE
     for leftover in catalogue.glob(f"{JOURNAL_FILE}.*.tmp"):  # a journal write cut short
-        leftover.unlink(missing_ok=True)
-    if not journal_path.is_file():
+        if re.fullmatch(rf"{re.escape(JOURNAL_FILE)}\.\d+\.tmp", leftover.name):
+            if not leftover.is_symlink() and leftover.is_file():
+                leftover.unlink(missing_ok=True)
+    if not journal_path.is_file() and not journal_path.is_symlink():
         return None
-    journal = json.loads(journal_path.read_text())
+    if journal_path.is_symlink():
+        raise ValueError(f"{journal_path}: a link, not a journal enroll wrote: remove it by hand")
+    journal = read_journal(catalogue)
     staging = catalogue / journal["staging"]
     new_table = catalogue / journal["new_table"]
     table = data.Layout(catalogue).train_csv
@@ -351,7 +439,17 @@ def recover(catalogue: str | os.PathLike) -> dict | None:
     images = data.Layout(catalogue).images("train")
     for photo in journal["photos"]:  # "staged": complete it
         target, staged = images / photo["name"], staging / photo["name"]
-        if not target.exists():
+        if not target.exists() and not target.is_symlink():
+            if staged.is_symlink() or not staged.is_file():
+                raise ValueError(
+                    f"{staged}: not the photo the interrupted enrolment staged (a link or "
+                    f"missing); resolve by hand (journal {journal_path})"
+                )
+            if data.file_sha256(staged) != photo["sha256"]:
+                raise ValueError(
+                    f"{staged}: differs from the photo the interrupted enrolment staged; "
+                    f"resolve by hand (journal {journal_path})"
+                )
             _move_into_place(staged, target)
         elif data.file_sha256(target) != photo["sha256"]:
             raise RuntimeError(
@@ -424,6 +522,33 @@ def enroll(
         )  # fmt: skip
 
 
+def _check_new_rows(rows: list[dict], table_path: Path, decisions: Path, known: set) -> None:
+    """Refuse, before anything is written, rows that a spreadsheet would run as formulas (the
+    catalogue's own ids pass: they are there already) and rows whose encounter contradicts
+    the catalogue or another new row (one encounter is one animal, one day, one place)."""
+    problems = []
+    for line, row in enumerate(rows, start=2):
+        for column, value in row.items():
+            if looks_like_formula(value) and not (column == "individual_id" and value in known):
+                problems.append(
+                    f"row {line}: {column} {str(value)[:60]!r} would run as a spreadsheet "
+                    "formula (it starts with =, +, -, @): give another"
+                )
+    table = tables.read_csv(table_path)
+    if "encounter" in table.columns:
+        added = pd.DataFrame(rows).reindex(columns=table.columns).fillna("").astype(str)
+        combined = pd.concat([table, added], ignore_index=True)
+        named = set(added["encounter"].str.strip()) - {""}
+        for problem in encounters.check_metadata(
+            combined[combined["encounter"].str.strip().isin(named)], table_path.name
+        ):
+            problems.append(f"with the new rows, {problem}")
+    if problems:
+        raise ValueError(
+            f"{decisions}: {len(problems)} problem(s) (nothing added):\n  " + "\n  ".join(problems)
+        )
+
+
 def _enroll_locked(
     catalogue, table_path, images_dir, chosen, decisions, decisions_digest,
     new_id_prefix, new_species, reviewer,
@@ -432,8 +557,13 @@ def _enroll_locked(
     with open(table_path, "r+b"):  # writable (not read-only, not immutable): else stop here
         pass
     names = chosen["photo"].map(lambda p: Path(p).name)
+    inside = images_dir.resolve()
     present = sorted(
-        name for name in names if name in set(existing["image"]) or (images_dir / name).exists()
+        name
+        for name, photo in zip(names, chosen["photo"], strict=True)
+        if name in set(existing["image"])
+        or (images_dir / name).exists()
+        or inside in Path(photo).resolve().parents  # a link to a catalogue photo
     )
     done = _enrolled_before(catalogue, decisions_digest, existing)
     if done is not None and set(done["image"]) == set(names):
@@ -450,7 +580,10 @@ def _enroll_locked(
             f"(a new animal is '{NEW_INDIVIDUAL}')"
         )
     bad = []
-    for row, photo in enumerate(chosen["photo"], start=2):
+    for row, (photo, name) in enumerate(zip(chosen["photo"], names, strict=True), start=2):
+        if not _is_bare_name(name):
+            bad.append(f"row {row}: {photo}: a hidden or unprintable file name; rename it")
+            continue
         try:
             check_photo(photo)
         except ValueError as error:
@@ -481,6 +614,7 @@ def _enroll_locked(
              "probability": record.probability, "reviewer": record.reviewer,
              "reviewed_at": record.reviewed_at}
         )  # fmt: skip
+    _check_new_rows(rows, table_path, decisions, set(existing["individual_id"]))
     new_table = f".train.csv.{transaction}.tmp"
     journal = {
         "transaction": transaction,

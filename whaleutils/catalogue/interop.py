@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from whaleutils.contracts import submission
+from whaleutils.catalogue.enrolment import check_photo
+from whaleutils.contracts import outputs, submission
+from whaleutils.contracts.tables import looks_like_formula, spreadsheet_safe
 from whaleutils.datasets import data, encounters
 
 COCO_EXTRA = "whaleutils"  # the annotation key holding the row's own cells
@@ -86,9 +88,14 @@ def _new_file(path) -> Path:
 
 def _write_new(path: Path, text: str) -> None:
     """``text`` into the new file ``path``, whole or not at all (written aside, then renamed)."""
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.link(temporary, path)  # fails rather than replace a file made meanwhile
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; not overwritten (choose a new file)") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------- COCO
@@ -155,64 +162,95 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
     ``date_captured``, the place ``gps_lat_captured``/``gps_lon_captured``. Annotations named
     ``____`` (no known individual) are left out and counted.
 
+    Nothing in the file is trusted: every ``file_name`` must name a readable photo directly in
+    ``images_dir`` (no folder, no ``..``, no link leading out of it), ids must be unique whole
+    numbers, boxes and positions finite numbers. The catalogue is written into a hidden folder
+    beside ``out_dir`` and renamed into place: ``out_dir`` is either complete or not there.
+
     Returns a summary: ``photos``, ``individuals``, ``unnamed`` (left out).
 
     Raises
     ------
     ValueError
         Naming the annotation or image at fault: a photo with two annotations (a catalogue row
-        is one animal in one photo), an annotation of no image or an unknown category, a photo
-        missing from ``images_dir``, metadata that ``validate`` would refuse.
+        is one animal in one photo), two images or annotations of one id, an annotation of no
+        image or an unknown category, a photo missing from ``images_dir`` or outside it, a
+        value that is not what COCO says, a cell a spreadsheet would run as a formula, metadata
+        that ``validate`` would refuse.
     FileExistsError
         If ``out_dir`` exists and is not empty.
     """
     annotations_path, images_dir, out_dir = Path(annotations_path), Path(images_dir), Path(out_dir)
     if _inside(out_dir, images_dir):
         raise ValueError(f"--out {out_dir} is inside the images folder {images_dir}")
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} exists and is not empty; import writes a new catalogue")
-    try:
-        document = json.loads(annotations_path.read_text(encoding="utf-8"))
-        images = {int(image["id"]): image for image in document["images"]}
-        categories = {int(c["id"]): str(c["name"]) for c in document["categories"]}
-        annotations = list(document["annotations"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{annotations_path}: not a COCO file ({error!r})") from None
+    if not images_dir.is_dir():
+        raise ValueError(f"--images {images_dir}: not a folder")
+    if not annotations_path.is_file():
+        raise FileNotFoundError(f"{annotations_path}: file not found")
+    document = outputs.read_json(annotations_path)
+    images = _coco_records(document, "images", annotations_path, ("id", "file_name"))
+    categories = _coco_records(document, "categories", annotations_path, ("id", "name"))
+    annotations = _coco_records(document, "annotations", annotations_path, ("id", "image_id"))
+    images = {image["id"]: image for image in images}
+    categories = {category["id"]: str(category["name"]) for category in categories}
     rows, seen, unnamed = [], {}, 0
     for annotation in annotations:
-        where = f"{annotations_path}: annotation {annotation.get('id')!r}"
-        image = images.get(int(annotation.get("image_id", -1)))
+        where = f"{annotations_path}: annotation {annotation['id']}"
+        image = images.get(annotation["image_id"])
         if image is None:
-            raise ValueError(f"{where}: no image {annotation.get('image_id')!r}")
-        name = str(image["file_name"])
+            raise ValueError(f"{where}: no image {annotation['image_id']}")
+        name = _photo_name(
+            image["file_name"], images_dir, f"{annotations_path}: image {image['id']}"
+        )
         if name in seen:
             raise ValueError(
-                f"{where}: photo {name} has a second annotation (also {seen[name]!r}); a "
+                f"{where}: photo {name} has a second annotation (also {seen[name]}); a "
                 "catalogue row is one animal in one photo: split the photo first"
             )
-        seen[name] = annotation.get("id")
+        seen[name] = annotation["id"]
         if str(annotation.get("name", UNNAMED)) == UNNAMED:
             unnamed += 1
             continue
-        if int(annotation.get("category_id", -1)) not in categories:
-            raise ValueError(f"{where}: unknown category {annotation.get('category_id')!r}")
-        rows.append(_row_of(annotation, image, categories))
+        category = annotation.get("category_id")
+        if not _whole(category) or category not in categories:
+            raise ValueError(f"{where}: unknown category {str(category)[:40]!r}")
+        rows.append(_row_of(annotation, image, categories, where))
     table = pd.DataFrame(rows).fillna("")
-    for name in table.get("image", []):
-        if not (images_dir / name).is_file():
-            raise ValueError(f"{annotations_path}: photo {name} not found in {images_dir}")
+    formulas = [
+        f"{annotations_path}: photo {row['image']}: {column} {str(value)[:60]!r} would run as a "
+        "spreadsheet formula (it starts with =, +, -, @)"
+        for row in rows
+        for column, value in row.items()
+        if looks_like_formula(value)
+    ]
+    if formulas:
+        raise ValueError("\n".join(formulas[:20]))
     problems = encounters.check_metadata(table, annotations_path.name) if len(table) else []
     if problems:
-        raise ValueError("\n".join(problems))
-    layout = data.Layout(out_dir)
-    layout.images("train").mkdir(parents=True, exist_ok=True)
-    layout.images("test").mkdir(exist_ok=True)
-    for name in table["image"]:
-        shutil.copy2(images_dir / name, layout.photo("train", name))
-    table.to_csv(layout.train_csv, index=False)
-    pd.DataFrame(columns=list(submission.SUBMISSION_COLUMNS)).to_csv(
-        layout.sample_submission, index=False
-    )
+        raise ValueError("\n".join(problems[:20]))
+    for name in table.get("image", []):
+        check_photo(images_dir / name)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = out_dir.parent / f".{out_dir.name}.import-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        layout = data.Layout(building)
+        layout.images("train").mkdir(parents=True)
+        layout.images("test").mkdir()
+        for name in table["image"] if len(table) else []:
+            shutil.copyfile(images_dir / name, layout.photo("train", name))
+            shutil.copystat(images_dir / name, layout.photo("train", name))
+        table.to_csv(layout.train_csv, index=False)
+        pd.DataFrame(columns=list(submission.SUBMISSION_COLUMNS)).to_csv(
+            layout.sample_submission, index=False
+        )
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty (checked above); rename needs the name free
+        os.rename(building, out_dir)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
     return {
         "photos": len(table),
         "individuals": int(table["individual_id"].nunique()) if len(table) else 0,
@@ -220,14 +258,74 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
     }
 
 
-def _row_of(annotation: dict, image: dict, categories: dict) -> dict:
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coco_records(document, key: str, path: Path, required: tuple[str, ...]) -> list[dict]:
+    """``document[key]``: a list of objects, each with ``required`` fields and a unique whole
+    ``id``; raises naming the file, the list and the record."""
+    records = document.get(key)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: not a COCO file ('{key}' must be a list)")
+    ids = set()
+    for position, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}: {key}[{position}] is a {type(record).__name__}, not an object"
+            )
+        missing = [field for field in required if field not in record]
+        if missing:
+            raise ValueError(f"{path}: {key}[{position}] has no {', '.join(missing)}")
+        for field in ("id", *(f for f in required if f.endswith("_id"))):
+            if not _whole(record[field]):
+                raise ValueError(
+                    f"{path}: {key}[{position}] {field} {str(record[field])[:40]!r} is not a "
+                    "whole number"
+                )
+        if record["id"] in ids:
+            raise ValueError(f"{path}: two {key} have the id {record['id']}; ids must be unique")
+        ids.add(record["id"])
+    return records
+
+
+def _photo_name(file_name, images_dir: Path, where: str) -> str:
+    """``file_name`` once it is known to name a file directly in ``images_dir`` and not to
+    lead out of it (no folder, no ``..``, no absolute path, no link elsewhere)."""
+    if not isinstance(file_name, str) or not file_name or file_name != Path(file_name).name:
+        raise ValueError(
+            f"{where}: file_name {str(file_name)[:80]!r} must be a file name directly in "
+            f"{images_dir} (no folder, no absolute path)"
+        )
+    if file_name in (".", "..") or "\\" in file_name or not file_name.isprintable():
+        raise ValueError(f"{where}: file_name {file_name[:80]!r} is not a photo's file name")
+    path = images_dir / file_name
+    if not path.is_file():
+        raise ValueError(f"{where}: photo {file_name} not found in {images_dir}")
+    if not _inside(path, images_dir):
+        raise ValueError(f"{where}: photo {file_name} is a link leading out of {images_dir}")
+    return file_name
+
+
+def _finite(value, where: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"{where}: {what} {str(value)[:40]!r} is not a finite number")
+    return float(value)
+
+
+def _row_of(annotation: dict, image: dict, categories: dict, where: str) -> dict:
     extra = annotation.get(COCO_EXTRA)
     if isinstance(extra, dict) and extra.get("image") == image["file_name"]:
         return {str(key): str(value) for key, value in extra.items()}  # as it was written
-    left, top, width, height = (round(float(v)) for v in annotation["bbox"])
+    bbox = annotation.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise ValueError(f"{where}: bbox {str(bbox)[:60]!r} is not [x, y, width, height]")
+    left, top, width, height = (round(_finite(v, where, "bbox value")) for v in bbox)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{where}: bbox {bbox} has no area")
     row = {
         "image": str(image["file_name"]),
-        "species": categories[int(annotation["category_id"])],
+        "species": categories[annotation["category_id"]],
         "individual_id": str(annotation["name"]),
         "box": data.format_box((left, top, left + width, top + height)),
     }
@@ -235,8 +333,8 @@ def _row_of(annotation: dict, image: dict, categories: dict) -> dict:
         captured = str(image["date_captured"]).strip()
         row["date"] = captured.replace(" ", "T", 1)  # COCO's "YYYY-MM-DD HH:MM:SS"
     if image.get("gps_lat_captured") is not None and image.get("gps_lon_captured") is not None:
-        row["latitude"] = f"{float(image['gps_lat_captured']):.6f}"
-        row["longitude"] = f"{float(image['gps_lon_captured']):.6f}"
+        row["latitude"] = f"{_finite(image['gps_lat_captured'], where, 'gps_lat_captured'):.6f}"
+        row["longitude"] = f"{_finite(image['gps_lon_captured'], where, 'gps_lon_captured'):.6f}"
     viewpoint = str(annotation.get("viewpoint", "")).strip()
     if viewpoint and viewpoint != "unknown":
         row["viewpoint"] = {"up": "top", "down": "bottom"}.get(viewpoint, viewpoint)
@@ -390,17 +488,26 @@ def write_export(catalogue_dir, out, format: str, occasion: str | int = "month")
         out = _new_file(out)
         _write_new(out, json.dumps(document, indent=1) + "\n")
         return {"files": [out], "photos": len(document["images"])}
-    if format == "dwc":
-        table = darwin_core(catalogue_dir)
+    if format == "dwc":  # a table for spreadsheets: no cell runs as a formula
+        table = darwin_core(catalogue_dir).map(spreadsheet_safe)
         out = _new_file(out)
         _write_new(out, table.to_csv(index=False))
         return {"files": [out], "photos": len(table)}
     if format == "capture-history":
+        if Path(out).suffix.lower() == ".inp":
+            raise ValueError(
+                f"--out {out}: name the CSV (e.g. {Path(out).with_suffix('.csv')}); MARK's .inp "
+                "is written beside it"
+            )
         history, undated = capture_history(catalogue_dir, occasion)
         out = _new_file(out)
         inp = _new_file(Path(out).with_suffix(".inp"))
-        _write_new(out, history.to_csv())
-        _write_new(inp, mark_input(history))
+        _write_new(out, history.map(spreadsheet_safe).rename(index=spreadsheet_safe).to_csv())
+        try:
+            _write_new(inp, mark_input(history))
+        except BaseException:
+            out.unlink(missing_ok=True)  # both or neither
+            raise
         return {"files": [out, inp], "individuals": len(history),
                 "occasions": history.shape[1], "undated": undated}  # fmt: skip
     raise ValueError(f"format must be coco, dwc or capture-history, got {format!r}")

@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -110,6 +111,10 @@ def write_crop_cache(
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got margin={margin}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.resolve() == data_dir.resolve() or data_dir.resolve() in out_dir.resolve().parents:
+        raise ValueError(
+            f"--out {out_dir} is inside the data set {data_dir}: write the cache elsewhere"
+        )
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} is not empty; write the crop cache to a new folder")
     frames = part_frames(data_dir, boxes)
@@ -181,12 +186,22 @@ def write_crop_cache(
 
 
 def _remove_stale_partials(out_dir: Path) -> None:
-    """Remove the half-written copies of ``out_dir`` (``OUT.partial-PID``) that no running
-    writer owns: of a process that has ended (killed), or of this one (an earlier attempt).
-    A copy being written by another running process is left to it."""
-    for partial in out_dir.parent.glob(f"{out_dir.name}{PARTIAL}*"):
-        owner = partial.name.removeprefix(out_dir.name + PARTIAL).removeprefix("-")
-        if owner.isdigit() and int(owner) != os.getpid():
+    """Remove the half-written copies of ``out_dir`` (``OUT.partial-PID``, exactly: a name
+    this function's writer makes, never a pattern) that no running writer owns: of a process
+    that has ended (killed), or of this one (an earlier attempt). A copy being written by
+    another running process is left to it, and so is anything else of a similar name
+    (``OUT.partial-notes``), or a copy holding files a writer does not make."""
+    if not out_dir.parent.is_dir():
+        return
+    ours = re.compile(re.escape(out_dir.name + PARTIAL) + r"-([0-9]+)")
+    for partial in out_dir.parent.iterdir():
+        match = ours.fullmatch(partial.name)
+        if match is None or partial.is_symlink() or not partial.is_dir():
+            continue
+        if any(not _written_by_a_cache(entry) for entry in partial.iterdir()):
+            continue
+        owner = match.group(1)
+        if int(owner) != os.getpid():
             try:
                 os.kill(int(owner), 0)
                 continue  # still running
@@ -195,6 +210,18 @@ def _remove_stale_partials(out_dir: Path) -> None:
             except PermissionError:
                 continue  # running, as another user
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def _written_by_a_cache(entry: Path) -> bool:
+    """Whether ``entry`` is a file a crop cache writer makes (a shard or the index)."""
+    return (
+        entry.is_file()
+        and not entry.is_symlink()
+        and (
+            entry.name == CACHE_INDEX
+            or (entry.name.startswith(f"{PREFIX}-") and entry.suffix == ".tfrec")
+        )
+    )
 
 
 def find_crop_cache(crop_cache: str | os.PathLike) -> Path:

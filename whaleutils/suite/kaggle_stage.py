@@ -251,8 +251,10 @@ def stage(
 ) -> dict:
     """Stage every kernel and the library dataset under ``out_dir``; returns ``stage.json``.
 
-    ``out_dir`` must be new, empty, or an earlier stage (it has ``stage.json``), which is
-    replaced; anything else is refused so that nothing of the user's is overwritten.
+    ``out_dir`` must be new, empty, or an earlier stage (its ``stage.json`` names every entry
+    in it), which is replaced; anything else is refused so that nothing of the user's is
+    overwritten. The stage is written into a hidden folder beside ``out_dir`` and swapped in
+    when complete: a failure or a kill leaves the earlier stage as it was.
     ``build_wheels=False`` writes the library's metadata without building or downloading wheels;
     ``wheelhouse`` takes the pinned wheels from that local folder instead of the package index
     (``python -m whaleutils kaggle wheelhouse`` fills one).
@@ -269,19 +271,66 @@ def stage(
         )
     if not OWNER.match(owner):
         raise ValueError(f"owner {owner!r} is not a Kaggle user name")
-    out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a folder")
-        if any(out.iterdir()):
-            if not (out / "stage.json").is_file():
-                raise FileExistsError(
-                    f"{out} is not empty and not an earlier stage (no stage.json): "
-                    "choose a new folder"
-                )
+    final = Path(out_dir)
+    earlier = _earlier_stage(final)  # checked before anything is written
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.staging-{os.getpid()}-{os.urandom(4).hex()}"
+    out.mkdir()
+    try:
+        summary = _stage_into(out, metadata, owner, wheelhouse, build_wheels, nbformat)
+        if earlier:
+            aside = final.parent / f".{final.name}.replaced-{os.getpid()}-{os.urandom(4).hex()}"
+            os.rename(final, aside)
+            os.rename(out, final)
+            shutil.rmtree(aside)
+        else:
+            if final.is_dir():
+                final.rmdir()  # empty (checked)
+            os.rename(out, final)
+    finally:
+        if out.exists():
             shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    return summary
 
+
+def _earlier_stage(out: Path) -> bool:
+    """Whether ``out`` holds an earlier stage (to be replaced); False when it is new or empty.
+
+    Raises
+    ------
+    FileExistsError
+        When ``out`` is a file, or holds anything an earlier stage's ``stage.json`` does not
+        name (nothing of the user's is ever removed).
+    """
+    if not out.exists():
+        return False
+    if not out.is_dir() or out.is_symlink():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    entries = {entry.name for entry in out.iterdir()}
+    if not entries:
+        return False
+    try:
+        summary = json.loads((out / "stage.json").read_text())
+        ours = {"stage.json", summary["library"]["folder"], *summary["kernels"]}
+        if summary.get("canary"):
+            ours.add(summary["canary"])
+        ours = {str(name) for name in ours}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise FileExistsError(
+            f"{out} is not empty and not an earlier stage (no readable stage.json): "
+            "choose a new folder"
+        ) from None
+    foreign = sorted(entries - ours)
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds {', '.join(foreign[:5])}, which no stage wrote: not replaced; "
+            "choose a new folder"
+        )
+    return True
+
+
+def _stage_into(out: Path, metadata: dict, owner: str, wheelhouse, build_wheels, nbformat) -> dict:
+    """Every kernel and the library dataset written into the new folder ``out``."""
     library = metadata["library"]
     library_id = f"{owner}/{library['slug']}"
     commit = _git_commit()

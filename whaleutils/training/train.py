@@ -9,7 +9,9 @@ A training run writes into its ``out_dir``::
     final.weights.h5          the training model's weights after the last epoch
     done.json                 {"epochs": N, "seconds": ...[, "stopped": why]} once the run
                               finished (or stopped early to stay inside its session)
-    backup/                   Keras BackupAndRestore state while the run is unfinished
+    backup/                   the resumable state while the run is unfinished
+                              (:class:`AtomicBackup`: the last two epochs' weights and
+                              training_metadata.json naming them, each written atomically)
 
 Calling :func:`fit` again on the same ``out_dir`` resumes an interrupted run from the epoch
 after the last finished one (never repeating an epoch), or, if the run is done, loads the final
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -341,6 +345,139 @@ def _images_per_epoch(dataset, steps_per_epoch: int | None) -> int:
     return max(0, steps) * int(inputs.shape[0])
 
 
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore``, written so that a kill at any moment leaves a backup
+    that loads. Keras writes ``latest.weights.h5`` in place: a kill while it writes leaves a
+    truncated file, and every later run fails to load it. Here each epoch's weights go to a
+    file of their own (``epoch-NNNN.weights.h5``, written under a temporary name and renamed),
+    then ``training_metadata.json`` (likewise) names them and the previous epoch's, and only
+    then are older weights removed.
+
+    On resume the newest loadable epoch is restored; if it cannot be read (damaged outside
+    this tool) the previous one is, with a warning, and ``log.csv`` (``log_path``) is cut
+    back to the epochs before it so no epoch is logged twice. If nothing loads (a damaged
+    backup of an older version), the folder is set aside as ``backup.damaged-N`` with a
+    warning and training starts over.
+    """
+
+    WEIGHTS = re.compile(r"epoch-[0-9]{4,}\.weights\.h5")
+
+    def __init__(self, backup_dir: str | os.PathLike, log_path: str | os.PathLike | None = None):
+        super().__init__(str(backup_dir), delete_checkpoint=False)
+        self.folder = Path(backup_dir)
+        self.log_path = None if log_path is None else Path(log_path)
+        self.metadata_path = self.folder / "training_metadata.json"
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _generations(self) -> list[dict]:
+        """The epochs the metadata names, newest first; an unreadable file names none, and
+        a backup of Keras' own layout (``latest.weights.h5``) is one generation."""
+        try:
+            metadata = json.loads(self.metadata_path.read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(metadata, dict):
+            return []
+        if "weights" not in metadata and "epoch" in metadata:  # Keras' own callback's
+            return [{"epoch": metadata["epoch"], "weights": "latest.weights.h5"}]
+        return [g for g in (metadata, metadata.get("previous")) if isinstance(g, dict)]
+
+    def _load_model(self):
+        if not self.model.built:
+            return super()._load_model()  # Keras' error: the model must be built
+        if not self.folder.is_dir():
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        generations = self._generations()
+        for position, generation in enumerate(generations):
+            name, epoch = generation.get("weights"), generation.get("epoch")
+            if not isinstance(name, str) or not isinstance(epoch, int) or epoch < 0:
+                continue
+            if name != "latest.weights.h5" and not self.WEIGHTS.fullmatch(name):
+                continue
+            try:
+                self.model.load_weights(self.folder / name)
+            except (OSError, ValueError) as error:
+                warnings.warn(f"{self.folder / name}: not loadable ({error})", stacklevel=2)
+                continue
+            self.model._initial_epoch = epoch
+            if position > 0:
+                warnings.warn(
+                    f"{self.folder}: the newest backup is damaged; resuming from epoch {epoch}",
+                    stacklevel=2,
+                )
+                self._cut_log(epoch)
+            return
+        if not any(self.folder.iterdir()):
+            return
+        aside = self.folder.with_name(f"{self.folder.name}.damaged-1")
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = self.folder.with_name(f"{self.folder.name}.damaged-{number}")
+        os.replace(self.folder, aside)
+        warnings.warn(
+            f"{self.folder}: no loadable backup (damaged: a run killed while an older version "
+            f"wrote it); set aside as {aside.name}, training starts over",
+            stacklevel=2,
+        )
+        self._cut_log(0)
+
+    def _cut_log(self, epoch: int) -> None:
+        """``log.csv`` without the epochs from ``epoch`` on (they are trained again)."""
+        if self.log_path is None or not self.log_path.is_file():
+            return
+        log = pd.read_csv(self.log_path)
+        kept = log[log["epoch"] < epoch]
+        if len(kept) < len(log):
+            _write_atomic(self.log_path, kept.to_csv(index=False).encode())
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:04d}.weights.h5"
+        partial = self.folder / f".partial-{os.getpid()}.weights.h5"
+        self.model.save_weights(partial, overwrite=True)
+        _fsync(partial)
+        os.replace(partial, self.folder / name)
+        newest = self._generations()[:1]
+        previous = (
+            {"epoch": newest[0]["epoch"], "weights": newest[0]["weights"]}
+            if newest and newest[0].get("weights") != name
+            else None
+        )
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "weights": name,
+            "previous": previous,
+        }
+        _write_atomic(self.metadata_path, json.dumps(metadata).encode())
+        keep = {name, *(() if previous is None else (previous["weights"],))}
+        for old in self.folder.iterdir():
+            if (self.WEIGHTS.fullmatch(old.name) or old.name == "latest.weights.h5") and (
+                old.name not in keep
+            ):
+                old.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """``payload`` into ``path`` under a temporary name, synced, then renamed into place."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
 def fit(
     training_model: keras.Model,
     train_dataset,
@@ -410,7 +547,7 @@ def fit(
         session_elapsed,
     )
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), delete_checkpoint=False),
+        AtomicBackup(out_dir / "backup", log_path),
         *(
             [keras.callbacks.LearningRateScheduler(learning_rate_schedule)]
             if learning_rate_schedule
