@@ -428,6 +428,7 @@ def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path, 
     assert (mine / "thesis.tex").read_text() == "keep me"
     # a stage that fails midway leaves the earlier stage as it was, and nothing beside it
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
     def cut(kernels):  # called once every kernel is staged: a failure at the very end
         raise RuntimeError("cut short")
 

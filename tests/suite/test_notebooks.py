@@ -136,6 +136,18 @@ def test_relative_folders_mean_the_callers_folder(small_synth, tmp_path, monkeyp
     assert outputs.outputs_complete(run_dir / "01_eda")
     assert summary["data_dir"] == str(tmp_path / "data set")
     assert not (runner.REPO / "runs here").exists()
+    # the same inputs again: skipped; the runs folder moved: still the same run
+    again = runner.run("smoke", str(data), "../runs here", ["01_eda"])
+    assert [n.get("reused") for n in again["notebooks"]] == [True]
+    shutil.move(tmp_path / "runs here", tmp_path / "moved")
+    assert runner.run("smoke", str(data), "../moved", ["01_eda"])["notebooks"][0]["reused"]
+    # other data, or another parameter: refused up front, naming what differs and --force
+    train = tmp_path / "data set" / "train.csv"
+    train.write_text(train.read_text() + train.read_text().splitlines()[1] + "\n")
+    with pytest.raises(ValueError, match=r"01_eda's results for other inputs \(the data set's"):
+        runner.run("smoke", str(data), "../moved", ["01_eda"])
+    with pytest.raises(ValueError, match=r"other inputs \(.*: --force to replace them"):
+        runner.run("smoke", str(data), "../moved", ["01_eda"], overrides={"photos_per_species": 3})
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ def test_imports_are_read_from_code_and_function_bodies():
 
 
 def test_requirements_follow_the_library_into_its_functions():
-    """Notebook 04 imports ``matching``; OpenCV is imported only inside ``local_features``'
+    """Notebook 04 imports ``fusion``; OpenCV is imported only inside ``local_features``'
     functions, which only its late fused-head cell reaches: the requirements hold it, named by
     the module that needs it."""
     needed = preflight.notebook_requirements(runner.NOTEBOOK_DIR / "04_effnet_arcface.ipynb")

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -396,3 +397,65 @@ def test_backbone_warmup_needs_the_fine_tuning_optimizer(tmp_path):
             training_model, tf.data.Dataset.from_tensors(_batch()).repeat(), 1, tmp_path / "r",
             embedding_model, steps_per_epoch=1, frozen_backbone_epochs=1, verbose=0,
         )  # fmt: skip
+
+
+def test_a_run_resumes_from_a_damaged_backup(tmp_path):
+    """A kill while the backup is written cannot truncate it (each epoch's weights and the
+    metadata naming them are written aside and renamed); a backup damaged anyway resumes from
+    the previous epoch, with a warning and its log cut back; one that does not load at all (an
+    older version's, truncated by a kill) is set aside and the run starts over."""
+    training_model, embedding_model = basic_model()
+    with pytest.raises(Interrupt):
+        train.fit(training_model, tiny_data(), 4, tmp_path, embedding_model,
+                  extra_callbacks=[InterruptAfter(1)], verbose=0)  # fmt: skip
+    backup = tmp_path / "backup"
+    assert sorted(p.name for p in backup.iterdir()) == [
+        "epoch-0001.weights.h5", "epoch-0002.weights.h5", "training_metadata.json"
+    ]  # fmt: skip
+    newest = backup / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:96])  # damaged
+    epochs_run = []
+    counter = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch)
+    )
+    training_model, embedding_model = basic_model()
+    with pytest.warns(UserWarning, match="resuming from epoch 1"):
+        log = train.fit(training_model, tiny_data(), 4, tmp_path, embedding_model,
+                        extra_callbacks=[counter], verbose=0)  # fmt: skip
+    assert epochs_run == [1, 2, 3] and log["epoch"].tolist() == [0, 1, 2, 3]
+
+    # Keras' own layout, truncated by a kill: set aside, started over
+    other = tmp_path / "other"
+    (other / "backup").mkdir(parents=True)
+    (other / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)
+    (other / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    epochs_run.clear()
+    training_model, embedding_model = basic_model()
+    with pytest.warns(UserWarning, match="set aside as backup.damaged-1, training starts over"):
+        train.fit(training_model, tiny_data(), 2, other, embedding_model,
+                  extra_callbacks=[counter], verbose=0)  # fmt: skip
+    assert epochs_run == [0, 1]
+    assert (other / "backup.damaged-1" / "latest.weights.h5").is_file()
+
+
+def test_a_run_killed_while_its_backup_is_written_resumes(tmp_path):
+    """The reproduction: a kill while the second epoch's backup is being written (the file
+    left truncated at 96 bytes) does not stop the rerun, which trains on from the first."""
+    training_model, embedding_model = basic_model()
+    real = training_model.save_weights
+    calls = {"n": 0}
+
+    def killed_midway(filepath, *args, **kwargs):
+        real(filepath, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch's backup
+            Path(filepath).write_bytes(Path(filepath).read_bytes()[:96])
+            raise Interrupt("killed while writing the backup")
+
+    training_model.save_weights = killed_midway
+    with pytest.raises(Interrupt):
+        train.fit(training_model, tiny_data(), 3, tmp_path, embedding_model, verbose=0)
+    training_model, embedding_model = basic_model()
+    log = train.fit(training_model, tiny_data(), 3, tmp_path, embedding_model, verbose=0)
+    assert log["epoch"].tolist() == [0, 1, 2]
+    assert json.loads((tmp_path / "done.json").read_text())["epochs"] == 3

@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from whaleutils.contracts import outputs
-from whaleutils.datasets import synth
+from whaleutils.datasets import data, synth
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -330,8 +330,27 @@ def run(
     earlier = {}
     if (run_dir / "summary.json").is_file():
         earlier = {
-            n["name"]: n for n in json.loads((run_dir / "summary.json").read_text())["notebooks"]
+            n["name"]: n for n in outputs.read_json(run_dir / "summary.json").get("notebooks", [])
         }
+    inputs_of = {}  # what each notebook runs on: checked against a finished one's, up front
+    for name in running:
+        folder_name = name if variant is None else f"{name}-{variant}"
+        out = run_dir / folder_name
+        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
+        if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
+            parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
+        inputs_of[name] = (parameters, run_inputs(parameters, data_path, runs))
+        recorded = earlier.get(folder_name, {}).get("inputs")
+        if (
+            not force
+            and outputs.outputs_complete(out)
+            and recorded not in (None, inputs_of[name][1])
+        ):
+            raise ValueError(
+                f"{out} holds {name}'s results for other inputs ("
+                + ", ".join(differences(recorded, inputs_of[name][1]))
+                + "): --force to replace them, or another --runs folder to keep them"
+            )
     started_all = time.perf_counter()
     failure = None
     for name in included:
@@ -341,9 +360,7 @@ def run(
             continue
         folder_name = name if variant is None else f"{name}-{variant}"
         out = run_dir / folder_name
-        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
-        if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
-            parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
+        parameters, inputs = inputs_of[name]
         if outputs.outputs_complete(out) and not force:
             print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
             previous = earlier.get(
@@ -366,7 +383,9 @@ def run(
             print(f"[{name}] FAILED after {seconds:.0f} s\n{error}", file=sys.stderr, flush=True)
             break
         seconds = round(time.perf_counter() - started, 1)
-        summary["notebooks"].append({"name": folder_name, "status": "ok", "seconds": seconds})
+        summary["notebooks"].append(
+            {"name": folder_name, "status": "ok", "seconds": seconds, "inputs": inputs}
+        )
         print(
             f"[{name}] ok in {seconds:.0f} s (total {time.perf_counter() - started_all:.0f} s)",
             flush=True,
@@ -382,6 +401,38 @@ def run(
     if failure is not None:
         raise failure
     return summary
+
+
+def run_inputs(parameters: dict, data_path: Path, runs: Path) -> dict:
+    """What a notebook's results depend on, as recorded in ``summary.json``: its parameters
+    (as JSON has them; paths inside the ``runs`` folder relative to it, so that a runs folder
+    moved elsewhere is the same run) and the data set's ``train.csv`` digest."""
+    train = Path(data_path) / "train.csv"
+    prefix = str(runs) + os.sep
+
+    def relative(value):
+        return (
+            "RUNS/" + value[len(prefix) :]
+            if isinstance(value, str) and value.startswith(prefix)
+            else value
+        )
+
+    return {
+        "parameters": {
+            k: relative(v) for k, v in json.loads(json.dumps(parameters, default=str)).items()
+        },
+        "train_csv_sha256": data.file_sha256(train) if train.is_file() else None,
+    }
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """The names whose values differ between two :func:`run_inputs` (at most six)."""
+    before, now = recorded.get("parameters", {}), current["parameters"]
+    names = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = [f"{k}: {str(before.get(k))[:40]} -> {str(now.get(k))[:40]}" for k in names[:6]]
+    if recorded.get("train_csv_sha256") != current["train_csv_sha256"]:
+        changed.append("the data set's train.csv")
+    return changed or ["its recorded inputs"]
 
 
 def collect_scores(run_dir: Path) -> dict:
