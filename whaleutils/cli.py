@@ -159,10 +159,14 @@ def cmd_run(args) -> int:
 def cmd_export(args) -> int:
 
     try:
-        report = interop.write_export(args.catalogue, args.out, args.format, args.occasion)
+        with warnings.catch_warnings(record=True) as caught:  # printed as lines, below
+            warnings.simplefilter("always", UserWarning)
+            report = interop.write_export(args.catalogue, args.out, args.format, args.occasion)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     files = ", ".join(str(path) for path in report.pop("files"))
     details = ", ".join(f"{value} {key}" for key, value in report.items())
     print(f"{files}: {details}")

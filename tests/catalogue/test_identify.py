@@ -200,12 +200,17 @@ def test_identify_command_writes_matches_review_and_skipped(run_dir, catalogue, 
     assert "__DATA__" not in page and "__TITLE__" not in page
     # the same --out again: refused, unless --force, which replaces identify's files alone
     (out / "notes.txt").write_text("mine")
+    (out / "evidence").mkdir()
+    (out / "evidence" / "my-figure.png").write_text("mine")  # the user's, in a folder of ours
+    (out / "evidence" / "0001-1.jpg").write_text("an earlier identify's drawing")
     assert cli.main(argv) == 2
     assert f"--out {out} is not empty" in capsys.readouterr().err
     only_broken = argv[:-4] + ["--photos", str(photos / "broken.jpg"), "--out", str(out)]
     assert cli.main([*only_broken, "--force"]) == 1  # nothing readable: exit 1
     assert pd.read_csv(out / "matches.csv").empty and not (out / "review.html").exists()
     assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "evidence" / "my-figure.png").read_text() == "mine"
+    assert not (out / "evidence" / "0001-1.jpg").exists()
     # never into the catalogue
     inside = argv[:-4] + ["--out", str(catalogue / "results")]
     assert cli.main(inside) == 2

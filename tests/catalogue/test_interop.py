@@ -277,3 +277,27 @@ def test_exports_for_spreadsheets_escape_formulas_and_capture_history_keeps_its_
     with pytest.raises(ValueError, match=r"name the CSV \(e.g. .*hist.csv\)"):
         interop.write_export(catalogue, tmp_path / "hist.inp", "capture-history")
     assert not (tmp_path / "hist.inp").exists()
+
+
+def test_a_typo_year_is_named_and_a_huge_history_warned_of(tmp_path, capsys):
+    folder = tmp_path / "c"
+    (folder / "train_images").mkdir(parents=True)
+    frame = pd.DataFrame(
+        {"image": ["a", "b"], "species": "humpback_whale", "individual_id": ["A", "B"],
+         "date": ["0024-06-01", "2024-06-01"]}
+    )  # fmt: skip
+    frame.to_csv(folder / "train.csv", index=False)
+    with pytest.raises(ValueError, match=r"line 2: date '0024-06-01': the year 24 is outside"):
+        interop.capture_history(folder, "day")
+    problems = validate.validate_dataset(folder, decode_images=False)
+    assert any("the year 24 is outside 1850-2100" in p for p in problems)
+    frame["date"] = ["9999-12-31", "2024-06-01"]
+    frame.to_csv(folder / "train.csv", index=False)
+    with pytest.raises(ValueError, match="the year 9999 is outside"):
+        interop.capture_history(folder, "month")
+    frame["date"] = ["1990-01-01", "2024-06-01"]  # real, but 12,571 daily occasions
+    frame.to_csv(folder / "train.csv", index=False)
+    out = tmp_path / "daily.csv"
+    argv = ["export", "--catalogue", str(folder), "--format", "capture-history", "--out"]
+    assert cli.main([*argv, str(out), "--occasion", "day"]) == 0
+    assert "warning: 12571 occasions from 1990-01-01 to 2024-06-01" in capsys.readouterr().err

@@ -26,7 +26,6 @@ Catalogue and query photos are framed alike: both cropped to their boxes with
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from whaleutils.catalogue.catalogue_index import (
     PhotoEmbedder,
     default_cache_dir,
 )
+from whaleutils.catalogue.review import EVIDENCE_FILE, EVIDENCE_FOLDER
 from whaleutils.contracts import outputs
 from whaleutils.datasets import data
 from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
@@ -353,7 +353,17 @@ def _matcher(run_dir: Path, knn_settings, local: bool | None, known_precision: f
     return KnnMatcher(knn_settings)
 
 
-OUT_FILES = ("matches.csv", "skipped.csv", "review.html", "evidence")  # what identify writes
+OUT_FILES = ("matches.csv", "skipped.csv", "review.html", EVIDENCE_FOLDER)  # what identify writes
+
+
+def _remove_evidence(folder: Path) -> None:
+    """The drawings an earlier identify made in ``folder`` (``NNNN-R.jpg``); anything else
+    there is the user's and stays (and so does the folder, then)."""
+    for entry in folder.iterdir():
+        if EVIDENCE_FILE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: bool = False) -> Path:
@@ -380,9 +390,9 @@ def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: boo
             )
         for name in OUT_FILES:
             path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
+            if name == EVIDENCE_FOLDER and path.is_dir() and not path.is_symlink():
+                _remove_evidence(path)
+            elif path.is_file() or path.is_symlink():
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out

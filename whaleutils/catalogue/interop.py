@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from whaleutils.datasets import data, encounters
 COCO_EXTRA = "whaleutils"  # the annotation key holding the row's own cells
 UNNAMED = "____"  # Wild Me's name for an annotation of no known individual
 OCCASIONS = ("day", "week", "month", "year")
+MANY_OCCASIONS = 5000  # more columns than a capture history is read with: a warning
 # Darwin Core scientific names of the Happywhale species (vernacular names as data.py spells
 # them); a species not listed keeps only its vernacularName.
 SCIENTIFIC_NAMES = {
@@ -446,6 +448,13 @@ def capture_history(catalogue_dir, occasion: str | int = "month") -> tuple[pd.Da
         except ValueError as error:
             raise ValueError(f"train.csv line {line}: {error}") from None
     starts = occasion_starts(min(days), max(days), occasion)
+    if len(starts) > MANY_OCCASIONS:
+        first, last = min(days), max(days)
+        warnings.warn(
+            f"{len(starts)} occasions from {first} to {last} ({occasion}): check the earliest "
+            "and latest dates, or choose a longer --occasion",
+            stacklevel=2,
+        )
     column = (
         np.searchsorted(np.array(starts, "datetime64[D]"), np.array(days, "datetime64[D]"), "right")
         - 1

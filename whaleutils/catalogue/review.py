@@ -34,6 +34,7 @@ from whaleutils.retrieval import local_features
 
 THUMBNAIL_SIDE = 256
 EVIDENCE_FOLDER = "evidence"  # identify's drawings of matched keypoints, beside review.html
+EVIDENCE_FILE = re.compile(r"[0-9]{4,}-[0-9]+\.jpg")  # each drawing's name: photo-rank
 MIN_EVIDENCE_INLIERS = 3  # fewer matched keypoints than an affine transform needs: not drawn
 
 

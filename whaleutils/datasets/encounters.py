@@ -37,6 +37,7 @@ VIEWPOINTS = (
     "left", "right", "top", "bottom", "front", "back", "fluke", "unknown"
 )  # fmt: skip
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?")
+FIRST_YEAR, LAST_YEAR = 1850, 2100  # a photo-ID date outside these is a typo (0024, 9999)
 EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
 
 
@@ -57,9 +58,14 @@ def parse_date(text: str) -> date:
     if not _DATE.fullmatch(text):
         raise ValueError(f"date {text!r} is not YYYY-MM-DD")
     try:
-        return date.fromisoformat(text[:10])
+        day = date.fromisoformat(text[:10])
     except ValueError as error:
         raise ValueError(f"date {text!r}: {error}") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValueError(
+            f"date {text!r}: the year {day.year} is outside {FIRST_YEAR}-{LAST_YEAR} (a typo?)"
+        )
+    return day
 
 
 def haversine_km(latitude, longitude, to_latitude: float, to_longitude: float) -> np.ndarray:
