@@ -166,6 +166,8 @@ def hostile_inputs(tmp_path, small_synth):
     empty.write_text("")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
     sample = str(small_synth / "sample_submission.csv")
     solution_file = str(small_synth / "test_solution.csv")
     prepare = ["prepare", "--images", str(photos), "--labels"]
@@ -183,6 +185,16 @@ def hostile_inputs(tmp_path, small_synth):
         ("UTF-16 labels", [*prepare, str(utf16), "--out", str(tmp_path / "o3")],
          "utf16.csv: not UTF-8 text"),
         ("--out a file", [*prepare, str(labels), "--out", str(a_file)], "a_file is a file"),
+        ("a -p value that is not YAML", ["run", "--profile", "smoke", "-p", "epochs", "{[", "--out",
+                                         str(tmp_path / "r")], "-p epochs '{[': not a YAML value"),
+        ("a COCO file nested too deeply", ["import", "--format", "coco", "--annotations",
+                                           str(deep), "--images", str(photos), "--out",
+                                           str(tmp_path / "o4")], "deep.json: not a readable JSON"),
+        ("run --out where no folder can be", ["run", "--profile", "smoke", "--only", "01_eda",
+                                              "--out", str(a_file / "runs")], "Not a directory"),
+        ("an export named .inp", ["export", "--catalogue", str(small_synth), "--format",
+                                  "capture-history", "--out", str(tmp_path / "h.inp")],
+         "name the CSV"),
     ]  # fmt: skip
 
 

@@ -125,9 +125,18 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def _yaml_value(name: str, text: str):
+    """A ``-p NAME VALUE`` value read as YAML; raises ValueError naming it."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        reason = str(getattr(error, "problem", None) or error).splitlines()[0]
+        raise ValueError(f"-p {name} {text[:60]!r}: not a YAML value ({reason})") from None
+
+
 def cmd_run(args) -> int:
     try:
-        overrides = {name: yaml.safe_load(value) for name, value in args.parameter or []}
+        overrides = {name: _yaml_value(name, value) for name, value in args.parameter or []}
         for name in ("boxes", "crop_cache"):  # paths, made absolute (the notebooks run in the
             # repository's folder); a bare --boxes NAME may be an attached Kaggle dataset
             # (data.find_boxes). "-p boxes PATH" is taken as "--boxes PATH".
@@ -149,6 +158,9 @@ def cmd_run(args) -> int:
         return 1  # the runner has printed which notebook and cell failed
     except ValueError as error:  # an unknown notebook or parameter
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only or full --out, say
+        print(f"error: {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"summary: {Path(args.out) / args.profile / 'summary.md'}")
     for model, scores in summary["scores"].items():

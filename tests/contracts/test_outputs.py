@@ -119,6 +119,31 @@ def test_run_settings_are_read_in_one_place_without_the_model(tmp_path):
         ValueError, match=r"run/scores.json: no KNN settings \['threshold', 'rule'\]"
     ):
         outputs.read_run_settings(folder)
+    for change, message in [
+        ({"k": None}, "k must be a whole number >= 1, got None"),
+        ({"k": 0}, "k must be a whole number >= 1, got 0"),
+        ({"k": -5}, "got -5"),
+        ({"k": 2.5}, "got 2.5"),
+        ({"k": True}, "got True"),
+        ({"threshold": float("nan")}, "threshold must be a cosine distance in [0, 2], got nan"),
+        ({"threshold": None}, "got None"),
+        ({"threshold": 3}, "got 3"),
+        ({"valid_threshold": -1}, "valid_threshold must be a cosine distance"),
+        ({"rule": "mean"}, "rule must be one of ('vote', 'max'), got 'mean'"),
+        ({"split": [1]}, "split must be an object"),
+    ]:
+        outputs.write_json(folder / "scores.json", {**scores, **change})
+        with pytest.raises(ValueError) as error:
+            outputs.read_run_settings(folder)
+        assert "run/scores.json: " in str(error.value) and message in str(error.value), change
+    (folder / "scores.json").write_text(
+        '{"valid": {}, "k": 1e400, "threshold": 0.3, "rule": "max"}'
+    )
+    with pytest.raises(ValueError, match="k must be a whole number >= 1, got inf"):
+        outputs.read_run_settings(folder)
+    (folder / "scores.json").write_text("[1]")
+    with pytest.raises(ValueError, match="scores.json: must hold an object, not list"):
+        outputs.read_run_settings(folder)
 
 
 def test_collect_scores_prefers_test_and_keeps_the_embedding_diagnostic(tmp_path):

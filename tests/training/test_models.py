@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -324,6 +326,32 @@ def test_a_portable_pair_that_lies_is_refused_naming_the_file(tmp_path):
     recipe.write_text("{not json")
     with pytest.raises(ValueError, match=r"embedding_model\.recipe\.json: not a model recipe"):
         models.load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": 1}, r"unknown argument\(s\) \['extra'\] for build_model"),
+        ({"image_size": "48"}, "image_size must be int, got '48'"),
+        ({"image_size": True}, "image_size must be int, got 'True'"),
+        ({"embedding_dim": 10**12}, "embedding_dim 1000000000000 is outside 1..16384"),
+        ({"dropout": "x"}, "dropout must be float"),
+        ({"pooling": "sum"}, "pooling must be avg or max"),
+        ({"backbone": "efficientnet-b99"}, "unknown backbone 'efficientnet-b99'"),
+        ({"weights": "imagenet"}, "weights must be NoneType"),
+    ],
+)
+def test_a_recipe_that_is_not_ours_is_refused_before_anything_is_built(tmp_path, change, message):
+    path = tmp_path / "embedding_model.keras"
+    _, model = _small_model()
+    models.save_model(model, path)
+    recipe_path, _ = models.portable_files(path)
+    recipe = json.loads(recipe_path.read_text())
+    recipe["arguments"].update(change)
+    recipe_path.write_text(json.dumps(recipe))
+    with pytest.raises(ValueError, match=message) as error:
+        models.load_model(path)
+    assert "recipe.json: " in str(error.value) and "\n" not in str(error.value)
 
 
 def test_saving_a_model_without_a_recipe_over_one_with_removes_the_stale_recipe(tmp_path):

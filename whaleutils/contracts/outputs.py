@@ -19,6 +19,7 @@ Importing this module does not import TensorFlow (the runner uses it).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,20 +219,38 @@ def read_run_settings(folder: str | os.PathLike) -> RunSettings:
     missing = [key for key in ("k", "threshold", "rule") if key not in scores]
     if missing:
         raise ValueError(f"{folder / SCORES}: no KNN settings {missing}")
+    k, threshold, rule = scores["k"], scores["threshold"], scores["rule"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{folder / SCORES}: k must be a whole number >= 1, got {str(k)[:40]}")
+    for name in ("threshold", "valid_threshold"):
+        value = scores.get(name, threshold)
+        if not _finite_number(value) or not 0.0 <= value <= 2.0:
+            raise ValueError(
+                f"{folder / SCORES}: {name} must be a cosine distance in [0, 2], "
+                f"got {str(value)[:40]}"
+            )
+    if rule not in KNN_RULES:
+        raise ValueError(
+            f"{folder / SCORES}: rule must be one of {KNN_RULES}, got {str(rule)[:40]!r}"
+        )
     split = scores.get("split") or {}
+    if not isinstance(split, dict):
+        raise ValueError(f"{folder / SCORES}: split must be an object, got {str(split)[:40]}")
     return RunSettings(
         folder=folder,
-        knn=KnnSettings(
-            int(scores["k"]),
-            float(scores["threshold"]),
-            str(scores["rule"]),
-            bool(scores.get("flipped_gallery", False)),
-        ),
-        valid_threshold=float(scores.get("valid_threshold", scores["threshold"])),
+        knn=KnnSettings(k, float(threshold), rule, bool(scores.get("flipped_gallery", False))),
+        valid_threshold=float(scores.get("valid_threshold", threshold)),
         tta=_embeddings_tta(folder),
         crop_to_box=bool(split["crop_to_box"]) if "crop_to_box" in split else None,
         scores=scores,
     )
+
+
+KNN_RULES = ("vote", "max")  # the rules a KNN head may choose (retrieval.knn.RULES)
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _embeddings_tta(folder: Path) -> str:

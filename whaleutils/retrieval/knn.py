@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils.contracts import outputs
 from whaleutils.contracts.metrics import N_PREDICTIONS, NEW_INDIVIDUAL
 
 K_GRID = (1, 3, 5, 10, 20, 50, 75, 100)
-RULES = ("vote", "max")  # rank_individuals' rules; a head's "best" searches both
+RULES = outputs.KNN_RULES  # rank_individuals' rules ("vote", "max"); "best" searches both
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits
 
 

@@ -353,8 +353,13 @@ def read_recipe(path) -> dict | None:
         builder, arguments = recipe["builder"], dict(recipe["arguments"])
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{recipe_path}: not a model recipe ({error})") from None
-    if builder not in _BUILDERS:
-        raise ValueError(f"{recipe_path}: unknown builder {builder!r}; known: {sorted(_BUILDERS)}")
+    if not isinstance(builder, str) or builder not in _BUILDERS:
+        raise ValueError(
+            f"{recipe_path}: unknown builder {str(builder)[:40]!r}; known: {sorted(_BUILDERS)}"
+        )
+    problem = _recipe_problem(builder, arguments)
+    if problem:
+        raise ValueError(f"{recipe_path}: {problem}; not a recipe this package wrote")
     if not weights_path.is_file():
         raise ValueError(f"{recipe_path}: its weights file {weights_path} is missing")
     if recipe.get("weights_sha256") != data.file_sha256(weights_path):
@@ -363,6 +368,50 @@ def read_recipe(path) -> dict | None:
             "differs): a partial copy, or files of two different models?"
         )
     return {**recipe, "arguments": arguments}
+
+
+# What a recipe may say, per builder: each argument's type and, for numbers, its range.
+RECIPE_ARGUMENTS = {
+    "build_model": {
+        "backbone": (str, None), "image_size": (int, (16, 2048)),
+        "embedding_dim": (int, (1, 16384)), "dropout": (float, (0.0, 0.99)),
+        "pooling": (str, None), "embedding_batchnorm": (bool, None), "weights": (type(None), None),
+    },
+    "build_basic_cnn": {
+        "image_size": (int, (16, 2048)), "filters": (list, (1, 4096)),
+        "dense_units": (int, (1, 16384)), "dropout": (float, (0.0, 0.99)),
+    },
+}  # fmt: skip
+
+
+def _recipe_problem(builder: str, arguments: dict) -> str | None:
+    """What is wrong with a recipe's ``arguments`` for ``builder`` (None: nothing)."""
+    allowed = RECIPE_ARGUMENTS[builder]
+    unknown = sorted(set(arguments) - set(allowed))
+    if unknown:
+        return f"unknown argument(s) {unknown} for {builder}"
+    for name, value in arguments.items():
+        kind, bounds = allowed[name]
+        numbers = value if kind is list else [value]
+        if kind is list and (not isinstance(value, list) or not value):
+            return f"{name} must be a list of whole numbers, got {str(value)[:40]!r}"
+        for number in numbers:
+            wanted = int if kind is list else kind
+            right_type = isinstance(number, wanted) and not (
+                wanted in (int, float) and isinstance(number, bool)
+            )
+            if wanted is float and isinstance(number, int) and not isinstance(number, bool):
+                right_type = True
+            if not right_type:
+                return f"{name} must be {wanted.__name__}, got {str(number)[:40]!r}"
+            if bounds and not bounds[0] <= number <= bounds[1]:
+                return f"{name} {number} is outside {bounds[0]}..{bounds[1]}"
+    if builder == "build_model":
+        if arguments.get("pooling", "avg") not in ("avg", "max"):
+            return f"pooling must be avg or max, got {arguments['pooling']!r}"
+        if arguments.get("backbone") not in backbones.BACKBONES:
+            return f"unknown backbone {str(arguments.get('backbone'))[:40]!r}"
+    return None
 
 
 def rebuild_model(recipe: dict, weights_path, dtype_policy: str = "float32") -> keras.Model:
