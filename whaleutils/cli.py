@@ -192,6 +192,9 @@ def cmd_import(args) -> int:
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, say: nothing was left behind (read_coco)
+        print(f"error: {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print(
         f"{args.out}: a catalogue of {report['photos']} photos of {report['individuals']} "
         f"individuals ({report['unnamed']} unnamed annotations left out)"
@@ -650,8 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 1
-    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:
-        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
+    except OSError as error:  # no permission, a full disk, a file where a folder should be
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
     except UnicodeDecodeError as error:
         print(f"error: a file is not UTF-8 text ({error.reason})", file=sys.stderr)

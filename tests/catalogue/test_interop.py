@@ -301,3 +301,25 @@ def test_a_typo_year_is_named_and_a_huge_history_warned_of(tmp_path, capsys):
     argv = ["export", "--catalogue", str(folder), "--format", "capture-history", "--out"]
     assert cli.main([*argv, str(out), "--occasion", "day"]) == 0
     assert "warning: 12571 occasions from 1990-01-01 to 2024-06-01" in capsys.readouterr().err
+
+
+def test_an_import_that_fails_while_copying_leaves_no_catalogue(catalogue, tmp_path, monkeypatch):
+    """A failure (a full disk, a kill) in the middle of copying the photos: --out is not
+    there, nothing half-written beside it, and the rerun imports."""
+    path, out = tmp_path / "c.json", tmp_path / "out"
+    path.write_text(json.dumps(interop.coco_document(catalogue)))
+    real, calls = interop.shutil.copyfile, {"n": 0}
+
+    def full_disk(source, target, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device", str(target))
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(interop.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        interop.read_coco(path, catalogue / "train_images", out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.setattr(interop.shutil, "copyfile", real)
+    assert interop.read_coco(path, catalogue / "train_images", out)["photos"] == 30
+    assert validate.validate_dataset(out) == []

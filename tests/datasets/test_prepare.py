@@ -92,3 +92,52 @@ def test_missing_column_and_non_empty_output(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         prepare.prepare(tmp_path / "labels.csv", tmp_path, out)
     assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_labels_never_reach_outside_the_images_folder(tmp_path):
+    """A fresh hostile pass (issue 32's list does not name prepare): paths in labels.csv that
+    lead out of --images, by .., an absolute path or a link, are refused, and so are ids a
+    spreadsheet would run."""
+    images = tmp_path / "photos"
+    images.mkdir()
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"secret")
+    (images / "link.jpg").symlink_to(secret)
+    (images / "a.jpg").write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"image,individual_id\n../secret.jpg,w1\n{secret},w2\nlink.jpg,w3\na.jpg,=HYPERLINK(1)\n"
+    )
+    with pytest.raises(prepare.CatalogueError) as error:
+        prepare.prepare(labels, images, tmp_path / "out")
+    message = str(error.value)
+    assert "line 2 ('../secret.jpg'): not a path inside" in message
+    assert f"line 3 ('{secret}'): not a path inside" in message
+    assert "line 4 ('link.jpg'): a link leading out of" in message
+    assert "line 5: individual_id '=HYPERLINK(1)' would run as a spreadsheet formula" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prepare_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
+    images = tmp_path / "photos"
+    images.mkdir()
+    rows = []
+    for index in range(6):
+        (images / f"p{index}.jpg").write_bytes(bytes([index]))
+        rows.append(f"p{index}.jpg,w{index % 3}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,individual_id\n" + "\n".join(rows) + "\n")
+    real, calls = prepare.shutil.copy2, {"n": 0}
+
+    def full_disk(source, target, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(28, "No space left on device")
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(prepare.shutil, "copy2", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        prepare.prepare(labels, images, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "photos"]
+    monkeypatch.setattr(prepare.shutil, "copy2", real)
+    assert prepare.prepare(labels, images, tmp_path / "out")["train_images"] > 0

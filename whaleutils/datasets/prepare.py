@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.contracts.tables import looks_like_formula
 from whaleutils.datasets import data
 
 UNKNOWN_SPECIES = "unknown"
@@ -73,6 +74,12 @@ def read_catalogue(labels_csv: str | os.PathLike, images_dir: str | os.PathLike)
             problems.append(f"{where}: empty {'image' if not image else 'individual_id'}")
             names.append("")
             continue
+        for column, value in (("individual_id", individual), ("species", record.get("species"))):
+            if looks_like_formula(value):
+                problems.append(
+                    f"{where}: {column} {str(value)[:60]!r} would run as a spreadsheet formula "
+                    "(it starts with =, +, -, @)"
+                )
         if individual == NEW_INDIVIDUAL or any(c.isspace() or c == "," for c in individual):
             problems.append(
                 f"{where}: individual_id {individual!r} is reserved or holds a space or comma "
@@ -92,8 +99,15 @@ def read_catalogue(labels_csv: str | os.PathLike, images_dir: str | os.PathLike)
                 f"{where} ({image!r}): base name {name!r} already used at line {first_name[name]}"
             )
         first_name.setdefault(name, line)
-        if not (images_dir / image).is_file():
-            problems.append(f"{where} ({image!r}): photo not found at {images_dir / image}")
+        source = images_dir / image
+        if Path(image).is_absolute() or ".." in Path(image).parts:
+            problems.append(
+                f"{where} ({image!r}): not a path inside {images_dir} (no absolute path, no ..)"
+            )
+        elif not source.is_file():
+            problems.append(f"{where} ({image!r}): photo not found at {source}")
+        elif images_dir.resolve() not in source.resolve().parents:
+            problems.append(f"{where} ({image!r}): a link leading out of {images_dir}")
     if problems:
         shown = "\n".join(problems[:20])
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -155,7 +169,39 @@ def prepare(
             f"{out_dir} exists and is not empty; prepare writes only to a new or empty folder"
         )
     catalogue = split_catalogue(read_catalogue(labels_csv, images_dir), test_share, new_share, seed)
-    layout = data.Layout(out_dir)
+    # Written into a hidden folder beside out_dir and renamed when complete: a failure or a
+    # kill leaves no half-written data set (and the rerun is not refused as "not empty").
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = out_dir.parent / f".{out_dir.name}.prepare-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        train, test = _write_data_set(building, catalogue, images_dir, link)
+        card = {
+            "labels": str(Path(labels_csv).resolve()),
+            "images": str(images_dir.resolve()),
+            "test_share": test_share,
+            "new_share": new_share,
+            "seed": seed,
+            "link": link,
+            "train_images": int(len(train)),
+            "test_images": int(len(test)),
+            "individuals": int(catalogue["individual_id"].nunique()),
+            "individuals_new": int(test.loc[test["is_new"], "individual_id"].nunique()),
+            "test_new_share": float(test["is_new"].mean()) if len(test) else 0.0,
+        }
+        (building / "prepare.json").write_text(json.dumps(card, indent=1) + "\n")
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty (checked above)
+        os.rename(building, out_dir)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
+    return card
+
+
+def _write_data_set(folder: Path, catalogue: pd.DataFrame, images_dir: Path, link: bool):
+    """The photos (copied, or linked) and tables of a prepared set in the new ``folder``;
+    returns its (train, test) rows."""
+    layout = data.Layout(folder)
     for part in ("train", "test"):
         layout.images(part).mkdir(parents=True, exist_ok=True)
     for record in catalogue.to_dict("records"):
@@ -165,22 +211,7 @@ def prepare(
             target.symlink_to(source)
         else:
             shutil.copy2(source, target)
-
     train = catalogue[catalogue["split"] == "train"]
     test = catalogue[catalogue["split"] == "test"]
     data.write_tables(layout, train, test)
-    card = {
-        "labels": str(Path(labels_csv).resolve()),
-        "images": str(images_dir.resolve()),
-        "test_share": test_share,
-        "new_share": new_share,
-        "seed": seed,
-        "link": link,
-        "train_images": int(len(train)),
-        "test_images": int(len(test)),
-        "individuals": int(catalogue["individual_id"].nunique()),
-        "individuals_new": int(test.loc[test["is_new"], "individual_id"].nunique()),
-        "test_new_share": float(test["is_new"].mean()) if len(test) else 0.0,
-    }
-    (out_dir / "prepare.json").write_text(json.dumps(card, indent=1) + "\n")
-    return card
+    return train, test
