@@ -588,6 +588,29 @@ def test_push_requires_a_stage(tmp_path):
         kaggle_push.push(tmp_path)
 
 
+def test_a_crafted_stage_sends_no_other_folder_to_kaggle(tmp_path):
+    """stage.json names the folders pushed: a name that is a path, or a link, is refused
+    before the kaggle CLI is called (a fresh hostile pass: push is not in issue 32's list)."""
+    stage = tmp_path / "stage"
+    kaggle_stage.stage(stage, owner=OWNER, build_wheels=False)
+    summary = json.loads((stage / "stage.json").read_text())
+    (tmp_path / "private").mkdir()
+    (stage / "link").symlink_to(tmp_path / "private")
+    for kernels, message in [
+        (["../private"], "'../private' is not a staged folder's name"),
+        ([str(tmp_path / "private")], "is not a staged folder's name"),
+        (["link"], "link is not a folder of the stage"),
+        (["not-there"], "not-there is not a folder of the stage"),
+        ("abc", "kernels must be a list of staged folders"),
+    ]:
+        (stage / "stage.json").write_text(json.dumps({**summary, "kernels": kernels}))
+        with pytest.raises(ValueError, match=message):
+            kaggle_push.push(stage)
+    (stage / "stage.json").write_text("[]")
+    with pytest.raises(ValueError, match="stage.json: must hold an object"):
+        kaggle_push.push(stage)
+
+
 CANARY = "happywhale-04-effnet-arcface-canary"
 
 

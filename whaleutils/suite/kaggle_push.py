@@ -8,7 +8,6 @@ output and counts that as a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from whaleutils.contracts import outputs
 
 
 @dataclass
@@ -92,6 +93,38 @@ def push_library(stage_dir: Path, summary: dict, timeout: float) -> PushResult:
     return _outcome(summary["library"]["id"], code, output, "dataset version is being created")
 
 
+STAGED_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")  # a Kaggle slug: a folder of the stage
+
+
+def read_stage(stage_dir: Path) -> dict:
+    """The stage's ``stage.json``, checked: every folder it names (kernels, the canary, the
+    library) is a slug, a real folder directly in ``stage_dir`` (no path, no link), so a
+    crafted file cannot send another folder of the machine to Kaggle.
+
+    Raises
+    ------
+    ValueError
+        Naming ``stage.json`` and what is wrong.
+    """
+    path = Path(stage_dir) / "stage.json"
+    summary = outputs.read_json(path)
+    if not isinstance(summary.get("kernels"), list):
+        raise ValueError(f"{path}: kernels must be a list of staged folders")
+    try:
+        names = [*summary["kernels"], summary["library"]["folder"]]
+        names += [summary["canary"]] if summary.get("canary") else []
+        str(summary["owner"]), str(summary["library"]["id"])
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: not a stage summary (kernels, library, owner)") from None
+    for name in names:
+        folder = Path(stage_dir) / str(name)
+        if not isinstance(name, str) or not STAGED_NAME.fullmatch(name):
+            raise ValueError(f"{path}: {str(name)[:60]!r} is not a staged folder's name")
+        if folder.is_symlink() or not folder.is_dir():
+            raise ValueError(f"{path}: {name} is not a folder of the stage {stage_dir}")
+    return summary
+
+
 def push(
     stage_dir: str | os.PathLike,
     only: list[str] | None = None,
@@ -111,7 +144,7 @@ def push(
         raise FileNotFoundError(
             f"{summary_path} not found: stage first with `python -m whaleutils kaggle stage`"
         )
-    summary = json.loads(summary_path.read_text())
+    summary = read_stage(stage_dir)
     canary = summary.get("canary")
     pushable = summary["kernels"] + ([canary] if canary else [])
     skip = skip or []
