@@ -166,6 +166,9 @@ def hostile_inputs(tmp_path, small_synth):
     empty.write_text("")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    card_folder = tmp_path / "card"
+    card_folder.mkdir()
+    (card_folder / "synth.json").write_text('{"config": ')
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200_000 + "]" * 200_000)
     sample = str(small_synth / "sample_submission.csv")
@@ -192,6 +195,10 @@ def hostile_inputs(tmp_path, small_synth):
                                            str(tmp_path / "o4")], "deep.json: not a readable JSON"),
         ("run --out where no folder can be", ["run", "--profile", "smoke", "--only", "01_eda",
                                               "--out", str(a_file / "runs")], "Not a directory"),
+        ("synth with no worker", ["synth", str(tmp_path / "s"), "--workers", "0"],
+         "workers must be a whole number >= 1, got workers=0"),
+        ("a synthetic card that is not JSON", ["synth", str(card_folder)],
+         "synth.json: not a readable JSON file"),
         ("an export named .inp", ["export", "--catalogue", str(small_synth), "--format",
                                   "capture-history", "--out", str(tmp_path / "h.inp")],
          "name the CSV"),

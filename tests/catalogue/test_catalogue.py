@@ -448,8 +448,10 @@ def test_enroll_refuses_what_would_break_the_catalogue(catalogue, tmp_path):
     text = table.read_text().replace("\n", "\r\n").replace(first["individual_id"], "new-\u00b2", 1)
     table.write_bytes(text.encode())
     write_decisions(tmp_path / "new.csv", [(str(photo[1]), NEW_INDIVIDUAL)])
-    added = cat.enroll(catalogue, tmp_path / "new.csv")
+    added = cat.enroll(catalogue, tmp_path / "new.csv", reviewer="=cmd|' /C calc'!A0")
     assert added["individual_id"].tolist() == ["new-0001"]
+    log = pd.read_csv(catalogue / cat.AUDIT_LOG, dtype=str, keep_default_na=False)
+    assert log["reviewer"].iloc[-1] == "'=cmd|' /C calc'!A0"  # escaped for spreadsheets
     assert table.read_bytes().endswith(b"\r\n") and b"\n" not in table.read_bytes().replace(
         b"\r\n", b""
     )

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from whaleutils.contracts import outputs
 from whaleutils.datasets import data
 from whaleutils.datasets.data import format_box
 from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
@@ -557,8 +558,10 @@ def generate(
     """
     out_dir = Path(out_dir)
     card_path = out_dir / "synth.json"
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got workers={workers!r}")
     if card_path.is_file():
-        card = json.loads(card_path.read_text())
+        card = outputs.read_json(card_path)
         if (
             card.get("config") == asdict(config)
             and card.get("format") == FORMAT
