@@ -256,7 +256,7 @@ def test_a_hostile_coco_file_is_refused_in_one_line_and_nothing_is_written(catal
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match="text.jpg: not a readable image"):
         interop.read_coco(path, catalogue / "train_images", out)
-    assert not out.exists() and not list(tmp_path.glob(".out.import-*"))
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
     # the command: one line, exit 2
     argv = ["import", "--format", "coco", "--annotations", str(path)]
     assert cli.main([*argv, "--images", str(catalogue / "train_images"), "--out", str(out)]) == 2

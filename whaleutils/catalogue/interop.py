@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from whaleutils.catalogue.enrolment import check_photo
-from whaleutils.contracts import outputs, submission
+from whaleutils.contracts import folders, outputs, submission
 from whaleutils.contracts.tables import looks_like_formula, spreadsheet_safe
 from whaleutils.datasets import data, encounters
 
@@ -234,9 +234,7 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
         raise ValueError("\n".join(problems[:20]))
     for name in table.get("image", []):
         check_photo(images_dir / name)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    building = out_dir.parent / f".{out_dir.name}.import-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
+    with folders.new_folder(out_dir) as building:  # whole or not at all
         layout = data.Layout(building)
         layout.images("train").mkdir(parents=True)
         layout.images("test").mkdir()
@@ -247,12 +245,6 @@ def read_coco(annotations_path, images_dir, out_dir) -> dict:
         pd.DataFrame(columns=list(submission.SUBMISSION_COLUMNS)).to_csv(
             layout.sample_submission, index=False
         )
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty (checked above); rename needs the name free
-        os.rename(building, out_dir)
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
     return {
         "photos": len(table),
         "individuals": int(table["individual_id"].nunique()) if len(table) else 0,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from whaleutils.contracts import folders
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.contracts.tables import looks_like_formula
 from whaleutils.datasets import data
@@ -169,11 +170,7 @@ def prepare(
             f"{out_dir} exists and is not empty; prepare writes only to a new or empty folder"
         )
     catalogue = split_catalogue(read_catalogue(labels_csv, images_dir), test_share, new_share, seed)
-    # Written into a hidden folder beside out_dir and renamed when complete: a failure or a
-    # kill leaves no half-written data set (and the rerun is not refused as "not empty").
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    building = out_dir.parent / f".{out_dir.name}.prepare-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
+    with folders.new_folder(out_dir) as building:  # whole or not at all
         train, test = _write_data_set(building, catalogue, images_dir, link)
         card = {
             "labels": str(Path(labels_csv).resolve()),
@@ -189,12 +186,6 @@ def prepare(
             "test_new_share": float(test["is_new"].mean()) if len(test) else 0.0,
         }
         (building / "prepare.json").write_text(json.dumps(card, indent=1) + "\n")
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty (checked above)
-        os.rename(building, out_dir)
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
     return card
 
 

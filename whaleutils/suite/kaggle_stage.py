@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from whaleutils.contracts import environment
+from whaleutils.contracts import environment, folders
 from whaleutils.suite import preflight, runner
 from whaleutils.suite.kaggle_metadata import (
     ACCELERATORS,
@@ -273,24 +273,8 @@ def stage(
         raise ValueError(f"owner {owner!r} is not a Kaggle user name")
     final = Path(out_dir)
     earlier = _earlier_stage(final)  # checked before anything is written
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = final.parent / f".{final.name}.staging-{os.getpid()}-{os.urandom(4).hex()}"
-    out.mkdir()
-    try:
-        summary = _stage_into(out, metadata, owner, wheelhouse, build_wheels, nbformat)
-        if earlier:
-            aside = final.parent / f".{final.name}.replaced-{os.getpid()}-{os.urandom(4).hex()}"
-            os.rename(final, aside)
-            os.rename(out, final)
-            shutil.rmtree(aside)
-        else:
-            if final.is_dir():
-                final.rmdir()  # empty (checked)
-            os.rename(out, final)
-    finally:
-        if out.exists():
-            shutil.rmtree(out)
-    return summary
+    with folders.new_folder(final, replace=earlier) as out:  # swapped in when complete
+        return _stage_into(out, metadata, owner, wheelhouse, build_wheels, nbformat)
 
 
 def _earlier_stage(out: Path) -> bool:

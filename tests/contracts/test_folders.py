@@ -1,0 +1,47 @@
+"""New folders written whole or not at all."""
+
+import pytest
+
+from whaleutils.contracts import folders
+
+
+def hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_new_folder_appears_only_when_complete(tmp_path):
+    final = tmp_path / "out"
+    with folders.new_folder(final) as building:
+        (building / "a.txt").write_text("a")
+        assert not final.exists() and building.parent == tmp_path
+        assert building.name.startswith(".out.partial-")
+    assert (final / "a.txt").read_text() == "a" and hidden(tmp_path) == []
+
+
+def test_a_failure_leaves_nothing_and_an_empty_folder_is_filled(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="cut"), folders.new_folder(final) as building:
+        (building / "a.txt").write_text("a")
+        raise RuntimeError("cut")
+    assert not final.exists() and hidden(tmp_path) == []
+    final.mkdir()  # new or empty: both are fine
+    with folders.new_folder(final) as building:
+        (building / "b.txt").write_text("b")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+
+
+def test_replace_swaps_the_old_folder_out_only_on_success(tmp_path):
+    final = tmp_path / "stage"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), folders.new_folder(final, replace=True) as building:
+        (building / "new.txt").write_text("new")
+        raise RuntimeError("cut")
+    assert sorted(p.name for p in final.iterdir()) == ["old.txt"] and hidden(tmp_path) == []
+    with folders.new_folder(final, replace=True) as building:
+        (building / "new.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"] and hidden(tmp_path) == []
+    # without replace, a folder with files is never emptied
+    with pytest.raises(OSError), folders.new_folder(final):
+        pass
+    assert (final / "new.txt").read_text() == "new" and hidden(tmp_path) == []
