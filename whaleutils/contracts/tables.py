@@ -35,7 +35,7 @@ def looks_like_formula(value) -> bool:
     """Whether a cell would be run as a formula by a spreadsheet (OWASP's CSV injection): text
     starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return that is not a number.
 
-    >>> looks_like_formula("=HYPERLINK(\"http://x\")"), looks_like_formula("-70.35")
+    >>> looks_like_formula('=HYPERLINK("http://x")'), looks_like_formula("-70.35")
     (True, False)
     """
     if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
