@@ -7,7 +7,7 @@ then resized in the graph; augmentation off),
 TensorFlow's ``decode_and_crop_jpeg`` (the pipeline before the one photo path, as a
 reference), and the crop cache; then flip TTA over the crop cache, embedded by a model that only
 pools (so the input and the flip are what is timed): the mirror images made inside the model in
-the same pass (``embed.compute_embeddings``, ``embed.with_mirror_images``) against the earlier
+the same pass (``embed.compute_embeddings``, ``embed.with_views``) against the earlier
 way, the cache read a second time for the mirror images; and training with a box jitter of
 0.05 (the kaggle profile's) from the photos against Kaggle's cache (notebook 00: crops of
 ``training_min_side`` px with room for the jitter, read as photos are read).

@@ -66,9 +66,11 @@ backbone_lr_scale = 1.0  # the backbone learns at this fraction of the head's le
 frozen_backbone_epochs = 0  # train the head alone over these first epochs
 freeze_backbone_batchnorm = False  # keep the backbone's pretrained BatchNorm statistics
 augmentation = {}  # pipeline.Augmentation settings, e.g. {"flip_probability": 0.0}
-tta = "flip"  # embed each photo and its mirror image ("flip") or the photo alone ("none")
-adaptive_margin = False
-k_subcenters = 1
+tta = "flip"  # "flip": each photo and its mirror image; "none"; "rot4": 4 quarter turns; "rot4flip"
+adaptive_margin = False  # margins by class size (Happywhale 1st place), not arc_m for all
+k_subcenters = 1  # sub-centre ArcFace: k centres per class, the nearest counts (1: ArcFace)
+pooling = "avg"  # the backbone's map to a vector: "avg", "max" or "gem" (learned exponent)
+embedding_dim = 512
 knn_rule = "vote"  # "vote" (the paper), "max" (best similarity) or "best" (chosen on validation)
 new_share = None  # put new_individual first for this share of photos (1st place: 0.165); None: the threshold
 flipped_gallery = False  # also match each gallery photo's mirror image; "best": by validation
@@ -160,7 +162,8 @@ class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin
 with choice.scope():
     training_model, embedding_model = models.build_model(
         backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
-        k_subcenters=k_subcenters, class_margins=class_margins,
+        k_subcenters=k_subcenters, class_margins=class_margins, pooling=pooling,
+        embedding_dim=embedding_dim,
         freeze_backbone_batchnorm=freeze_backbone_batchnorm,
     )  # fmt: skip
     train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)

@@ -183,3 +183,67 @@ def test_margin_scale_multiplies_the_margin(scale):
     weights = keras.ops.convert_to_numpy(layer.W)
     expected = arcface_reference(embeddings, weights, labels, 10.0, 0.6 * scale)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_subcenter_arcface_reduces_to_arcface_at_one_subcentre():
+    """k sub-centres whose centres are all the same vector give exactly ArcFace's logits, and
+    k_subcenters=1 is ArcFace itself (the same weights, the same output)."""
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(6, 4)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    plain = layers.ArcMarginProduct(3, s=10.0, m=0.3)
+    expected = keras.ops.convert_to_numpy(plain([embeddings, labels]))
+    centres = keras.ops.convert_to_numpy(plain.W)  # (4, 3)
+    tripled = layers.ArcMarginProduct(3, s=10.0, m=0.3, k_subcenters=3)
+    tripled.build([(None, 4), (None,)])
+    tripled.W.assign(np.repeat(centres, 3, axis=1))  # class c's three sub-centres: W[:, c]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(tripled([embeddings, labels])), expected, rtol=1e-5, atol=1e-5
+    )
+    other = rng.normal(size=(4, 9)).astype("float32")  # distinct sub-centres: the best counts
+    tripled.W.assign(other)
+    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    w = other / np.linalg.norm(other, axis=0, keepdims=True)
+    best = (x @ w).reshape(6, 3, 3).max(axis=2)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(tripled.cosine(embeddings)), best, rtol=1e-5, atol=1e-6
+    )
+
+
+def _gem_reference(features, p, eps=1e-6):
+    return np.mean(np.maximum(features, eps) ** p, axis=(1, 2)) ** (1 / p)
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, 7.5])
+def test_gem_pooling_matches_numpy_and_spans_mean_to_max(p):
+    features = np.random.default_rng(3).uniform(0, 4, size=(2, 3, 5, 4)).astype("float32")
+    pooled = keras.ops.convert_to_numpy(layers.GeMPooling(p=p)(features))
+    np.testing.assert_allclose(pooled, _gem_reference(features, p), rtol=1e-5)
+    mean, peak = features.mean(axis=(1, 2)), features.max(axis=(1, 2))
+    assert np.all(pooled >= mean - 1e-5) and np.all(pooled <= peak + 1e-5)
+
+
+def test_gem_exponent_is_learned_and_saved(tmp_path):
+    """A regression whose target is the max of each map pulls p up from 3 by gradient steps;
+    the learned p is saved and loaded with the model."""
+    rng = np.random.default_rng(0)
+    features = rng.uniform(0, 1, size=(64, 4, 4, 2)).astype("float32")
+    target = features.max(axis=(1, 2))
+    inputs = keras.Input(shape=(4, 4, 2))
+    model = keras.Model(inputs, layers.GeMPooling(p=3.0, name="gem")(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    model.fit(features, target, epochs=20, batch_size=16, verbose=0)
+    learned = float(keras.ops.convert_to_numpy(model.get_layer("gem").p))
+    assert learned > 4.0
+    model.save(tmp_path / "gem.keras")
+    loaded = keras.models.load_model(tmp_path / "gem.keras")
+    assert float(keras.ops.convert_to_numpy(loaded.get_layer("gem").p)) == pytest.approx(learned)
+    np.testing.assert_allclose(
+        loaded.predict(features, verbose=0), model.predict(features, verbose=0)
+    )
+
+
+@pytest.mark.parametrize("kwargs", [{"p": 0.5}, {"p": float("nan")}, {"eps": 0.0}])
+def test_gem_rejects_bad_parameters(kwargs):
+    with pytest.raises(ValueError, match="GeM needs"):
+        layers.GeMPooling(**kwargs)

@@ -111,8 +111,8 @@ def test_basic_cnn_is_the_papers_first_model():
 
 
 def test_build_model_rejects_bad_pooling():
-    with pytest.raises(ValueError, match="pooling='gem'"):
-        models.build_model("efficientnet-b0", 3, 64, pooling="gem")
+    with pytest.raises(ValueError, match="pooling='sum'"):
+        models.build_model("efficientnet-b0", 3, 64, pooling="sum")
 
 
 def _qubvel_weights_file(path, variant=0, image_size=64, seed=0):
@@ -296,6 +296,20 @@ def test_a_saved_model_carries_its_portable_pair_and_loads_back_from_it(tmp_path
     np.testing.assert_allclose(float32, reference.predict(images, verbose=0), atol=1e-6)
 
 
+def test_a_gem_model_keeps_its_learned_exponent_through_the_portable_pair(tmp_path):
+    _, embedding_model = _small_model(pooling="gem")
+    embedding_model.get_layer("pooling").p.assign(4.25)  # as if learned
+    images, _ = _batch(n=2, size=48)
+    models.save_model(embedding_model, tmp_path / "embedding_model.keras")
+    recipe = models.read_recipe(tmp_path / "embedding_model.keras")
+    assert recipe["arguments"]["pooling"] == "gem"
+    rebuilt = models.rebuild_model(recipe, tmp_path / "embedding_model.weights.h5")
+    assert float(keras.ops.convert_to_numpy(rebuilt.get_layer("pooling").p)) == 4.25
+    np.testing.assert_allclose(
+        rebuilt.predict(images, verbose=0), embedding_model.predict(images, verbose=0), atol=1e-5
+    )
+
+
 def test_a_basic_cnn_reloads_from_its_recipe(tmp_path):
     _, embedding_model = models.build_basic_cnn(3, 32, filters=(4, 8), dense_units=6)
     images, _ = _batch(n=2, size=32)
@@ -336,7 +350,7 @@ def test_a_portable_pair_that_lies_is_refused_naming_the_file(tmp_path):
         ({"image_size": True}, "image_size must be int, got 'True'"),
         ({"embedding_dim": 10**12}, "embedding_dim 1000000000000 is outside 1..16384"),
         ({"dropout": "x"}, "dropout must be float"),
-        ({"pooling": "sum"}, "pooling must be avg or max"),
+        ({"pooling": "sum"}, r"pooling must be one of \['avg', 'max', 'gem'\]"),
         ({"backbone": "efficientnet-b99"}, "unknown backbone 'efficientnet-b99'"),
         ({"weights": "imagenet"}, "weights must be NoneType"),
     ],

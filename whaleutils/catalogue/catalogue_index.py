@@ -57,8 +57,9 @@ class PhotosRead:
 
 
 class PhotoEmbedder:
-    """A run's embedding model applied to photos: its input size, its TTA (``"flip"``: each
-    photo's embedding averaged with its mirror image's), ``batch_size`` photos at a time.
+    """A run's embedding model applied to photos: its input size, its TTA (``embed.TTA_MODES``;
+    ``"flip"``: each photo's embedding averaged with its mirror image's), ``batch_size`` photos
+    at a time.
     ``fingerprint`` names the model (its file's digest) in the caches it fills."""
 
     def __init__(
@@ -73,7 +74,8 @@ class PhotoEmbedder:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.model = model
         self.image_size = int(image_size)
-        self.tta = tta
+        self.tta = tta or "none"
+        embed.tta_views(self.tta)  # a mode this version knows, or ValueError naming them
         self.batch_size = batch_size
         self.fingerprint = fingerprint
         self.dimensions = int(model.output.shape[-1])
@@ -89,12 +91,8 @@ class PhotoEmbedder:
             batch = np.stack(
                 [photos.resize(np.asarray(image, np.uint8), self.image_size) for image in chunk]
             ).astype(np.float32)
-            vectors = embed.l2_normalize(self.model.predict(batch, verbose=0))
-            if self.tta == "flip" or mirrored:
-                mirror = embed.l2_normalize(self.model.predict(batch[:, :, ::-1], verbose=0))
-            if self.tta == "flip":
-                vectors = embed.l2_normalize(vectors + mirror)
-            out.append(np.stack([vectors, mirror], axis=1) if mirrored else vectors)
+            vectors = embed.embed_images(self.model, batch, self.tta, mirrored)
+            out.append(np.stack(vectors, axis=1) if mirrored else vectors)
         if not out:
             shape = (0, 2, self.dimensions) if mirrored else (0, self.dimensions)
             return np.zeros(shape, np.float32)

@@ -183,9 +183,9 @@ class RunSettings:
     place for every user (notebooks 05-07, the blend's snapshots, ``identify``): its KNN head
     (``knn``, with the threshold for test photos and ``valid_threshold`` for validation photos:
     the two differ where a ``new_share`` set them apart), the test-time augmentation its
-    embeddings were made with (``tta``, "flip" or "none"), whether it cropped photos to boxes
-    (``crop_to_box``; None for a run that predates the record) and the full ``scores`` (later
-    heads add their own entries)."""
+    embeddings were made with (``tta``, one of ``embed.TTA_MODES``), whether it cropped photos
+    to boxes (``crop_to_box``; None for a run that predates the record) and the full ``scores``
+    (later heads add their own entries)."""
 
     folder: Path
     knn: KnnSettings

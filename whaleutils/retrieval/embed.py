@@ -6,7 +6,7 @@ Schema of an embeddings file (``np.savez``; every stage after training reads onl
     embeddings    float32 (n, d)  L2-normalised rows
     labels        str   (n,)      individual ids, "" where unknown (test images)
     model         str   ()        what produced them (free text, e.g. a checkpoint path)
-    tta           str   ()        "none" or "flip"
+    tta           str   ()        one of TTA_MODES: "none", "flip", "rot4", "rot4flip"
     mirrored      float32 (n, d)  optional: the mirror images' own L2-normalised embeddings
                                   (a flipped gallery adds them as gallery rows)
 """
@@ -23,6 +23,18 @@ from whaleutils.retrieval.splits import PARTS  # each part of a split is saved a
 
 SCHEMA = {"image_names": "U", "embeddings": "f", "labels": "U", "model": "U", "tta": "U"}
 PART_FILES = tuple(f"{part}.npz" for part in PARTS)
+
+# Test-time augmentation: mode -> (quarter turns averaged, mirror image averaged in). "rot4"
+# averages a photo's four quarter turns, so a photo turned by a multiple of 90 degrees has the
+# upright photo's embedding (for heads photographed from above, pointing any way).
+TTA_MODES = {"none": (1, False), "flip": (1, True), "rot4": (4, False), "rot4flip": (4, True)}
+
+
+def tta_views(tta: str) -> tuple[int, bool]:
+    """``(turns, flip)`` of a TTA mode; raises ValueError naming the modes for another."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {list(TTA_MODES)}, got tta={tta!r}")
+    return TTA_MODES[tta]
 
 
 def l2_normalize(vectors: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
@@ -63,39 +75,81 @@ def compute_embeddings(
     Returns L2-normalised float32 (n, d), in dataset order; with ``mirrored``, also the mirror
     images' own normalised embeddings (n, d), for a flipped gallery.
 
-    ``tta="flip"`` averages the (normalised) embeddings of each image and its mirror image,
-    then normalises again. The mirror images are made on the device, inside the model
-    (:func:`with_mirror_images`): each batch goes through the backbone once, with its mirror
-    images beside it, so every photo is read, decoded and sent to the device once.
+    The TTA (:data:`TTA_MODES`) averages normalised embeddings of views of each image, then
+    normalises again: ``flip`` the image and its mirror image, ``rot4`` its four quarter
+    turns, ``rot4flip`` both. The views are made on the device, inside the model
+    (:func:`with_views`): each batch goes through the backbone once, with its views beside it,
+    so every photo is read, decoded and sent to the device once.
     """
-    if tta not in ("none", "flip"):
-        raise ValueError(f"tta must be 'none' or 'flip', got tta={tta!r}")
-    if tta == "none" and not mirrored:
+    turns, flip = tta_views(tta)
+    if turns == 1 and not flip and not mirrored:
         return l2_normalize(predict_batches(embedding_model, image_batches))
-    both = predict_batches(with_mirror_images(embedding_model), image_batches)  # (n, 2, d)
-    embeddings, mirror = l2_normalize(both[:, 0]), l2_normalize(both[:, 1])
-    if tta == "flip":
-        embeddings = l2_normalize(embeddings + mirror)
+    views = predict_batches(with_views(embedding_model, turns, flip or mirrored), image_batches)
+    return combine_views(views, tta, mirrored)
+
+
+def embed_images(
+    embedding_model, images: np.ndarray, tta: str = "none", mirrored: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """:func:`compute_embeddings` of one array of images (b, S, S, 3), 0-255 float."""
+    turns, flip = tta_views(tta)
+    if turns == 1 and not flip and not mirrored:
+        return l2_normalize(embedding_model.predict(images, verbose=0))
+    views = with_views(embedding_model, turns, flip or mirrored).predict(images, verbose=0)
+    return combine_views(views, tta, mirrored)
+
+
+def combine_views(
+    views: np.ndarray, tta: str, mirrored: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """(n, V, d) raw embeddings of :func:`with_views` -> the TTA's (n, d) (and with
+    ``mirrored`` the mirror images' own (n, d)), each an L2-normalised mean of normalised
+    views."""
+    turns, flip = tta_views(tta)
+    views = np.asarray(views, np.float32)
+    n, count, d = views.shape
+    unit = l2_normalize(views.reshape(n * count, d)).reshape(n, count, d)
+    upright = l2_normalize(unit[:, :turns].mean(axis=1))
+    mirror = l2_normalize(unit[:, turns:].mean(axis=1)) if count > turns else None
+    embeddings = l2_normalize(upright + mirror) if flip else upright
     return (embeddings, mirror) if mirrored else embeddings
 
 
-_WITH_MIRRORS = weakref.WeakKeyDictionary()  # embedding model -> its with_mirror_images model
-
-
-def with_mirror_images(embedding_model):
-    """``images (b, S, S, 3) -> (b, 2, d)``: each image's embedding and its mirror image's
-    (flipped left to right), from one pass of the model over the 2b images. One per model
-    (kept while the model lives), so its predict function is traced and compiled once."""
+def quarter_turn(images):
+    """(b, S, S, c) images turned a quarter (counter-clockwise, as ``np.rot90``), in
+    ``keras.ops``."""
     import keras
 
-    if embedding_model in _WITH_MIRRORS:
-        return _WITH_MIRRORS[embedding_model]
+    return keras.ops.flip(keras.ops.transpose(images, (0, 2, 1, 3)), axis=1)
+
+
+_WITH_VIEWS = weakref.WeakKeyDictionary()  # embedding model -> {(turns, mirrors): views model}
+
+
+def with_views(embedding_model, turns: int = 1, mirrors: bool = True):
+    """``images (b, S, S, 3) -> (b, V, d)``: the embeddings of each image's ``turns`` quarter
+    turns (0, 90, ... degrees), then, with ``mirrors``, of its mirror image's (flipped left to
+    right) turns: V = turns * (2 if mirrors else 1), from one pass of the model over the V * b
+    images. One per model and views (kept while the model lives), so its predict function is
+    traced and compiled once."""
+    import keras
+
+    cache = _WITH_VIEWS.setdefault(embedding_model, {})
+    if (turns, mirrors) in cache:
+        return cache[(turns, mirrors)]
     images = keras.Input(shape=embedding_model.input_shape[1:], name="images")
-    both = keras.ops.concatenate([images, keras.ops.flip(images, axis=2)], axis=0)
-    outputs = embedding_model(both)  # (2b, d): the b images, then their b mirror images
-    pairs = keras.ops.transpose(keras.ops.reshape(outputs, (2, -1, outputs.shape[-1])), (1, 0, 2))
-    model = keras.Model(images, pairs, name=f"{embedding_model.name}_with_mirror_images")
-    _WITH_MIRRORS[embedding_model] = model
+    sources = [images, keras.ops.flip(images, axis=2)] if mirrors else [images]
+    views = []
+    for source in sources:
+        for _ in range(turns):
+            views.append(source)
+            source = quarter_turn(source)
+    outputs = embedding_model(keras.ops.concatenate(views, axis=0))  # (V b, d), view by view
+    shaped = keras.ops.reshape(outputs, (len(views), -1, outputs.shape[-1]))
+    model = keras.Model(
+        images, keras.ops.transpose(shaped, (1, 0, 2)), name=f"{embedding_model.name}_views"
+    )
+    cache[(turns, mirrors)] = model
     return model
 
 

@@ -1,4 +1,4 @@
-"""Custom Keras layers: the ArcFace / ArcMargin head and input normalisation.
+"""Custom Keras layers: the ArcFace / ArcMargin head, GeM pooling and input normalisation.
 
 Written with ``keras.ops`` only, so they run on any Keras 3 backend; weights are created in
 ``build()``; every layer is registered serializable and has ``get_config``, so a model that uses
@@ -200,6 +200,53 @@ class ArcMarginProduct(keras.layers.Layer):
             k_subcenters=self.k_subcenters,
             adaptive_margin=self.adaptive_margin,  # the margins themselves are a saved weight
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GeMPooling(keras.layers.Layer):
+    """Generalised-mean pooling with a learned exponent: (b, H, W, C) -> (b, C)::
+
+        gem(x) = mean over H, W of clip(x, eps) ** p, to the power 1 / p
+
+    ``p = 1`` is average pooling and ``p -> inf`` max pooling; ``p`` starts at ``p`` (3, as in
+    Radenovic et al. 2018 and the Happywhale 1st place) and is learned (kept >= ``min_p``).
+    Computed in float32 under any dtype policy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[[1.0], [3.0]]]], np.float32)          # (1, 1, 2, 1)
+    >>> float(GeMPooling(p=1.0)(x)[0, 0])                    # the mean
+    2.0
+    >>> round(float(GeMPooling(p=2.0)(x)[0, 0]), 4)          # sqrt((1 + 9) / 2)
+    2.2361
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, min_p: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not (math.isfinite(p) and p >= min_p >= 1.0) or not 0 < eps < 1:
+            raise ValueError(f"GeM needs p >= min_p >= 1 and 0 < eps < 1, got p={p}, "
+                             f"min_p={min_p}, eps={eps}")  # fmt: skip
+        self.initial_p, self.eps, self.min_p = float(p), float(eps), float(min_p)
+
+    def build(self, input_shape):
+        self.p = self.add_weight(
+            name="p", shape=(), initializer=keras.initializers.Constant(self.initial_p)
+        )
+
+    def call(self, features):
+        p = ops.maximum(ops.cast(self.p, "float32"), self.min_p)
+        x = ops.power(ops.maximum(ops.cast(features, "float32"), self.eps), p)
+        return ops.power(ops.mean(x, axis=(1, 2)), 1.0 / p)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(p=self.initial_p, eps=self.eps, min_p=self.min_p)
         return config
 
 

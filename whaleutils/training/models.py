@@ -30,7 +30,19 @@ import keras
 
 from whaleutils.datasets import data
 from whaleutils.training import backbones
-from whaleutils.training.layers import NORMALIZATION_MODES, ArcMarginProduct, ImageNormalization
+from whaleutils.training.layers import (
+    NORMALIZATION_MODES,
+    ArcMarginProduct,
+    GeMPooling,
+    ImageNormalization,
+)
+
+# build_model's pooling choices: the backbone's feature map (b, H, W, C) -> (b, C)
+POOLINGS = {
+    "avg": keras.layers.GlobalAveragePooling2D,
+    "max": keras.layers.GlobalMaxPooling2D,
+    "gem": GeMPooling,
+}
 
 
 def build_backbone(name: str, image_size: int, weights=None) -> tuple[keras.Model, str]:
@@ -173,7 +185,8 @@ def build_model(
     Parameters are those of :func:`build_backbone` and
     :class:`whaleutils.training.layers.ArcMarginProduct` (``s``, ``m``, ``easy_margin``, ``ls_eps``,
     ``k_subcenters``, ``class_margins``), plus ``embedding_dim`` (512 in the paper),
-    ``dropout`` before the embedding, ``pooling`` ("avg" or "max"),
+    ``dropout`` before the embedding, ``pooling`` ("avg", "max" or "gem": generalised mean
+    with a learned exponent, :class:`whaleutils.training.layers.GeMPooling`),
     ``embedding_batchnorm``, and ``freeze_backbone_batchnorm``: the backbone's BatchNorm layers
     keep their pretrained statistics and scales (they run in inference mode), as when
     fine-tuning on a few thousand photos whose batches would give noisy statistics.
@@ -184,8 +197,8 @@ def build_model(
         ``training_model({"image", "label"}) -> logits (batch, n_classes)``;
         ``embedding_model(image) -> embeddings (batch, embedding_dim)`` (not normalised).
     """
-    if pooling not in ("avg", "max"):
-        raise ValueError(f"pooling must be 'avg' or 'max', got pooling={pooling!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {list(POOLINGS)}, got pooling={pooling!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got dropout={dropout!r}")
     base, mode = build_backbone(backbone, image_size, weights)
@@ -196,10 +209,7 @@ def build_model(
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = ImageNormalization(mode, name="normalization")(image)
     x = base(x)
-    pool = (
-        keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    )
-    x = pool(name="pooling")(x)
+    x = POOLINGS[pooling](name="pooling")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     # The embedding layers compute in float32 under a mixed-precision policy, as the head does.
     embedding = keras.layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
@@ -407,8 +417,8 @@ def _recipe_problem(builder: str, arguments: dict) -> str | None:
             if bounds and not bounds[0] <= number <= bounds[1]:
                 return f"{name} {number} is outside {bounds[0]}..{bounds[1]}"
     if builder == "build_model":
-        if arguments.get("pooling", "avg") not in ("avg", "max"):
-            return f"pooling must be avg or max, got {arguments['pooling']!r}"
+        if arguments.get("pooling", "avg") not in POOLINGS:
+            return f"pooling must be one of {list(POOLINGS)}, got {arguments['pooling']!r}"
         if arguments.get("backbone") not in backbones.BACKBONES:
             return f"unknown backbone {str(arguments.get('backbone'))[:40]!r}"
     return None
