@@ -23,8 +23,10 @@ def make(path, files=()):
 
 
 def test_every_record_is_complete_and_consistent():
-    assert list(backbones.BACKBONES)[:2] == ["resnet50", "efficientnet-lite0"]
-    assert len(backbones.BACKBONES) == 2 + 8 + 8
+    assert list(backbones.BACKBONES)[:4] == [
+        "resnet50", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"
+    ]  # fmt: skip
+    assert len(backbones.BACKBONES) == 4 + 8 + 8
     for name, record in backbones.BACKBONES.items():
         assert record.name == name
         assert record.normalization in layers.NORMALIZATION_MODES, name

@@ -60,3 +60,34 @@ def test_pretrained_arcface_model_saves_and_loads(tmp_path):
     after = models.load_model(tmp_path / "model.keras").predict(images, verbose=0)
     np.testing.assert_allclose(after, before, atol=1e-5)
     assert models.input_image_size(embedding_model) == 64
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_and_lite2_weights_recognise_the_cat_and_the_espresso(variant):
+    """Each variant at its own resolution: every checkpoint tensor is used (a block too many or
+    too few, or a wrong width, is refused by the loader) and it still classifies the photos."""
+    lite = efficientnet_lite.VARIANTS[variant]
+    model = efficientnet_lite.build(lite.resolution, "imagenet", include_top=True, variant=variant)
+    state = torchfile.load_state_dict(efficientnet_lite.imagenet_weights_path(variant))
+    floats = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert model.count_params() == floats
+    size = lite.resolution
+
+    def top(image):
+        resized = keras.ops.image.resize(image[None].astype("float32"), (size, size))
+        return model.predict(layers.ImageNormalization("lite")(resized), verbose=0)[0]
+
+    assert set(np.argsort(-top(photos.chelsea()))[:3]) & {TABBY, TIGER_CAT, EGYPTIAN_CAT}
+    assert np.argmax(top(photos.coffee())) == ESPRESSO
+    with pytest.raises(ValueError, match="block"):  # Lite0's layers cannot take Lite1's weights
+        efficientnet_lite.build(64, efficientnet_lite.imagenet_weights_path(variant))
+
+
+def test_a_backbone_of_any_size_gives_the_fixed_size_models_features():
+    fixed = efficientnet_lite.build(64, "imagenet")
+    free = efficientnet_lite.build(None, "imagenet")
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(
+        free.predict(images, verbose=0), fixed.predict(images, verbose=0), atol=1e-5
+    )
+    assert free.predict(images[:, :32, :32], verbose=0).shape == (2, 1, 1, 1280)

