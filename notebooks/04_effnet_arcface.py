@@ -54,6 +54,7 @@ weights = "noisy-student"  # or the path of an attached .h5 file; None for rando
 image_size = 380
 batch_size_per_replica = 16
 epochs = 30
+progressive_resizing = None  # e.g. [[128, 6], [176, 4]]: (size, epochs) stages before image_size
 lr_per_sample = 5e-6  # the peak learning rate is this times the global batch
 warmup_epochs = 5
 sustain_epochs = 0
@@ -159,30 +160,35 @@ plt.show()
 weights = backbones.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
 class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin else None
+stages = train.progressive_stages(image_size, epochs, progressive_resizing)
+print("image size by stage:", ", ".join(f"{size} px x {n} epochs" for size, n in stages))
 with choice.scope():
     training_model, embedding_model = models.build_model(
         backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
         k_subcenters=k_subcenters, class_margins=class_margins, pooling=pooling,
-        embedding_dim=embedding_dim,
-        freeze_backbone_batchnorm=freeze_backbone_batchnorm,
+        embedding_dim=embedding_dim, freeze_backbone_batchnorm=freeze_backbone_batchnorm,
+        any_input_size=len(stages) > 1,
     )  # fmt: skip
     train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)
 training_augmentation = pipeline.Augmentation(**augmentation)
-batches, steps = split.training_batches(image_size, batch_size, training_augmentation, seed=seed)
+
+
+def batches_at(size, stage):
+    return split.training_batches(size, batch_size, training_augmentation, seed=seed + stage)
+
+
 snapshot_epochs = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
-log = train.fit(
+log = train.fit_progressive(
     training_model,
-    batches,
-    epochs,
+    batches_at,
+    stages,
     out / "run",
-    embedding_model,
-    steps_per_epoch=steps,
+    embedding_model=embedding_model,
     learning_rate_schedule=schedule,
     snapshots=snapshot_epochs,
     margin_warmup_epochs=margin_warmup_epochs,
     frozen_backbone_epochs=frozen_backbone_epochs,
     verbose=2,
-    images_per_epoch=steps * batch_size,
     session_seconds=session_hours and session_hours * 3600,
     session_elapsed=environment.process_seconds(),  # the kernel's time before training
 )

@@ -459,3 +459,77 @@ def test_a_run_killed_while_its_backup_is_written_resumes(tmp_path):
     log = train.fit(training_model, tiny_data(), 3, tmp_path, embedding_model, verbose=0)
     assert log["epoch"].tolist() == [0, 1, 2]
     assert json.loads((tmp_path / "done.json").read_text())["epochs"] == 3
+
+
+def test_progressive_stages_fill_the_run_and_refuse_what_does_not_grow():
+    assert train.progressive_stages(224, 18) == [(224, 18)]
+    assert train.progressive_stages(224, 18, [[128, 6], [176, 4]]) == [(128, 6), (176, 4), (224, 8)]
+    for stages, message in [
+        ([[176, 4], [128, 6]], r"stage 2 \[128, 6\]: sizes must grow"),
+        ([[224, 4]], "below image_size 224"),
+        ([[16, 4]], "from at least 32"),
+        ([[128, 0]], "at least 1 epoch"),
+        ([[128, 18]], r"take 18 of the 18 epochs: none is left at image_size 224"),
+        ([[128.5, 3]], r"stage 1 must be \[image size, epochs\]"),
+        ([128], r"stage 1 must be \[image size, epochs\], got 128"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train.progressive_stages(224, 18, stages)
+
+
+def _arcface_batches(size, n=8, classes=3):
+    rng = np.random.default_rng(size)
+    images = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
+    labels = (np.arange(n) % classes).astype("int32")
+    return tf.data.Dataset.from_tensor_slices(({"image": images, "label": labels}, labels)).batch(4)
+
+
+@pytest.mark.slow
+def test_a_progressive_run_trains_small_then_full_size_and_resumes_in_its_stage(tmp_path):
+    """Stages continue one run: the epochs, the schedule and the snapshots count across them;
+    a run killed in the last stage resumes there without training the first stage again."""
+
+    def build():
+        training_model, embedding_model = models.build_model(
+            "efficientnet-lite0", 3, 64, embedding_dim=8, any_input_size=True
+        )
+        train.compile_model(training_model, 1e-3)
+        return training_model, embedding_model
+
+    asked = []
+
+    def batches_at(size, stage):
+        asked.append((size, stage))
+        return _arcface_batches(size), 2
+
+    stages = train.progressive_stages(64, 4, [[32, 2]])
+    schedule = lambda epoch: 1e-3 / (epoch + 1)  # noqa: E731
+    training_model, embedding_model = build()
+    with pytest.raises(Interrupt):
+        train.fit_progressive(
+            training_model, batches_at, stages, tmp_path, embedding_model=embedding_model,
+            learning_rate_schedule=schedule, snapshots=[2, 4], verbose=0,
+            extra_callbacks=[InterruptAfter(2)],
+        )  # fmt: skip
+    assert asked == [(32, 0), (64, 1)]
+    assert (tmp_path / "stages" / "00-32px" / "done.json").is_file()
+    assert pd.read_csv(tmp_path / "log.csv")["epoch"].tolist() == [2]
+
+    training_model, embedding_model = build()  # a new process
+    epochs_run = []
+    counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))
+    asked.clear()
+    log = train.fit_progressive(
+        training_model, batches_at, stages, tmp_path, embedding_model=embedding_model,
+        learning_rate_schedule=schedule, snapshots=[2, 4], verbose=0, extra_callbacks=[counter],
+    )  # fmt: skip
+    assert epochs_run == [3]  # stage 1 loaded from its final weights, stage 2 from its backup
+    assert log["epoch"].tolist() == [0, 1, 2, 3]
+    assert log["image_size"].tolist() == [32, 32, 64, 64]
+    np.testing.assert_allclose(log["learning_rate"], [1e-3 / (e + 1) for e in range(4)], rtol=1e-5)
+    snapshots = sorted(path.name for path in (tmp_path / "snapshots").glob("*.keras"))
+    assert snapshots == ["epoch-002.keras", "epoch-004.keras"]
+    assert embedding_model.input_shape == (None, 64, 64, 3)
+    # the training model takes either size; the embedding model shares its weights
+    images = _arcface_batches(32).take(1).get_single_element()[0]
+    assert training_model.predict(images, verbose=0).shape == (4, 3)

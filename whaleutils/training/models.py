@@ -179,6 +179,7 @@ def build_model(
     k_subcenters: int = 1,
     class_margins=None,
     freeze_backbone_batchnorm: bool = False,
+    any_input_size: bool = False,
 ) -> tuple[keras.Model, keras.Model]:
     """The ArcFace training model and the embedding model, sharing weights.
 
@@ -189,7 +190,9 @@ def build_model(
     with a learned exponent, :class:`whaleutils.training.layers.GeMPooling`),
     ``embedding_batchnorm``, and ``freeze_backbone_batchnorm``: the backbone's BatchNorm layers
     keep their pretrained statistics and scales (they run in inference mode), as when
-    fine-tuning on a few thousand photos whose batches would give noisy statistics.
+    fine-tuning on a few thousand photos whose batches would give noisy statistics. With
+    ``any_input_size`` the training model takes images of any size (progressive resizing:
+    ``train.fit_progressive``); the embedding model still takes ``image_size``.
 
     Returns
     -------
@@ -201,21 +204,33 @@ def build_model(
         raise ValueError(f"pooling must be one of {list(POOLINGS)}, got pooling={pooling!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got dropout={dropout!r}")
-    base, mode = build_backbone(backbone, image_size, weights)
+    base, mode = build_backbone(backbone, None if any_input_size else image_size, weights)
     if freeze_backbone_batchnorm:
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-    image = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = ImageNormalization(mode, name="normalization")(image)
-    x = base(x)
-    x = POOLINGS[pooling](name="pooling")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    # The embedding layers compute in float32 under a mixed-precision policy, as the head does.
-    embedding = keras.layers.Dense(embedding_dim, name="embedding", dtype="float32")(x)
+    chain = [
+        ImageNormalization(mode, name="normalization"),
+        base,
+        POOLINGS[pooling](name="pooling"),
+        keras.layers.Dropout(dropout, name="dropout"),
+        # The embedding layers compute in float32 under a mixed-precision policy, as the head.
+        keras.layers.Dense(embedding_dim, name="embedding", dtype="float32"),
+    ]
     if embedding_batchnorm:
-        embedding = keras.layers.BatchNormalization(name="embedding_bn", dtype="float32")(embedding)
+        chain.append(keras.layers.BatchNormalization(name="embedding_bn", dtype="float32"))
+
+    def embed(x):
+        for layer in chain:
+            x = layer(x)
+        return x
+
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    embedding = embed(image)
     embedding_model = keras.Model(image, embedding, name=f"{backbone}_embedding")
+    if any_input_size:  # the same layers, called on images of any size
+        image = keras.Input(shape=(None, None, 3), name="image")
+        embedding = embed(image)
 
     label = keras.Input(shape=(), dtype="int32", name="label")
     head = ArcMarginProduct(

@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import keras
@@ -495,6 +495,8 @@ def fit(
     images_per_epoch: int | None = None,
     session_seconds: float | None = None,
     session_elapsed: float = 0.0,
+    initial_epoch: int = 0,
+    snapshot_folder: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Train a compiled model for ``epochs`` epochs with checkpoints; returns the epoch log.
 
@@ -516,6 +518,10 @@ def fit(
         default ``steps_per_epoch`` batches of the dataset's batch size, where known
     session_seconds, session_elapsed : the session's limit and the seconds used before
         training; a run that cannot end an hour before the limit stops early
+    initial_epoch : the epoch (0-based) this run starts at, the epochs before it trained
+        elsewhere (an earlier stage of :func:`fit_progressive`): the schedule, snapshots and
+        warm-ups count from the run's first epoch, and ``epochs`` is the last one
+    snapshot_folder : where the snapshots go; default ``out_dir/snapshots``
 
     Returns
     -------
@@ -540,6 +546,8 @@ def fit(
     if embedding_model is None:
         embedding_model = extract_embedding_model(training_model)
     mode = monitor_mode(monitor)
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(f"initial_epoch must be in 0..{epochs - 1}, got {initial_epoch}")
     budget = SessionBudget(
         images_per_epoch or _images_per_epoch(train_dataset, steps_per_epoch),
         epochs,
@@ -562,7 +570,9 @@ def fit(
             # a resumed run must beat the epochs already logged, not start comparing afresh
             initial_value_threshold=best_so_far(log_path, monitor, mode),
         ),
-        SnapshotCheckpoint(embedding_model, out_dir / "snapshots", snapshots),
+        SnapshotCheckpoint(
+            embedding_model, Path(snapshot_folder or out_dir / "snapshots"), snapshots
+        ),
         *([MarginWarmup(margin_warmup_epochs)] if margin_warmup_epochs else []),
         *([BackboneWarmup(frozen_backbone_epochs)] if frozen_backbone_epochs else []),
         budget,
@@ -577,6 +587,7 @@ def fit(
         callbacks=callbacks,
         shuffle=False,  # tf.data pipelines shuffle themselves
         verbose=verbose,
+        initial_epoch=initial_epoch,  # a resumed run starts after its backup instead
     )
     training_model.save_weights(final_weights)
     seconds = round(time.perf_counter() - started, 1)
@@ -586,3 +597,78 @@ def fit(
     done_path.write_text(json.dumps(done) + "\n")
     shutil.rmtree(out_dir / "backup", ignore_errors=True)
     return pd.read_csv(log_path)
+
+
+def progressive_stages(
+    image_size: int, epochs: int, stages: Sequence | None = None
+) -> list[tuple[int, int]]:
+    """``(image size, epochs)`` of each stage of a progressively resized run: ``stages`` (e.g.
+    ``[[128, 6], [176, 4]]``, smaller sizes first), then the epochs left at ``image_size``.
+    None or empty: one stage, ``[(image_size, epochs)]``. Raises ValueError naming the stage
+    that is not a whole size of at least 32 below ``image_size``, growing, with at least one
+    epoch, or stages that leave no epoch at ``image_size``."""
+    result = []
+    for number, stage in enumerate(stages or [], start=1):
+        whole = isinstance(stage, Sequence) and len(stage) == 2 and all(
+            isinstance(value, int) and not isinstance(value, bool) for value in stage
+        )  # fmt: skip
+        if not whole:
+            raise ValueError(
+                f"progressive stage {number} must be [image size, epochs], got {stage!r}"
+            )
+        size, stage_epochs = stage
+        smaller = result[-1][0] if result else 31
+        if not smaller < size < image_size or stage_epochs < 1:
+            raise ValueError(
+                f"progressive stage {number} {list(stage)}: sizes must grow from at least 32 to "
+                f"below image_size {image_size}, each stage with at least 1 epoch"
+            )
+        result.append((size, stage_epochs))
+    left = epochs - sum(stage_epochs for _, stage_epochs in result)
+    if left < 1:
+        raise ValueError(
+            f"progressive stages {[list(stage) for stage in result]} take {epochs - left} of "
+            f"the {epochs} epochs: none is left at image_size {image_size}"
+        )
+    return [*result, (image_size, left)]
+
+
+def fit_progressive(
+    training_model: keras.Model,
+    batches_at: Callable[[int, int], tuple],
+    stages: Sequence[tuple[int, int]],
+    out_dir: str | os.PathLike,
+    session_elapsed: float = 0.0,
+    **fit_arguments,
+) -> pd.DataFrame:
+    """:func:`fit` in stages of growing image size (progressive resizing: early epochs on
+    small images are cheaper, the last at full size), one run per stage continuing the
+    epochs of the one before: ``batches_at(image_size, stage) -> (dataset, steps_per_epoch)``
+    gives each stage's batches (the model must take any size: ``models.build_model(...,
+    any_input_size=True)``). The last stage trains in ``out_dir`` (one stage: exactly
+    :func:`fit`), each earlier one in ``out_dir/stages/NN-SIZEpx``, each resuming on its own,
+    every snapshot in ``out_dir/snapshots``; a stage stopped to stay inside the session ends
+    the run. Returns the log of every epoch, with its ``image_size``."""
+    out_dir = Path(out_dir)
+    logs, first, started = [], 0, time.monotonic()
+    for number, (size, stage_epochs) in enumerate(stages):
+        last = number == len(stages) - 1
+        folder = out_dir if last else out_dir / "stages" / f"{number:02d}-{size}px"
+        dataset, steps = batches_at(size, number)
+        log = fit(
+            training_model,
+            dataset,
+            first + stage_epochs,
+            folder,
+            steps_per_epoch=steps,
+            initial_epoch=first,
+            session_elapsed=session_elapsed + time.monotonic() - started,
+            snapshot_folder=out_dir / "snapshots",
+            **fit_arguments,
+        )
+        logs.append(log.assign(image_size=size))
+        first += stage_epochs
+        done = json.loads((folder / "done.json").read_text())
+        if done.get("stopped"):
+            break
+    return pd.concat(logs, ignore_index=True)
