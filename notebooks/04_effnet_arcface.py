@@ -67,6 +67,7 @@ backbone_lr_scale = 1.0  # the backbone learns at this fraction of the head's le
 frozen_backbone_epochs = 0  # train the head alone over these first epochs
 freeze_backbone_batchnorm = False  # keep the backbone's pretrained BatchNorm statistics
 augmentation = {}  # pipeline.Augmentation settings, e.g. {"flip_probability": 0.0}
+mirror_identities = False  # a flipped photo is another animal: twice the classes (see models.md)
 tta = "flip"  # "flip": each photo and its mirror image; "none"; "rot4": 4 quarter turns; "rot4flip"
 adaptive_margin = False  # margins by class size (Happywhale 1st place), not arc_m for all
 k_subcenters = 1  # sub-centre ArcFace: k centres per class, the nearest counts (1: ArcFace)
@@ -159,12 +160,16 @@ plt.show()
 # %%
 weights = backbones.attached_weights(backbone, weights)  # an attached .h5 file if mounted
 print(f"backbone {backbone}, weights {weights}")
-class_margins = layers.adaptive_margins(split.class_counts()) if adaptive_margin else None
+class_counts = split.class_counts(mirror_identities)  # the head's classes
+class_margins = layers.adaptive_margins(class_counts) if adaptive_margin else None
+if mirror_identities:  # each mirrored photo is class + n_individuals, learned beside it
+    embed.refuse_mirror_views(tta, flipped_gallery)
+    augmentation = {**augmentation, "mirror_classes": split.encoding.n_individuals}
 stages = train.progressive_stages(image_size, epochs, progressive_resizing)
 print("image size by stage:", ", ".join(f"{size} px x {n} epochs" for size, n in stages))
 with choice.scope():
     training_model, embedding_model = models.build_model(
-        backbone, split.encoding.n_individuals, image_size, weights=weights, s=arc_s, m=arc_m,
+        backbone, len(class_counts), image_size, weights=weights, s=arc_s, m=arc_m,
         k_subcenters=k_subcenters, class_margins=class_margins, pooling=pooling,
         embedding_dim=embedding_dim, freeze_backbone_batchnorm=freeze_backbone_batchnorm,
         any_input_size=len(stages) > 1,

@@ -256,3 +256,34 @@ def test_photos_are_turned_upright_by_their_exif_orientation_in_training_too(tmp
 def test_training_decodes_large_photos_only_as_far_down_as_its_random_crop_allows():
     assert pipeline.training_min_side(380, pipeline.Augmentation()) == 455  # 380 / sqrt(0.7)
     assert pipeline.training_min_side(380, pipeline.Augmentation.none()) == 380
+
+
+def test_mirrored_photos_as_new_identities_get_their_own_targets(small_synth):
+    """With mirror_classes = n, exactly the photos the augmentation flipped carry target + n;
+    the others keep theirs, and the image is the unflipped one mirrored."""
+    train = data.read_train(small_synth).head(16)
+    targets = np.arange(16) % 5
+
+    def batches(augmentation):
+        records = pipeline.file_records(train, small_synth / "train_images", targets)
+        dataset = pipeline.make_dataset(
+            records, 32, 16, training=True, deterministic=True, seed=3, augmentation=augmentation
+        )
+        inputs, y = next(iter(dataset))
+        return inputs["image"].numpy(), inputs["label"].numpy(), y.numpy()
+
+    off = pipeline.Augmentation.none().__dict__
+    plain_images, plain_labels, _ = batches(pipeline.Augmentation(**off))
+    images, labels, y = batches(
+        pipeline.Augmentation(**{**off, "flip_probability": 0.5, "mirror_classes": 100})
+    )
+    np.testing.assert_array_equal(labels, y)
+    mirrored = labels >= 100
+    assert 0 < mirrored.sum() < 16
+    np.testing.assert_array_equal(np.where(mirrored, labels - 100, labels), plain_labels)
+    for image, plain, flip in zip(images, plain_images, mirrored, strict=True):
+        np.testing.assert_array_equal(image, plain[:, ::-1] if flip else plain)
+    with pytest.raises(ValueError, match="mirror_classes=5 needs flips"):
+        pipeline.Augmentation(**{**off, "mirror_classes": 5})
+    with pytest.raises(ValueError, match="mirror_classes must be a whole number"):
+        pipeline.Augmentation(mirror_classes=True)

@@ -155,3 +155,11 @@ def test_an_unknown_tta_is_refused_naming_the_modes():
     _, embedding_model = models.build_basic_cnn(3, 16, filters=(4,), dense_units=6)
     with pytest.raises(ValueError, match=r"one of \['none', 'flip', 'rot4', 'rot4flip'\]"):
         embed.embed_images(embedding_model, np.zeros((1, 16, 16, 3), np.float32), "rot8")
+
+
+def test_a_model_that_learned_mirrors_as_other_animals_refuses_mirror_views():
+    embed.refuse_mirror_views("rot4", False)  # rotations are the same animal
+    embed.refuse_mirror_views("none", False)
+    for tta, flipped in [("flip", False), ("rot4flip", False), ("none", True)]:
+        with pytest.raises(ValueError, match="mirror_identities: a mirrored photo is another"):
+            embed.refuse_mirror_views(tta, flipped)

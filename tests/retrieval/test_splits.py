@@ -105,6 +105,9 @@ def test_load_split_on_a_synthetic_set(small_synth):
     assert steps == int(np.ceil(len(split.train) / 8))
     inputs, targets = next(iter(dataset))
     assert inputs["image"].shape == (8, 24, 24, 3) and targets.shape == (8,)
+    counts = split.class_counts()
+    assert counts.sum() == len(split.train) and len(counts) == split.encoding.n_individuals
+    np.testing.assert_array_equal(split.class_counts(mirror_identities=True), [*counts, *counts])
 
 
 def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):

@@ -47,7 +47,10 @@ class Augmentation:
     to a crop cache, whose crops are cut once); ``rotation_degrees``: a rotation by a uniform
     random angle in ``[-rotation_degrees, rotation_degrees]`` about the centre, the corners
     filled by reflection (180: any direction, for photos such as aerial heads that point every
-    way). ``Augmentation.none()`` turns all off.
+    way); ``mirror_classes``: when above 0, a flipped photo is another animal, not the same
+    one seen mirrored (an aerial head's callosities, a left flank's marks): its target becomes
+    ``target + mirror_classes`` (a head with twice the classes learns both; the 2019 humpback
+    2nd place). ``Augmentation.none()`` turns all off.
     """
 
     crop_probability: float = 0.5
@@ -60,8 +63,16 @@ class Augmentation:
     grayscale_probability: float = 0.1
     box_jitter: float = 0.0
     rotation_degrees: float = 0.0
+    mirror_classes: int = 0
 
     def __post_init__(self):
+        if isinstance(self.mirror_classes, bool) or not isinstance(self.mirror_classes, int):
+            raise ValueError(f"mirror_classes must be a whole number, got {self.mirror_classes!r}")
+        if self.mirror_classes < 0 or (self.mirror_classes and not self.flip_probability > 0):
+            raise ValueError(
+                f"mirror_classes={self.mirror_classes} needs flips (flip_probability > 0, got "
+                f"{self.flip_probability}) and must be >= 0"
+            )
         if not 0.0 <= self.box_jitter < 0.5:  # below 0.5 a jittered box can never invert
             raise ValueError(f"box_jitter must be in [0, 0.5), got box_jitter={self.box_jitter}")
         if not 0.0 <= self.rotation_degrees <= 180.0:
@@ -289,6 +300,12 @@ def training_min_side(image_size: int, augmentation: Augmentation) -> int:
     return int(np.ceil(image_size / np.sqrt(area)))
 
 
+def flipped(seed: tf.Tensor, config: Augmentation) -> tf.Tensor:
+    """Whether :func:`augment` flips the photo of this ``seed`` (a bool scalar)."""
+    flip_seed = tf.random.experimental.stateless_split(seed, num=9)[2]
+    return tf.random.stateless_uniform([], flip_seed) < config.flip_probability
+
+
 def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size: int) -> tf.Tensor:
     """Random crop (then resize), flip, rotation, colour jitter and grayscale; uint8 in, float
     0-255 out.
@@ -299,6 +316,8 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size:
 
     def chance(index, probability):
         return tf.random.stateless_uniform([], seeds[index]) < probability
+
+    flip = flipped(seed, config)
 
     if config.crop_probability > 0:
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -316,9 +335,7 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: Augmentation, image_size:
     # antialiased like photos.resize, the resize of inference
     image = tf.image.resize(image, [image_size, image_size], antialias=True) / 255.0
     if config.flip_probability > 0:
-        image = tf.cond(
-            chance(2, config.flip_probability), lambda: tf.reverse(image, axis=[1]), lambda: image
-        )
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
     if config.rotation_degrees > 0:
         degrees = tf.random.stateless_uniform(
             [], seeds[8], -config.rotation_degrees, config.rotation_degrees
@@ -395,9 +412,13 @@ def make_dataset(
         image = tf.ensure_shape(image, [image_size, image_size, 3])
         if not training:
             return image
+        target = record["target"]
+        if augmentation.mirror_classes:  # a mirrored photo is another identity
+            mirrored = tf.cast(flipped(element_seed, augmentation), target.dtype)
+            target = target + mirrored * augmentation.mirror_classes
         if label_as_input:
-            return {"image": image, "label": record["target"]}, record["target"]
-        return image, record["target"]
+            return {"image": image, "label": target}, target
+        return image, target
 
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

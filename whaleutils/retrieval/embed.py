@@ -67,6 +67,18 @@ def participation_ratio(embeddings: np.ndarray) -> float:
     return float(total**2 / np.square(variances).sum()) if total > 0 else 0.0
 
 
+def refuse_mirror_views(tta: str, flipped_gallery) -> None:
+    """For a model that learned mirrored photos as other animals (notebook 04's
+    ``mirror_identities``): raises ValueError if the TTA or the gallery would take a photo's
+    mirror image for the same animal."""
+    if tta_views(tta)[1] or flipped_gallery:
+        raise ValueError(
+            f"mirror_identities: a mirrored photo is another animal, so neither the TTA (tta="
+            f"{tta!r}) nor the gallery (flipped_gallery={flipped_gallery!r}) may use mirror "
+            "images; use tta 'none' or 'rot4' and flipped_gallery false"
+        )
+
+
 def compute_embeddings(
     embedding_model, image_batches, tta: str = "none", mirrored: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

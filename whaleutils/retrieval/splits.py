@@ -194,10 +194,14 @@ class Split:
             wide[i, : len(listed)] = listed
         return wide
 
-    def class_counts(self) -> np.ndarray:
-        """Training photos per class, in the encoding's class order (int64 (n_individuals,))."""
+    def class_counts(self, mirror_identities: bool = False) -> np.ndarray:
+        """Training photos per class, in the encoding's class order (int64 (n_individuals,));
+        with ``mirror_identities`` (n_individuals * 2,): each individual's mirrored photos are a
+        class of their own after the individuals (``pipeline.Augmentation.mirror_classes``),
+        counted as the individual is."""
         counts = self.train["individual_id"].value_counts()
-        return counts.reindex(self.encoding.individual_ids).to_numpy(dtype=np.int64)
+        counts = counts.reindex(self.encoding.individual_ids).to_numpy(dtype=np.int64)
+        return np.tile(counts, 2) if mirror_identities else counts
 
     def frequent_ids(self, part: str, n: int = 5) -> list[str]:
         """The ``n`` most photographed individuals of ``part``'s gallery (ties by id): what
