@@ -9,7 +9,9 @@ For each run folder (a finished notebook 04: ``train.npz``, ``valid.npz``, ``tes
   chose k and the threshold on); test: the test photos against training and validation photos,
   scored with the data set's ``test_solution.csv`` (shown, never used to choose);
 - ``known top-1`` / ``top-5``: the share of photos of a known whale whose whale is first / in
-  the first five when whales are ranked by their best cosine similarity to the photo;
+  the first five when whales are ranked by their best cosine similarity to the photo
+  (``best``); top-1 also by the cosine to each whale's centre (the normalised mean of its
+  gallery embeddings, the data's own class centre: ``centre``) and by the mean of the two;
 - ``recall@20``: the share whose whale is among the 20 the embedding shortlists for the fused
   head (``LocalSettings.shortlist``);
 - ``MAP@5``: the KNN head's own (``scores.json``: k, threshold and rule chosen on validation);
@@ -40,30 +42,37 @@ from whaleutils.retrieval import embed, heads, splits
 SHORTLIST = 20
 
 
-def whale_ranking(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> tuple:
-    """(whales (w,), best cosine (q, w)): each gallery whale's best similarity to each query."""
+def whale_scores(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> tuple:
+    """(whales (w,), {ranking: (q, w)}): each gallery whale's best cosine similarity to each
+    query (``best``, the fused head's ``similarity``), the cosine to the whale's centre (the
+    normalised mean of its gallery embeddings: ``centre``) and their mean (``both``)."""
     whales, index = np.unique(labels, return_inverse=True)
     similarity = queries @ gallery.T
     best = np.full((len(queries), len(whales)), -np.inf, np.float32)
+    centres = np.zeros((len(whales), gallery.shape[1]), np.float32)
     for column in range(len(whales)):
         best[:, column] = similarity[:, index == column].max(axis=1)
-    return whales, best
+        centres[column] = gallery[index == column].mean(axis=0)
+    centre = queries @ embed.l2_normalize(centres).T
+    return whales, {"best": best, "centre": centre, "both": (best + centre) / 2}
 
 
 def ranking_scores(queries, gallery, gallery_labels, truth) -> dict:
-    """Known top-1, top-5 and recall@SHORTLIST of the best-cosine ranking."""
-    whales, best = whale_ranking(queries, gallery, np.asarray(gallery_labels))
+    """Known top-1, top-5 and recall@SHORTLIST of each ranking of :func:`whale_scores` (top-5
+    and recall for ``best`` only, the ranking the fused head shortlists by)."""
+    whales, rankings = whale_scores(queries, gallery, np.asarray(gallery_labels))
     truth = np.asarray(truth)
     known = truth != NEW_INDIVIDUAL
-    order = np.argsort(-best[known], axis=1)
-    ranked = whales[order]
-    hits = ranked == truth[known, None]
-    return {
-        "known top-1": float(hits[:, 0].mean()),
-        "known top-5": float(hits[:, :5].any(axis=1).mean()),
-        f"recall@{SHORTLIST}": float(hits[:, :SHORTLIST].any(axis=1).mean()),
-        "known photos": int(known.sum()),
-    }
+    result = {}
+    for name, scores in rankings.items():
+        ranked = whales[np.argsort(-scores[known], axis=1)]
+        hits = ranked == truth[known, None]
+        result[f"known top-1 ({name})"] = float(hits[:, 0].mean())
+        if name == "best":
+            result["known top-5"] = float(hits[:, :5].any(axis=1).mean())
+            result[f"recall@{SHORTLIST}"] = float(hits[:, :SHORTLIST].any(axis=1).mean())
+    result["known photos"] = int(known.sum())
+    return result
 
 
 def training_record(run: Path) -> dict:
