@@ -175,22 +175,21 @@ with choice.scope():
         any_input_size=len(stages) > 1,
     )  # fmt: skip
     train.compile_model(training_model, lr_max, backbone_lr_scale=backbone_lr_scale)
+
+# %% [markdown]
+# Each stage of a progressively resized run trains on its own image size (one stage without
+# `progressive_resizing`); a run interrupted anywhere resumes where it stopped.
+
+# %%
 training_augmentation = pipeline.Augmentation(**augmentation)
-
-
-def batches_at(size, stage):
-    return split.training_batches(size, batch_size, training_augmentation, seed=seed + stage)
-
-
-snapshot_epochs = train.snapshot_epochs(epochs, snapshot_every, snapshot_last)
 log = train.fit_progressive(
     training_model,
-    batches_at,
+    split.batches_by_stage(batch_size, training_augmentation, seed),
     stages,
     out / "run",
     embedding_model=embedding_model,
     learning_rate_schedule=schedule,
-    snapshots=snapshot_epochs,
+    snapshots=train.snapshot_epochs(epochs, snapshot_every, snapshot_last),
     margin_warmup_epochs=margin_warmup_epochs,
     frozen_backbone_epochs=frozen_backbone_epochs,
     verbose=2,

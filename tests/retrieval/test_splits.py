@@ -108,6 +108,11 @@ def test_load_split_on_a_synthetic_set(small_synth):
     counts = split.class_counts()
     assert counts.sum() == len(split.train) and len(counts) == split.encoding.n_individuals
     np.testing.assert_array_equal(split.class_counts(mirror_identities=True), [*counts, *counts])
+    batches_at = split.batches_by_stage(8, seed=3)  # progressive resizing's stages
+    dataset_small, steps_small = batches_at(16, 0)
+    small, _ = next(iter(dataset_small))
+    assert small["image"].shape[1:] == (16, 16, 3) and steps_small == steps
+    assert next(iter(batches_at(24, 1)[0]))[0]["image"].shape[1:] == (24, 24, 3)
 
 
 def test_boxes_and_margin_from_a_csv(small_synth, tmp_path):

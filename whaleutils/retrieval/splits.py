@@ -337,6 +337,15 @@ class Split:
         )
         return dataset, max(1, int(np.ceil(len(self.train) / batch_size)))
 
+    def batches_by_stage(self, batch_size: int, augmentation=None, seed: int = 0):
+        """``(image_size, stage) -> (batches, steps)``: :meth:`training_batches` at each stage's
+        image size, shuffled by ``seed + stage`` (``train.fit_progressive``'s ``batches_at``)."""
+
+        def batches_at(image_size: int, stage: int):
+            return self.training_batches(image_size, batch_size, augmentation, seed=seed + stage)
+
+        return batches_at
+
 
 def load_split(
     data_dir: str | os.PathLike | None,
