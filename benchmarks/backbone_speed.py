@@ -24,9 +24,8 @@ from whaleutils.training import models, train
 
 def images_per_second(backbone: str, size: int, steps: int, repeats: int, batch: int) -> float:
     training_model, _ = models.build_model(
-        backbone, 447, size, weights="imagenet", m=0.3, freeze_backbone_batchnorm=True,
-        any_input_size=False,
-    )  # fmt: skip
+        backbone, 447, size, weights="imagenet", m=0.3, freeze_backbone_batchnorm=True
+    )
     train.compile_model(training_model, 1e-3, backbone_lr_scale=0.2)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch * steps, size, size, 3)).astype("float32")

@@ -37,7 +37,7 @@ import pandas as pd
 
 from whaleutils.contracts import outputs
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
-from whaleutils.retrieval import embed, heads, splits
+from whaleutils.retrieval import embed, heads, matching, splits
 
 SHORTLIST = 20
 
@@ -47,12 +47,9 @@ def whale_scores(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -
     query (``best``, the fused head's ``similarity``), the cosine to the whale's centre (the
     normalised mean of its gallery embeddings: ``centre``) and their mean (``both``)."""
     whales, index = np.unique(labels, return_inverse=True)
-    similarity = queries @ gallery.T
-    best = np.full((len(queries), len(whales)), -np.inf, np.float32)
-    centres = np.zeros((len(whales), gallery.shape[1]), np.float32)
-    for column in range(len(whales)):
-        best[:, column] = similarity[:, index == column].max(axis=1)
-        centres[column] = gallery[index == column].mean(axis=0)
+    similarity = matching.photo_similarities(queries, gallery)
+    best = matching.individual_maxima(similarity, labels, whales)
+    centres = np.stack([gallery[index == column].mean(axis=0) for column in range(len(whales))])
     centre = queries @ embed.l2_normalize(centres).T
     return whales, {"best": best, "centre": centre, "both": (best + centre) / 2}
 

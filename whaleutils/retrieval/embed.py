@@ -93,21 +93,27 @@ def compute_embeddings(
     (:func:`with_views`): each batch goes through the backbone once, with its views beside it,
     so every photo is read, decoded and sent to the device once.
     """
-    turns, flip = tta_views(tta)
-    if turns == 1 and not flip and not mirrored:
-        return l2_normalize(predict_batches(embedding_model, image_batches))
-    views = predict_batches(with_views(embedding_model, turns, flip or mirrored), image_batches)
-    return combine_views(views, tta, mirrored)
+    return _embed_views(
+        lambda model: predict_batches(model, image_batches), embedding_model, tta, mirrored
+    )
 
 
 def embed_images(
     embedding_model, images: np.ndarray, tta: str = "none", mirrored: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`compute_embeddings` of one array of images (b, S, S, 3), 0-255 float."""
+    return _embed_views(
+        lambda model: model.predict(images, verbose=0), embedding_model, tta, mirrored
+    )
+
+
+def _embed_views(predict, embedding_model, tta: str, mirrored: bool):
+    """``predict(model) -> outputs`` with the embedding model alone (no TTA, no mirror) or
+    with its :func:`with_views` model, then :func:`combine_views`."""
     turns, flip = tta_views(tta)
     if turns == 1 and not flip and not mirrored:
-        return l2_normalize(embedding_model.predict(images, verbose=0))
-    views = with_views(embedding_model, turns, flip or mirrored).predict(images, verbose=0)
+        return l2_normalize(predict(embedding_model))
+    views = predict(with_views(embedding_model, turns, flip or mirrored))
     return combine_views(views, tta, mirrored)
 
 

