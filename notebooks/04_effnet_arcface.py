@@ -80,6 +80,7 @@ max_valid_images = None
 max_train_images = None  # keep whole training individuals up to this many photos (the canary)
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
 local_matching = False  # fuse RootSIFT matching with the embedding: True, or a LocalSettings dict
+pseudo_labels = None  # a local/pseudo_labels.csv of a run: a second round (transductive)
 session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): stop training in time
 
 # %% [markdown]
@@ -120,7 +121,10 @@ print(f"global batch {batch_size}, lr_max {lr_max:.2e}")
 # %% [markdown]
 # ## Data
 # One validation fold, built as the test set is: individuals absent from the training part
-# count as `new_individual`, so the threshold chosen on it carries over to test.
+# count as `new_individual`, so the threshold chosen on it carries over to test. With
+# `pseudo_labels`, the test photos a first run's fused head verified (its verified tier, chosen
+# on validation for 98% precision) are trained on as the whales it named: validation is
+# untouched, but the test score is transductive (it learned from the photos it is scored on).
 
 # %%
 out = outputs.notebook_folder(out_dir)
@@ -136,6 +140,8 @@ split = splits.load_split(
     max_valid_images=max_valid_images,
     max_train_images=max_train_images,
 )
+if pseudo_labels:  # a second round: the test photos the first one verified, as those whales
+    split = split.with_pseudo_labels(pseudo_labels)
 split.encoding.save(out / "labels.json")
 print(split.describe())
 

@@ -97,6 +97,48 @@ def test_verified_tier_by_hand():
     assert fusion.verified_inliers(pairs, {**truth, "q1": "b"}, precision=0.98) is None
 
 
+def test_pseudo_labels_are_the_verified_tier_by_hand():
+    pairs = pd.DataFrame.from_records(
+        [("q1", "a", 0, 1, 0, 1, 40, 50, 0), ("q1", "b", 0, 2, 0, 2, 3, 9, 1),
+         ("q2", "b", 0, 1, 0, 1, 11, 20, 1), ("q3", "d", 0, 1, 0, 1, 30, 40, 2),
+         ("q4", "b", 0, 1, 0, 1, 2, 5, 1), ("q4", "c", 0, 2, 0, 2, 12, 20, 3)],
+        columns=matching.PAIR_COLUMNS,
+    )  # fmt: skip
+    labels = fusion.pseudo_labels(pairs, 12, classes=["a", "b", "c"])
+    # q2 (11 inliers) is below the tier; q3's whale d is no training class; q4 by its best (c)
+    assert labels.to_dict("list") == {
+        "image": ["q1", "q4"], "individual_id": ["a", "c"], "inliers": [40, 12],
+    }  # fmt: skip
+    assert fusion.pseudo_labels(pairs, 12)["image"].tolist() == ["q1", "q3", "q4"]
+    assert fusion.pseudo_labels(pairs, None).empty  # no count reached the precision
+    with pytest.raises(ValueError, match="count >= 1"):
+        fusion.pseudo_labels(pairs, 0)
+
+
+def test_pseudo_labels_never_hold_a_photo_below_the_tier():
+    rng = np.random.default_rng(3)
+    records = [
+        (f"q{q}", f"w{w}", 0, 1, 0, 1, int(rng.integers(0, 60)), 60, 0)
+        for q in range(200)
+        for w in rng.choice(30, size=4, replace=False)
+    ]
+    pairs = pd.DataFrame.from_records(records, columns=matching.PAIR_COLUMNS)
+    best = fusion.best_by_inliers(pairs).set_index("query")
+    truth = {  # right where the best candidate has many inliers, else any whale
+        query: row["individual"] if row["inliers"] >= 40 else f"w{rng.integers(0, 30)}"
+        for query, row in best.iterrows()
+    }
+    tiers = [fusion.verified_inliers(pairs, truth, p) for p in (0.5, 0.9, 0.98, 1.0)]
+    assert 0 < tiers[0] <= tiers[1] <= tiers[2] <= tiers[3]
+    for tier in [*tiers, None]:
+        labels = fusion.pseudo_labels(pairs, tier)
+        most = pairs.groupby("query")["inliers"].max()
+        expected = [] if tier is None else sorted(most.index[most >= tier])
+        assert sorted(labels["image"]) == expected
+        assert (labels["inliers"].to_numpy() == most[labels["image"]].to_numpy()).all()
+        assert tier is None or (labels["inliers"] >= tier).all()
+
+
 def test_known_precision_curve_and_its_threshold_by_hand():
     ranked = {
         "a": [("w1", 0.9)],  # known, right

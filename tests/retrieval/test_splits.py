@@ -266,3 +266,60 @@ def test_a_validation_query_never_finds_its_own_encounter():
     assert indices[0].tolist() == [1, 6] and indices[1].tolist() == [1, 6]  # 0.96, 0.852
     _, indices, _ = heads.neighbours(plain, embeddings, "valid", 2)
     assert indices[0].tolist() == [5, 1]  # photo by photo: v_a3 finds v_a4 first
+
+
+def test_pseudo_labelled_test_photos_join_training_once_per_pass(small_synth, tmp_path):
+    split = splits.load_split(small_synth, fold=0, n_folds=3)
+    chosen = split.test["image"].iloc[[4, 1, 7]].tolist()  # any order in the file
+    whales = split.encoding.individual_ids[:2] + split.encoding.individual_ids[:1]
+    path = tmp_path / "pseudo_labels.csv"
+    pd.DataFrame({"image": chosen, "individual_id": whales, "inliers": 30}).to_csv(path)
+    second = split.with_pseudo_labels(path)
+    assert second.pseudo_labels["image"].tolist() == split.test["image"].iloc[[1, 4, 7]].tolist()
+    assert second.describe_pseudo_labels() == {"file": str(path), "photos": 3}
+    assert "+ 3 pseudo-labelled test images" in second.describe()
+    assert split.pseudo_labels is None and len(second.train) == len(split.train)  # a new split
+    counts = second.class_counts()
+    np.testing.assert_array_equal(counts - split.class_counts(), [2, 1] + [0] * (len(counts) - 2))
+    dataset, steps = second.training_batches(16, 4, seed=1)
+    assert steps == int(np.ceil((len(split.train) + 3) / 4))
+    targets = np.concatenate([t.numpy() for _, t in dataset.take(steps)])[: len(split.train) + 3]
+    np.testing.assert_array_equal(np.bincount(targets, minlength=len(counts)), counts)
+
+
+def test_interleaved_records_keep_each_datasets_order():
+    import tensorflow as tf
+
+    first = tf.data.Dataset.range(0, 6)
+    second = tf.data.Dataset.range(100, 103)
+    mixed = list(splits._interleaved(first, second, 6, 3, seed=0).as_numpy_iterator())
+    assert sorted(mixed) == [0, 1, 2, 3, 4, 5, 100, 101, 102]
+    assert [x for x in mixed if x < 100] == list(range(6))
+    assert [x for x in mixed if x >= 100] == [100, 101, 102]
+    assert mixed == list(splits._interleaved(first, second, 6, 3, seed=0).as_numpy_iterator())
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ({"image": ["nope.jpg"], "individual_id": [0]}, r"row 2: 'nope.jpg' is not a test image"),
+        ({"image": [1, 1], "individual_id": [0, 0]}, "row 3: .* is listed twice"),
+        ({"image": [1], "individual_id": ["ghost"]}, "row 2: 'ghost' is not a training individual"),
+        ({"image": [1]}, r"no column\(s\) \['individual_id'\]"),
+    ],
+)
+def test_bad_pseudo_labels_are_refused_naming_the_row(small_synth, tmp_path, rows, message):
+    split = splits.load_split(small_synth, fold=0, n_folds=3)
+    rows = {  # 1 / 0: a real test image / training individual
+        column: [
+            split.test["image"].iloc[v] if column == "image" and v == 1
+            else split.encoding.individual_ids[0] if column == "individual_id" and v == 0
+            else v
+            for v in values
+        ]
+        for column, values in rows.items()
+    }  # fmt: skip
+    path = tmp_path / "pseudo.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=message):
+        split.with_pseudo_labels(path)

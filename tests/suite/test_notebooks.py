@@ -13,7 +13,7 @@ from jupytext.compare import compare_notebooks
 from whaleutils import cli
 from whaleutils.analysis import robustness
 from whaleutils.contracts import metrics, outputs, submission
-from whaleutils.retrieval import splits, trained_run
+from whaleutils.retrieval import fusion, splits, trained_run
 from whaleutils.suite import runner
 
 NOTEBOOKS = sorted(runner.NOTEBOOK_DIR.glob("*.py"))
@@ -408,6 +408,37 @@ def test_a_restated_value_and_a_circle_of_profiles_are_named(tmp_path, monkeypat
     run.write_text("extends: tiny\n")
     with pytest.raises(ValueError, match=r"_run.yaml extends 'tiny', not a profile"):
         runner.load_profile("local")
+
+
+@pytest.mark.slow
+def test_a_second_round_trains_on_the_test_photos_it_is_given(smoke_run, tmp_path):
+    """Notebook 04's fused head lists its verified test photos (pseudo_labels.csv: the tier
+    chosen on validation); a second run given such a file trains on them, and its scores and
+    the run's summary say that its test score is transductive."""
+    runs, summary = smoke_run
+    model = runs / "smoke" / "04_effnet_arcface"
+    local = model / fusion.LOCAL_FOLDER
+    pairs = pd.read_csv(local / "pairs_test.csv", dtype={"query": str, "individual": str})
+    verified = json.loads((local / "scores.json").read_text())["verified_inliers"]
+    classes = json.loads((model / "labels.json").read_text())["individual_ids"]
+    written = pd.read_csv(local / fusion.PSEUDO_LABELS_FILE, dtype=str, keep_default_na=False)
+    expected = fusion.pseudo_labels(pairs, verified, classes).astype(str)
+    pd.testing.assert_frame_equal(written, expected, check_index_type=False)
+    assert json.loads((local / "scores.json").read_text())["test_verified_photos"] == len(written)
+    # a file of six test photos and their true whales (known in training), as a round gives it
+    split = smoke_split(summary)
+    solution = split.solution[split.solution["individual_id"].isin(split.encoding.individual_ids)]
+    given = tmp_path / "pseudo_labels.csv"
+    solution.head(6)[["image", "individual_id"]].to_csv(given, index=False)
+    overrides = {"pseudo_labels": str(given), "local_matching": False}
+    second = runner.run("smoke", summary["data_dir"], str(tmp_path / "runs"),
+                        ["04_effnet_arcface"], overrides=overrides)  # fmt: skip
+    assert second["scores"]["effnet_arcface"]["split"] == "test (transductive)"
+    scores = json.loads(
+        (tmp_path / "runs" / "smoke" / "04_effnet_arcface" / "scores.json").read_text()
+    )
+    assert scores["pseudo_labels"] == {"file": str(given), "photos": 6}
+    assert "(transductive)" in (tmp_path / "runs" / "smoke" / "summary.md").read_text()
 
 
 @pytest.mark.slow

@@ -38,9 +38,11 @@ from whaleutils.retrieval.matching import LocalSettings
 FUSION_FEATURES = ("similarity", "lnbnn_z", "log_inliers", "log_similarity_rank", "log_lnbnn_rank")
 LOCAL_FOLDER = "local"  # a trained notebook's fused head, a blend member of its own
 FUSION_FILE = "fusion.json"
+PSEUDO_LABELS_FILE = "pseudo_labels.csv"  # test photos in the verified tier (notebook 04)
 LOCAL_OUTPUTS = (
     "pairs_valid.csv", "pairs_test.csv", FUSION_FILE, "calibration.png",
     "oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json",
+    PSEUDO_LABELS_FILE,
 )  # fmt: skip
 PROBABILITY_GRID = np.round(np.linspace(0, 1, 101), 2)  # thresholds on a probability
 
@@ -243,6 +245,37 @@ def verified_inliers(
         if count > 0 and accepted.any() and right[accepted].mean() >= precision:
             return int(count)
     return None
+
+
+def pseudo_labels(
+    pairs: pd.DataFrame, verified: int | None, classes: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The queries of ``pairs`` in the verified tier, labelled with their best candidate by
+    inliers: a second training round's pseudo-labels (columns ``image, individual_id,
+    inliers``, in query order). A query is in the tier when that candidate has at least
+    ``verified`` inliers (:func:`verified_inliers`, chosen on validation for its precision);
+    none when ``verified`` is None. ``classes``: the individuals a model can be trained on
+    (its training classes); a query whose candidate is another (e.g. seen only in validation)
+    is left out. Empty ``classes``: any."""
+    columns = ["image", "individual_id", "inliers"]
+    if verified is None or pairs.empty:
+        return pd.DataFrame(columns=columns)
+    if isinstance(verified, bool) or not isinstance(verified, int | np.integer) or verified < 1:
+        raise ValueError(f"verified must be None or a count >= 1, got {verified!r}")
+    position = {query: i for i, query in enumerate(dict.fromkeys(pairs["query"]))}
+    best = best_by_inliers(pairs)
+    keep = best["inliers"] >= verified
+    if len(classes):
+        keep &= best["individual"].isin(set(classes))
+    best = best[keep].sort_values("query", key=lambda query: query.map(position))
+    return pd.DataFrame(
+        {
+            "image": best["query"].astype(str).to_numpy(),
+            "individual_id": best["individual"].astype(str).to_numpy(),
+            "inliers": best["inliers"].astype(int).to_numpy(),
+        },
+        columns=columns,
+    )
 
 
 def known_accuracy(ranked: dict, truth: dict[str, str], k: int) -> float:
@@ -499,10 +532,13 @@ def write_fused_head(
         results[part] = (lists, scores)
     figure = plot_calibration(crossed, same_animal(pairs["valid"], truth), ranked["valid"], truth)
     figure.savefig(out_dir / "calibration.png", dpi=110)
+    tier = pseudo_labels(pairs["test"], head.verified_inliers, split.encoding.individual_ids)
+    tier.to_csv(out_dir / PSEUDO_LABELS_FILE, index=False)
     record = {
         **head.record(),
         "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
         "valid_auc": known_vs_new_auc(ranked["valid"], truth),
+        "test_verified_photos": len(tier),  # PSEUDO_LABELS_FILE's rows
         **({"member": f"{member} local"} if member else {}),
     }
     return heads.write_predictions(split, out_dir, results["valid"], results["test"], record)

@@ -71,9 +71,10 @@ def write_predictions(
 
     ``valid`` and ``test`` are (label lists, scores (n, 5)) for ``valid_images`` and
     ``test_images`` (default: the split's row order); ``settings`` (the head's chosen values)
-    are stored beside the scores, with the split's fold (``split``). ``valid_truth``: the
-    labels the validation predictions are scored on, if not the split's (a blend's
-    out-of-fold images span every fold).
+    are stored beside the scores, with the split's fold (``split``) and, for a model trained
+    on pseudo-labelled test photos, ``pseudo_labels`` (``Split.describe_pseudo_labels``).
+    ``valid_truth``: the labels the validation predictions are scored on, if not the split's
+    (a blend's out-of-fold images span every fold).
     """
     out_dir = Path(out_dir)
     images = {
@@ -98,6 +99,8 @@ def write_predictions(
         "split": split.describe_fold(),
         **settings,
     }
+    if split.pseudo_labels is not None:  # transductive: trained on some of the test photos
+        scores["pseudo_labels"] = split.describe_pseudo_labels()
     outputs.write_json(out_dir / outputs.SCORES, scores)
     return scores
 

@@ -17,6 +17,7 @@ Importing this module does not import TensorFlow; the batch methods do.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
+from whaleutils.contracts.tables import read_csv
 from whaleutils.datasets import data
 from whaleutils.images import crops, photos
 
@@ -63,6 +65,10 @@ class Split:
     cache_size: int | None = None  # the model input size the cache's crops were cut for
     max_valid_images: int | None = None  # load_split's subsets, recorded with the fold
     max_train_images: int | None = None
+    # test photos trained on as their predicted individual (with_pseudo_labels): image,
+    # individual_id (and box), in test order; and the file they were read from
+    pseudo_labels: pd.DataFrame | None = None
+    pseudo_labels_source: str | None = None
 
     def describe_fold(self) -> dict:
         """The fold as stored in ``scores.json`` (the blend joins folds by it), and whether its
@@ -100,9 +106,66 @@ class Split:
     def describe(self) -> str:
         """One line: images and individuals of each part."""
         new_share = self.valid["target_id"].eq(NEW_INDIVIDUAL).mean()
+        pseudo = (
+            ""
+            if self.pseudo_labels is None
+            else f" + {len(self.pseudo_labels)} pseudo-labelled test images"
+        )
         return (
-            f"train {len(self.train)} images of {self.encoding.n_individuals} individuals; "
-            f"valid {len(self.valid)} ({new_share:.0%} new); test {len(self.test)}"
+            f"train {len(self.train)} images of {self.encoding.n_individuals} individuals"
+            f"{pseudo}; valid {len(self.valid)} ({new_share:.0%} new); test {len(self.test)}"
+        )
+
+    def describe_pseudo_labels(self) -> dict | None:
+        """What ``scores.json`` records of a transductive run (None: no pseudo-labels): the
+        file and how many test photos were trained on."""
+        if self.pseudo_labels is None:
+            return None
+        return {"file": self.pseudo_labels_source, "photos": len(self.pseudo_labels)}
+
+    def with_pseudo_labels(self, path: str | os.PathLike) -> Split:
+        """This split with the test photos of ``path`` (a ``pseudo_labels.csv`` of notebook 04's
+        fused head: ``image, individual_id``) added to training as those individuals: a second
+        round that learns from the photos it is then asked about (transductive, as on Kaggle).
+        Galleries, validation and the test queries stay as they are.
+
+        Raises
+        ------
+        ValueError
+            Naming the file and row of an image not among the test photos, listed twice, or an
+            individual the split's training part does not hold (the file is of another fold
+            or data set).
+        """
+        path = Path(path)
+        table = read_csv(path)
+        missing = [c for c in ("image", "individual_id") if c not in table.columns]
+        if missing:
+            raise ValueError(
+                f"{path}: no column(s) {missing}; pseudo-labels are image,individual_id"
+            )
+        test_images = set(self.test["image"])
+        known = set(self.encoding.individual_ids)
+        seen: set[str] = set()
+        for row, (image, individual) in enumerate(
+            zip(table["image"], table["individual_id"], strict=True), start=2
+        ):
+            if image not in test_images:
+                raise ValueError(
+                    f"{path}, row {row}: {image!r} is not a test image of {self.data_dir}"
+                )
+            if image in seen:
+                raise ValueError(f"{path}, row {row}: {image!r} is listed twice")
+            if individual not in known:
+                raise ValueError(
+                    f"{path}, row {row}: {individual!r} is not a training individual of this "
+                    f"split (fold {self.fold} of {self.data_dir}): pseudo-labels of another fold?"
+                )
+            seen.add(image)
+        labels = dict(zip(table["image"], table["individual_id"], strict=True))
+        chosen = self.test[self.test["image"].isin(labels)].copy()  # in test order
+        chosen["individual_id"] = chosen["image"].map(labels)
+        return dataclasses.replace(
+            self, pseudo_labels=chosen.reset_index(drop=True), pseudo_labels_source=str(path)
         )
 
     # ------------------------------------------------------------------ galleries
@@ -199,7 +262,10 @@ class Split:
         with ``mirror_identities`` (n_individuals * 2,): each individual's mirrored photos are a
         class of their own after the individuals (``pipeline.Augmentation.mirror_classes``),
         counted as the individual is."""
-        counts = self.train["individual_id"].value_counts()
+        ids = self.train["individual_id"]
+        if self.pseudo_labels is not None:
+            ids = pd.concat([ids, self.pseudo_labels["individual_id"]])
+        counts = ids.value_counts()
         counts = counts.reindex(self.encoding.individual_ids).to_numpy(dtype=np.int64)
         return np.tile(counts, 2) if mirror_identities else counts
 
@@ -306,8 +372,9 @@ class Split:
         label_as_input: bool = True,
         seed: int = 0,
     ):
-        """Shuffled, augmented, repeating batches of the ``train`` photos with their integer
-        targets, and the number of steps in one pass over them."""
+        """Shuffled, augmented, repeating batches of the ``train`` photos (and pseudo-labelled
+        test photos, spread evenly among them) with their integer targets, and the number of
+        steps in one pass over them."""
         from whaleutils.images import pipeline
 
         targets = self.encoding.encode_individuals(self.train["individual_id"])
@@ -319,10 +386,16 @@ class Split:
                 f"{self.crop_cache} has (box_jitter={self.cache_box_jitter}); write a cache "
                 f"with --box-jitter {jitter}, or train with box_jitter <= {self.cache_box_jitter}"
             )
-        if self.crop_cache is not None:
-            records = self._cached("train", self.train["image"], targets)
-        else:
-            records = pipeline.file_records(self.train, self.image_folder("train"), targets)
+        records = self._training_records("train", self.train, targets)
+        count = len(self.train)
+        if self.pseudo_labels is not None and len(self.pseudo_labels):
+            pseudo = self.pseudo_labels
+            pseudo_targets = self.encoding.encode_individuals(pseudo["individual_id"])
+            records = _interleaved(
+                records, self._training_records("test", pseudo, pseudo_targets),
+                len(self.train), len(pseudo), seed,
+            )  # fmt: skip
+            count += len(pseudo)
         dataset = pipeline.make_dataset(
             records,
             image_size,
@@ -335,7 +408,15 @@ class Split:
             repeat=True,
             seed=seed,
         )
-        return dataset, max(1, int(np.ceil(len(self.train) / batch_size)))
+        return dataset, max(1, int(np.ceil(count / batch_size)))
+
+    def _training_records(self, part: str, frame: pd.DataFrame, targets: np.ndarray):
+        """Records of ``frame``'s photos of ``part`` with ``targets``, from the cache if any."""
+        from whaleutils.images import pipeline
+
+        if self.crop_cache is not None:
+            return self._cached(part, frame["image"], targets)
+        return pipeline.file_records(frame, self.image_folder(part), targets)
 
     def batches_by_stage(self, batch_size: int, augmentation=None, seed: int = 0):
         """``(image_size, stage) -> (batches, steps)``: :meth:`training_batches` at each stage's
@@ -345,6 +426,18 @@ class Split:
             return self.training_batches(image_size, batch_size, augmentation, seed=seed + stage)
 
         return batches_at
+
+
+def _interleaved(first, second, n_first: int, n_second: int, seed: int):
+    """The records of two datasets in one, ``second``'s spread at random among ``first``'s
+    (a fixed order by ``seed``), so a shuffle buffer smaller than both still mixes them."""
+    import tensorflow as tf
+
+    order = np.concatenate([np.zeros(n_first, np.int64), np.ones(n_second, np.int64)])
+    order = np.random.default_rng(seed).permutation(order)
+    return tf.data.Dataset.choose_from_datasets(
+        [first, second], tf.data.Dataset.from_tensor_slices(order)
+    )
 
 
 def load_split(

@@ -449,7 +449,8 @@ def collect_scores(run_dir: Path) -> dict:
             "map5": chosen["map5"],
             "map5_known": chosen["map5_known"],
             "map5_new": chosen["map5_new"],
-            "split": split,
+            # trained on pseudo-labelled test photos: its test score is transductive
+            "split": f"{split} (transductive)" if payload.get("pseudo_labels") else split,
             "valid_map5": payload["valid"]["map5"],
         }
         if "embedding" in payload:  # KNN models: how many dimensions the embedding uses
