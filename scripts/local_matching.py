@@ -22,7 +22,8 @@ all verified by RANSAC), then scores these rankings:
 with known top-1 and top-5 accuracy, the known-vs-new ROC AUC of the best score, and MAP@5 with
 the ``new_individual`` threshold chosen on validation (for the other rankings, from the
 quantiles of their best scores, whatever their scale). Writes ``pairs_valid.csv``,
-``pairs_test.csv`` and ``local_matching.json``; prints a table.
+``pairs_test.csv``, ``local_matching.json`` and the test photos in the verified tier
+(``pseudo_labels.csv``, notebook 04's ``pseudo_labels`` for a second round); prints a table.
 """
 
 from __future__ import annotations
@@ -190,6 +191,18 @@ def main(argv=None) -> int:
             report["verified_test"] = verified_share(
                 pairs_by_part["test"], truth_by_part["test"], report["verified_inliers"]
             )
+        if "test" in pairs_by_part:  # a second round's pseudo-labels (notebook 04's file)
+            tier = fusion.pseudo_labels(
+                pairs_by_part["test"], head.verified_inliers, split.encoding.individual_ids
+            )
+            tier.to_csv(out / fusion.PSEUDO_LABELS_FILE, index=False)
+            truth = truth_by_part["test"]
+            pairs_of = zip(tier["image"], tier["individual_id"], strict=True)
+            right = [truth[image] == individual for image, individual in pairs_of]
+            report["pseudo_labels"] = {
+                "photos": len(tier),
+                "right": float(np.mean(right)) if right else None,
+            }
     (out / "local_matching.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     table = pd.DataFrame(
         [{"method": m, "part": p, **v} for (m, p), v in results.items()]
