@@ -98,6 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--shortlist", type=int, default=20)
     parser.add_argument("--max-side", type=int, default=224)
     parser.add_argument("--clahe", action="store_true")
+    parser.add_argument("--detector", default="sift", choices=sorted(local_features.DETECTORS))
+    parser.add_argument("--lnbnn-k", type=int, default=1)
+    parser.add_argument(
+        "--lnbnn-normaliser", default="next", choices=local_features.LNBNN_NORMALISERS
+    )
     parser.add_argument("--transform", default="affine", choices=local_features.TRANSFORMS)
     parser.add_argument("--ratio", type=float, default=0.8)
     parser.add_argument("--verify-photos", type=int, default=10)
@@ -108,7 +113,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     split = splits.load_split(args.data, args.fold, args.n_folds, args.seed)
     settings = matching.LocalSettings(
-        max_side=args.max_side, clahe=args.clahe, shortlist=args.shortlist, ratio=args.ratio,
+        max_side=args.max_side, clahe=args.clahe, detector=args.detector,
+        lnbnn_k=args.lnbnn_k, lnbnn_normaliser=args.lnbnn_normaliser,
+        shortlist=args.shortlist, ratio=args.ratio,
         transform=args.transform, verify_photos=args.verify_photos,
     )  # fmt: skip
     features = embeddings = None

@@ -32,12 +32,12 @@ def rotated_crop(image: np.ndarray, degrees: float, crop: int) -> np.ndarray:
 def test_root_sift_is_the_square_root_of_l1_normalised_sift():
     features = lf.extract(textured(0))
     assert len(features) > 50
-    raw = features.sift.astype(np.float64)
+    raw = features.raw.astype(np.float64)
     expected = np.sqrt(raw / raw.sum(axis=1, keepdims=True))
     np.testing.assert_allclose(features.descriptors, expected, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(features.descriptors, axis=1), 1.0, rtol=1e-5)
     plain = lf.extract(textured(0), lf.FeatureSettings(root_sift=False))
-    np.testing.assert_array_equal(plain.descriptors, features.sift.astype(np.float32))
+    np.testing.assert_array_equal(plain.descriptors, features.raw.astype(np.float32))
 
 
 def test_keypoints_are_in_the_resized_frame():
@@ -166,7 +166,7 @@ def test_the_cache_returns_what_extraction_computes_and_recomputes_only_what_cha
     read = again.features(["a", "b", "c", "d"], lambda i: textured(9))
     assert again.computed == 1  # only the new photo
     for stored, fresh in zip(read[:3], first, strict=True):
-        np.testing.assert_array_equal(stored.sift, fresh.sift)
+        np.testing.assert_array_equal(stored.raw, fresh.raw)
         np.testing.assert_array_equal(stored.points, fresh.points)
         np.testing.assert_array_equal(stored.descriptors, fresh.descriptors)
     other = lf.FeatureCache(tmp_path / lf.CACHE_FILE, lf.FeatureSettings(max_side=224))
@@ -176,3 +176,51 @@ def test_the_cache_returns_what_extraction_computes_and_recomputes_only_what_cha
         broken = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings)
     assert broken.entries == {}
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_lnbnn_name_rule_by_hand():
+    """Gallery descriptors on a line at 10 (a), 12 (a), 15 (b), query at 11. With k = 1:
+    ``next`` normalises by a's second photo (distance 1, so a earns 1 - 1 = 0), HotSpotter's
+    ``name`` rule by b's (distance 4: a earns 4 - 1 = 3). With k = 2 both first neighbours are
+    a's: a earns once, 4 - 1 = 3 (name; ``next`` normalises by b as well here)."""
+
+    def photo(value):
+        vector = np.zeros((1, 128), np.uint8)
+        vector[0, 0] = value
+        return lf.PhotoFeatures(np.zeros((1, 2), np.float32), vector, 1.0, root_sift=False)
+
+    index = lf.DescriptorIndex([photo(10), photo(12), photo(15)], ["a", "a", "b"], exact=True)
+    query = photo(11)
+    np.testing.assert_allclose(index.lnbnn(query, 1, normaliser="next"), [0.0, 0.0])
+    np.testing.assert_allclose(index.lnbnn(query, 1, normaliser="name"), [3.0, 0.0])
+    np.testing.assert_allclose(index.lnbnn(query, 2, normaliser="name"), [3.0, 0.0])
+    np.testing.assert_allclose(index.lnbnn(query, 2, normaliser="next"), [3.0, 0.0])
+    # all neighbours one whale's: the last searched normalises (nothing else to compare with)
+    lone = lf.DescriptorIndex([photo(10), photo(12)], ["a", "a"], exact=True)
+    np.testing.assert_allclose(lone.lnbnn(query, 1, normaliser="name"), [0.0])
+    with pytest.raises(ValueError, match="normaliser must be one of"):
+        index.lnbnn(query, normaliser="nearest")
+
+
+def test_xfeat_features_match_a_rotated_copy_and_survive_the_cache(tmp_path):
+    settings = lf.FeatureSettings(detector="xfeat")
+    original = lf.extract(textured(2), settings)
+    copy = lf.extract(rotated_crop(textured(2), 20, 16), settings)
+    other = lf.extract(textured(3), settings)
+    assert original.raw.shape[1:] == (64,) and original.raw.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(original.descriptors, axis=1), 1, rtol=1e-5)
+    same, different = lf.verify(copy, original), lf.verify(copy, other)
+    assert same.inliers >= 20 and different.inliers <= 8, (same.inliers, different.inliers)
+    index = lf.DescriptorIndex([original, other], ["a", "b"])
+    scores = index.lnbnn(copy)
+    assert scores[0] > scores[1]
+    cache = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings)
+    cache.features(["a"], lambda i: textured(2))
+    cache.save()
+    stored = lf.FeatureCache(tmp_path / lf.CACHE_FILE, settings).entries["a"]
+    np.testing.assert_array_equal(stored.raw, original.raw)
+    # SIFT's settings never read XFeat's cache, and a thin strip has no keypoints
+    assert lf.FeatureCache(tmp_path / lf.CACHE_FILE, lf.FeatureSettings()).entries == {}
+    assert len(lf.extract(np.zeros((20, 224, 3), np.uint8), settings)) == 0
+    with pytest.raises(ValueError, match="detector must be one of"):
+        lf.FeatureSettings(detector="orb")

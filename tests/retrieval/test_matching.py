@@ -74,3 +74,18 @@ def test_the_ablation_script_runs_on_a_small_set(small_synth, tmp_path, capsys):
     for key, values in report["results"].items():  # as written to CSV: to the last digits
         assert results[key] == pytest.approx(values, rel=1e-6), key
     assert not (again / lf.CACHE_FILE).exists()  # no features computed
+
+
+def test_local_settings_check_the_detector_and_lnbnn_rule():
+    settings = matching.LocalSettings.from_parameter(
+        {"detector": "xfeat", "lnbnn_k": 4, "lnbnn_normaliser": "name"}
+    )
+    assert settings.features.detector == "xfeat"
+    assert settings.lnbnn_options() == {"lnbnn_k": 4, "lnbnn_normaliser": "name"}
+    for bad, message in (
+        ({"detector": "orb"}, "detector must be one of"),
+        ({"lnbnn_k": 0}, "lnbnn_k must be a whole number >= 1"),
+        ({"lnbnn_normaliser": "first"}, "lnbnn_normaliser must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            matching.LocalSettings.from_parameter(bad)

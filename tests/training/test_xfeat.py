@@ -182,3 +182,18 @@ def test_a_photo_too_small_is_refused_and_a_grey_one_accepted():
         xfeat.prepare(np.zeros((31, 64), np.uint8))
     grey, scale = xfeat.prepare(np.full((40, 64), 255, np.uint8))
     assert grey.shape == (32, 64, 1) and scale == (1.0, 1.25) and grey.max() == 1.0
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bilinear_upsampling_is_torchs_half_pixel_resize(factor):
+    image = np.random.default_rng(factor).normal(size=(1, 3, 5, 2)).astype(np.float32)
+    mine = keras.ops.convert_to_numpy(xfeat.BilinearUpsampling(factor)(image))[0]
+    expected = xfeat.resize_bilinear(image[0], 3 * factor, 5 * factor)
+    np.testing.assert_allclose(mine, expected, atol=1e-6)
+
+
+def test_the_model_runs_on_photos_of_several_sizes(model):
+    """predict traces once for sides it does not know: every size gives its own maps."""
+    for height, width in ((64, 96), (96, 64), (128, 32), (64, 96)):
+        outputs = model.predict_on_batch(np.zeros((1, height, width, 1), np.float32))
+        assert outputs["feats"].shape == (1, height // 8, width // 8, 64)

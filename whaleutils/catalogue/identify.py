@@ -149,7 +149,7 @@ class FusedMatcher:
         pairs = matching.candidate_pairs(
             names, query_features, index.features, labels, similarities, None,
             max(settings.shortlist, top), index.descriptors, verify_photos=settings.verify_photos,
-            photo_scores=photo_scores, **settings.verify_options(),
+            photo_scores=photo_scores, **settings.lnbnn_options(), **settings.verify_options(),
         )  # fmt: skip
         ranked = self.head.rank(pairs)
         evidence = {

@@ -5,7 +5,9 @@ as a second opinion beside the embedding:
 
 - :func:`extract` finds SIFT keypoints in a photo (OpenCV) and describes them as RootSIFT
   (L1-normalised, square-rooted SIFT, so that Euclidean distance compares them as the
-  Hellinger kernel does), optionally after CLAHE contrast normalisation.
+  Hellinger kernel does), optionally after CLAHE contrast normalisation; or, with
+  ``detector="xfeat"``, XFeat's learned keypoints and 64-d unit descriptors
+  (``training.xfeat``, on the grey photo), compared the same way.
 - :class:`DescriptorIndex` holds every descriptor of a catalogue in one FLANN kd-tree
   (OpenCV) and scores each individual for a query photo by LNBNN (local naive-Bayes nearest
   neighbour, HotSpotter's score): each query descriptor's nearest catalogue descriptor earns
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +42,8 @@ import numpy as np
 
 CACHE_FILE = "catalogue_features.npz"
 TRANSFORMS = ("affine", "similarity", "homography")
+# keypoint detectors and their descriptors: (length, stored dtype)
+DETECTORS = {"sift": (128, np.uint8), "xfeat": (64, np.float32)}
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,14 @@ class FeatureSettings:
     """How keypoints are found and described (part of the cache's key)."""
 
     max_side: int | None = 224  # the photo is resized so its longer side is this; None: as is
-    max_keypoints: int = 0  # SIFT's nfeatures: the strongest this many, 0 for all
+    max_keypoints: int = 0  # the strongest this many (SIFT's nfeatures, XFeat's top_k), 0: all
     root_sift: bool = True
     clahe: bool = False  # contrast-limited histogram equalisation (clip 2, 8 x 8 tiles) first
+    detector: str = "sift"  # or "xfeat" (``training.xfeat``: learned, 64-d descriptors)
+
+    def __post_init__(self):
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {self.detector!r}")
 
     def fingerprint(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -58,14 +68,14 @@ class FeatureSettings:
 class PhotoFeatures:
     """One photo's keypoints and descriptors.
 
-    ``points`` (n, 2) float32: x, y in the matched frame's pixels; ``sift`` (n, 128) uint8: the
-    raw SIFT descriptors (OpenCV's are whole numbers 0-255, so nothing is lost);
-    ``scale``: matched-frame pixels per photo pixel; ``root_sift``: whether
-    :attr:`descriptors` are RootSIFT.
+    ``points`` (n, 2) float32: x, y in the matched frame's pixels; ``raw``: the descriptors as
+    the detector gives them, SIFT's (n, 128) uint8 (OpenCV's are whole numbers 0-255, so
+    nothing is lost) or XFeat's (n, 64) float32 of unit length; ``scale``: matched-frame pixels
+    per photo pixel; ``root_sift``: whether SIFT's :attr:`descriptors` are RootSIFT.
     """
 
     points: np.ndarray
-    sift: np.ndarray
+    raw: np.ndarray
     scale: float
     root_sift: bool = True
 
@@ -74,9 +84,9 @@ class PhotoFeatures:
 
     @property
     def descriptors(self) -> np.ndarray:
-        """(n, 128) float32 descriptors to compare by Euclidean distance."""
-        values = self.sift.astype(np.float32)
-        if not self.root_sift:
+        """(n, d) float32 descriptors to compare by Euclidean distance."""
+        values = self.raw.astype(np.float32)
+        if self.raw.dtype != np.uint8 or not self.root_sift:  # XFeat's are compared as given
             return values
         return np.sqrt(values / np.maximum(values.sum(axis=1, keepdims=True), 1e-7))
 
@@ -92,9 +102,16 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+@functools.cache
+def _xfeat_model():
+    from whaleutils.training import xfeat
+
+    return xfeat.build()
+
+
 def extract(image: np.ndarray, settings: FeatureSettings = FeatureSettings()) -> PhotoFeatures:
     """The keypoints and descriptors of a uint8 photo (h, w[, 3]), RGB as
-    ``photos.prepare`` returns it."""
+    ``photos.prepare`` returns it, by ``settings.detector``."""
     import cv2
 
     gray = _gray(np.asarray(image))
@@ -106,12 +123,26 @@ def extract(image: np.ndarray, settings: FeatureSettings = FeatureSettings()) ->
         gray = cv2.resize(gray, size, interpolation=interpolation)
     if settings.clahe:
         gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+    if settings.detector == "xfeat":
+        from whaleutils.training import xfeat
+
+        if min(gray.shape) < xfeat.MULTIPLE:  # too thin a photo for XFeat: no keypoints
+            return PhotoFeatures(np.zeros((0, 2), np.float32), _empty(settings), scale)
+        found = xfeat.detect_and_compute(
+            _xfeat_model(), gray, top_k=settings.max_keypoints or xfeat.TOP_K
+        )
+        return PhotoFeatures(found.xy, found.descriptors, scale, settings.root_sift)
     sift = cv2.SIFT_create(nfeatures=settings.max_keypoints)
     keypoints, descriptors = sift.detectAndCompute(gray, None)
     if descriptors is None:
         descriptors = np.zeros((0, 128), np.float32)
     points = np.array([kp.pt for kp in keypoints], np.float32).reshape(-1, 2)
     return PhotoFeatures(points, _as_uint8(descriptors), scale, settings.root_sift)
+
+
+def _empty(settings: FeatureSettings) -> np.ndarray:
+    length, dtype = DETECTORS[settings.detector]
+    return np.zeros((0, length), dtype)
 
 
 def _as_uint8(descriptors: np.ndarray) -> np.ndarray:
@@ -243,6 +274,8 @@ def _colours(n: int) -> list[tuple[int, int, int]]:
 
 
 FLANN_SEED = 0  # OpenCV's random state when an index's kd-trees are grown
+LNBNN_NORMALISERS = ("next", "name")
+NAME_RULE_DEPTH = 10  # neighbours beyond the k searched for another individual's ("name")
 
 
 class DescriptorIndex:
@@ -283,7 +316,7 @@ class DescriptorIndex:
         self.descriptors = (
             np.concatenate([photos[i].descriptors for i in order]).astype(np.float32)
             if counts.sum()
-            else np.zeros((0, 128), np.float32)
+            else np.zeros((0, photos[0].raw.shape[1] if photos else 128), np.float32)
         )
         self.checks, self.exact = int(checks), bool(exact)
         self._index = None
@@ -314,32 +347,51 @@ class DescriptorIndex:
         return rows.astype(np.int64), np.sqrt(np.maximum(distances, 0.0))  # FLANN: squared L2
 
     def lnbnn(
-        self, query: PhotoFeatures, k: int = 1, exclude_photos: Sequence[int] = ()
+        self,
+        query: PhotoFeatures,
+        k: int = 1,
+        exclude_photos: Sequence[int] = (),
+        normaliser: str = "next",
     ) -> np.ndarray:
         """LNBNN score (n_individuals,) of each gallery individual for ``query``: for each query
         descriptor, its ``k`` nearest gallery descriptors each earn their individual (once per
-        individual) ``d_(k+1) - d``, the margin by which they beat the next neighbour.
+        individual) ``d_norm - d``, the margin by which they beat the normalising neighbour.
+
+        ``normaliser``: ``"next"``, the (k+1)-th neighbour (often the same whale's other photo,
+        which punishes whales with many photos); ``"name"``, HotSpotter's rule: the nearest
+        neighbour beyond the k whose individual is none of theirs (searched among the next
+        :data:`NAME_RULE_DEPTH`; the last of them if all share the k's individuals).
         ``exclude_photos``: gallery photos to leave out (the query's own, in validation)."""
+        if normaliser not in LNBNN_NORMALISERS:
+            raise ValueError(
+                f"normaliser must be one of {LNBNN_NORMALISERS}, got normaliser={normaliser!r}"
+            )
         scores = np.zeros(len(self.individuals))
         excluded = np.asarray(list(exclude_photos), np.int64)
+        depth = k + 1 if normaliser == "next" else k + NAME_RULE_DEPTH
         extra = 0
         if len(excluded):  # room for the excluded photos' neighbours
             extra = int(np.isin(self.photo_of_row, excluded).sum())
             extra = min(extra, 4 * (k + 1))
-        rows, distances = self.neighbours(query.descriptors, k + 1 + extra)
+        rows, distances = self.neighbours(query.descriptors, depth + extra)
         for row_ids, row_distances in zip(rows, distances, strict=True):
             if len(excluded):
                 keep = ~np.isin(self.photo_of_row[row_ids], excluded)
                 row_ids, row_distances = row_ids[keep], row_distances[keep]
             if len(row_ids) < k + 1:
                 continue
-            normaliser = row_distances[k]
+            individuals = self.individual_of_row[row_ids[:depth]]
+            if normaliser == "next":
+                normalising = k
+            else:
+                others = np.flatnonzero(~np.isin(individuals[k:], individuals[:k]))
+                normalising = k + int(others[0]) if len(others) else len(individuals) - 1
+            normalising_distance = row_distances[normalising]
             seen = set()
-            for row, distance in zip(row_ids[:k], row_distances[:k], strict=True):
-                individual = int(self.individual_of_row[row])
-                if individual not in seen:
-                    seen.add(individual)
-                    scores[individual] += normaliser - distance
+            for individual, distance in zip(individuals[:k], row_distances[:k], strict=True):
+                if int(individual) not in seen:
+                    seen.add(int(individual))
+                    scores[individual] += normalising_distance - distance
         return scores
 
 
@@ -376,17 +428,24 @@ class FeatureCache:
                 if str(stored["settings"]) != self.settings.fingerprint():
                     return {}
                 keys, counts = stored["keys"], stored["counts"]
-                points, sift, scales = stored["points"], stored["sift"], stored["scales"]
+                points, raw, scales = stored["points"], stored["raw"], stored["scales"]
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
             warnings.warn(f"{self.path}: unreadable feature cache, rebuilt ({error})", stacklevel=3)
             return {}
-        if sift.shape[1:] != (128,) or len(points) != len(sift) or counts.sum() != len(sift):
+        length, dtype = DETECTORS[self.settings.detector]
+        if (
+            raw.shape[1:] != (length,)
+            or raw.dtype != dtype
+            or len(points) != len(raw)
+            or counts.sum() != len(raw)
+        ):
+            warnings.warn(f"{self.path}: inconsistent feature cache, rebuilt", stacklevel=3)
             return {}
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return {
             str(key): PhotoFeatures(
                 points[offsets[i] : offsets[i + 1]],
-                sift[offsets[i] : offsets[i + 1]],
+                raw[offsets[i] : offsets[i + 1]],
                 float(scales[i]),
                 self.settings.root_sift,
             )
@@ -421,11 +480,7 @@ class FeatureCache:
                 keys=np.array(keys, dtype=str),
                 counts=np.array([len(f) for f in chosen], np.int64),
                 points=np.concatenate([f.points for f in chosen]) if chosen else np.zeros((0, 2)),
-                sift=(
-                    np.concatenate([f.sift for f in chosen])
-                    if chosen
-                    else np.zeros((0, 128), np.uint8)
-                ),
+                raw=np.concatenate([f.raw for f in chosen]) if chosen else _empty(self.settings),
                 scales=np.array([f.scale for f in chosen], np.float64),
             )
             handle.flush()

@@ -97,6 +97,7 @@ def candidate_pairs(
     lnbnn_k: int = 1,
     verify_photos: int = 10,
     photo_scores: np.ndarray | None = None,
+    lnbnn_normaliser: str = "next",
     **verify_options,
 ) -> pd.DataFrame:
     """The candidate pairs of each query (``PAIR_COLUMNS``).
@@ -116,7 +117,7 @@ def candidate_pairs(
     rows_of = {name: np.flatnonzero(gallery_labels == name) for name in individuals}
     lnbnn = np.stack(
         [
-            index.lnbnn(features, lnbnn_k, sorted(own[i]))
+            index.lnbnn(features, lnbnn_k, sorted(own[i]), lnbnn_normaliser)
             for i, features in enumerate(query_features)
         ]
     ) if len(query_features) else np.zeros((0, len(individuals)))  # fmt: skip
@@ -163,6 +164,9 @@ class LocalSettings:
 
     max_side: int | None = 224
     clahe: bool = False
+    detector: str = "sift"  # or "xfeat": learned keypoints and descriptors (training.xfeat)
+    lnbnn_k: int = 1  # neighbours that earn their individual a score, per query descriptor
+    lnbnn_normaliser: str = "next"  # the (k+1)-th neighbour, or "name": another individual's
     shortlist: int = 20
     ratio: float = 0.8
     transform: str = "affine"
@@ -194,6 +198,17 @@ class LocalSettings:
         if self.max_side is not None:
             whole("max_side", 32)
         whole("shortlist", 1)
+        whole("lnbnn_k", 1)
+        if self.detector not in local_features.DETECTORS:
+            raise ValueError(
+                f"local_matching: detector must be one of {sorted(local_features.DETECTORS)}, "
+                f"got {self.detector!r}"
+            )
+        if self.lnbnn_normaliser not in local_features.LNBNN_NORMALISERS:
+            raise ValueError(
+                "local_matching: lnbnn_normaliser must be one of "
+                f"{local_features.LNBNN_NORMALISERS}, got {self.lnbnn_normaliser!r}"
+            )
         whole("verify_photos", 1)
         number("ratio", 0.0, 1.0)
         number("reprojection", 0.0, 1e4)
@@ -221,7 +236,12 @@ class LocalSettings:
 
     @property
     def features(self) -> local_features.FeatureSettings:
-        return local_features.FeatureSettings(max_side=self.max_side, clahe=self.clahe)
+        return local_features.FeatureSettings(
+            max_side=self.max_side, clahe=self.clahe, detector=self.detector
+        )
+
+    def lnbnn_options(self) -> dict:
+        return {"lnbnn_k": self.lnbnn_k, "lnbnn_normaliser": self.lnbnn_normaliser}
 
     def verify_options(self) -> dict:
         return {"ratio": self.ratio, "transform": self.transform, "reprojection": self.reprojection}
@@ -276,5 +296,5 @@ def part_pairs(
     return candidate_pairs(
         list(split.frame(part)["image"]), features[part], gallery, labels, similarities, own,
         settings.shortlist, index, verify_photos=settings.verify_photos, photo_scores=scores,
-        **settings.verify_options(),
+        **settings.lnbnn_options(), **settings.verify_options(),
     )  # fmt: skip

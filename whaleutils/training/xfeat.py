@@ -108,6 +108,48 @@ class SpaceToDepth(keras.layers.Layer):
         return batch, side(height), side(width), CELL * CELL
 
 
+class BilinearUpsampling(keras.layers.Layer):
+    """(B, H, W, C) -> (B, f H, f W, C), bilinear with half-pixel centres and the border
+    repeated: torch's ``F.interpolate(mode="bilinear", align_corners=False)`` to exactly
+    ``factor`` times the size. Written with shifts and weights, so that it runs on inputs
+    whose sides are unknown when the model is traced (``predict`` on photos of any size)."""
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def _along(self, x, axis: int):
+        size = ops.shape(x)[axis]
+        previous = ops.concatenate(
+            [ops.take(x, [0], axis=axis), ops.take(x, ops.arange(size - 1), axis=axis)], axis
+        )
+        following = ops.concatenate(
+            [ops.take(x, ops.arange(1, size), axis=axis), ops.take(x, [size - 1], axis=axis)],
+            axis,
+        )
+        phases = []
+        for k in range(self.factor):
+            offset = (k + 0.5) / self.factor - 0.5  # where output k of a pixel samples it
+            neighbour = previous if offset < 0 else following
+            phases.append((1 - abs(offset)) * x + abs(offset) * neighbour)
+        stacked = ops.stack(phases, axis=axis + 1)  # (..., size, factor, ...)
+        shape = ops.shape(x)
+        new_shape = [-1 if i == 0 else shape[i] for i in range(4)]
+        new_shape[axis] = size * self.factor
+        return ops.reshape(stacked, new_shape)
+
+    def call(self, images):
+        return self._along(self._along(images, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        grow = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return batch, grow(height), grow(width), channels
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 def _basic_layer(x, block: str, index: int, out: int, kernel: int, stride: int):
     name = f"{block}.{index}"
     if kernel == 3:  # torch's symmetric padding of 1, also for stride 2 (not Keras' "same")
@@ -149,8 +191,8 @@ def build(weights: str | os.PathLike | None = "installed") -> keras.Model:
     x5 = _block(x4, "block5")
     # the pyramid: 1/16 and 1/32 resized to 1/8 (bilinear, half-pixel centres as torch's
     # align_corners=False: exactly 2 and 4 times, since the sides are multiples of 32)
-    x4 = keras.layers.UpSampling2D(2, interpolation="bilinear", name="up4")(x4)
-    x5 = keras.layers.UpSampling2D(4, interpolation="bilinear", name="up5")(x5)
+    x4 = BilinearUpsampling(2, name="up4")(x4)
+    x5 = BilinearUpsampling(4, name="up5")(x5)
     fused = keras.layers.Add(name="pyramid")([x3, x4, x5])
     feats = _head_conv(_block(fused, "block_fusion"), "block_fusion")
     heatmap = _head_conv(_block(feats, "heatmap_head"), "heatmap_head", "sigmoid")
@@ -372,8 +414,8 @@ def detect_and_compute(
     """One photo's XFeat keypoints (in its own pixels), scores and descriptors: the original's
     ``detectAndCompute`` with the network ``model`` (:func:`build`)."""
     grey, (scale_x, scale_y) = prepare(photo)
-    outputs = model(grey[None], training=False)
-    outputs = {name: np.asarray(ops.convert_to_numpy(value))[0] for name, value in outputs.items()}
+    outputs = model.predict_on_batch(grey[None])  # compiled once per input size: 3x eager's
+    outputs = {name: np.asarray(value)[0] for name, value in outputs.items()}
     found = select_keypoints(outputs, grey.shape[0], grey.shape[1], top_k, threshold)
     xy = found.xy * np.array([scale_x, scale_y], np.float32)
     return Keypoints(xy.astype(np.float32), found.scores, found.descriptors)
