@@ -214,6 +214,7 @@ def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_p
     assert image.size["width"] == width  # shown at full resolution
     caption = browser.find_element("id", "viewer-caption").text
     assert drawn["catalogue_photo"].iloc[0] in caption and str(drawn["inliers"].iloc[0]) in caption
+    assert "matching keypoints (RootSIFT)" in caption  # which matcher's pairs are drawn
     assert browser.find_element("id", "progress").text == "0"  # the button chose nothing
     browser.find_element("id", "viewer-fit").click()
     assert "fit" in image.get_attribute("class")

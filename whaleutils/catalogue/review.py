@@ -112,6 +112,8 @@ def review_data(
             thumbnails[path] = thumbnail(prepare_photo(path, box))
         return thumbnails[path]
 
+    head = getattr(identifier, "fused_head", None)
+    matcher = None if head is None else head.settings.features.name  # whose keypoints are drawn
     photos = []
     for name, rows in matches.groupby("photo", sort=False):
         query = identifier.query_embeddings[name]
@@ -123,6 +125,7 @@ def review_data(
                 # the fused head's evidence (None for a KNN-only run)
                 "probability": None if pd.isna(row.probability) else float(row.probability),
                 "inliers": None if pd.isna(row.inliers) else int(row.inliers),
+                "matcher": matcher,
                 "verified": bool(row.verified),
                 "catalogue_photo": getattr(row, "catalogue_photo", "") or "",
                 # the best-matching photo's encounter columns (date, location, ...) present

@@ -63,6 +63,13 @@ class FeatureSettings:
     def fingerprint(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @property
+    def name(self) -> str:
+        """What a reader is told matched the keypoints: "RootSIFT", "SIFT" or "XFeat"."""
+        if self.detector == "xfeat":
+            return "XFeat"
+        return "RootSIFT" if self.root_sift else "SIFT"
+
 
 @dataclass
 class PhotoFeatures:
