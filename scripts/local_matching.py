@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-side", type=int, default=224)
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--detector", default="sift", choices=sorted(local_features.DETECTORS))
+    parser.add_argument("--max-keypoints", type=int, default=0, help="per photo; 0: all")
     parser.add_argument("--lnbnn-k", type=int, default=1)
     parser.add_argument(
         "--lnbnn-normaliser", default="next", choices=local_features.LNBNN_NORMALISERS
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
     split = splits.load_split(args.data, args.fold, args.n_folds, args.seed)
     settings = matching.LocalSettings(
         max_side=args.max_side, clahe=args.clahe, detector=args.detector,
-        lnbnn_k=args.lnbnn_k, lnbnn_normaliser=args.lnbnn_normaliser,
+        max_keypoints=args.max_keypoints, lnbnn_k=args.lnbnn_k,
+        lnbnn_normaliser=args.lnbnn_normaliser,
         shortlist=args.shortlist, ratio=args.ratio,
         transform=args.transform, verify_photos=args.verify_photos,
     )  # fmt: skip

@@ -165,6 +165,7 @@ class LocalSettings:
     max_side: int | None = 224
     clahe: bool = False
     detector: str = "sift"  # or "xfeat": learned keypoints and descriptors (training.xfeat)
+    max_keypoints: int = 0  # the strongest this many per photo, 0: all (SIFT's, XFeat's 4096)
     lnbnn_k: int = 1  # neighbours that earn their individual a score, per query descriptor
     lnbnn_normaliser: str = "next"  # the (k+1)-th neighbour, or "name": another individual's
     shortlist: int = 20
@@ -199,6 +200,7 @@ class LocalSettings:
             whole("max_side", 32)
         whole("shortlist", 1)
         whole("lnbnn_k", 1)
+        whole("max_keypoints", 0)
         if self.detector not in local_features.DETECTORS:
             raise ValueError(
                 f"local_matching: detector must be one of {sorted(local_features.DETECTORS)}, "
@@ -237,8 +239,9 @@ class LocalSettings:
     @property
     def features(self) -> local_features.FeatureSettings:
         return local_features.FeatureSettings(
-            max_side=self.max_side, clahe=self.clahe, detector=self.detector
-        )
+            max_side=self.max_side, clahe=self.clahe, detector=self.detector,
+            max_keypoints=self.max_keypoints,
+        )  # fmt: skip
 
     def lnbnn_options(self) -> dict:
         return {"lnbnn_k": self.lnbnn_k, "lnbnn_normaliser": self.lnbnn_normaliser}

@@ -31,7 +31,6 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras import ops
-from scipy import ndimage
 
 from whaleutils.training import torchfile
 
@@ -304,7 +303,9 @@ def keypoint_heatmap(logits: np.ndarray) -> np.ndarray:
 def local_maxima(heatmap: np.ndarray, threshold: float, window: int = NMS_WINDOW) -> np.ndarray:
     """(n, 2) int64 x, y of the pixels that are the maximum of their ``window`` square (the
     border padded with -inf) and above ``threshold``, in row-major order."""
-    peaks = ndimage.maximum_filter(heatmap, size=window, mode="constant", cval=-np.inf)
+    half = window // 2
+    padded = np.pad(heatmap, half, constant_values=-np.inf)
+    peaks = np.lib.stride_tricks.sliding_window_view(padded, (window, window)).max(axis=(2, 3))
     ys, xs = np.nonzero((heatmap == peaks) & (heatmap > threshold))
     return np.stack([xs, ys], axis=1).astype(np.int64)
 
