@@ -79,7 +79,7 @@ flipped_gallery = False  # also match each gallery photo's mirror image; "best":
 max_valid_images = None
 max_train_images = None  # keep whole training individuals up to this many photos (the canary)
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
-local_matching = False  # fuse RootSIFT matching with the embedding: True, or a LocalSettings dict
+local_matching = False  # fuse RootSIFT (or XFeat) matching with the embedding: True, or a LocalSettings dict
 pseudo_labels = None  # a local/pseudo_labels.csv of a run: a second round (transductive)
 session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): stop training in time
 
@@ -238,7 +238,7 @@ with choice.scope():  # loaded onto every replica, as the model was built
 # %% [markdown]
 # ## Local features fused with the embedding (with `local_matching`)
 # The embedding finds animals that look alike; local features find the same marks in the same
-# arrangement. RootSIFT keypoints of every photo, LNBNN over all gallery descriptors and the
+# arrangement. RootSIFT (or XFeat) keypoints of every photo, LNBNN over all gallery descriptors and the
 # embedding's nearest individuals each shortlist candidates, RANSAC counts the matches one
 # affine transform explains, and a logistic regression fitted on validation turns the evidence
 # into a probability that ranks the candidates and decides `new_individual`. Written to
@@ -255,7 +255,11 @@ local_scores
 # ## What to look at
 # `knn_search.png` (does the threshold search have an interior optimum?), `log.csv` (did the
 # training accuracy rise, or did the model underfit?), and with local matching
-# `local/calibration.png` and the `local` scores beside the KNN head's.
+# `local/calibration.png` and the `local` scores beside the KNN head's. The head `identify`
+# answers with comes first: the fused head where this run has one.
+
+# %%
+heads.answering_heads(result, local_scores or None)
 
 # %%
 outputs.write_outputs(

@@ -166,6 +166,20 @@ def test_collect_scores_prefers_test_and_keeps_the_embedding_diagnostic(tmp_path
             "embedding_participation_ratio": 12.5,
         },
     }  # fmt: skip
+    # a fused head (04's local/) is listed first, as the head identify answers with
+    outputs.write_json(
+        tmp_path / "04_effnet_arcface" / "local" / "scores.json",
+        {"valid": {**score, "map5": 0.65}, "test": {**score, "map5": 0.75}},
+    )
+    scores = runner.collect_scores(tmp_path)
+    assert list(scores) == ["basic_cnn", "effnet_arcface fused", "effnet_arcface"]
+    assert scores["effnet_arcface fused"]["map5"] == 0.75
+    assert scores["effnet_arcface fused"]["valid_map5"] == 0.65
+    summary = {"profile": "p", "data_dir": "d", "scores": scores, "notebooks": []}
+    runner.write_summary(tmp_path, summary)
+    table = (tmp_path / "summary.md").read_text()
+    assert "| **effnet_arcface, fused head** (answers `identify`) | 0.750 |" in table
+    assert "| effnet_arcface, KNN head | 0.700 |" in table
 
 
 def test_importing_the_runner_loads_no_tensorflow():

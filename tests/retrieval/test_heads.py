@@ -167,3 +167,14 @@ def test_a_flipped_gallery_finds_a_photo_seen_from_the_other_side(tmp_path):
         ValueError, match="flipped must be False, True or 'best', got flipped='yes'"
     ):
         heads.knn_search(split, embeddings, "max", [1], flipped="yes")
+
+
+def test_the_answering_head_comes_first():
+    knn = {"valid": {"map5": 0.5}, "test": {"map5": 0.55, "map5_known": 0.4, "map5_new": 0.9}}
+    fused = {"valid": {"map5": 0.6}, "test": {"map5": 0.7, "map5_known": 0.6, "map5_new": 0.95}}
+    table = heads.answering_heads(knn, fused)
+    assert list(table["head"]) == ["fused head (answers identify)", "KNN head"]
+    assert list(table["test_map5"]) == [0.7, 0.55]
+    alone = heads.answering_heads({"valid": {"map5": 0.5}, "test": None})
+    assert list(alone["head"]) == ["KNN head (answers identify)"]
+    assert alone["test_map5"].isna().all()

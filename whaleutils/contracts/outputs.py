@@ -69,6 +69,7 @@ def inputs_of(notebook: str, parameters: dict | None = None) -> tuple[str, ...]:
 
 LISTING = "outputs.json"
 SCORES = "scores.json"
+LOCAL_FOLDER = "local"  # a trained notebook's fused head (04_effnet_arcface/local/)
 EMBEDDING_MODEL = "embedding_model.keras"
 # the model and its portable pair (training.models.save_model), as a notebook lists them
 EMBEDDING_MODEL_FILES = (

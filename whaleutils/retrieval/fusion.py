@@ -36,7 +36,7 @@ from whaleutils.retrieval import heads, local_features, matching
 from whaleutils.retrieval.matching import LocalSettings
 
 FUSION_FEATURES = ("similarity", "lnbnn_z", "log_inliers", "log_similarity_rank", "log_lnbnn_rank")
-LOCAL_FOLDER = "local"  # a trained notebook's fused head, a blend member of its own
+LOCAL_FOLDER = outputs.LOCAL_FOLDER  # a trained notebook's fused head, a blend member of its own
 FUSION_FILE = "fusion.json"
 PSEUDO_LABELS_FILE = "pseudo_labels.csv"  # test photos in the verified tier (notebook 04)
 LOCAL_OUTPUTS = (

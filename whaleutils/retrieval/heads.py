@@ -427,3 +427,24 @@ def plot_confidence_search(search: dict):
     axis.legend()
     figure.tight_layout()
     return figure
+
+
+def answering_heads(knn_scores: dict, fused_scores: dict | None = None) -> pd.DataFrame:
+    """A run's heads, the one ``identify`` answers with first (the fused head where the run has
+    one, the KNN head beside it): head, valid and test MAP@5, test known and new MAP@5 (NaN
+    where a part has no solution). ``*_scores``: their ``scores.json`` contents."""
+    rows = []
+    named = [("fused head (answers identify)", fused_scores)] if fused_scores else []
+    named.append(("KNN head" + ("" if fused_scores else " (answers identify)"), knn_scores))
+    for name, scores in named:
+        test = scores.get("test") or {}
+        rows.append(
+            {
+                "head": name,
+                "valid_map5": scores["valid"]["map5"],
+                "test_map5": test.get("map5", np.nan),
+                "test_map5_known": test.get("map5_known", np.nan),
+                "test_map5_new": test.get("map5_new", np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
