@@ -280,11 +280,15 @@ def test_a_run_with_a_flipped_gallery_matches_mirror_images(run_dir, catalogue, 
 
 
 def make_fused_run(
-    run_dir: Path, folder: Path, lnbnn_weight: float = 0.0, local_matching: dict | None = None
+    run_dir: Path,
+    folder: Path,
+    lnbnn_weight: float = 0.0,
+    local_matching: dict | None = None,
+    verified_inliers: int = 5,
 ) -> Path:
     """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, and with
     ``lnbnn_weight`` the standardised LNBNN score: p = sigmoid(3 log(1 + inliers) + w z - 6)),
-    threshold 0.5, verified from 5 inliers, and a known-precision curve (precision 0.9 from
+    threshold 0.5, verified from ``verified_inliers`` (5), and a known-precision curve (precision 0.9 from
     0.3, 0.99 from 0.7); ``local_matching``: its settings (default max_side 160)."""
     fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
@@ -303,7 +307,7 @@ def make_fused_run(
         for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     ]  # fmt: skip
     settings = {"local_matching": local_matching or {"max_side": 160}, "threshold": 0.5,
-                "verified_inliers": 5,
+                "verified_inliers": verified_inliers,
                 "known_precision_curve": curve}  # fmt: skip
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
     return fused_run
@@ -354,6 +358,17 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     ).all()
     with pytest.raises(FileNotFoundError, match="the run has no fused head"):
         identify.Identifier(run_dir, catalogue, local=True)
+
+
+def test_only_the_candidate_with_the_most_inliers_is_verified(run_dir, catalogue, tmp_path):
+    """The verified tier is measured on each photo's best candidate by inliers, so with a tier
+    of one inlier (every candidate with a match reaches it) only that candidate is flagged."""
+    fused_run = make_fused_run(run_dir, tmp_path, verified_inliers=1)
+    identifier = identify.Identifier(fused_run, catalogue, None)
+    matches = identifier.match([turned_catalogue_photo(catalogue)], top=10)
+    assert (matches["inliers"] >= 1).sum() >= 2  # more than one candidate reaches the tier
+    assert matches["verified"].sum() == 1
+    assert matches.loc[matches["verified"], "inliers"].item() == matches["inliers"].max()
 
 
 def test_how_many_candidates_are_shown_never_changes_the_answer(run_dir, catalogue, tmp_path):

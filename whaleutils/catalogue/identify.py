@@ -157,6 +157,9 @@ class FusedMatcher:
             for row in pairs.itertuples(index=False)
         }
         verified_at = self.head.verified_inliers
+        # the tier was measured on each photo's best candidate by inliers: only it is flagged
+        best = fusion.best_by_inliers(pairs)
+        most_inliers = dict(zip(best["query"], best["individual"], strict=True))
         species = index.species_of()
         images = index.table["image"].to_numpy()
         rows = []
@@ -167,7 +170,9 @@ class FusedMatcher:
                 similarity, inliers, photo = evidence[(name, individual)]
                 rows.append((
                     name, rank, individual, species[individual], similarity, new,
-                    float(probability), inliers, verified_at is not None and inliers >= verified_at,
+                    float(probability), inliers,
+                    verified_at is not None and inliers >= verified_at
+                    and most_inliers.get(name) == individual,
                     images[photo] if photo >= 0 else "",
                 ))  # fmt: skip
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
