@@ -128,8 +128,8 @@ class KnnMatcher:
 class FusedMatcher:
     """The run's fused head (``fusion.FusedHead``): candidates ranked by the probability that
     they show the query's animal; ``new_individual`` when the best is below ``threshold``
-    (the head's, or one chosen for a known-verdict precision); ``verified`` where the inliers
-    reach the head's verified tier. The answer is the head's over its shortlist whatever
+    (the head's, or one chosen for a known-verdict precision); ``verified`` on a photo's
+    candidate with the most inliers where they reach the head's verified tier. The answer is the head's over its shortlist whatever
     ``top`` is: more candidates than it shortlists follow, by their own probability."""
 
     def __init__(self, head: fusion.FusedHead, threshold: float | None = None):
