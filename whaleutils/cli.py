@@ -261,6 +261,7 @@ def cmd_identify(args) -> int:
             identifier = identify.Identifier(
                 args.model, args.catalogue, cache, args.batch_size,
                 local=False if args.no_local else None, known_precision=args.known_precision,
+                precision=args.precision,
                 crop_to_box=bool(args.boxes), candidates=candidates,
             )  # fmt: skip
     except ValueError as error:
@@ -293,6 +294,14 @@ def cmd_identify(args) -> int:
             f"{identifier.index.features_computed} catalogue photos' features computed now; "
             f"known from a best probability of {identifier.matcher.threshold:.2f}"
         )
+        named = identifier.matcher.precision
+        if named is not None:
+            print(
+                f"--precision {args.precision}: on the run's validation photos the named whale "
+                f"was right for {named['right']:.3f} of the {named['called']} called known "
+                f"(95% Wilson lower bound {named['lower_bound']:.3f}; "
+                f"{named['recall']:.0%} of the known photos were called known)"
+            )
     matches = identifier.match(photos, args.top, boxes)
     matches["evidence"] = review.write_evidence(out, matches, identifier, boxes, args.evidence)
     matches.to_csv(out / "matches.csv", index=False)
@@ -526,6 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="fused head: call a photo known only where that verdict was right at least P of "
         "the time on the run's validation photos (default: the run's threshold, for MAP@5)",
+    )
+    p.add_argument(
+        "--precision",
+        type=float,
+        metavar="P",
+        help="fused head: name a photo's best candidate (else new) only where the named whale "
+        "was right at least P of the time on the run's validation photos; prints the share's "
+        "95%% Wilson lower bound (not with --known-precision)",
     )
     p.add_argument(
         "--evidence",

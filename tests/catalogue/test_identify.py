@@ -438,6 +438,49 @@ def test_known_precision_sets_the_fused_threshold(run_dir, catalogue, tmp_path):
         identify.Identifier(run_dir, catalogue, known_precision=0.9)
 
 
+def test_precision_of_the_named_whale_sets_the_threshold_with_its_bound(
+    run_dir, catalogue, tmp_path, capsys
+):
+    """--precision P: the lowest threshold from which on the named whale was right for at least
+    P of the validation photos called known, with the 95% Wilson lower bound of that share;
+    refused naming the best reachable share, or for a curve without counts."""
+    fused_run = make_fused_run(run_dir, tmp_path)
+    scores_path = fused_run / fusion.LOCAL_FOLDER / outputs.SCORES
+    scores = json.loads(scores_path.read_text())
+    old_curve = scores["known_precision_curve"]
+    scores["known_precision_curve"] = [
+        {"threshold": t, "precision": 0.99, "recall": r, "right": k / n if n else None,
+         "called": n, "named_right": k}
+        for t, r, n, k in [(0.2, 0.9, 50, 40), (0.4, 0.7, 30, 28), (0.6, 0.5, 20, 19),
+                           (0.8, 0.0, 0, 0)]
+    ]  # fmt: skip
+    scores_path.write_text(json.dumps(scores))
+    matcher = identify.Identifier(fused_run, catalogue, precision=0.9).matcher
+    assert matcher.threshold == 0.4
+    assert matcher.precision["called"] == 30 and matcher.precision["right"] == 28 / 30
+    assert (
+        matcher.precision["lower_bound"] == pytest.approx(fusion.wilson_lower_bound(28, 30))
+        and matcher.precision["lower_bound"] < 28 / 30
+    )
+    assert identify.Identifier(fused_run, catalogue, precision=0.95).matcher.threshold == 0.6
+    with pytest.raises(ValueError, match=r"named whale a precision of 0.96 .*highest is 0.950"):
+        identify.Identifier(fused_run, catalogue, precision=0.96)
+    with pytest.raises(ValueError, match="not both"):
+        identify.Identifier(fused_run, catalogue, known_precision=0.9, precision=0.9)
+    with pytest.raises(ValueError, match="needs the run's fused head"):
+        identify.Identifier(run_dir, catalogue, precision=0.9)
+    argv = ["identify", "--model", str(fused_run), "--catalogue", str(catalogue),
+            "--photos", str(catalogue / "train_images"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main([*argv, "--precision", "0.9"]) == 0
+    assert "right for 0.933 of the 30 called known (95% Wilson lower bound 0." in (
+        capsys.readouterr().out
+    )
+    scores["known_precision_curve"] = old_curve  # written before the counts were kept
+    scores_path.write_text(json.dumps(scores))
+    with pytest.raises(ValueError, match="no counts: fit the head again"):
+        identify.Identifier(fused_run, catalogue, precision=0.4)
+
+
 def test_identify_command_draws_the_evidence_of_a_fused_head(run_dir, catalogue, tmp_path, capsys):
     """With a fused head: the matched keypoints of the geometric matches drawn at the photos'
     resolution into OUT/evidence/, named in matches.csv and on the page; --known-precision

@@ -149,9 +149,30 @@ def test_known_precision_curve_and_its_threshold_by_hand():
     truth = {"a": "w1", "b": "w3", "c": NEW_INDIVIDUAL, "d": "w2"}
     curve = fusion.known_precision_curve(ranked, truth, grid=[0.0, 0.5, 0.95])
     assert curve == [
-        {"threshold": 0.0, "precision": 2 / 3, "recall": 2 / 3, "right": 1 / 3},
-        {"threshold": 0.5, "precision": 1.0, "recall": 2 / 3, "right": 0.5},
-        {"threshold": 0.95, "precision": None, "recall": 0.0, "right": None},
+        {
+            "threshold": 0.0,
+            "precision": 2 / 3,
+            "recall": 2 / 3,
+            "right": 1 / 3,
+            "called": 3,
+            "named_right": 1,
+        },
+        {
+            "threshold": 0.5,
+            "precision": 1.0,
+            "recall": 2 / 3,
+            "right": 0.5,
+            "called": 2,
+            "named_right": 1,
+        },
+        {
+            "threshold": 0.95,
+            "precision": None,
+            "recall": 0.0,
+            "right": None,
+            "called": 0,
+            "named_right": 0,
+        },
     ]
     assert fusion.threshold_for_precision(curve, 0.9) == 0.5
     assert fusion.threshold_for_precision(curve, 0.6) == 0.0
@@ -162,6 +183,12 @@ def test_known_precision_curve_and_its_threshold_by_hand():
         fusion.threshold_for_precision(dipping, 0.97)
     with pytest.raises(ValueError, match=r"precision must be in \(0, 1\], got precision=0"):
         fusion.threshold_for_precision(curve, 0)
+    # the named whale: right for 1 of 2 from 0.5, for 1 of 3 from 0
+    named = fusion.named_precision(curve, 0.5)
+    assert named["threshold"] == 0.5 and named["called"] == 2 and named["right"] == 0.5
+    assert named["lower_bound"] == pytest.approx(fusion.wilson_lower_bound(1, 2))
+    with pytest.raises(ValueError, match=r"named whale a precision of 0.6 .*highest is 0.500"):
+        fusion.named_precision(curve, 0.6)
 
 
 def test_cross_fitted_probabilities_come_from_the_other_half():
@@ -261,3 +288,12 @@ def test_a_hostile_head_is_refused_naming_the_file(tmp_path, fusion_payload, sco
 def test_a_run_without_a_fused_head_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="fusion.json not found: the run has no fused head"):
         fusion.FusedHead.load(tmp_path)
+
+
+def test_wilson_lower_bound_by_hand():
+    # 8 of 10: centre (0.8 + z^2/20) / (1 + z^2/10), the interval's lower end 0.4902
+    assert fusion.wilson_lower_bound(8, 10) == pytest.approx(0.49016, abs=1e-4)
+    assert fusion.wilson_lower_bound(0, 5) == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(fusion.wilson_lower_bound(0, 0))
+    # more photos, a tighter bound for the same share
+    assert fusion.wilson_lower_bound(90, 100) > fusion.wilson_lower_bound(9, 10)

@@ -129,13 +129,17 @@ class FusedMatcher:
     """The run's fused head (``fusion.FusedHead``): candidates ranked by the probability that
     they show the query's animal; ``new_individual`` when the best is below ``threshold``
     (the head's, or one chosen for a known-verdict precision); ``verified`` on a photo's
-    candidate with the most inliers where they reach the head's verified tier. The answer is the head's over its shortlist whatever
-    ``top`` is: more candidates than it shortlists follow, by their own probability."""
+    candidate with the most inliers where they reach the head's verified tier. The answer is
+    the head's over its shortlist whatever ``top`` is: more candidates than it shortlists
+    follow, by their own probability."""
 
-    def __init__(self, head: fusion.FusedHead, threshold: float | None = None):
+    def __init__(
+        self, head: fusion.FusedHead, threshold: float | None = None, precision: dict | None = None
+    ):
         self.head = head
         self.threshold = head.threshold if threshold is None else float(threshold)
         self.features = head.settings.features
+        self.precision = precision  # fusion.named_precision's, where it chose the threshold
 
     def match(
         self, index: CatalogueIndex, names: list[str], queries: np.ndarray, query_features, top: int
@@ -198,6 +202,10 @@ class Identifier:
         validation photos, that verdict was right at least this share of the time (the lowest
         such threshold on the best candidate's probability); None: the run's threshold, chosen
         for MAP@5. ``matcher.threshold`` is the threshold in force.
+    precision : with the fused head, call a photo known (and name its best candidate) only
+        where, on the run's validation photos, the named whale was right at least this share of
+        the time; ``matcher.precision`` says what that rests on (the share, its 95% Wilson lower
+        bound, the photos it was measured on). Not with ``known_precision``.
     crop_to_box : crop catalogue photos to their ``train.csv`` boxes and query photos to the
         boxes given to :meth:`match` (a query without one stays whole); False (default): every
         photo whole. Gallery and queries are framed alike, as the training notebooks frame them.
@@ -216,12 +224,13 @@ class Identifier:
         known_precision: float | None = None,
         crop_to_box: bool = False,
         candidates=None,
+        precision: float | None = None,
     ):
         from whaleutils.training import models
 
         self.run_dir = Path(run_dir)
         self.run = outputs.read_run_settings(self.run_dir)
-        self.matcher = _matcher(self.run_dir, self.run.knn, local, known_precision)
+        self.matcher = _matcher(self.run_dir, self.run.knn, local, known_precision, precision)
         model = models.load_model(self.run.model_path)
         self.embedder = PhotoEmbedder(
             model, models.input_image_size(model), self.run.tta, batch_size,
@@ -337,22 +346,33 @@ class Identifier:
         return self.index.photos_of(individual_id, query, n)
 
 
-def _matcher(run_dir: Path, knn_settings, local: bool | None, known_precision: float | None):
+def _matcher(
+    run_dir: Path,
+    knn_settings,
+    local: bool | None,
+    known_precision: float | None,
+    precision: float | None = None,
+):
     """The run's fused head's matcher where it has one (and ``local`` is not False), else its
-    KNN head's; ``known_precision`` (fused heads only) sets the threshold."""
+    KNN head's; ``known_precision`` or ``precision`` (fused heads only) sets the threshold."""
+    if known_precision is not None and precision is not None:
+        raise ValueError("give a known-verdict precision or a named-whale precision, not both")
     folder = run_dir / fusion.LOCAL_FOLDER
     if local is not False and (local or (folder / fusion.FUSION_FILE).is_file()):
         head = fusion.FusedHead.load(folder)
-        threshold = None
-        if known_precision is not None:
-            try:
+        threshold = named = None
+        try:
+            if known_precision is not None:
                 threshold = head.threshold_for_precision(known_precision)
-            except ValueError as error:
-                raise ValueError(f"{folder / outputs.SCORES}: {error}") from None
-        return FusedMatcher(head, threshold)
-    if known_precision is not None:
+            if precision is not None:
+                named = head.named_precision(precision)
+                threshold = named["threshold"]
+        except ValueError as error:
+            raise ValueError(f"{folder / outputs.SCORES}: {error}") from None
+        return FusedMatcher(head, threshold, named)
+    if known_precision is not None or precision is not None:
         raise ValueError(
-            "a known-verdict precision needs the run's fused head (notebook 04 with "
+            "a precision needs the run's fused head (notebook 04 with "
             f"local_matching); {run_dir} is matched by its KNN head"
         )
     return KnnMatcher(knn_settings)

@@ -304,7 +304,8 @@ def known_precision_curve(ranked: dict, truth: dict[str, str], grid=None) -> lis
     ``precision``: the share of them that are known individuals; ``recall``: the share of
     known queries called known; ``right``: the share of them whose best candidate is their
     individual (precision and right None where no query is called known: the curve is saved
-    as JSON)."""
+    as JSON); ``called`` and ``named_right``: the counts behind ``right`` (for its confidence
+    bound, :func:`wilson_lower_bound`)."""
     grid = PROBABILITY_GRID if grid is None else grid
     queries = list(truth)
     best = np.array([ranked[q][0][1] if ranked.get(q) else -np.inf for q in queries])
@@ -319,15 +320,19 @@ def known_precision_curve(ranked: dict, truth: dict[str, str], grid=None) -> lis
                 "precision": float(known[called].mean()) if called.any() else None,
                 "recall": float(called[known].mean()) if known.any() else None,
                 "right": float(right[called].mean()) if called.any() else None,
+                "called": int(called.sum()),
+                "named_right": int(right[called].sum()),
             }
         )
     return curve
 
 
-def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
+def threshold_for_precision(
+    curve: Sequence[dict], precision: float, of: str = "precision"
+) -> float:
     """The lowest threshold of a :func:`known_precision_curve` from which on the "known"
-    verdict's precision is at least ``precision`` (at it and every higher threshold that
-    calls any photo known).
+    verdict's precision (``of="right"``: the share whose named whale is right) is at least
+    ``precision`` (at it and every higher threshold that calls any photo known).
 
     Raises
     ------
@@ -336,7 +341,7 @@ def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
     """
     if not 0.0 < precision <= 1.0:
         raise ValueError(f"precision must be in (0, 1], got precision={precision}")
-    points = sorted((p["threshold"], p["precision"]) for p in curve if p["precision"] is not None)
+    points = sorted((p["threshold"], p[of]) for p in curve if p.get(of) is not None)
     chosen = None
     for threshold, reached in reversed(points):
         if reached < precision:
@@ -344,11 +349,55 @@ def threshold_for_precision(curve: Sequence[dict], precision: float) -> float:
         chosen = threshold
     if chosen is None:
         best = max((reached for _, reached in points), default=float("nan"))
+        what = "the known verdict" if of == "precision" else "the named whale"
         raise ValueError(
-            f"no threshold gives the known verdict a precision of {precision} on validation "
+            f"no threshold gives {what} a precision of {precision} on validation "
             f"(the highest is {best:.3f})"
         )
     return float(chosen)
+
+
+WILSON_Z = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson_lower_bound(successes: int, trials: int, z: float = WILSON_Z) -> float:
+    """The lower end of the Wilson score interval for a proportion ``successes / trials``
+    (95% two-sided by default); NaN for no trials.
+
+    >>> round(wilson_lower_bound(10, 10), 4), round(wilson_lower_bound(95, 100), 4)
+    (0.7225, 0.8882)
+    """
+    if trials <= 0:
+        return float("nan")
+    share = successes / trials
+    centre = share + z * z / (2 * trials)
+    margin = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return (centre - margin) / (1 + z * z / trials)
+
+
+def named_precision(curve: Sequence[dict], precision: float) -> dict:
+    """The threshold at which "the named whale is right" held with ``precision`` on
+    validation (:func:`threshold_for_precision` of ``right``), and what it rests on:
+    ``right`` (the share), ``lower_bound`` (its 95% Wilson lower bound), ``called`` (photos
+    called known there), ``recall`` (the share of known photos called known).
+
+    Raises
+    ------
+    ValueError
+        When no threshold reaches it (naming the highest share), or when the curve has no
+        counts (a head fitted before they were kept: fit it again).
+    """
+    threshold = threshold_for_precision(curve, precision, of="right")
+    point = next(p for p in curve if p["threshold"] == threshold)
+    if "called" not in point:
+        raise ValueError("the known-precision curve has no counts: fit the head again")
+    return {
+        "threshold": threshold,
+        "right": point["right"],
+        "lower_bound": wilson_lower_bound(point["named_right"], point["called"]),
+        "called": point["called"],
+        "recall": point["recall"],
+    }
 
 
 # ---------------------------------------------------------------------------- the fused head
@@ -422,6 +471,13 @@ class FusedHead:
             raise ValueError("no known_precision_curve (notebook 04 of this version writes it)")
         return threshold_for_precision(self.known_precision_curve, precision)
 
+    def named_precision(self, precision: float) -> dict:
+        """The threshold at which the named whale was right for ``precision`` of the
+        validation photos called known, with its Wilson lower bound (:func:`named_precision`)."""
+        if not self.known_precision_curve:
+            raise ValueError("no known_precision_curve (notebook 04 of this version writes it)")
+        return named_precision(self.known_precision_curve, precision)
+
     def record(self) -> dict:
         """What ``scores.json`` holds of the head (read back by :meth:`load`)."""
         return {
@@ -482,8 +538,15 @@ def _is_curve_point(point) -> bool:
     return (
         isinstance(point, dict)
         and _is_number(point.get("threshold"))
-        and (point.get("precision") is None or _is_number(point.get("precision")))
+        and all(point.get(key) is None or _is_number(point.get(key)) for key in CURVE_SHARES)
+        and all(
+            isinstance(point.get(key, 0), int) and point.get(key, 0) >= 0 for key in CURVE_COUNTS
+        )
     )
+
+
+CURVE_SHARES = ("precision", "recall", "right")
+CURVE_COUNTS = ("called", "named_right")
 
 
 def local_output_files(settings: LocalSettings | None) -> list[str]:
