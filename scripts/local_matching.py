@@ -109,6 +109,10 @@ def main(argv=None) -> int:
     parser.add_argument("--verify-photos", type=int, default=10)
     parser.add_argument("--parts", nargs="+", default=["valid", "test"])
     parser.add_argument("--pairs", help="a fused head's folder (RUN_DIR/local): its pairs, read")
+    parser.add_argument(
+        "--precision", type=float, nargs="*", default=[0.95],
+        help="identify --precision values to choose on validation and score on test",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +216,17 @@ def main(argv=None) -> int:
                 "photos": len(tier),
                 "right": float(np.mean(right)) if right else None,
             }
+    if head is not None and "test" in pairs_by_part:  # identify --precision P, on test
+        ranked_test = head.rank(pairs_by_part["test"])
+        report["named_precision"] = {}
+        for precision in args.precision:
+            try:
+                chosen = head.named_precision(precision)
+            except ValueError as error:
+                report["named_precision"][str(precision)] = str(error)
+                continue
+            chosen["test"] = named_on(ranked_test, truth_by_part["test"], chosen["threshold"])
+            report["named_precision"][str(precision)] = chosen
     (out / "local_matching.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     table = pd.DataFrame(
         [{"method": m, "part": p, **v} for (m, p), v in results.items()]
@@ -224,7 +239,25 @@ def main(argv=None) -> int:
             f"verified tier (98% precision on validation): >= {report['verified_inliers']} "
             f"inliers; on test {report.get('verified_test')}"
         )
+    for precision, chosen in report.get("named_precision", {}).items():
+        print(f"--precision {precision}: {chosen}")
     return 0
+
+
+def named_on(ranked: dict, truth: dict, threshold: float) -> dict:
+    """What ``identify --precision`` does on scored photos: those whose best candidate has at
+    least ``threshold`` are named; the share named rightly (with its Wilson lower bound) and
+    the share of the known photos named."""
+    named = [q for q in truth if ranked.get(q) and ranked[q][0][1] >= threshold]
+    right = sum(ranked[q][0][0] == truth[q] for q in named)
+    known = [q for q in truth if truth[q] != NEW]
+    return {
+        "named": len(named),
+        "right": right / len(named) if named else None,
+        "lower_bound": fusion.wilson_lower_bound(right, len(named)),
+        "share_of_known_named": sum(truth[q] != NEW for q in named) / max(len(known), 1),
+        "new_named": sum(truth[q] == NEW for q in named),
+    }
 
 
 if __name__ == "__main__":
