@@ -79,9 +79,7 @@ flipped_gallery = False  # also match each gallery photo's mirror image; "best":
 max_valid_images = None
 max_train_images = None  # keep whole training individuals up to this many photos (the canary)
 member = None  # this model's name in the blend, the same on every fold; None: backbone and size
-local_matching = (
-    False  # fuse RootSIFT (or XFeat) matching with the embedding: True, or a LocalSettings dict
-)
+local_matching = False  # fuse local features (RootSIFT, XFeat): True, or a LocalSettings dict
 pseudo_labels = None  # a local/pseudo_labels.csv of a run: a second round (transductive)
 session_hours = None  # the session's limit (Kaggle: 9 on a TPU, 12 on a GPU): stop training in time
 
