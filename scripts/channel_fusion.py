@@ -26,7 +26,6 @@ import pandas as pd
 from scripts.local_matching import evaluate
 from whaleutils.retrieval import fusion, splits
 
-CHANNEL_COLUMNS = ["lnbnn", "lnbnn_rank", "inliers", "matches", "photo"]
 SHARED_COLUMNS = ["query", "individual", "similarity", "similarity_rank"]
 
 
@@ -39,8 +38,9 @@ def read_pairs(folder: Path) -> pd.DataFrame:
 
 
 def join_channels(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
-    """The union of two channels' pairs: shared columns, then each channel's ``CHANNEL_COLUMNS``
-    suffixed ``_1`` and ``_2``, a missing candidate's evidence imputed as weak (module doc)."""
+    """The union of two channels' pairs: shared columns, then each channel's own (LNBNN, its
+    rank, inliers, matches, photo) suffixed ``_1`` and ``_2``, a missing candidate's evidence
+    imputed as weak (module doc)."""
     joined = first.merge(
         second, on=["query", "individual"], how="outer", suffixes=("_1", "_2"), validate="1:1"
     )
@@ -110,9 +110,7 @@ def cross_fitted(pairs: pd.DataFrame, inputs: np.ndarray, truth: dict, seed: int
     from sklearn.preprocessing import StandardScaler
 
     same = fusion.same_animal(pairs, truth)
-    queries = np.array(sorted(pairs["query"].unique()))
-    half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
-    first = pairs["query"].isin(half).to_numpy()
+    first = fusion.query_halves(pairs, seed)
     result = np.zeros(len(pairs))
     for held in (first, ~first):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))

@@ -112,7 +112,7 @@ def review_data(
             thumbnails[path] = thumbnail(prepare_photo(path, box))
         return thumbnails[path]
 
-    head = getattr(identifier, "fused_head", None)
+    head = identifier.fused_head
     matcher = None if head is None else head.settings.features.name  # whose keypoints are drawn
     photos = []
     for name, rows in matches.groupby("photo", sort=False):

@@ -163,13 +163,19 @@ def same_animal(pairs: pd.DataFrame, truth: dict[str, str]) -> np.ndarray:
     return (pairs["individual"] == pairs["query"].map(truth)).to_numpy()
 
 
+def query_halves(pairs: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """(pairs,) bool: whether each pair's query is in the first of two random halves of the
+    queries (the split that cross-fitting fits on one half and scores the other)."""
+    queries = np.array(sorted(pairs["query"].unique()))
+    half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
+    return pairs["query"].isin(half).to_numpy()
+
+
 def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: int = 0):
     """Validation probabilities, each half of the queries scored by a fusion fitted on the
     other half (so the threshold chosen on them is not chosen on fitted scores). A half too
     small to fit on (no same-animal pair) is scored by the fusion fitted on all pairs."""
-    queries = np.array(sorted(pairs["query"].unique()))
-    half = set(np.random.default_rng(seed).permutation(queries)[: len(queries) // 2])
-    first = pairs["query"].isin(half).to_numpy()
+    first = query_halves(pairs, seed)
     result = np.zeros(len(pairs))
     for held in (first, ~first):
         try:

@@ -205,7 +205,7 @@ def _load_zip(path: Path) -> dict[str, np.ndarray]:
         def read(name: str) -> bytes:
             try:
                 return archive.read(name)
-            except (zipfile.BadZipFile, OSError, ValueError) as error:  # CRC, truncation
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:  # CRC, truncation
                 raise TorchFileError(path, f"cannot read {name} ({error})") from None
 
         if folder + "byteorder" in names and read(folder + "byteorder").strip() != b"little":
@@ -228,11 +228,7 @@ def _load_zip(path: Path) -> dict[str, np.ndarray]:
                 raise TorchFileError(
                     path, f"storage {key} holds {declared} bytes, the tensors say {nbytes}"
                 )
-            data = read(folder + "data/" + key)
-            if len(data) != nbytes:
-                raise TorchFileError(
-                    path, f"storage {key} holds {len(data)} bytes, the tensors say {nbytes}"
-                )
+            data = read(folder + "data/" + key)  # zipfile checks its length and CRC
             storage.data = np.frombuffer(data, storage.dtype.newbyteorder("<")).astype(
                 storage.dtype
             )
