@@ -261,7 +261,7 @@ def cmd_identify(args) -> int:
             identifier = identify.Identifier(
                 args.model, args.catalogue, cache, args.batch_size,
                 local=False if args.no_local else None, known_precision=args.known_precision,
-                precision=args.precision,
+                precision=args.precision, new_share=args.new_share,
                 crop_to_box=bool(args.boxes), candidates=candidates,
             )  # fmt: skip
     except ValueError as error:
@@ -293,6 +293,12 @@ def cmd_identify(args) -> int:
             "ranked by the run's fused head (embedding + local features): "
             f"{identifier.index.features_computed} catalogue photos' features computed now; "
             f"known from a best probability of {identifier.matcher.threshold:.2f}"
+        )
+        answer = identifier.fused_head.answer
+        print(
+            f"per-photo answer (new_probability, photo_probability) for a share of "
+            f"{answer.new_share:.2f} new photos"
+            + (" (--new-share)" if args.new_share is not None else " (validation's; --new-share)")
         )
         named = identifier.matcher.precision
         if named is not None:
@@ -543,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused head: name a photo's best candidate (else new) only where the named whale "
         "was right at least P of the time on the run's validation photos; prints the share's "
         "95%% Wilson lower bound (not with --known-precision)",
+    )
+    p.add_argument(
+        "--new-share",
+        type=float,
+        metavar="S",
+        help="fused head: the share of these photos you expect to be of new animals, in (0, 1); "
+        "the per-photo answer (new_probability, photo_probability) assumes it instead of "
+        "validation's",
     )
     p.add_argument(
         "--evidence",

@@ -25,6 +25,7 @@ Catalogue and query photos are framed alike: both cropped to their boxes with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,6 +54,7 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 MATCH_COLUMNS = [
     "photo", "rank", "individual_id", "species", "similarity", "new_individual",
     "probability", "inliers", "verified", "catalogue_photo",
+    "photo_probability", "new_probability", "other_probability",
 ]  # fmt: skip
 
 
@@ -120,7 +122,7 @@ class KnnMatcher:
                 similarity, photo = best[individual]
                 rows.append(
                     (name, rank, individual, species[individual], similarity, new)
-                    + (np.nan, np.nan, False, photo)
+                    + (np.nan, np.nan, False, photo, np.nan, np.nan, np.nan)
                 )
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
@@ -131,11 +133,20 @@ class FusedMatcher:
     (the head's, or one chosen for a known-verdict precision); ``verified`` on a photo's
     candidate with the most inliers where they reach the head's verified tier. The answer is
     the head's over its shortlist whatever ``top`` is: more candidates than it shortlists
-    follow, by their own probability."""
+    follow, by their own probability. The per-photo answer (``head.answer``, or it moved to
+    ``new_share``: the share of new animals expected among the photos) gives each shortlisted
+    candidate's ``photo_probability`` and the photo's ``new_probability`` and
+    ``other_probability`` (a catalogued whale the shortlist missed), which sum to 1."""
 
     def __init__(
-        self, head: fusion.FusedHead, threshold: float | None = None, precision: dict | None = None
+        self,
+        head: fusion.FusedHead,
+        threshold: float | None = None,
+        precision: dict | None = None,
+        new_share: float | None = None,
     ):
+        if new_share is not None:
+            head = dataclasses.replace(head, answer=head.answer.with_new_share(new_share))
         self.head = head
         self.threshold = head.threshold if threshold is None else float(threshold)
         self.features = head.settings.features
@@ -156,6 +167,9 @@ class FusedMatcher:
             photo_scores=photo_scores, **settings.lnbnn_options(), **settings.verify_options(),
         )  # fmt: skip
         ranked = self.head.rank(pairs)
+        shares, answers = self.head.answer_photos(pairs, names)
+        photo_probability = dict(zip(zip(shares["query"], shares["individual"]), shares["p"]))
+        answers = answers.set_index("query")
         evidence = {
             (row.query, row.individual): (float(row.similarity), int(row.inliers), int(row.photo))
             for row in pairs.itertuples(index=False)
@@ -170,6 +184,7 @@ class FusedMatcher:
         for name in names:
             candidates = ranked[name]
             new = bool(candidates[0][1] < self.threshold)
+            p_new, p_other = answers.at[name, "p_new"], answers.at[name, "p_other"]
             for rank, (individual, probability) in enumerate(candidates[:top], start=1):
                 similarity, inliers, photo = evidence[(name, individual)]
                 rows.append((
@@ -178,6 +193,7 @@ class FusedMatcher:
                     verified_at is not None and inliers >= verified_at
                     and most_inliers.get(name) == individual,
                     images[photo] if photo >= 0 else "",
+                    photo_probability.get((name, individual), np.nan), p_new, p_other,
                 ))  # fmt: skip
         return pd.DataFrame(rows, columns=MATCH_COLUMNS)
 
@@ -206,6 +222,9 @@ class Identifier:
         where, on the run's validation photos, the named whale was right at least this share of
         the time; ``matcher.precision`` says what that rests on (the share, its 95% Wilson lower
         bound, the photos it was measured on). Not with ``known_precision``.
+    new_share : with the fused head, the share of the photos expected to be of new animals
+        (in (0, 1)); the per-photo answer moves from validation's share to it. None:
+        validation's (``fused_head.answer.new_share``).
     crop_to_box : crop catalogue photos to their ``train.csv`` boxes and query photos to the
         boxes given to :meth:`match` (a query without one stays whole); False (default): every
         photo whole. Gallery and queries are framed alike, as the training notebooks frame them.
@@ -225,12 +244,15 @@ class Identifier:
         crop_to_box: bool = False,
         candidates=None,
         precision: float | None = None,
+        new_share: float | None = None,
     ):
         from whaleutils.training import models
 
         self.run_dir = Path(run_dir)
         self.run = outputs.read_run_settings(self.run_dir)
-        self.matcher = _matcher(self.run_dir, self.run.knn, local, known_precision, precision)
+        self.matcher = _matcher(
+            self.run_dir, self.run.knn, local, known_precision, precision, new_share
+        )
         model = models.load_model(self.run.model_path)
         self.embedder = PhotoEmbedder(
             model, models.input_image_size(model), self.run.tta, batch_size,
@@ -263,8 +285,11 @@ class Identifier:
         ``array-N``), ``rank`` (1 = best), ``individual_id``, ``species``, ``similarity``,
         ``new_individual`` (the run's verdict for the photo, the same on each of its rows),
         the fused head's ``probability``, ``inliers`` and ``verified`` (NaN, NaN, False for
-        the KNN head), the best-matching ``catalogue_photo`` and its encounter columns as
-        ``catalogue_<column>``. ``top`` only says how many candidates are shown: the first
+        the KNN head), the best-matching ``catalogue_photo``, the fused head's per-photo answer
+        (``photo_probability``: P(the photo shows this candidate), NaN beyond the head's
+        shortlist; ``new_probability`` and ``other_probability`` (a catalogued whale not
+        shortlisted), the same on each of the photo's rows; all NaN for the KNN head) and
+        the catalogue photo's encounter columns as ``catalogue_<column>``. ``top`` only says how many candidates are shown: the first
         ones and the verdict are the same for any ``top``. Unreadable photos are left out and
         listed in :attr:`skipped` (photo, reason). ``boxes`` (file name -> box) crops the
         photos named, with ``crop_to_box``.
@@ -352,9 +377,11 @@ def _matcher(
     local: bool | None,
     known_precision: float | None,
     precision: float | None = None,
+    new_share: float | None = None,
 ):
     """The run's fused head's matcher where it has one (and ``local`` is not False), else its
-    KNN head's; ``known_precision`` or ``precision`` (fused heads only) sets the threshold."""
+    KNN head's; ``known_precision`` or ``precision`` (fused heads only) sets the threshold,
+    ``new_share`` (fused heads only) the per-photo answer's share of new photos."""
     if known_precision is not None and precision is not None:
         raise ValueError("give a known-verdict precision or a named-whale precision, not both")
     folder = run_dir / fusion.LOCAL_FOLDER
@@ -367,12 +394,12 @@ def _matcher(
             if precision is not None:
                 named = head.named_precision(precision)
                 threshold = named["threshold"]
+            return FusedMatcher(head, threshold, named, new_share)
         except ValueError as error:
             raise ValueError(f"{folder / outputs.SCORES}: {error}") from None
-        return FusedMatcher(head, threshold, named)
-    if known_precision is not None or precision is not None:
+    if known_precision is not None or precision is not None or new_share is not None:
         raise ValueError(
-            "a precision needs the run's fused head (notebook 04 with "
+            "a precision or a new share needs the run's fused head (notebook 04 with "
             f"local_matching); {run_dir} is matched by its KNN head"
         )
     return KnnMatcher(knn_settings)

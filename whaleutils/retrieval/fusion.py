@@ -32,7 +32,7 @@ import pandas as pd
 
 from whaleutils.contracts import metrics, outputs
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
-from whaleutils.retrieval import heads, local_features, matching
+from whaleutils.retrieval import answers, heads, local_features, matching
 from whaleutils.retrieval.matching import LocalSettings
 
 FUSION_FEATURES = ("similarity", "lnbnn_z", "log_inliers", "log_similarity_rank", "log_lnbnn_rank")
@@ -42,7 +42,7 @@ PSEUDO_LABELS_FILE = "pseudo_labels.csv"  # test photos in the verified tier (no
 LOCAL_OUTPUTS = (
     "pairs_valid.csv", "pairs_test.csv", FUSION_FILE, "calibration.png",
     "oof_predictions.csv", "test_predictions.csv", "submission.csv", "scores.json",
-    PSEUDO_LABELS_FILE,
+    PSEUDO_LABELS_FILE, "answers_valid.csv", "answers_test.csv", "reliability.png",
 )  # fmt: skip
 PROBABILITY_GRID = np.round(np.linspace(0, 1, 101), 2)  # thresholds on a probability
 
@@ -184,6 +184,26 @@ def cross_fitted_probability(pairs: pd.DataFrame, truth: dict[str, str], seed: i
             fusion = fit_fusion(pairs, truth)
         result[held] = fusion.probability(pairs[held])
     return result
+
+
+def cross_fitted_answers(
+    pairs: pd.DataFrame, probability: np.ndarray, truth: dict[str, str], seed: int = 0
+) -> pd.DataFrame:
+    """Validation's per-photo answers (``answers.ANSWER_COLUMNS``, in ``truth``'s query
+    order), each half of the queries answered by a :class:`answers.PhotoAnswer` fitted on the
+    other half (the halves of :func:`query_halves`; photos without candidates join the
+    first); ``probability``: the pairs' cross-fitted fused probabilities."""
+    first = query_halves(pairs, seed)
+    first_queries = set(pairs["query"][first]) | (set(truth) - set(pairs["query"]))
+    photos = []
+    for held, held_queries in ((first, first_queries), (~first, set(truth) - first_queries)):
+        fit_truth = {q: t for q, t in truth.items() if q not in held_queries}
+        answer = answers.fit_answer(pairs[~held], probability[~held], fit_truth)
+        queries = [q for q in truth if q in held_queries]
+        photos.append(answer.answer(pairs[held], probability[held], queries)[1])
+    photos = pd.concat(photos, ignore_index=True)
+    order = {query: i for i, query in enumerate(truth)}
+    return photos.sort_values("query", key=lambda q: q.map(order)).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ rankings and thresholds
@@ -413,8 +433,9 @@ def named_precision(curve: Sequence[dict], precision: float) -> dict:
 class FusedHead:
     """A fusion and what was chosen on validation with it: the ``new_individual``
     ``threshold`` on the best candidate's probability (for MAP@5), the ``verified_inliers``
-    tier (None: no count reached its precision) and the ``known_precision_curve`` (the
-    known verdict's precision per threshold), with the ``settings`` its pairs were made with.
+    tier (None: no count reached its precision), the ``known_precision_curve`` (the
+    known verdict's precision per threshold) and the per-photo ``answer`` (P(new) and
+    P(whale X) summing to 1, :mod:`answers`), with the ``settings`` its pairs were made with.
     Saved as ``fusion.json`` (the fusion) and the head's ``scores.json`` (:meth:`record`)."""
 
     fusion: Fusion
@@ -422,6 +443,7 @@ class FusedHead:
     threshold: float
     verified_inliers: int | None = None
     known_precision_curve: tuple[dict, ...] = ()
+    answer: answers.PhotoAnswer | None = None
 
     @classmethod
     def calibrate(
@@ -434,20 +456,34 @@ class FusedHead:
     ) -> tuple[FusedHead, np.ndarray]:
         """Fit on validation ``pairs`` (``truth``: query -> individual or
         ``new_individual``, in query order), choose the threshold and the tiers on
-        cross-fitted probabilities; returns the head and those probabilities (pairs,)."""
+        cross-fitted probabilities and fit the per-photo answer on those of the shortlist's
+        candidates; returns the head and those probabilities (pairs,)."""
         fusion = fit_fusion(pairs, truth)
         crossed = cross_fitted_probability(pairs, truth, seed)
         ranked = ranked_candidates(pairs, crossed)
         queries = list(truth)
         threshold = best_threshold(ranked, queries, [truth[q] for q in queries], padding)
+        short = _in_shortlist(pairs, settings.shortlist).to_numpy()
         head = cls(
             fusion,
             settings,
             threshold,
             verified_inliers(pairs, truth, settings.verified_precision),
             tuple(known_precision_curve(ranked, truth)),
+            answers.fit_answer(pairs[short], crossed[short], truth),
         )
         return head, crossed
+
+    def answer_photos(
+        self, pairs: pd.DataFrame, queries: Sequence[str], probability: np.ndarray | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The per-photo answers of ``queries`` (:meth:`answers.PhotoAnswer.answer`) over the
+        candidates of the head's shortlist; ``probability``: the pairs' (default: the head's)."""
+        if self.answer is None:
+            raise ValueError("the fused head has no per-photo answer: fit the head again")
+        probability = self.probability(pairs) if probability is None else probability
+        short = self.in_shortlist(pairs)
+        return self.answer.answer(pairs[short], probability[short], queries)
 
     def probability(self, pairs: pd.DataFrame) -> np.ndarray:
         """(pairs,) the probability that each pair shows one animal, standardised over each
@@ -491,6 +527,7 @@ class FusedHead:
             "threshold": self.threshold,
             "verified_inliers": self.verified_inliers,
             "known_precision_curve": list(self.known_precision_curve),
+            "photo_answer": None if self.answer is None else self.answer.to_json(),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -533,7 +570,13 @@ class FusedHead:
             raise ValueError(
                 f"{source}: known_precision_curve must be a list of thresholds and precisions"
             )
-        return cls(fusion, settings, float(threshold), verified, tuple(curve))
+        if scores.get("photo_answer") is None:
+            raise ValueError(
+                f"{source}: no photo_answer (the per-photo answer): the fused head is of an "
+                "older version; run notebook 04 again"
+            )
+        answer = answers.PhotoAnswer.from_json(scores["photo_answer"], f"{source}: photo_answer")
+        return cls(fusion, settings, float(threshold), verified, tuple(curve), answer)
 
 
 def _is_number(value) -> bool:
@@ -603,11 +646,32 @@ def write_fused_head(
     figure.savefig(out_dir / "calibration.png", dpi=110)
     tier = pseudo_labels(pairs["test"], head.verified_inliers, split.encoding.individual_ids)
     tier.to_csv(out_dir / PSEUDO_LABELS_FILE, index=False)
+    short = head.in_shortlist(pairs["valid"])
+    photos = {
+        "valid": cross_fitted_answers(pairs["valid"][short], crossed[short], truth),
+        "test": head.answer_photos(pairs["test"], queries["test"])[1],
+    }
+    test_labels = split.truth("test", queries["test"])
+    truths = {
+        "valid": truth,
+        "test": None if test_labels is None else dict(zip(queries["test"], test_labels, strict=True)),
+    }  # fmt: skip
+    for part, frame in photos.items():
+        frame.to_csv(out_dir / f"answers_{part}.csv", index=False)
+    titles = {"valid": "validation (cross-fitted)", "test": "test"}
+    figure = answers.plot_reliability(
+        {titles[part]: (photos[part], truths[part]) for part in photos if truths[part] is not None}
+    )
+    figure.savefig(out_dir / "reliability.png", dpi=110)
     record = {
         **head.record(),
         "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
         "valid_auc": known_vs_new_auc(ranked["valid"], truth),
         "test_verified_photos": len(tier),  # PSEUDO_LABELS_FILE's rows
+        "answer_calibration": {
+            part: None if truths[part] is None else answers.answer_calibration(photos[part], truths[part])
+            for part in photos
+        },  # fmt: skip
         **({"member": f"{member} local"} if member else {}),
     }
     return heads.write_predictions(split, out_dir, results["valid"], results["test"], record)
