@@ -1,6 +1,7 @@
 """identify (match photos against a catalogue) and the review page's data."""
 
 import json
+import math
 import shutil
 from datetime import date
 from pathlib import Path
@@ -16,7 +17,7 @@ from whaleutils.catalogue import catalogue_index, identify, review
 from whaleutils.contracts import outputs
 from whaleutils.datasets import data, encounters
 from whaleutils.images.photos import prepare as prepare_photo
-from whaleutils.retrieval import fusion
+from whaleutils.retrieval import answers, fusion
 from whaleutils.training import models
 
 
@@ -288,8 +289,9 @@ def make_fused_run(
 ) -> Path:
     """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, and with
     ``lnbnn_weight`` the standardised LNBNN score: p = sigmoid(3 log(1 + inliers) + w z - 6)),
-    threshold 0.5, verified from ``verified_inliers`` (5), and a known-precision curve (precision 0.9 from
-    0.3, 0.99 from 0.7); ``local_matching``: its settings (default max_side 160)."""
+    threshold 0.5, verified from ``verified_inliers`` (5), a known-precision curve (precision 0.9 from
+    0.3, 0.99 from 0.7) and a per-photo answer by hand (:func:`hand_answer`); ``local_matching``:
+    its settings (default max_side 160)."""
     fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
     local = fused_run / fusion.LOCAL_FOLDER
@@ -307,10 +309,23 @@ def make_fused_run(
         for t in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     ]  # fmt: skip
     settings = {"local_matching": local_matching or {"max_side": 160}, "threshold": 0.5,
-                "verified_inliers": verified_inliers,
-                "known_precision_curve": curve}  # fmt: skip
+                "verified_inliers": verified_inliers, "known_precision_curve": curve,
+                "photo_answer": hand_answer().to_json()}  # fmt: skip
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
     return fused_run
+
+
+def hand_answer() -> answers.PhotoAnswer:
+    """A per-photo answer by hand: the photo is new with odds exp(2 - 2 log(1 + most
+    inliers)) against its candidates, never another whale; validation's shares (0.7, 0, 0.3);
+    candidates share by their pair logits (temperature 1)."""
+    size = len(answers.PHOTO_FEATURES)
+    coefficients = np.zeros((3, size))
+    coefficients[2, answers.PHOTO_FEATURES.index("log_inliers_most")] = -2.0
+    intercepts = np.array([0.0, -np.inf, 2.0])
+    return answers.PhotoAnswer(
+        np.zeros(size), np.ones(size), coefficients, intercepts, 1.0, (0.7, 0.0, 0.3)
+    )
 
 
 def turned_catalogue_photo(catalogue: Path, degrees: float = 12) -> np.ndarray:
@@ -358,6 +373,44 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     ).all()
     with pytest.raises(FileNotFoundError, match="the run has no fused head"):
         identify.Identifier(run_dir, catalogue, local=True)
+
+
+def test_the_per_photo_answer_sums_to_one_and_moves_with_the_new_share(
+    run_dir, catalogue, tmp_path
+):
+    """Each photo's shortlisted candidates' ``photo_probability`` and its ``new_probability``
+    and ``other_probability`` sum to 1, by :func:`hand_answer` from the photo's most inliers;
+    a stated new share moves them by Bayes' rule; the KNN head has none."""
+    settings = {"max_side": 160, "shortlist": 3}
+    fused_run = make_fused_run(run_dir, tmp_path, local_matching=settings)
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    photos = [turned_catalogue_photo(catalogue), catalogue / "train_images" / frame["image"][5]]
+    matches = identifier.match(photos, top=8)
+    for _, rows in matches.groupby("photo"):
+        answered = rows["photo_probability"].notna().to_numpy()
+        # the shortlist (3 by LNBNN or by similarity) first, NaN beyond it
+        assert 3 <= answered.sum() < len(rows) and answered[: answered.sum()].all()
+        shown = rows["photo_probability"][answered]
+        p_new, p_other = rows["new_probability"].iloc[0], rows["other_probability"].iloc[0]
+        assert shown.sum() + p_new + p_other == pytest.approx(1.0) and p_other == 0.0
+        most = rows["inliers"][answered].max()
+        odds = math.exp(2 - 2 * math.log1p(most))
+        assert p_new == pytest.approx(odds / (1 + odds))
+        assert (np.diff(shown) <= 1e-12).all()  # in the fused head's order
+    moved = identify.Identifier(fused_run, catalogue, tmp_path / "cache", new_share=0.9)
+    again = moved.match(photos, top=8)
+    odds_ratio = (0.9 / 0.3) / (0.1 / 0.7)
+    for (_, before), (_, after) in zip(matches.groupby("photo"), again.groupby("photo")):
+        p, q = before["new_probability"].iloc[0], after["new_probability"].iloc[0]
+        assert q / (1 - q) == pytest.approx(p / (1 - p) * odds_ratio)
+    with pytest.raises(ValueError, match="new share must be in"):
+        identify.Identifier(fused_run, catalogue, tmp_path / "cache", new_share=1.0)
+    with pytest.raises(ValueError, match="a precision or a new share needs the run's fused head"):
+        identify.Identifier(run_dir, catalogue, new_share=0.5)
+    plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
+    columns = ["photo_probability", "new_probability", "other_probability"]
+    assert plain.match(photos)[columns].isna().all().all()
 
 
 def test_only_the_candidate_with_the_most_inliers_is_verified(run_dir, catalogue, tmp_path):

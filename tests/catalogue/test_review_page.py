@@ -215,6 +215,11 @@ def test_matched_keypoints_open_at_full_resolution_on_demand(browser, evidence_p
     caption = browser.find_element("id", "viewer-caption").text
     assert drawn["catalogue_photo"].iloc[0] in caption and str(drawn["inliers"].iloc[0]) in caption
     assert "matching keypoints (RootSIFT)" in caption  # which matcher's pairs are drawn
+    # the per-photo answer: P(new) by the verdict, P(this whale) on each shortlisted candidate
+    p_new = matches["new_probability"].iloc[0]
+    assert f"P(new)={p_new:.2f}" in browser.find_element("css selector", ".query").text
+    best = f"P(this whale)={matches['photo_probability'].iloc[0]:.2f}"
+    assert best in browser.find_element("css selector", ".candidates").text
     assert browser.find_element("id", "progress").text == "0"  # the button chose nothing
     browser.find_element("id", "viewer-fit").click()
     assert "fit" in image.get_attribute("class")

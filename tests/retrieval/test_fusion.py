@@ -9,7 +9,7 @@ import pytest
 
 from whaleutils.contracts import outputs
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
-from whaleutils.retrieval import fusion, matching
+from whaleutils.retrieval import answers, fusion, matching
 
 
 def make_pairs(seed: int = 0, queries: int = 200) -> tuple[pd.DataFrame, dict]:
@@ -28,6 +28,15 @@ def make_pairs(seed: int = 0, queries: int = 200) -> tuple[pd.DataFrame, dict]:
                 int(rng.poisson(20 if same else 3)), 30, c,
             ))  # fmt: skip
     return pd.DataFrame.from_records(rows, columns=matching.PAIR_COLUMNS), truth
+
+
+def make_photo_pairs(queries: int = 40) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """:func:`make_pairs` with a third of the known photos' individual not among their
+    candidates, and the fused probabilities of a fit on them."""
+    pairs, truth = make_pairs(queries=queries)
+    truth = {q: ("far" if t != NEW_INDIVIDUAL and i % 3 == 0 else t)
+             for i, (q, t) in enumerate(truth.items())}  # fmt: skip
+    return pairs, fusion.fit_fusion(pairs, truth).probability(pairs), truth
 
 
 def test_fusion_probabilities_are_sklearns_and_survive_json():
@@ -227,6 +236,15 @@ def test_calibrate_chooses_on_cross_fitted_probabilities_and_the_saved_head_is_t
     assert loaded.threshold_for_precision(0.75) == fusion.threshold_for_precision(
         head.known_precision_curve, 0.75
     )
+    # the per-photo answer: fitted on the cross-fitted probabilities of the shortlist's pairs
+    short = head.in_shortlist(pairs)
+    expected = answers.fit_answer(pairs[short], crossed[short], truth)
+    np.testing.assert_allclose(head.answer.coefficients, expected.coefficients)
+    assert loaded.answer.to_json() == head.answer.to_json()
+    candidates, photos = loaded.answer_photos(pairs, queries)
+    assert photos["query"].tolist() == queries
+    totals = candidates.groupby("query")["p"].sum().reindex(queries).to_numpy()
+    np.testing.assert_allclose(totals + photos["p_new"] + photos["p_other"], 1.0)
 
 
 def test_a_pairs_probability_does_not_depend_on_other_queries():
@@ -243,7 +261,8 @@ def test_a_pairs_probability_does_not_depend_on_other_queries():
 GOOD_FUSION = {"features": list(fusion.FUSION_FEATURES), "mean": [0.0] * 5, "scale": [1.0] * 5,
                "coefficients": [0.0, 0.0, 3.0, 0.0, 0.0], "intercept": -6.0}  # fmt: skip
 GOOD_SCORES = {"valid": {"map5": 0.5}, "local_matching": {"max_side": 160}, "threshold": 0.5,
-               "verified_inliers": 5, "known_precision_curve": []}  # fmt: skip
+               "verified_inliers": 5, "known_precision_curve": [],
+               "photo_answer": answers.fit_answer(*make_photo_pairs()).to_json()}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -270,6 +289,8 @@ GOOD_SCORES = {"valid": {"map5": 0.5}, "local_matching": {"max_side": 160}, "thr
         (None, {**GOOD_SCORES, "local_matching": [1]}, "must be True, False or a dict"),
         (None, {**GOOD_SCORES, "local_matching": None}, "no local_matching settings"),
         (None, {**GOOD_SCORES, "known_precision_curve": "abc"}, "known_precision_curve must"),
+        (None, {**GOOD_SCORES, "photo_answer": None}, "no photo_answer (the per-photo answer)"),
+        (None, {**GOOD_SCORES, "photo_answer": {"features": []}}, "photo_answer: the answer is"),
         (None, [1], "scores.json: must hold an object, not list"),
     ],
 )

@@ -124,6 +124,8 @@ def review_data(
                 "similarity": float(row.similarity),
                 # the fused head's evidence (None for a KNN-only run)
                 "probability": None if pd.isna(row.probability) else float(row.probability),
+                # the per-photo answer's: P(the photo shows this whale), None beyond it
+                "photo_probability": _number(getattr(row, "photo_probability", None)),
                 "inliers": None if pd.isna(row.inliers) else int(row.inliers),
                 "matcher": matcher,
                 "verified": bool(row.verified),
@@ -161,10 +163,16 @@ def review_data(
                 "best_probability": (
                     None if rows["probability"].isna().all() else float(rows["probability"].max())
                 ),
+                "new_probability": _number(rows.get("new_probability", pd.Series()).max()),
                 "candidates": candidates,
             }
         )
     return {"photos": photos}
+
+
+def _number(value) -> float | None:
+    """A float for the page's JSON; None for a missing value."""
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def write_review(

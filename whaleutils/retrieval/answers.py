@@ -325,8 +325,8 @@ def fit_answer(
 
 def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
     """The reliability table of ``confidence`` (predicted probabilities) against ``correct``
-    (0/1 outcomes): one row per non-empty bin of ``bins`` equal-width bins on [0, 1] (a
-    probability of 1 in the last), with its ``low`` and ``high`` edges, ``count``,
+    (0/1 outcomes): one row per non-empty bin of ``bins`` equal-width bins on [0, 1] (closed
+    on the right, as scikit-learn's ``calibration_curve``: 0.5 of 2 bins is in the first), with its ``low`` and ``high`` edges, ``count``,
     ``confidence`` (mean predicted) and ``observed`` (share correct)."""
     confidence = np.asarray(confidence, np.float64)
     correct = np.asarray(correct, np.float64)
@@ -334,7 +334,7 @@ def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
         raise ValueError("confidence and correct must be two vectors of one length")
     if ((confidence < 0) | (confidence > 1)).any():
         raise ValueError("confidence must be probabilities in [0, 1]")
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], confidence)
     rows = []
     for b in range(bins):
         inside = which == b
