@@ -23,12 +23,15 @@ with known top-1 and top-5 accuracy, the known-vs-new ROC AUC of the best score,
 the ``new_individual`` threshold chosen on validation (for the other rankings, from the
 quantiles of their best scores, whatever their scale). Writes ``pairs_valid.csv``,
 ``pairs_test.csv``, ``local_matching.json`` and the test photos in the verified tier
-(``pseudo_labels.csv``, notebook 04's ``pseudo_labels`` for a second round); prints a table.
+(``pseudo_labels.csv``, notebook 04's ``pseudo_labels`` for a second round), and the per-photo
+answer's calibration (``local_matching.json``'s ``photo_answer``; its reliability diagrams in
+``reliability.png``); prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts import metrics
-from whaleutils.retrieval import embed, fusion, local_features, matching, splits
+from whaleutils.retrieval import answers, embed, fusion, local_features, matching, splits
 
 NEW = metrics.NEW_INDIVIDUAL
 
@@ -227,6 +230,10 @@ def main(argv=None) -> int:
                 continue
             chosen["test"] = named_on(ranked_test, truth_by_part["test"], chosen["threshold"])
             report["named_precision"][str(precision)] = chosen
+    if head is not None:  # the per-photo answer, calibrated on validation
+        report["photo_answer"] = photo_answer_report(head, crossed, pairs_by_part, truth_by_part)
+        parts = report["photo_answer"].pop("parts")
+        answers.plot_reliability(parts).savefig(out / "reliability.png", dpi=110)
     (out / "local_matching.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     table = pd.DataFrame(
         [{"method": m, "part": p, **v} for (m, p), v in results.items()]
@@ -241,7 +248,53 @@ def main(argv=None) -> int:
         )
     for precision, chosen in report.get("named_precision", {}).items():
         print(f"--precision {precision}: {chosen}")
+    for name, scores in report.get("photo_answer", {}).items():
+        print(f"per-photo answer, {name}: {scores}")
     return 0
+
+
+NAMING_LEVELS = (0.5, 0.7, 0.9)  # p_answer from which a photo's whale is taken as named
+
+
+def photo_answer_report(head, crossed, pairs_by_part: dict, truth_by_part: dict) -> dict:
+    """The per-photo answer's calibration (``answers.answer_calibration``) on validation
+    (cross-fitted), on test with validation's new share and, labelled as the oracle, with
+    test's own share stated (what ``identify --new-share`` gives a user who knows it); and,
+    per level of ``p_answer``, the photos named a whale from it and how often rightly.
+    ``parts``: the photos and truths for the reliability figure."""
+    result, parts = {}, {}
+    valid_pairs, valid_truth = pairs_by_part["valid"], truth_by_part["valid"]
+    short = head.in_shortlist(valid_pairs)
+    answered = {
+        "validation (cross-fitted)": (
+            fusion.cross_fitted_answers(valid_pairs[short], crossed[short], valid_truth),
+            valid_truth,
+        )
+    }
+    if "test" in pairs_by_part:
+        pairs, truth = pairs_by_part["test"], truth_by_part["test"]
+        answered["test"] = (head.answer_photos(pairs, list(truth))[1], truth)
+        share = float(np.mean([t == NEW for t in truth.values()]))
+        stated = dataclasses.replace(head, answer=head.answer.with_new_share(share))
+        answered[f"test, its own new share {share:.3f} stated (oracle)"] = (
+            stated.answer_photos(pairs, list(truth))[1], truth,
+        )  # fmt: skip
+    for name, (photos, truth) in answered.items():
+        scores = answers.answer_calibration(photos, truth)
+        scores["new_share"] = float(np.mean([truth[q] == NEW for q in photos["query"]]))
+        known = sum(t != NEW for t in truth.values())
+        for level in NAMING_LEVELS:
+            named = photos[(photos["answer"] != NEW) & (photos["p_answer"] >= level)]
+            right = (named["answer"] == named["query"].map(truth)).to_numpy()
+            scores[f"named_from_{level}"] = {
+                "named": len(named),
+                "right": float(right.mean()) if len(named) else None,
+                "lower_bound": fusion.wilson_lower_bound(int(right.sum()), len(named)),
+                "share_of_known_named_rightly": float(right.sum() / max(known, 1)),
+            }
+        result[name] = scores
+    parts.update({name: value for name, value in answered.items() if "oracle" not in name})
+    return {**result, "parts": parts}
 
 
 def named_on(ranked: dict, truth: dict, threshold: float) -> dict:

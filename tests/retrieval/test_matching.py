@@ -65,6 +65,13 @@ def test_the_ablation_script_runs_on_a_small_set(small_synth, tmp_path, capsys):
         assert 0 <= result["known_top1"] <= result["known_top5"] <= 1
     assert (out / "pairs_test.csv").is_file() and (out / lf.CACHE_FILE).is_file()
     assert "verified tier" in capsys.readouterr().out
+    # the per-photo answer's calibration: on validation (cross-fitted), test, and test with
+    # its own share of new photos stated
+    calibration = report["photo_answer"]
+    assert len(calibration) == 3 and (out / "reliability.png").is_file()
+    for scores in calibration.values():
+        assert 0 <= scores["answer_ece"] <= 1 and 0 <= scores["new_brier"] <= 1
+        assert scores["named_from_0.9"]["named"] <= scores["named_from_0.5"]["named"]
     # from the pairs written (as notebook 04's fused head writes them): the same results
     again = tmp_path / "again"
     argv = ["--data", str(small_synth), "--out", str(again), "--n-folds", "3", "--pairs", str(out)]

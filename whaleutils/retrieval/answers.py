@@ -130,7 +130,7 @@ class PhotoAnswer:
         scores = ((features - self.mean) / self.scale) @ self.coefficients.T + self.intercepts
         if self.answer_shares is not None:
             moved, fitted = np.asarray(self.answer_shares), np.asarray(self.shares)
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):  # log(0): masked
                 shift = np.where(fitted > 0, np.log(moved) - np.log(fitted), 0.0)
             scores = scores + shift
         scores = scores - scores.max(axis=1, keepdims=True)
