@@ -243,6 +243,9 @@ with choice.scope():  # loaded onto every replica, as the model was built
 # affine transform explains, and a logistic regression fitted on validation turns the evidence
 # into a probability that ranks the candidates and decides `new_individual`. Written to
 # `local/`, a blend member of its own; `calibration.png` shows whether its probabilities hold.
+# A second stage answers per photo (`answers.PhotoAnswer`, fitted on validation): P(new) and
+# P(whale X) for its candidates, summing to 1 (`answers_valid.csv` cross-fitted,
+# `answers_test.csv`); `reliability.png` and `answer_calibration` measure them (ECE, Brier).
 
 # %%
 local_settings = matching.LocalSettings.from_parameter(local_matching)
@@ -255,7 +258,7 @@ local_scores
 # ## What to look at
 # `knn_search.png` (does the threshold search have an interior optimum?), `log.csv` (did the
 # training accuracy rise, or did the model underfit?), and with local matching
-# `local/calibration.png` and the `local` scores beside the KNN head's. The head `identify`
+# `local/calibration.png`, `local/reliability.png` and the `local` scores beside the KNN head's. The head `identify`
 # answers with comes first: the fused head where this run has one.
 
 # %%

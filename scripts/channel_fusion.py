@@ -24,17 +24,9 @@ import numpy as np
 import pandas as pd
 
 from scripts.local_matching import evaluate
-from whaleutils.retrieval import fusion, splits
+from whaleutils.retrieval import fusion, matching, splits
 
 SHARED_COLUMNS = ["query", "individual", "similarity", "similarity_rank"]
-
-
-def read_pairs(folder: Path) -> pd.DataFrame:
-    pairs = pd.read_csv(
-        folder / "pairs_valid.csv", keep_default_na=False, dtype={"query": str, "individual": str}
-    )
-    pairs["similarity"] = pd.to_numeric(pairs["similarity"], errors="coerce")
-    return pairs
 
 
 def join_channels(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
@@ -77,7 +69,10 @@ def main(argv=None) -> int:
     split = splits.load_split(args.data, args.fold, args.n_folds, args.seed)
     queries = list(split.frame("valid")["image"])
     truth = dict(zip(queries, split.truth("valid", queries), strict=True))
-    joined = join_channels(read_pairs(Path(args.first)), read_pairs(Path(args.second)))
+    joined = join_channels(
+        matching.read_pairs(Path(args.first) / "pairs_valid.csv"),
+        matching.read_pairs(Path(args.second) / "pairs_valid.csv"),
+    )
     features = {
         "first": fusion.fusion_features(channel(joined, "_1")),
         "second": fusion.fusion_features(channel(joined, "_2")),

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from whaleutils.contracts import metrics
-from whaleutils.retrieval import embed, fusion, splits
+from whaleutils.retrieval import embed, fusion, matching, splits
 
 SHORTLIST = 20  # the pairs' (matching.LocalSettings.shortlist)
 
@@ -126,9 +126,7 @@ def main(argv=None) -> int:
     centres = dict(zip(whales, kernel, strict=True))
     parts, rows = {}, []
     for part in ("valid", "test"):
-        pairs = pd.read_csv(
-            pairs_dir / f"pairs_{part}.csv", dtype={"query": str, "individual": str}
-        )
+        pairs = matching.read_pairs(pairs_dir / f"pairs_{part}.csv")
         names = list(split.frame(part)["image"])
         truth = dict(zip(names, split.truth(part, names), strict=True))
         labels = split.gallery_labels(part).astype(str)

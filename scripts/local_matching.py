@@ -151,9 +151,7 @@ def main(argv=None) -> int:
             pairs = matching.part_pairs(split, part, features, embeddings, settings)
             pairs.to_csv(out / f"pairs_{part}.csv", index=False)
         else:
-            pairs = pd.read_csv(Path(args.pairs) / f"pairs_{part}.csv", keep_default_na=False,
-                                dtype={"query": str, "individual": str})  # fmt: skip
-            pairs["similarity"] = pd.to_numeric(pairs["similarity"], errors="coerce")  # "": NaN
+            pairs = matching.read_pairs(Path(args.pairs) / f"pairs_{part}.csv")
         seconds = time.perf_counter() - started
         truth = dict(zip(queries, split.truth(part, queries), strict=True))
         pairs_by_part[part], truth_by_part[part] = pairs, truth

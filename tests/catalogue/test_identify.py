@@ -401,7 +401,9 @@ def test_the_per_photo_answer_sums_to_one_and_moves_with_the_new_share(
     moved = identify.Identifier(fused_run, catalogue, tmp_path / "cache", new_share=0.9)
     again = moved.match(photos, top=8)
     odds_ratio = (0.9 / 0.3) / (0.1 / 0.7)
-    for (_, before), (_, after) in zip(matches.groupby("photo"), again.groupby("photo")):
+    for (_, before), (_, after) in zip(
+        matches.groupby("photo"), again.groupby("photo"), strict=True
+    ):
         p, q = before["new_probability"].iloc[0], after["new_probability"].iloc[0]
         assert q / (1 - q) == pytest.approx(p / (1 - p) * odds_ratio)
     with pytest.raises(ValueError, match="new share must be in"):

@@ -227,9 +227,9 @@ def test_reliability_and_brier_are_sklearns():
 
 def test_expected_calibration_error_and_answer_calibration_by_hand():
     # bins [0, 0.1]: confidence 0.1, observed 0.5 (gap 0.4, 2 photos); (0.8, 0.9]: 0.9 vs 1
-    assert answers.expected_calibration_error(
-        [0.1, 0.1, 0.9, 0.9], [0, 1, 1, 1]
-    ) == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert answers.expected_calibration_error([0.1, 0.1, 0.9, 0.9], [0, 1, 1, 1]) == pytest.approx(
+        (2 * 0.4 + 2 * 0.1) / 4
+    )
     assert math.isnan(answers.expected_calibration_error([], []))
     photos = pd.DataFrame(
         [("a", "x", 0.9, 0.9, 0.05, 0.05), ("b", NEW_INDIVIDUAL, 0.6, 0.3, 0.6, 0.1),

@@ -168,7 +168,8 @@ class FusedMatcher:
         )  # fmt: skip
         ranked = self.head.rank(pairs)
         shares, answers = self.head.answer_photos(pairs, names)
-        photo_probability = dict(zip(zip(shares["query"], shares["individual"]), shares["p"]))
+        keys = zip(shares["query"], shares["individual"], strict=True)
+        photo_probability = dict(zip(keys, shares["p"], strict=True))
         answers = answers.set_index("query")
         evidence = {
             (row.query, row.individual): (float(row.similarity), int(row.inliers), int(row.photo))
@@ -289,8 +290,9 @@ class Identifier:
         (``photo_probability``: P(the photo shows this candidate), NaN beyond the head's
         shortlist; ``new_probability`` and ``other_probability`` (a catalogued whale not
         shortlisted), the same on each of the photo's rows; all NaN for the KNN head) and
-        the catalogue photo's encounter columns as ``catalogue_<column>``. ``top`` only says how many candidates are shown: the first
-        ones and the verdict are the same for any ``top``. Unreadable photos are left out and
+        the catalogue photo's encounter columns as ``catalogue_<column>``. ``top`` only says
+        how many candidates are shown: the first ones and the verdict are the same for any
+        ``top``. Unreadable photos are left out and
         listed in :attr:`skipped` (photo, reason). ``boxes`` (file name -> box) crops the
         photos named, with ``crop_to_box``.
         """

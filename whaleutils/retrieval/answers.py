@@ -248,9 +248,9 @@ def _numbers(value, shape: tuple, name: str, allow_minus_inf: bool = False) -> n
         array = np.asarray(value, np.float64)
     except (TypeError, ValueError):
         array = None
-    finite = array is not None and (
-        np.isfinite(array) | (allow_minus_inf & (array == -np.inf))
-    ).all()
+    finite = (
+        array is not None and (np.isfinite(array) | (allow_minus_inf & (array == -np.inf))).all()
+    )
     if array is None or array.shape != shape or not finite:
         raise ValueError(f"{name} must be finite numbers of shape {shape}, got {str(value)[:80]}")
     return array
@@ -317,7 +317,76 @@ def fit_answer(
             intercepts[:] = model.intercept_
     shares = np.bincount(outcome, minlength=len(OUTCOMES)) / len(outcome)
     temperature = fit_temperature(pairs, probability, truth)
-    return PhotoAnswer(mean, scale, coefficients, intercepts, temperature, tuple(map(float, shares)))
+    shares = tuple(map(float, shares))
+    return PhotoAnswer(mean, scale, coefficients, intercepts, temperature, shares)
+
+
+# -------------------------------------------------------------------------- encounters
+
+GROUP_RULES = ("max", "mean", "sum")  # how a group's photos' pair logits add up per whale
+
+
+def group_pairs(
+    pairs: pd.DataFrame, probability: np.ndarray, group_of: dict[str, str], rule: str = "mean"
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pairs of groups of photos (an encounter: photos of one animal) as pairs of one query
+    per group, and their probabilities: ``(pairs, probability (pairs,))``, ``query`` the group.
+
+    ``group_of``: photo -> group (photos it does not name stay alone, their own group). Each
+    whale listed for any of a group's photos is a candidate of the group; a photo that does
+    not list it gives it its lowest pair logit (it was not shortlisted: no better than the
+    worst that was). The group's logit for the whale is the ``rule`` (:data:`GROUP_RULES`) of
+    its photos' logits: ``max`` (the best photo), ``mean`` (the evidence averaged) or ``sum``
+    (added, as if the photos were independent); its similarity, LNBNN score and inliers are
+    the photos' best, its ranks the best, its ``photo`` the best photo's by inliers."""
+    if rule not in GROUP_RULES:
+        raise ValueError(f"rule must be one of {', '.join(GROUP_RULES)}, got {rule!r}")
+    frame = pairs.assign(logit=logit(probability), group=pairs["query"].map(
+        lambda q: group_of.get(q, q)
+    ))  # fmt: skip
+    lowest = frame.groupby("query")["logit"].min()
+    members = frame[["query", "group"]].drop_duplicates()
+    wanted = members.merge(frame[["group", "individual"]].drop_duplicates(), on="group")
+    full = wanted.merge(frame, on=["query", "group", "individual"], how="left")
+    full["logit"] = full["logit"].fillna(full["query"].map(lowest))
+    by = full.groupby(["group", "individual"], sort=False)
+    aggregate = {"max": by["logit"].max, "mean": by["logit"].mean, "sum": by["logit"].sum}
+    best = frame.sort_values("inliers", ascending=False).drop_duplicates(["group", "individual"])
+    listed = frame.groupby(["group", "individual"], sort=False)
+    grouped = pd.DataFrame({
+        "similarity": listed["similarity"].max(),
+        "similarity_rank": listed["similarity_rank"].min(),
+        "lnbnn": listed["lnbnn"].max(), "lnbnn_rank": listed["lnbnn_rank"].min(),
+        "inliers": listed["inliers"].max(), "matches": listed["matches"].max(),
+        "photo": best.set_index(["group", "individual"])["photo"],
+        "logit": aggregate[rule](),
+    }).reset_index().rename(columns={"group": "query"})  # fmt: skip
+    values = grouped.pop("logit").to_numpy(np.float64)
+    return grouped[list(pairs.columns)], 1.0 / (1.0 + np.exp(-values))
+
+
+def group_truth(truth: dict[str, str], group_of: dict[str, str]) -> dict[str, str]:
+    """Each group's individual (``truth``: photo -> individual, in photo order; groups in the
+    order of their first photo). Raises ValueError naming a group whose photos differ."""
+    result: dict[str, str] = {}
+    for photo, individual in truth.items():
+        group = group_of.get(photo, photo)
+        if result.setdefault(group, individual) != individual:
+            raise ValueError(
+                f"encounter {group!r} holds photos of {result[group]!r} and of {individual!r}: "
+                "an encounter is one animal"
+            )
+    return result
+
+
+def photos_of_groups(
+    group_answers: pd.DataFrame, queries: Sequence[str], group_of: dict[str, str]
+) -> pd.DataFrame:
+    """Each photo of ``queries`` with its group's answer (rows of ``group_answers``, one per
+    group, :data:`ANSWER_COLUMNS`), ``query`` the photo's again."""
+    by_group = group_answers.set_index("query")
+    groups = [group_of.get(q, q) for q in queries]
+    return by_group.loc[groups].reset_index(drop=True).assign(query=list(queries))[ANSWER_COLUMNS]
 
 
 # ------------------------------------------------------------------------- calibration
@@ -326,8 +395,9 @@ def fit_answer(
 def reliability(confidence, correct, bins: int = 10) -> pd.DataFrame:
     """The reliability table of ``confidence`` (predicted probabilities) against ``correct``
     (0/1 outcomes): one row per non-empty bin of ``bins`` equal-width bins on [0, 1] (closed
-    on the right, as scikit-learn's ``calibration_curve``: 0.5 of 2 bins is in the first), with its ``low`` and ``high`` edges, ``count``,
-    ``confidence`` (mean predicted) and ``observed`` (share correct)."""
+    on the right, as scikit-learn's ``calibration_curve``: 0.5 of 2 bins is in the first), with
+    its ``low`` and ``high`` edges, ``count``, ``confidence`` (mean predicted) and
+    ``observed`` (share correct)."""
     confidence = np.asarray(confidence, np.float64)
     correct = np.asarray(correct, np.float64)
     if confidence.shape != correct.shape or confidence.ndim != 1:

@@ -652,10 +652,9 @@ def write_fused_head(
         "test": head.answer_photos(pairs["test"], queries["test"])[1],
     }
     test_labels = split.truth("test", queries["test"])
-    truths = {
-        "valid": truth,
-        "test": None if test_labels is None else dict(zip(queries["test"], test_labels, strict=True)),
-    }  # fmt: skip
+    truths = {"valid": truth, "test": None}
+    if test_labels is not None:
+        truths["test"] = dict(zip(queries["test"], test_labels, strict=True))
     for part, frame in photos.items():
         frame.to_csv(out_dir / f"answers_{part}.csv", index=False)
     titles = {"valid": "validation (cross-fitted)", "test": "test"}
@@ -669,7 +668,9 @@ def write_fused_head(
         "valid_auc": known_vs_new_auc(ranked["valid"], truth),
         "test_verified_photos": len(tier),  # PSEUDO_LABELS_FILE's rows
         "answer_calibration": {
-            part: None if truths[part] is None else answers.answer_calibration(photos[part], truths[part])
+            part: answers.answer_calibration(photos[part], truths[part])
+            if truths[part] is not None
+            else None
             for part in photos
         },  # fmt: skip
         **({"member": f"{member} local"} if member else {}),

@@ -281,6 +281,17 @@ def split_features(split, settings: local_features.FeatureSettings, cache_path=N
     return result
 
 
+def read_pairs(path) -> pd.DataFrame:
+    """Candidate pairs written as CSV (``pairs_valid.csv``, ``pairs_test.csv``: notebook 04's
+    fused head's), ids as text and an empty similarity (no embedding) as NaN. Raises
+    ValueError naming the file where its columns are not :data:`PAIR_COLUMNS`."""
+    pairs = pd.read_csv(path, keep_default_na=False, dtype={"query": str, "individual": str})
+    if list(pairs.columns) != PAIR_COLUMNS:
+        raise ValueError(f"{path}: columns {list(pairs.columns)}, not {PAIR_COLUMNS}")
+    pairs["similarity"] = pd.to_numeric(pairs["similarity"], errors="coerce")
+    return pairs
+
+
 def part_pairs(
     split, part: str, features: dict, embeddings: dict | None, settings: LocalSettings
 ) -> pd.DataFrame:
