@@ -268,3 +268,41 @@ def test_plot_reliability_draws_each_part_with_counts():
     assert len(axes) == 4 and "ECE" in axes[0].get_title()
     counts = [int(text.get_text()) for text in axes[0].texts]
     assert sum(counts) == 80
+
+
+def test_an_encounters_photos_add_up_per_whale_by_hand():
+    """a1 and a2 are one encounter: x listed by both (p 0.8 and 0.6), y by a1 only (p 0.5;
+    a2's lowest, p 0.2, stands in for a2's), z by a2 only (p 0.2; a1's lowest, 0.5, for
+    a1's); b stays alone."""
+    pairs = hand_pairs([
+        ("a1", "x", 0.7, 2.0, 12), ("a1", "y", 0.5, 1.0, 3),
+        ("a2", "x", 0.6, 3.0, 20), ("a2", "z", 0.4, 0.5, 1), ("b", "x", 0.9, 4.0, 40),
+    ])  # fmt: skip
+    probability = np.array([0.8, 0.5, 0.6, 0.2, 0.9])
+    group_of = {"a1": "E", "a2": "E"}
+    expected = {  # (encounter, whale) -> p by rule
+        "mean": {("E", "x"): 6**0.5 / (1 + 6**0.5), ("E", "y"): 1 / 3, ("E", "z"): 1 / 3},
+        "sum": {("E", "x"): 6 / 7, ("E", "y"): 0.2, ("E", "z"): 0.2},
+        "max": {("E", "x"): 0.8, ("E", "y"): 0.5, ("E", "z"): 0.5},
+    }
+    for rule, values in expected.items():
+        grouped, p = answers.group_pairs(pairs, probability, group_of, rule)
+        assert list(grouped.columns) == matching.PAIR_COLUMNS
+        got = dict(zip(zip(grouped["query"], grouped["individual"], strict=True), p, strict=True))
+        assert got == pytest.approx({**values, ("b", "x"): 0.9}), rule
+    grouped = grouped.set_index(["query", "individual"])
+    assert grouped.loc[("E", "x"), "inliers"] == 20 and grouped.loc[("E", "x"), "lnbnn"] == 3.0
+    assert grouped.loc[("E", "x"), "similarity"] == 0.7
+    with pytest.raises(ValueError, match="rule must be one of max, mean, sum"):
+        answers.group_pairs(pairs, probability, group_of, "median")
+    truth = {"a1": "x", "a2": "x", "b": NEW_INDIVIDUAL}
+    assert answers.group_truth(truth, group_of) == {"E": "x", "b": NEW_INDIVIDUAL}
+    with pytest.raises(ValueError, match="encounter 'E' holds photos of 'x' and of 'y'"):
+        answers.group_truth({**truth, "a2": "y"}, group_of)
+    encounter_answers = intercept_only((0.5, 0.2, 0.3)).answer(
+        *answers.group_pairs(pairs, probability, group_of), ["E", "b"]
+    )[1]
+    photos = answers.photos_of_groups(encounter_answers, ["a1", "b", "a2"], group_of)
+    assert photos["query"].tolist() == ["a1", "b", "a2"]
+    assert photos["answer"].tolist() == ["x", "x", "x"]
+    assert photos["p_answer"].iloc[0] == photos["p_answer"].iloc[2]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from test_local_features import rotated_crop, textured
 
+from whaleutils.retrieval import answers, matching
 from whaleutils.retrieval import local_features as lf
-from whaleutils.retrieval import matching
 
 
 def test_individual_maxima_and_own_rows_by_hand():
@@ -96,3 +96,33 @@ def test_local_settings_check_the_detector_and_lnbnn_rule():
     ):
         with pytest.raises(ValueError, match=message):
             matching.LocalSettings.from_parameter(bad)
+
+
+def test_the_encounter_script_compares_photo_by_photo_with_by_encounter(small_synth, tmp_path):
+    """scripts/encounter_answers.py on local_matching.py's pairs: photo by photo on both
+    parts, every rule on validation, the one chosen there on test."""
+    import json
+
+    from scripts import encounter_answers, local_matching
+
+    pairs = tmp_path / "pairs"
+    assert (
+        local_matching.main(["--data", str(small_synth), "--out", str(pairs), "--n-folds", "3"])
+        == 0
+    )
+    out = tmp_path / "out"
+    argv = ["--data", str(small_synth), "--pairs", str(pairs), "--out", str(out), "--n-folds", "3"]
+    assert encounter_answers.main(argv) == 0
+    report = json.loads((out / "encounter_answers.json").read_text())
+    chosen = report["chosen_rule"]
+    assert set(report["results"]) == {
+        "photo by photo valid", "photo by photo test", f"by encounter ({chosen}) test",
+        *(f"by encounter ({rule}) valid" for rule in answers.GROUP_RULES),
+    }  # fmt: skip
+    valid = {
+        rule: report["results"][f"by encounter ({rule}) valid"] for rule in answers.GROUP_RULES
+    }
+    assert valid[chosen]["answer_right"] == max(v["answer_right"] for v in valid.values())
+    encounters = report["encounters"]["valid"]
+    assert encounters["encounters"] < encounters["photos"]  # the synthetic set has encounters
+    assert report["encounters"]["test"]["encounters"] < report["encounters"]["test"]["photos"]
