@@ -212,3 +212,16 @@ def test_exif_date_and_gps_are_read_as_iso_and_decimal_degrees(tmp_path):
     assert encounters.exif_metadata(garbled) == {}
     (tmp_path / "d.jpg").write_bytes(b"not a photo")
     assert encounters.exif_metadata(tmp_path / "d.jpg") == {}
+
+
+def test_photos_encounters_are_read_and_a_photo_listed_twice_is_named(tmp_path):
+    path = tmp_path / "test_metadata.csv"
+    path.write_text("image,encounter,date\na.jpg,e1,2020-01-01\nb.jpg, e1 ,\nc.jpg,,\n")
+    assert data.read_encounters(path) == {"a.jpg": "e1", "b.jpg": "e1"}
+    path.write_text("image,encounter\na.jpg,e1\nb.jpg,e2\na.jpg,e3\n")
+    with pytest.raises(ValueError, match=r"lines \[2, 4\]: image 'a.jpg' is listed more"):
+        data.read_encounters(path)
+    path.write_text("image,date\na.jpg,2020-01-01\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['encounter'\]"):
+        data.read_encounters(path)
+

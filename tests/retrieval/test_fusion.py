@@ -247,6 +247,38 @@ def test_calibrate_chooses_on_cross_fitted_probabilities_and_the_saved_head_is_t
     np.testing.assert_allclose(totals + photos["p_new"] + photos["p_other"], 1.0)
 
 
+def test_a_head_fitted_with_encounters_answers_them_once(tmp_path):
+    """With validation encounters (the three known photos of each four), the head chooses its
+    rule on cross-fitted answers, saves and loads it, and gives every photo of an encounter
+    the encounter's answer; without encounters it has none, and says why."""
+    pairs, truth = make_pairs(queries=80)
+    encounters = {q: f"e{i // 4}" for i, q in enumerate(truth) if i % 4}
+    settings = matching.LocalSettings(shortlist=5)
+    head, crossed = fusion.FusedHead.calibrate(pairs, truth, settings, encounters=encounters)
+    chosen, photos = fusion.fit_encounter_answer(pairs, crossed, truth, encounters)
+    assert (
+        head.encounter_answer.to_json() == chosen.to_json() and chosen.rule in answers.GROUP_RULES
+    )
+    right = {r: (f["answer"] == f["query"].map(truth)).mean() for r, f in photos.items()}
+    assert right[chosen.rule] == max(right.values())
+    head.save(tmp_path)
+    outputs.write_json(tmp_path / outputs.SCORES, {"valid": {"map5": 0.5}, **head.record()})
+    loaded = fusion.FusedHead.load(tmp_path)
+    assert loaded.encounter_answer.to_json() == head.encounter_answer.to_json()
+    answered = loaded.answer_encounters(pairs, list(truth), encounters)
+    assert answered["query"].tolist() == list(truth)
+    for _, rows in answered.groupby(answered["query"].map(lambda q: encounters.get(q, q))):
+        assert rows["answer"].nunique() == 1 and rows["p_answer"].nunique() == 1
+    plain, _ = fusion.FusedHead.calibrate(pairs, truth, settings)
+    assert plain.encounter_answer is None
+    with pytest.raises(ValueError, match="its validation photos had no encounters"):
+        plain.answer_encounters(pairs, list(truth), encounters)
+    with pytest.raises(ValueError, match="encounter_answer: an answer by encounter is a rule"):
+        payload = {**GOOD_SCORES, "encounter_answer": {**chosen.to_json(), "rule": "median"}}
+        (tmp_path / outputs.SCORES).write_text(json.dumps(payload))
+        fusion.FusedHead.load(tmp_path)
+
+
 def test_a_pairs_probability_does_not_depend_on_other_queries():
     """Standardisation is within a query: a query's probabilities are the same scored alone
     or among others (what ``identify`` relies on to answer each photo alike)."""

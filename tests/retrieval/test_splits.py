@@ -323,3 +323,11 @@ def test_bad_pseudo_labels_are_refused_naming_the_row(small_synth, tmp_path, row
     pd.DataFrame(rows).to_csv(path, index=False)
     with pytest.raises(ValueError, match=message):
         split.with_pseudo_labels(path)
+
+
+def test_a_splits_encounters_are_train_csvs_and_test_metadatas(small_synth):
+    split = splits.load_split(small_synth, 0, 3, 0)
+    valid = split.encounters("valid")
+    assert set(valid) == set(split.valid["image"]) and len(set(valid.values())) < len(valid)
+    test = split.encounters("test")
+    assert test == data.read_encounters(small_synth / "test_metadata.csv") and test

@@ -291,6 +291,30 @@ def read_test_boxes(data_dir: str | os.PathLike) -> pd.DataFrame | None:
     return frame
 
 
+def read_encounters(path: str | os.PathLike) -> dict[str, str]:
+    """Photos' encounters from a CSV with columns ``image`` and ``encounter`` (as
+    ``test_metadata.csv`` has them; other columns ignored): file name -> encounter, photos
+    with an empty encounter left out.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line of an image listed twice, or the missing column.
+    """
+    path = Path(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    _require_columns(frame, ("image", "encounter"), path)
+    twice = frame["image"].duplicated(keep=False)
+    if twice.any():
+        lines = [int(i) + 2 for i in frame.index[twice][:5]]
+        raise ValueError(
+            f"{path}, lines {lines}: image {frame['image'][twice].iloc[0]!r} is listed more "
+            "than once"
+        )
+    named = frame[frame["encounter"].str.strip() != ""]
+    return dict(zip(named["image"], named["encounter"].str.strip(), strict=True))
+
+
 def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
     """Boxes by photo file name, from a CSV with columns ``image`` and ``box`` ("left top right
     bottom" in the photo's pixels; empty: the whole photo; other columns ignored) or from every

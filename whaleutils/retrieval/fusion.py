@@ -206,6 +206,66 @@ def cross_fitted_answers(
     return photos.sort_values("query", key=lambda q: q.map(order)).reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class EncounterAnswer:
+    """The answer by encounter: the ``rule`` (``answers.GROUP_RULES``) that adds up an
+    encounter's photos' pair logits per whale, and the per-photo answer fitted on validation
+    encounters grouped by it."""
+
+    rule: str
+    answer: answers.PhotoAnswer
+
+    def answer_photos(
+        self,
+        pairs: pd.DataFrame,
+        probability: np.ndarray,
+        queries: Sequence[str],
+        encounters: dict[str, str],
+    ) -> pd.DataFrame:
+        """Each photo of ``queries`` with its encounter's answer (``answers.ANSWER_COLUMNS``)."""
+        grouped = answers.group_pairs(pairs, probability, encounters, self.rule)
+        groups = list(dict.fromkeys(encounters.get(q, q) for q in queries))
+        return answers.photos_of_groups(
+            self.answer.answer(*grouped, groups)[1], queries, encounters
+        )
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "answer": self.answer.to_json()}
+
+    @classmethod
+    def from_json(cls, payload, source: str = "encounter answer") -> EncounterAnswer:
+        if not isinstance(payload, dict) or payload.get("rule") not in answers.GROUP_RULES:
+            raise ValueError(
+                f"{source}: an answer by encounter is a rule ({', '.join(answers.GROUP_RULES)}) "
+                "and an answer"
+            )
+        return cls(payload["rule"], answers.PhotoAnswer.from_json(payload.get("answer"), source))
+
+
+def fit_encounter_answer(
+    pairs: pd.DataFrame,
+    probability: np.ndarray,
+    truth: dict[str, str],
+    encounters: dict[str, str],
+    seed: int = 0,
+) -> tuple[EncounterAnswer, dict[str, pd.DataFrame]]:
+    """Choose the rule of :data:`answers.GROUP_RULES` whose answers by encounter, cross-fitted
+    by halves of the validation encounters (:func:`cross_fitted_answers` on the grouped
+    pairs), answer the most validation photos rightly, and fit its answer on all of them.
+    ``pairs`` and their cross-fitted ``probability``: the shortlist's; returns the answer and
+    each rule's cross-fitted photos (``answers.ANSWER_COLUMNS``, in ``truth``'s order)."""
+    group_truth = answers.group_truth(truth, encounters)
+    photos, right = {}, {}
+    for rule in answers.GROUP_RULES:
+        grouped = answers.group_pairs(pairs, probability, encounters, rule)
+        crossed = cross_fitted_answers(*grouped, group_truth, seed)
+        photos[rule] = answers.photos_of_groups(crossed, list(truth), encounters)
+        right[rule] = float((photos[rule]["answer"] == photos[rule]["query"].map(truth)).mean())
+    rule = max(answers.GROUP_RULES, key=lambda r: right[r])  # ties: the first listed
+    grouped = answers.group_pairs(pairs, probability, encounters, rule)
+    return EncounterAnswer(rule, answers.fit_answer(*grouped, group_truth)), photos
+
+
 # ------------------------------------------------------------------ rankings and thresholds
 
 
@@ -444,6 +504,7 @@ class FusedHead:
     verified_inliers: int | None = None
     known_precision_curve: tuple[dict, ...] = ()
     answer: answers.PhotoAnswer | None = None
+    encounter_answer: EncounterAnswer | None = None
 
     @classmethod
     def calibrate(
@@ -453,11 +514,14 @@ class FusedHead:
         settings: LocalSettings,
         padding: Sequence[str] = (),
         seed: int = 0,
+        encounters: dict[str, str] | None = None,
     ) -> tuple[FusedHead, np.ndarray]:
         """Fit on validation ``pairs`` (``truth``: query -> individual or
         ``new_individual``, in query order), choose the threshold and the tiers on
         cross-fitted probabilities and fit the per-photo answer on those of the shortlist's
-        candidates; returns the head and those probabilities (pairs,)."""
+        candidates; with ``encounters`` (photo -> encounter) holding one of two photos or
+        more, also the answer by encounter (:func:`fit_encounter_answer`). Returns the head
+        and the cross-fitted probabilities (pairs,)."""
         fusion = fit_fusion(pairs, truth)
         crossed = cross_fitted_probability(pairs, truth, seed)
         ranked = ranked_candidates(pairs, crossed)
@@ -472,7 +536,28 @@ class FusedHead:
             tuple(known_precision_curve(ranked, truth)),
             answers.fit_answer(pairs[short], crossed[short], truth),
         )
+        if encounters and len(set(encounters.values())) < len(encounters):
+            by_encounter = fit_encounter_answer(
+                pairs[short], crossed[short], truth, encounters, seed
+            )
+            head = dataclasses.replace(head, encounter_answer=by_encounter[0])
         return head, crossed
+
+    def answer_encounters(
+        self, pairs: pd.DataFrame, queries: Sequence[str], encounters: dict[str, str]
+    ) -> pd.DataFrame:
+        """Each photo of ``queries`` with its encounter's answer (``answers.ANSWER_COLUMNS``):
+        the evidence of the encounter's photos (``encounters``: photo -> encounter; a photo
+        without one is alone) added per candidate whale by the head's rule, answered once."""
+        if self.encounter_answer is None:
+            raise ValueError(
+                "the fused head has no answer by encounter: its validation photos had no "
+                "encounters (train.csv's encounter column) when it was fitted"
+            )
+        short = self.in_shortlist(pairs)
+        return self.encounter_answer.answer_photos(
+            pairs[short], self.probability(pairs)[short], queries, encounters
+        )
 
     def answer_photos(
         self, pairs: pd.DataFrame, queries: Sequence[str], probability: np.ndarray | None = None
@@ -528,6 +613,9 @@ class FusedHead:
             "verified_inliers": self.verified_inliers,
             "known_precision_curve": list(self.known_precision_curve),
             "photo_answer": None if self.answer is None else self.answer.to_json(),
+            "encounter_answer": (
+                None if self.encounter_answer is None else self.encounter_answer.to_json()
+            ),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -576,7 +664,10 @@ class FusedHead:
                 "older version; run notebook 04 again"
             )
         answer = answers.PhotoAnswer.from_json(scores["photo_answer"], f"{source}: photo_answer")
-        return cls(fusion, settings, float(threshold), verified, tuple(curve), answer)
+        by_encounter = scores.get("encounter_answer")
+        if by_encounter is not None:
+            by_encounter = EncounterAnswer.from_json(by_encounter, f"{source}: encounter_answer")
+        return cls(fusion, settings, float(threshold), verified, tuple(curve), answer, by_encounter)
 
 
 def _is_number(value) -> bool:
@@ -629,7 +720,9 @@ def write_fused_head(
     queries = {part: list(split.frame(part)["image"]) for part in ("valid", "test")}
     padding = {part: split.frequent_ids(part) for part in ("valid", "test")}
     truth = dict(zip(queries["valid"], split.truth("valid", queries["valid"]), strict=True))
-    head, crossed = FusedHead.calibrate(pairs["valid"], truth, settings, padding["valid"])
+    head, crossed = FusedHead.calibrate(
+        pairs["valid"], truth, settings, padding["valid"], encounters=split.encounters("valid")
+    )
     head.save(out_dir)
     ranked = {"valid": ranked_candidates(pairs["valid"], crossed), "test": head.rank(pairs["test"])}
     results = {}
@@ -646,36 +739,71 @@ def write_fused_head(
     figure.savefig(out_dir / "calibration.png", dpi=110)
     tier = pseudo_labels(pairs["test"], head.verified_inliers, split.encoding.individual_ids)
     tier.to_csv(out_dir / PSEUDO_LABELS_FILE, index=False)
+    calibration = write_answers(split, head, pairs, crossed, out_dir)
+    record = {
+        **head.record(),
+        "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
+        "valid_auc": known_vs_new_auc(ranked["valid"], truth),
+        "test_verified_photos": len(tier),  # PSEUDO_LABELS_FILE's rows
+        **calibration,
+        **({"member": f"{member} local"} if member else {}),
+    }
+    return heads.write_predictions(split, out_dir, results["valid"], results["test"], record)
+
+
+def write_answers(split, head: FusedHead, pairs: dict, crossed: np.ndarray, out_dir: Path) -> dict:
+    """The per-photo answers of validation (cross-fitted) and test, ``answers_valid.csv`` and
+    ``answers_test.csv`` (``answers.ANSWER_COLUMNS``; where the head answers by encounter and
+    the part has encounters, also each photo's ``encounter`` and its ``encounter_answer``,
+    ``encounter_p_answer``, ``encounter_p_new``), and their reliability diagrams
+    (``reliability.png``); returns their calibration (``answer_calibration``,
+    ``encounter_calibration`` by part; None for test without a solution)."""
+    queries = {part: list(split.frame(part)["image"]) for part in pairs}
+    truths = {}
+    for part in pairs:
+        labels = split.truth(part, queries[part])
+        truths[part] = None if labels is None else dict(zip(queries[part], labels, strict=True))
     short = head.in_shortlist(pairs["valid"])
     photos = {
-        "valid": cross_fitted_answers(pairs["valid"][short], crossed[short], truth),
+        "valid": cross_fitted_answers(pairs["valid"][short], crossed[short], truths["valid"]),
         "test": head.answer_photos(pairs["test"], queries["test"])[1],
     }
-    test_labels = split.truth("test", queries["test"])
-    truths = {"valid": truth, "test": None}
-    if test_labels is not None:
-        truths["test"] = dict(zip(queries["test"], test_labels, strict=True))
+    by_encounter, encounters = {}, {part: split.encounters(part) for part in pairs}
+    if head.encounter_answer is not None:
+        rule = head.encounter_answer.rule
+        by_encounter["valid"] = fit_encounter_answer(
+            pairs["valid"][short], crossed[short], truths["valid"], encounters["valid"]
+        )[1][rule]
+        if encounters["test"]:
+            by_encounter["test"] = head.answer_encounters(
+                pairs["test"], queries["test"], encounters["test"]
+            )
     for part, frame in photos.items():
+        if part in by_encounter:
+            encounter = by_encounter[part]
+            frame = frame.assign(
+                encounter=[encounters[part].get(q, "") for q in frame["query"]],
+                encounter_answer=encounter["answer"].to_numpy(),
+                encounter_p_answer=encounter["p_answer"].to_numpy(),
+                encounter_p_new=encounter["p_new"].to_numpy(),
+            )
         frame.to_csv(out_dir / f"answers_{part}.csv", index=False)
     titles = {"valid": "validation (cross-fitted)", "test": "test"}
     figure = answers.plot_reliability(
         {titles[part]: (photos[part], truths[part]) for part in photos if truths[part] is not None}
     )
     figure.savefig(out_dir / "reliability.png", dpi=110)
-    record = {
-        **head.record(),
-        "valid_known_top1": known_accuracy(ranked["valid"], truth, 1),
-        "valid_auc": known_vs_new_auc(ranked["valid"], truth),
-        "test_verified_photos": len(tier),  # PSEUDO_LABELS_FILE's rows
-        "answer_calibration": {
-            part: answers.answer_calibration(photos[part], truths[part])
-            if truths[part] is not None
-            else None
-            for part in photos
-        },  # fmt: skip
-        **({"member": f"{member} local"} if member else {}),
-    }
-    return heads.write_predictions(split, out_dir, results["valid"], results["test"], record)
+
+    def calibration(frames: dict) -> dict:
+        return {
+            part: None if truths[part] is None else answers.answer_calibration(frame, truths[part])
+            for part, frame in frames.items()
+        }
+
+    record = {"answer_calibration": calibration(photos)}
+    if by_encounter:
+        record["encounter_calibration"] = calibration(by_encounter)
+    return record
 
 
 def _list_scores(candidates: list[tuple[str, float]], labels: list[str]) -> list[float]:

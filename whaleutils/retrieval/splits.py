@@ -92,6 +92,18 @@ class Split:
             return self.cache_crop_to_box
         return "box" in self.test.columns
 
+    def encounters(self, part: str) -> dict[str, str]:
+        """photo -> encounter of ``part``'s photos that have one: validation's from
+        ``train.csv``'s ``encounter`` column, test's from ``test_metadata.csv`` ({} without)."""
+        if part == "test":
+            path = data.Layout(self.data_dir).test_metadata
+            return data.read_encounters(path) if path.is_file() else {}
+        frame = self.frame(part)
+        if "encounter" not in frame:
+            return {}
+        named = frame[frame["encounter"].astype(str).str.strip() != ""]
+        return dict(zip(named["image"], named["encounter"].astype(str).str.strip(), strict=True))
+
     def frame(self, part: str) -> pd.DataFrame:
         """The rows of ``part`` (one of ``PARTS``)."""
         if part not in PARTS:
