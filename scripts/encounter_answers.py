@@ -13,8 +13,9 @@ probabilities). Photo by photo, each photo gets its per-photo answer (``answers.
 cross-fitted on validation). By encounter, each rule of ``answers.GROUP_RULES`` adds up the
 photos' pair logits per candidate whale (``answers.group_pairs``), a per-photo answer is fitted
 on validation encounters (cross-fitted by encounter halves) and every photo takes its
-encounter's answer. The rule is chosen on validation (the most photos answered rightly); test
-is scored once, photo by photo and with that rule. Scores are per photo
+encounter's answer. The rule is chosen on validation (the most photos answered rightly:
+``fusion.fit_encounter_answer``, as notebook 04's fused head chooses it); test is scored once,
+photo by photo and with that rule. Scores are per photo
 (``answers.answer_calibration`` and the photos named a whale from p_answer 0.9, with the
 share right); writes ``encounter_answers.json`` into OUT and prints a table.
 """
@@ -28,27 +29,10 @@ from pathlib import Path
 import pandas as pd
 
 from whaleutils.contracts import metrics
-from whaleutils.datasets import data
 from whaleutils.retrieval import answers, fusion, matching, splits
 
 NEW = metrics.NEW_INDIVIDUAL
 NAMING_LEVEL = 0.9
-
-
-def encounters_of(split, part: str, data_dir: Path) -> dict[str, str]:
-    """photo -> encounter of ``part``'s photos that have one (validation: train.csv's
-    column; test: test_metadata.csv's, where the data set has it)."""
-    if part == "valid":
-        frame = split.valid
-    else:
-        path = data.Layout(data_dir).test_metadata
-        if not path.is_file():
-            return {}
-        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-    if "encounter" not in frame:
-        return {}
-    named = frame[frame["encounter"].astype(str).str.strip() != ""]
-    return dict(zip(named["image"], named["encounter"].astype(str), strict=True))
 
 
 def photo_scores(photos: pd.DataFrame, truth: dict[str, str]) -> dict:
@@ -82,38 +66,26 @@ def main(argv=None) -> int:
         queries = list(split.frame(part)["image"])
         truth[part] = dict(zip(queries, split.truth(part, queries), strict=True))
         pairs[part] = matching.read_pairs(Path(args.pairs) / f"pairs_{part}.csv")
-        group_of[part] = encounters_of(split, part, Path(args.data))
+        group_of[part] = split.encounters(part)
     head, crossed = fusion.FusedHead.calibrate(
-        pairs["valid"], truth["valid"], settings, split.frequent_ids("valid")
-    )
-    short = {part: head.in_shortlist(pairs[part]) for part in pairs}
-    probability = {"valid": crossed, "test": head.probability(pairs["test"])}
-    probability = {part: probability[part][short[part]] for part in pairs}
-    pairs = {part: pairs[part][short[part]] for part in pairs}
-
+        pairs["valid"], truth["valid"], settings, split.frequent_ids("valid"),
+        encounters=group_of["valid"],
+    )  # fmt: skip
+    if head.encounter_answer is None:
+        raise SystemExit(f"{args.data}: its validation photos have no encounters of 2 or more")
+    short = head.in_shortlist(pairs["valid"])
     photos = {
-        "valid": fusion.cross_fitted_answers(pairs["valid"], probability["valid"], truth["valid"]),
+        "valid": fusion.cross_fitted_answers(pairs["valid"][short], crossed[short], truth["valid"]),
         "test": head.answer_photos(pairs["test"], list(truth["test"]))[1],
     }
     results = {("photo by photo", part): photo_scores(photos[part], truth[part]) for part in photos}
-    valid_groups = answers.group_truth(truth["valid"], group_of["valid"])
-    grouped_valid = {}
-    for rule in answers.GROUP_RULES:
-        grouped = answers.group_pairs(pairs["valid"], probability["valid"], group_of["valid"], rule)
-        encounter_answers = fusion.cross_fitted_answers(*grouped, valid_groups)
-        grouped_valid[rule] = grouped
-        valid_photos = answers.photos_of_groups(
-            encounter_answers, list(truth["valid"]), group_of["valid"]
-        )
+    by_rule = fusion.fit_encounter_answer(
+        pairs["valid"][short], crossed[short], truth["valid"], group_of["valid"]
+    )[1]
+    for rule, valid_photos in by_rule.items():
         results[(f"by encounter ({rule})", "valid")] = photo_scores(valid_photos, truth["valid"])
-    chosen = max(
-        answers.GROUP_RULES, key=lambda r: results[(f"by encounter ({r})", "valid")]["answer_right"]
-    )
-    fitted = answers.fit_answer(*grouped_valid[chosen], valid_groups)
-    test_groups = answers.group_pairs(pairs["test"], probability["test"], group_of["test"], chosen)
-    test_queries = list(answers.group_truth(truth["test"], group_of["test"]))
-    encounter_answers = fitted.answer(*test_groups, test_queries)[1]
-    test_photos = answers.photos_of_groups(encounter_answers, list(truth["test"]), group_of["test"])
+    chosen = head.encounter_answer.rule
+    test_photos = head.answer_encounters(pairs["test"], list(truth["test"]), group_of["test"])
     results[(f"by encounter ({chosen})", "test")] = photo_scores(test_photos, truth["test"])
 
     sizes = {

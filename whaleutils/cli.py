@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -205,6 +206,33 @@ def cmd_import(args) -> int:
     return 1 if problems else 0
 
 
+def query_encounters(args, photos: list[Path]) -> dict[str, str] | None:
+    """identify's photos' encounters (photo path -> encounter) with ``--by-encounter``: from
+    ``--metadata`` (by file name), else from their EXIF; None without ``--by-encounter``."""
+    exif_options = args.encounter_minutes is not None or args.encounter_metres is not None
+    if not args.by_encounter:
+        if args.metadata or exif_options:
+            raise ValueError("--metadata and --encounter-minutes/metres need --by-encounter")
+        return None
+    if args.metadata:
+        if exif_options:
+            raise ValueError("encounters from --metadata or from EXIF, not both")
+        by_name = data.read_encounters(args.metadata)
+        listed = [p for p in photos if p.name in by_name]
+        if not listed:
+            raise ValueError(f"{args.metadata}: none of the photos' file names is listed")
+        twice = [name for name, n in Counter(p.name for p in listed).items() if n > 1]
+        if twice:
+            raise ValueError(
+                f"{args.metadata}: file name {twice[0]!r} is that of two photos: encounters "
+                "by file name would be ambiguous"
+            )
+        return {str(p): by_name[p.name] for p in listed}
+    if args.encounter_minutes is None:
+        raise ValueError("--by-encounter needs --metadata or --encounter-minutes (EXIF)")
+    return encounters.exif_encounters(photos, args.encounter_minutes, args.encounter_metres)
+
+
 def candidate_filter(args):
     """identify's --species, --viewpoint, --between, --near and --within as a CandidateFilter.
 
@@ -238,6 +266,7 @@ def cmd_identify(args) -> int:
     try:
         photos = identify.photo_files(args.photos)
         boxes = data.read_boxes(args.boxes) if args.boxes else {}
+        photo_encounters = query_encounters(args, photos)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -308,7 +337,11 @@ def cmd_identify(args) -> int:
                 f"(95% Wilson lower bound {named['lower_bound']:.3f}; "
                 f"{named['recall']:.0%} of the known photos were called known)"
             )
-    matches = identifier.match(photos, args.top, boxes)
+    try:
+        matches = identifier.match(photos, args.top, boxes, photo_encounters)
+    except ValueError as error:  # answering by encounter without a head that can
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     matches["evidence"] = review.write_evidence(out, matches, identifier, boxes, args.evidence)
     matches.to_csv(out / "matches.csv", index=False)
     identifier.skipped.to_csv(out / "skipped.csv", index=False)
@@ -318,6 +351,16 @@ def cmd_identify(args) -> int:
     if matched:
         review.write_review(out / "review.html", matches, identifier, title=str(out))
     new = matches.drop_duplicates("photo")["new_individual"].sum() if matched else 0
+    if photo_encounters is not None and matched:
+        photos_once = matches.drop_duplicates("photo")
+        groups = photos_once["encounter"].where(
+            photos_once["encounter"] != "", photos_once["photo"]
+        )
+        print(
+            f"answered by encounter (rule {identifier.fused_head.encounter_answer.rule}, chosen on "
+            f"the run's validation encounters): {groups.nunique()} encounter(s) of {matched} "
+            "photo(s); matches.csv's encounter_answer and encounter_probability"
+        )
     print(
         f"{matched} photo(s) matched ({new} new individual(s) by the threshold), "
         f"{len(identifier.skipped)} skipped: {out / 'matches.csv'}, {out / 'review.html'}"
@@ -557,6 +600,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused head: the share of these photos you expect to be of new animals, in (0, 1); "
         "the per-photo answer (new_probability, photo_probability) assumes it instead of "
         "validation's",
+    )
+    p.add_argument(
+        "--by-encounter",
+        action="store_true",
+        help="fused head: answer the photos of one encounter as one query (their evidence "
+        "added per candidate whale); encounters from --metadata, else from the photos' EXIF "
+        "(--encounter-minutes, --encounter-metres)",
+    )
+    p.add_argument(
+        "--metadata",
+        help="CSV of image,encounter (as test_metadata.csv has them) for the photos",
+    )
+    p.add_argument(
+        "--encounter-minutes",
+        type=float,
+        metavar="N",
+        help="--by-encounter from EXIF: one camera's photos taken within N minutes of the "
+        "encounter's previous one",
+    )
+    p.add_argument(
+        "--encounter-metres",
+        type=float,
+        metavar="M",
+        help="--by-encounter from EXIF: and within M metres of it (both photos need GPS)",
     )
     p.add_argument(
         "--evidence",

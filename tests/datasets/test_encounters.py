@@ -224,4 +224,3 @@ def test_photos_encounters_are_read_and_a_photo_listed_twice_is_named(tmp_path):
     path.write_text("image,date\na.jpg,2020-01-01\n")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['encounter'\]"):
         data.read_encounters(path)
-

@@ -56,6 +56,9 @@ MATCH_COLUMNS = [
     "probability", "inliers", "verified", "catalogue_photo",
     "photo_probability", "new_probability", "other_probability",
 ]  # fmt: skip
+ENCOUNTER_MATCH_COLUMNS = [  # with encounters: each photo's encounter and the encounter's answer
+    "encounter", "encounter_answer", "encounter_probability", "encounter_new_probability",
+]  # fmt: skip
 
 
 def photo_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -153,7 +156,13 @@ class FusedMatcher:
         self.precision = precision  # fusion.named_precision's, where it chose the threshold
 
     def match(
-        self, index: CatalogueIndex, names: list[str], queries: np.ndarray, query_features, top: int
+        self,
+        index: CatalogueIndex,
+        names: list[str],
+        queries: np.ndarray,
+        query_features,
+        top: int,
+        encounters: dict[str, str] | None = None,
     ) -> pd.DataFrame:
         settings = self.head.settings
         labels = index.labels
@@ -196,7 +205,25 @@ class FusedMatcher:
                     images[photo] if photo >= 0 else "",
                     photo_probability.get((name, individual), np.nan), p_new, p_other,
                 ))  # fmt: skip
-        return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+        matches = pd.DataFrame(rows, columns=MATCH_COLUMNS)
+        if encounters is not None:
+            matches = self._with_encounter_answers(matches, pairs, names, encounters)
+        return matches
+
+    def _with_encounter_answers(
+        self, matches: pd.DataFrame, pairs: pd.DataFrame, names: list[str], encounters: dict
+    ) -> pd.DataFrame:
+        """``matches`` with :data:`ENCOUNTER_MATCH_COLUMNS`: the encounter of each photo (in
+        ``encounters``; none: the photo alone) and the encounter's answer."""
+        of_photo = {name: encounters[name] for name in names if name in encounters}
+        answered = self.head.answer_encounters(pairs, names, of_photo).set_index("query")
+        photo = matches["photo"]
+        return matches.assign(
+            encounter=photo.map(lambda name: of_photo.get(name, "")),
+            encounter_answer=photo.map(answered["answer"]),
+            encounter_probability=photo.map(answered["p_answer"]),
+            encounter_new_probability=photo.map(answered["p_new"]),
+        )
 
 
 class Identifier:
@@ -279,6 +306,7 @@ class Identifier:
         photos: Iterable,
         top: int = 5,
         boxes: dict[str, tuple] | None = None,
+        encounters: dict[str, str] | None = None,
     ) -> pd.DataFrame:
         """The ``top`` candidate individuals of each photo (paths or uint8 arrays), best first.
 
@@ -294,7 +322,10 @@ class Identifier:
         how many candidates are shown: the first ones and the verdict are the same for any
         ``top``. Unreadable photos are left out and
         listed in :attr:`skipped` (photo, reason). ``boxes`` (file name -> box) crops the
-        photos named, with ``crop_to_box``.
+        photos named, with ``crop_to_box``. ``encounters`` (photo, as named in ``photo``, ->
+        encounter; fused head only) answers each encounter's photos as one
+        query: their evidence added per candidate whale by the head's rule, chosen on the
+        run's validation encounters; ``ENCOUNTER_MATCH_COLUMNS`` follow ``MATCH_COLUMNS``.
         """
 
         if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
@@ -307,6 +338,16 @@ class Identifier:
             raise ValueError(
                 "boxes for the query photos need an Identifier made with crop_to_box=True, so "
                 "that the catalogue photos are cropped to their boxes too"
+            )
+        if encounters is not None and self.fused_head is None:
+            raise ValueError(
+                "answering by encounter needs the run's fused head (notebook 04 with "
+                f"local_matching); {self.run_dir} is matched by its KNN head"
+            )
+        if encounters is not None and self.fused_head.encounter_answer is None:
+            raise ValueError(
+                f"{self.run_dir}: its fused head cannot answer by encounter: its validation "
+                "photos had no encounters (train.csv's encounter column)"
             )
         boxes = boxes or {}
         photo_boxes = [
@@ -321,9 +362,13 @@ class Identifier:
         readable = [names[i] for i in read.positions]
         self.query_embeddings = dict(zip(readable, read.embeddings, strict=True))
         self.query_thumbnails = {names[i]: read.thumbnails[i] for i in read.positions}
+        columns = MATCH_COLUMNS + (ENCOUNTER_MATCH_COLUMNS if encounters is not None else [])
         if not readable:
-            return self._with_catalogue_metadata(pd.DataFrame(columns=MATCH_COLUMNS))
-        matches = self.matcher.match(self.index, readable, read.embeddings, read.features, top)
+            return self._with_catalogue_metadata(pd.DataFrame(columns=columns))
+        extra = {} if encounters is None else {"encounters": encounters}
+        matches = self.matcher.match(
+            self.index, readable, read.embeddings, read.features, top, **extra
+        )
         return self._with_catalogue_metadata(matches)
 
     def _with_catalogue_metadata(self, matches: pd.DataFrame) -> pd.DataFrame:

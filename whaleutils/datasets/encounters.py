@@ -280,3 +280,75 @@ def _date_or_none(text) -> date | None:
         return parse_date(text)
     except ValueError:
         return None
+
+
+MAKE, MODEL, BODY_SERIAL_NUMBER = 271, 272, 0xA431
+
+
+def exif_camera(path) -> str | None:
+    """The camera a photo's EXIF names (make, model and body serial number, as far as
+    recorded), or None without make and model."""
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif()
+            parts = (
+                exif.get(MAKE),
+                exif.get(MODEL),
+                exif.get_ifd(EXIF_IFD).get(BODY_SERIAL_NUMBER),
+            )
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    named = [str(p).strip().strip("\x00") for p in parts if p is not None and str(p).strip()]
+    return " ".join(named) if parts[0] is not None or parts[1] is not None else None
+
+
+def exif_encounters(paths, minutes: float, metres: float | None = None) -> dict[str, str]:
+    """Encounters of photos by their EXIF (photo, as given in ``paths`` -> encounter, named
+    ``exif-0001``, ...): one camera's photos (:func:`exif_camera`), in the order they were
+    taken, each within ``minutes`` of the encounter's previous photo and, with ``metres``,
+    within ``metres`` of it (both with a GPS position). Photos without a camera or a time
+    of day are left out: each is its own encounter.
+
+    Raises
+    ------
+    ValueError
+        For ``minutes`` or ``metres`` that are not positive numbers.
+    """
+    from datetime import datetime
+
+    for name, value in (("minutes", minutes), ("metres", metres)):
+        if value is None and name == "metres":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"encounter {name} must be a positive number, got {value!r}")
+    taken = []
+    for path in paths:
+        camera, found = exif_camera(path), exif_metadata(path)
+        try:
+            when = datetime.fromisoformat(found.get("date", ""))
+        except ValueError:
+            continue
+        if camera is None or "T" not in found["date"]:
+            continue
+        place = (
+            (float(found["latitude"]), float(found["longitude"])) if "latitude" in found else None
+        )
+        taken.append((camera, when, str(path), place))
+    taken.sort()
+    result, previous, count = {}, None, 0
+    for camera, when, name, place in taken:
+        joins = (
+            previous is not None and previous[0] == camera
+            and (when - previous[1]).total_seconds() <= minutes * 60
+        )  # fmt: skip
+        if joins and metres is not None:
+            joins = (
+                place is not None
+                and previous[3] is not None
+                and (1000 * float(haversine_km(*previous[3], *place)) <= metres)
+            )
+        if not joins:
+            count += 1
+        result[name] = f"exif-{count:04d}"
+        previous = (camera, when, name, place)
+    return result
