@@ -286,12 +286,14 @@ def make_fused_run(
     lnbnn_weight: float = 0.0,
     local_matching: dict | None = None,
     verified_inliers: int = 5,
+    encounter_rule: str | None = None,
 ) -> Path:
     """A copy of ``run_dir`` whose ``local/`` holds a fusion by hand (inliers count, and with
     ``lnbnn_weight`` the standardised LNBNN score: p = sigmoid(3 log(1 + inliers) + w z - 6)),
-    threshold 0.5, verified from ``verified_inliers`` (5), a known-precision curve (precision 0.9 from
-    0.3, 0.99 from 0.7) and a per-photo answer by hand (:func:`hand_answer`); ``local_matching``:
-    its settings (default max_side 160)."""
+    threshold 0.5, verified from ``verified_inliers`` (5), a known-precision curve (precision
+    0.9 from 0.3, 0.99 from 0.7) and a per-photo answer by hand (:func:`hand_answer`; with
+    ``encounter_rule``, also the answer by encounter, by that rule); ``local_matching``: its
+    settings (default max_side 160)."""
     fused_run = folder / "run"
     shutil.copytree(run_dir, fused_run)
     local = fused_run / fusion.LOCAL_FOLDER
@@ -311,6 +313,8 @@ def make_fused_run(
     settings = {"local_matching": local_matching or {"max_side": 160}, "threshold": 0.5,
                 "verified_inliers": verified_inliers, "known_precision_curve": curve,
                 "photo_answer": hand_answer().to_json()}  # fmt: skip
+    if encounter_rule:
+        settings["encounter_answer"] = {"rule": encounter_rule, "answer": hand_answer().to_json()}
     (local / outputs.SCORES).write_text(json.dumps({"valid": {"map5": 0.5}, **settings}))
     return fused_run
 
@@ -413,6 +417,55 @@ def test_the_per_photo_answer_sums_to_one_and_moves_with_the_new_share(
     plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
     columns = ["photo_probability", "new_probability", "other_probability"]
     assert plain.match(photos)[columns].isna().all().all()
+
+
+def test_an_encounters_photos_are_answered_once(run_dir, catalogue, tmp_path, capsys):
+    """Two photos of one encounter get one answer (the mean of their pair logits per whale,
+    by :func:`hand_answer`), a photo alone its own; the command reads the encounters from
+    --metadata and refuses what cannot be answered by encounter, naming why."""
+    fused_run = make_fused_run(run_dir, tmp_path, encounter_rule="mean")
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(turned_catalogue_photo(catalogue)).save(folder / "a.png")
+    Image.fromarray(turned_catalogue_photo(catalogue, -8)).save(folder / "b.png")
+    shutil.copy(catalogue / "train_images" / frame["image"][5], folder / "c.jpg")
+    photos = [folder / "a.png", folder / "b.png", folder / "c.jpg"]
+    identifier = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
+    encounters_of = {str(photos[0]): "E", str(photos[1]): "E"}
+    matches = identifier.match(photos, top=3, encounters=encounters_of)
+    first = len(identify.MATCH_COLUMNS)
+    assert list(matches.columns)[first : first + 4] == identify.ENCOUNTER_MATCH_COLUMNS
+    once = matches.drop_duplicates("photo").set_index("photo")
+    assert once["encounter"].tolist() == ["E", "E", ""]
+    both = once.loc[[str(photos[0]), str(photos[1])]]
+    assert both["encounter_answer"].nunique() == 1 and both["encounter_probability"].nunique() == 1
+    assert both["encounter_answer"].iloc[0] == frame["individual_id"][0]  # its whale, turned
+    alone = once.loc[str(photos[2])]  # its own answer: the photo's
+    assert alone["encounter_new_probability"] == pytest.approx(alone["new_probability"])
+    plain = identify.Identifier(make_fused_run(run_dir, tmp_path / "plain"), catalogue, None)
+    with pytest.raises(ValueError, match="cannot answer by encounter: its validation photos"):
+        plain.match(photos, encounters=encounters_of)
+    knn = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
+    with pytest.raises(ValueError, match="answering by encounter needs the run's fused head"):
+        knn.match(photos, encounters=encounters_of)
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text("image,encounter,date\na.png,E,2024-06-30\nb.png,E,2024-06-30\n")
+    out = tmp_path / "out"
+    argv = ["identify", "--model", str(fused_run), "--catalogue", str(catalogue), "--photos",
+            str(folder), "--out", str(out), "--top", "3", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main([*argv, "--by-encounter", "--metadata", str(metadata)]) == 0
+    assert "answered by encounter (rule mean" in capsys.readouterr().out
+    written = pd.read_csv(out / "matches.csv", keep_default_na=False)
+    assert written["encounter"].tolist()[:6] == ["E"] * 6 and written["encounter"].iloc[-1] == ""
+    for extra, message in (
+        (["--metadata", str(metadata)], "need --by-encounter"),
+        (["--by-encounter"], "needs --metadata or --encounter-minutes"),
+        (["--by-encounter", "--metadata", str(metadata), "--encounter-minutes", "5"], "not both"),
+        (["--by-encounter", "--encounter-minutes", "0"], "encounter minutes must be a positive"),
+    ):
+        assert cli.main([*argv, "--force", *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_only_the_candidate_with_the_most_inliers_is_verified(run_dir, catalogue, tmp_path):

@@ -3,6 +3,7 @@ filters of identify, taken from EXIF by enroll."""
 
 import shutil
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,38 @@ def test_photos_encounters_are_read_and_a_photo_listed_twice_is_named(tmp_path):
     path.write_text("image,date\na.jpg,2020-01-01\n")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['encounter'\]"):
         data.read_encounters(path)
+
+
+def test_encounters_from_exif_are_one_cameras_photos_close_in_time_and_place(tmp_path):
+    """a, b, c: one camera, 0, 4 and 20 minutes past 14:00; d: another camera at 14:01; e:
+    no time of day. Within 5 minutes a and b are one encounter, c and d their own; within
+    100 metres as well, b (1.85 km away) leaves a."""
+    near = {1: "N", 2: (42.0, 0.0, 0.0), 3: "W", 4: (70.0, 0.0, 0.0)}
+    far = {1: "N", 2: (42.0, 1.0, 0.0), 3: "W", 4: (70.0, 0.0, 0.0)}  # 1' north: 1.85 km
+
+    def photo(name, stamp, gps, camera=("Canon", "EOS R5")):
+        path = photo_with_exif(tmp_path / name, stamp, gps)
+        with Image.open(path) as image:
+            exif = image.getexif()
+            exif[encounters.MAKE], exif[encounters.MODEL] = camera
+            pixels = image.copy()
+        pixels.save(path, exif=exif)
+        return path
+
+    paths = [
+        photo("a.jpg", "2024:06:30 14:00:00", near), photo("b.jpg", "2024:06:30 14:04:00", far),
+        photo("c.jpg", "2024:06:30 14:20:00", far),
+        photo("d.jpg", "2024:06:30 14:01:00", near, ("Nikon", "D850")),
+        photo_with_exif(tmp_path / "e.jpg"),
+    ]  # fmt: skip
+    assert encounters.exif_camera(paths[0]) == "Canon EOS R5"
+    assert encounters.exif_camera(paths[4]) is None
+    names = {Path(k).name: v for k, v in encounters.exif_encounters(paths, 5).items()}
+    assert set(names) == {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}  # e: no camera, no time
+    assert names["a.jpg"] == names["b.jpg"]
+    assert len({names["a.jpg"], names["c.jpg"], names["d.jpg"]}) == 3
+    by_place = {Path(k).name: v for k, v in encounters.exif_encounters(paths, 5, 100).items()}
+    assert by_place["a.jpg"] != by_place["b.jpg"]
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(ValueError, match="encounter minutes must be a positive number"):
+            encounters.exif_encounters(paths, bad)
