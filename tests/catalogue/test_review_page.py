@@ -298,3 +298,54 @@ def test_compare_shows_metadata_and_opens_both_photos_at_full_resolution_to_zoom
     assert images[1].get_attribute("src") == first_src
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
     assert not compare.is_displayed()
+
+
+@pytest.fixture(scope="module")
+def encounter_page(tmp_path_factory, small_synth):
+    """identify's page answering by encounter (a fused head by hand): a and b, two turned
+    copies of one catalogue photo, are encounter E; c, another catalogue photo, is alone and
+    given between them."""
+    from PIL import Image
+    from test_identify import make_fused_run, make_run_dir, turned_catalogue_photo
+
+    folder = tmp_path_factory.mktemp("encounter")
+    run_dir = make_run_dir(folder / "04_effnet_arcface")
+    run_dir = make_fused_run(run_dir, folder, encounter_rule="mean")
+    catalogue = copy_catalogue(small_synth, folder / "catalogue", photos=20)
+    frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    photos = [folder / "a.png", folder / "c.jpg", folder / "b.png"]
+    Image.fromarray(turned_catalogue_photo(catalogue)).save(photos[0])
+    shutil.copy(catalogue / "train_images" / frame["image"][5], photos[1])
+    Image.fromarray(turned_catalogue_photo(catalogue, -8)).save(photos[2])
+    identifier = identify.Identifier(run_dir, catalogue, None)
+    encounters = {str(photos[0]): "E", str(photos[2]): "E"}
+    matches = identifier.match(photos, top=3, encounters=encounters)
+    return review.write_review(folder / "review.html", matches, identifier), matches
+
+
+def test_an_encounters_photos_are_shown_together_and_decided_together(browser, encounter_page):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    path, matches = encounter_page
+    browser.get(path.as_uri())
+    sections = browser.find_elements("css selector", "section.photo")
+    shown = [section.get_attribute("data-photo") for section in sections]
+    a, c, b = matches["photo"].unique()
+    assert shown == [a, b, c]  # the encounter's photos together
+    answer = matches["encounter_answer"].iloc[0]
+    note = sections[0].find_element("css selector", ".encounter").text
+    assert note.startswith(f"encounter E (2 photos): {answer} p=")
+    assert sections[1].find_element("css selector", ".encounter").text == note
+    assert not sections[2].find_elements("css selector", ".encounter")
+    keys = ActionChains(browser)
+    keys.send_keys("n").perform()  # a: new, and so b
+    assert browser.find_element("id", "progress").text == "2"
+    second = matches[(matches["photo"] == a) & (matches["rank"] == 2)]["individual_id"].item()
+    keys.send_keys("2").perform()  # a: its second candidate, and so b (listed there or added)
+    keys.send_keys("j").send_keys("u").perform()  # b undecided again: a keeps its choice
+    assert browser.find_element("id", "progress").text == "1"
+    keys.send_keys("k").send_keys("2").perform()
+    browser.find_element("id", "reviewer").send_keys("R")
+    browser.find_element("id", "export").click()
+    table = pd.read_csv(io.StringIO(browser.find_element("id", "csv").get_attribute("value")))
+    assert table[["photo", "individual_id"]].values.tolist() == [[a, second], [b, second]]

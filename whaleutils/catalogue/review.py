@@ -115,6 +115,10 @@ def review_data(
     head = identifier.fused_head
     matcher = None if head is None else head.settings.features.name  # whose keypoints are drawn
     photos = []
+    if "encounter" in matches:  # an encounter's photos together, in the order of its first
+        group = matches["encounter"].where(matches["encounter"] != "", matches["photo"])
+        first = group.map({g: i for i, g in enumerate(dict.fromkeys(group))})
+        matches = matches.iloc[np.argsort(first.to_numpy(), kind="stable")]
     for name, rows in matches.groupby("photo", sort=False):
         query = identifier.query_embeddings[name]
         candidates = [
@@ -164,6 +168,16 @@ def review_data(
                     None if rows["probability"].isna().all() else float(rows["probability"].max())
                 ),
                 "new_probability": _number(rows.get("new_probability", pd.Series()).max()),
+                # answered by encounter: the encounter and its one answer
+                "encounter": str(rows["encounter"].iloc[0]) if "encounter" in rows else "",
+                "encounter_answer": (
+                    str(rows["encounter_answer"].iloc[0]) if "encounter_answer" in rows else ""
+                ),
+                "encounter_probability": _number(
+                    rows["encounter_probability"].iloc[0]
+                    if "encounter_probability" in rows
+                    else None
+                ),
                 "candidates": candidates,
             }
         )
