@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     }
     (out / "encounter_answers.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     print(f"encounters: {report['encounters']}; rule chosen on validation: {chosen}")
-    columns = ["answer_right", "answer_ece", "new_ece", "known_vs_new_auc", "known_named_rightly",
+    columns = ["known_top1", "answer_right", "answer_ece", "new_ece", "known_vs_new_auc",
+               "known_named_rightly",
                f"named_right_from_{NAMING_LEVEL}"]  # fmt: skip
     table = pd.DataFrame(
         [{"method": m, "part": p, **{c: v[c] for c in columns}} for (m, p), v in results.items()]

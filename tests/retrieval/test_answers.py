@@ -232,8 +232,8 @@ def test_expected_calibration_error_and_answer_calibration_by_hand():
     )
     assert math.isnan(answers.expected_calibration_error([], []))
     photos = pd.DataFrame(
-        [("a", "x", 0.9, 0.9, 0.05, 0.05), ("b", NEW_INDIVIDUAL, 0.6, 0.3, 0.6, 0.1),
-         ("c", "y", 0.5, 0.5, 0.4, 0.1)],
+        [("a", "x", 0.9, "x", 0.9, 0.05, 0.05), ("b", NEW_INDIVIDUAL, 0.6, "x", 0.3, 0.6, 0.1),
+         ("c", "y", 0.5, "y", 0.5, 0.4, 0.1)],
         columns=answers.ANSWER_COLUMNS,
     )  # fmt: skip
     truth = {"a": "x", "b": NEW_INDIVIDUAL, "c": NEW_INDIVIDUAL}
@@ -242,6 +242,7 @@ def test_expected_calibration_error_and_answer_calibration_by_hand():
     assert scores["answer_brier"] == pytest.approx((0.1**2 + 0.4**2 + 0.5**2) / 3)
     assert scores["new_brier"] == pytest.approx((0.05**2 + 0.4**2 + 0.6**2) / 3)
     assert scores["known_vs_new_auc"] == pytest.approx(1.0)  # a: 0.95 against 0.4 and 0.6
+    assert scores["known_top1"] == 1.0  # a, the one known photo: its best candidate is x
 
 
 def test_cross_fitted_answers_answer_each_half_from_the_other():
@@ -306,3 +307,19 @@ def test_an_encounters_photos_add_up_per_whale_by_hand():
     assert photos["query"].tolist() == ["a1", "b", "a2"]
     assert photos["answer"].tolist() == ["x", "x", "x"]
     assert photos["p_answer"].iloc[0] == photos["p_answer"].iloc[2]
+
+
+def test_an_encounter_of_one_photo_is_answered_as_the_photo():
+    pairs, probability, truth = make_photos(photos=60)
+    alone = {q: q for q in list(truth)[:30]}  # photos named as their own encounter, or not
+    for rule in answers.GROUP_RULES:
+        grouped, p = answers.group_pairs(pairs, probability, alone, rule)
+        order = np.lexsort((grouped["individual"], grouped["query"]))
+        expected = np.lexsort((pairs["individual"], pairs["query"]))
+        np.testing.assert_allclose(p[order], probability[expected])
+        fitted = make_fit()
+        photos = fitted.answer(pairs, probability, list(truth))[1]
+        by_encounter = answers.photos_of_groups(
+            fitted.answer(grouped, p, list(truth))[1], list(truth), alone
+        )
+        pd.testing.assert_frame_equal(by_encounter, photos)

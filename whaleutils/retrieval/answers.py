@@ -40,7 +40,7 @@ PHOTO_FEATURES = (
 OUTCOMES = ("listed", "other", "new")  # the photo's animal: a candidate, another known, new
 EPSILON = 1e-6  # probabilities are clipped to [EPSILON, 1 - EPSILON] before their logit
 TEMPERATURE_RANGE = (0.05, 20.0)
-ANSWER_COLUMNS = ["query", "answer", "p_answer", "p_best", "p_new", "p_other"]
+ANSWER_COLUMNS = ["query", "answer", "p_answer", "best", "p_best", "p_new", "p_other"]
 
 
 def logit(probability) -> np.ndarray:
@@ -144,7 +144,8 @@ class PhotoAnswer:
         ``probability``: ``(candidates, photos)``. ``candidates``: one row per pair (``query``,
         ``individual``, ``p``: P(the photo shows it)), best first; ``photos``: one row per
         photo (:data:`ANSWER_COLUMNS`): the most probable of its candidates and new
-        (``answer``, ``p_answer``), the best candidate's ``p_best``, ``p_new`` and ``p_other``
+        (``answer``, ``p_answer``), the best candidate (``best``, "" without candidates) and
+        its ``p_best``, ``p_new`` and ``p_other``
         (a catalogued whale the candidates missed). Per photo, ``p_new + p_other`` and its
         candidates' ``p`` sum to 1."""
         queries = list(queries)
@@ -168,12 +169,12 @@ class PhotoAnswer:
             if query in best.index:
                 individual, p_best = best.at[query, "individual"], float(best.at[query, "p"])
             else:
-                individual, p_best = None, 0.0
-            if individual is not None and p_best >= p_new:
+                individual, p_best = "", 0.0
+            if individual and p_best >= p_new:
                 answer, p_answer = individual, p_best
             else:
                 answer, p_answer = NEW_INDIVIDUAL, float(p_new)
-            rows.append((query, answer, p_answer, p_best, float(p_new), float(p_other)))
+            rows.append((query, answer, p_answer, individual, p_best, float(p_new), float(p_other)))
         return candidates, pd.DataFrame(rows, columns=ANSWER_COLUMNS)
 
     def with_new_share(self, share: float) -> PhotoAnswer:
@@ -439,7 +440,8 @@ def answer_calibration(
     """How well a :meth:`PhotoAnswer.answer`'s ``photos`` are calibrated against ``truth``:
     the top answer's (``answer_*``: is the answer, a whale or new, right at ``p_answer``?) and
     the new verdict's (``new_*``: is the photo new at ``p_new``?) Brier score and ECE, the
-    known-vs-new AUC of ``1 - p_new`` and the share of answers right."""
+    known-vs-new AUC of ``1 - p_new``, the share of answers right and of known photos whose
+    best candidate is their whale (``known_top1``, whatever the new verdict)."""
     from sklearn.metrics import roc_auc_score
 
     true = photos["query"].map(truth)
@@ -455,6 +457,9 @@ def answer_calibration(
         "new_brier": brier_score(p_new, new),
         "new_ece": expected_calibration_error(p_new, new, bins),
         "known_vs_new_auc": float(auc),
+        "known_top1": float((photos["best"] == true)[~new].mean())
+        if (~new).any()
+        else float("nan"),
     }
 
 
