@@ -300,6 +300,8 @@ def test_an_encounters_photos_add_up_per_whale_by_hand():
     assert answers.group_truth(truth, group_of) == {"E": "x", "b": NEW_INDIVIDUAL}
     with pytest.raises(ValueError, match="encounter 'E' holds photos of 'x' and of 'y'"):
         answers.group_truth({**truth, "a2": "y"}, group_of)
+    with pytest.raises(ValueError, match="encounter 'b' is named as a photo that is not in it"):
+        answers.group_pairs(pairs, probability, {"a1": "b", "a2": "b"})
     encounter_answers = intercept_only((0.5, 0.2, 0.3)).answer(
         *answers.group_pairs(pairs, probability, group_of), ["E", "b"]
     )[1]
