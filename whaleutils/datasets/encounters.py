@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -314,8 +314,6 @@ def exif_encounters(paths, minutes: float, metres: float | None = None) -> dict[
     ValueError
         For ``minutes`` or ``metres`` that are not positive numbers.
     """
-    from datetime import datetime
-
     for name, value in (("minutes", minutes), ("metres", metres)):
         if value is None and name == "metres":
             continue

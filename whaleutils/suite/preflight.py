@@ -34,9 +34,23 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # whaleutils/
 # keras, matplotlib, opencv-python, pandas, scikit-learn, papermill; with their dependencies
 # numpy, pillow, h5py, pyyaml, nbformat).
 KAGGLE_PROVIDES = frozenset(
-    ("numpy", "pandas", "PIL", "matplotlib", "sklearn", "cv2", "tensorflow", "keras", "jax",
-     "h5py", "yaml", "papermill", "nbformat")
-)  # fmt: skip
+    (
+        "numpy",
+        "pandas",
+        "PIL",
+        "matplotlib",
+        "sklearn",
+        "cv2",
+        "tensorflow",
+        "keras",
+        "jax",
+        "h5py",
+        "yaml",
+        "papermill",
+        "nbformat",
+        "scipy",
+    )
+)  # fmt: skip  (scipy: scikit-learn's own dependency)
 OUR_WHEELS = frozenset(("whaleutils", "efficientnet", "keras_applications"))  # the library dataset
 # Needed only on some paths, so their absence is reported but does not stop the kernel:
 # qubvel's efficientnet (its tfkeras module imports scikit-image, absent on the TPU image) only
