@@ -280,19 +280,26 @@ def photo_answer_report(head, crossed, pairs_by_part: dict, truth_by_part: dict)
     for name, (photos, truth) in answered.items():
         scores = answers.answer_calibration(photos, truth)
         scores["new_share"] = float(np.mean([truth[q] == NEW for q in photos["query"]]))
-        known = sum(t != NEW for t in truth.values())
         for level in NAMING_LEVELS:
-            named = photos[(photos["answer"] != NEW) & (photos["p_answer"] >= level)]
-            right = (named["answer"] == named["query"].map(truth)).to_numpy()
-            scores[f"named_from_{level}"] = {
-                "named": len(named),
-                "right": float(right.mean()) if len(named) else None,
-                "lower_bound": fusion.wilson_lower_bound(int(right.sum()), len(named)),
-                "share_of_known_named_rightly": float(right.sum() / max(known, 1)),
-            }
+            scores[f"named_from_{level}"] = named_from(photos, truth, level)
         result[name] = scores
     parts.update({name: value for name, value in answered.items() if "oracle" not in name})
     return {**result, "parts": parts}
+
+
+def named_from(photos: pd.DataFrame, truth: dict, level: float) -> dict:
+    """The per-photo answers (``answers.ANSWER_COLUMNS``) that name a whale at ``p_answer``
+    >= ``level``: how many, the share right (with its Wilson lower bound) and the share of the
+    known photos named rightly."""
+    named = photos[(photos["answer"] != NEW) & (photos["p_answer"] >= level)]
+    right = (named["answer"] == named["query"].map(truth)).to_numpy()
+    known = sum(t != NEW for t in truth.values())
+    return {
+        "named": len(named),
+        "right": float(right.mean()) if len(named) else None,
+        "lower_bound": fusion.wilson_lower_bound(int(right.sum()), len(named)),
+        "share_of_known_named_rightly": float(right.sum() / max(known, 1)),
+    }
 
 
 def named_on(ranked: dict, truth: dict, threshold: float) -> dict:

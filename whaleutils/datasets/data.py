@@ -311,8 +311,17 @@ def read_encounters(path: str | os.PathLike) -> dict[str, str]:
             f"{path}, lines {lines}: image {frame['image'][twice].iloc[0]!r} is listed more "
             "than once"
         )
-    named = frame[frame["encounter"].str.strip() != ""]
-    return dict(zip(named["image"], named["encounter"].str.strip(), strict=True))
+    return encounter_map(frame)
+
+
+def encounter_map(frame: pd.DataFrame) -> dict[str, str]:
+    """image -> encounter of a table's rows with a non-empty ``encounter`` ({} without the
+    column)."""
+    if "encounter" not in frame:
+        return {}
+    encounter = frame["encounter"].astype(str).str.strip()
+    named = encounter != ""
+    return dict(zip(frame["image"][named], encounter[named], strict=True))
 
 
 def read_boxes(path: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:

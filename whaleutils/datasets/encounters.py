@@ -235,6 +235,7 @@ class CandidateFilter:
 
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+MAKE, MODEL, BODY_SERIAL_NUMBER = 271, 272, 0xA431
 DATE_TIME_ORIGINAL, DATE_TIME = 36867, 306
 
 
@@ -243,15 +244,30 @@ def exif_metadata(path) -> dict[str, str]:
     ``longitude``, decimal degrees to 6 places) a photo's EXIF records, where it does: a
     camera's ``DateTimeOriginal`` (else ``DateTime``) and GPS position. Missing or unreadable
     tags are left out; a photo without EXIF gives ``{}``."""
+    return _date_and_place(_exif_tags(path))
 
-    found: dict[str, str] = {}
+
+def _exif_tags(path) -> dict:
+    """The EXIF tags this module reads, in one opening of the photo ({} where unreadable)."""
     try:
         with Image.open(path) as image:
             exif = image.getexif()
-            stamp = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
-            gps = exif.get_ifd(GPS_IFD)
+            inner = exif.get_ifd(EXIF_IFD)
+            return {
+                "stamp": inner.get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME),
+                "gps": exif.get_ifd(GPS_IFD),
+                "camera": (exif.get(MAKE), exif.get(MODEL), inner.get(BODY_SERIAL_NUMBER)),
+            }
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return {}
+
+
+def _date_and_place(tags: dict) -> dict[str, str]:
+    """:func:`exif_metadata` of the tags :func:`_exif_tags` read."""
+    found: dict[str, str] = {}
+    if not tags:
         return found
+    stamp, gps = tags["stamp"], tags["gps"]
     if isinstance(stamp, str):
         text = stamp.strip().replace(":", "-", 2).replace(" ", "T", 1)
         try:
@@ -282,22 +298,17 @@ def _date_or_none(text) -> date | None:
         return None
 
 
-MAKE, MODEL, BODY_SERIAL_NUMBER = 271, 272, 0xA431
-
-
 def exif_camera(path) -> str | None:
     """The camera a photo's EXIF names (make, model and body serial number, as far as
     recorded), or None without make and model."""
-    try:
-        with Image.open(path) as image:
-            exif = image.getexif()
-            parts = (
-                exif.get(MAKE),
-                exif.get(MODEL),
-                exif.get_ifd(EXIF_IFD).get(BODY_SERIAL_NUMBER),
-            )
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    return _camera(_exif_tags(path))
+
+
+def _camera(tags: dict) -> str | None:
+    """:func:`exif_camera` of the tags :func:`_exif_tags` read."""
+    if not tags:
         return None
+    parts = tags["camera"]
     named = [str(p).strip().strip("\x00") for p in parts if p is not None and str(p).strip()]
     return " ".join(named) if parts[0] is not None or parts[1] is not None else None
 
@@ -321,7 +332,8 @@ def exif_encounters(paths, minutes: float, metres: float | None = None) -> dict[
             raise ValueError(f"encounter {name} must be a positive number, got {value!r}")
     taken = []
     for path in paths:
-        camera, found = exif_camera(path), exif_metadata(path)
+        tags = _exif_tags(path)
+        camera, found = _camera(tags), _date_and_place(tags)
         try:
             when = datetime.fromisoformat(found.get("date", ""))
         except ValueError:

@@ -343,7 +343,7 @@ def group_pairs(
     if rule not in GROUP_RULES:
         raise ValueError(f"rule must be one of {', '.join(GROUP_RULES)}, got {rule!r}")
     frame = pairs.assign(
-        logit=logit(probability), group=_groups(pairs["query"].unique(), group_of)
+        logit=logit(probability), group=groups_of(pairs["query"].unique(), group_of)
         .reindex(pairs["query"]).to_numpy(),
     )  # fmt: skip
     lowest = frame.groupby("query")["logit"].min()
@@ -367,9 +367,10 @@ def group_pairs(
     return grouped[list(pairs.columns)], 1.0 / (1.0 + np.exp(-values))
 
 
-def _groups(queries, group_of: dict[str, str]) -> pd.Series:
-    """query -> its group (its encounter, else itself); raises ValueError where an encounter
-    is named as a photo alone is, so two groups would be one."""
+def groups_of(queries, group_of: dict[str, str]) -> pd.Series:
+    """query -> its group (its encounter in ``group_of``, else itself), in ``queries``' order;
+    raises ValueError where an encounter is named as a photo alone is, so two groups would be
+    one."""
     groups = pd.Series({q: group_of.get(q, q) for q in queries}, dtype=object)
     alone = set(q for q in queries if q not in group_of)
     clash = sorted(set(group_of.values()) & alone)
@@ -384,7 +385,7 @@ def group_truth(truth: dict[str, str], group_of: dict[str, str]) -> dict[str, st
     """Each group's individual (``truth``: photo -> individual, in photo order; groups in the
     order of their first photo). Raises ValueError naming a group whose photos differ."""
     result: dict[str, str] = {}
-    groups = _groups(list(truth), group_of)
+    groups = groups_of(list(truth), group_of)
     for photo, individual in truth.items():
         group = groups[photo]
         if result.setdefault(group, individual) != individual:
@@ -401,7 +402,7 @@ def photos_of_groups(
     """Each photo of ``queries`` with its group's answer (rows of ``group_answers``, one per
     group, :data:`ANSWER_COLUMNS`), ``query`` the photo's again."""
     by_group = group_answers.set_index("query")
-    groups = _groups(list(queries), group_of).to_numpy()
+    groups = groups_of(list(queries), group_of).to_numpy()
     return by_group.loc[groups].reset_index(drop=True).assign(query=list(queries))[ANSWER_COLUMNS]
 
 

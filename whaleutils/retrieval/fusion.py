@@ -224,7 +224,7 @@ class EncounterAnswer:
     ) -> pd.DataFrame:
         """Each photo of ``queries`` with its encounter's answer (``answers.ANSWER_COLUMNS``)."""
         grouped = answers.group_pairs(pairs, probability, encounters, self.rule)
-        groups = list(dict.fromkeys(encounters.get(q, q) for q in queries))
+        groups = list(answers.groups_of(queries, encounters).unique())
         return answers.photos_of_groups(
             self.answer.answer(*grouped, groups)[1], queries, encounters
         )
@@ -254,16 +254,32 @@ def fit_encounter_answer(
     pairs), answer the most validation photos rightly, and fit its answer on all of them.
     ``pairs`` and their cross-fitted ``probability``: the shortlist's; returns the answer and
     each rule's cross-fitted photos (``answers.ANSWER_COLUMNS``, in ``truth``'s order)."""
-    group_truth = answers.group_truth(truth, encounters)
     photos, right = {}, {}
     for rule in answers.GROUP_RULES:
-        grouped = answers.group_pairs(pairs, probability, encounters, rule)
-        crossed = cross_fitted_answers(*grouped, group_truth, seed)
-        photos[rule] = answers.photos_of_groups(crossed, list(truth), encounters)
+        photos[rule] = cross_fitted_encounter_answers(
+            pairs, probability, truth, encounters, rule, seed
+        )
         right[rule] = float((photos[rule]["answer"] == photos[rule]["query"].map(truth)).mean())
     rule = max(answers.GROUP_RULES, key=lambda r: right[r])  # ties: the first listed
     grouped = answers.group_pairs(pairs, probability, encounters, rule)
-    return EncounterAnswer(rule, answers.fit_answer(*grouped, group_truth)), photos
+    answer = answers.fit_answer(*grouped, answers.group_truth(truth, encounters))
+    return EncounterAnswer(rule, answer), photos
+
+
+def cross_fitted_encounter_answers(
+    pairs: pd.DataFrame,
+    probability: np.ndarray,
+    truth: dict[str, str],
+    encounters: dict[str, str],
+    rule: str,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each validation photo (in ``truth``'s order) with its encounter's answer by ``rule``,
+    cross-fitted by halves of the encounters (:func:`cross_fitted_answers` on the grouped
+    pairs)."""
+    grouped = answers.group_pairs(pairs, probability, encounters, rule)
+    crossed = cross_fitted_answers(*grouped, answers.group_truth(truth, encounters), seed)
+    return answers.photos_of_groups(crossed, list(truth), encounters)
 
 
 # ------------------------------------------------------------------ rankings and thresholds
@@ -770,10 +786,10 @@ def write_answers(split, head: FusedHead, pairs: dict, crossed: np.ndarray, out_
     }
     by_encounter, encounters = {}, {part: split.encounters(part) for part in pairs}
     if head.encounter_answer is not None:
-        rule = head.encounter_answer.rule
-        by_encounter["valid"] = fit_encounter_answer(
-            pairs["valid"][short], crossed[short], truths["valid"], encounters["valid"]
-        )[1][rule]
+        by_encounter["valid"] = cross_fitted_encounter_answers(
+            pairs["valid"][short], crossed[short], truths["valid"], encounters["valid"],
+            head.encounter_answer.rule,
+        )  # fmt: skip
         if encounters["test"]:
             by_encounter["test"] = head.answer_encounters(
                 pairs["test"], queries["test"], encounters["test"]

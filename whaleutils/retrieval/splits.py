@@ -98,11 +98,7 @@ class Split:
         if part == "test":
             path = data.Layout(self.data_dir).test_metadata
             return data.read_encounters(path) if path.is_file() else {}
-        frame = self.frame(part)
-        if "encounter" not in frame:
-            return {}
-        named = frame[frame["encounter"].astype(str).str.strip() != ""]
-        return dict(zip(named["image"], named["encounter"].astype(str).str.strip(), strict=True))
+        return data.encounter_map(self.frame(part))
 
     def frame(self, part: str) -> pd.DataFrame:
         """The rows of ``part`` (one of ``PARTS``)."""
