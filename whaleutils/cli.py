@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from whaleutils.analysis import baselines
-from whaleutils.catalogue import enrolment, identify, interop, review
+from whaleutils.catalogue import curation, enrolment, identify, interop, review
 from whaleutils.contracts import metrics, submission
 from whaleutils.contracts.outputs import CROP_CACHE_NOTEBOOK
 from whaleutils.datasets import data, encounters, prepare, synth, validate
@@ -388,6 +388,85 @@ def cmd_enroll(args) -> int:
     return 0
 
 
+def cmd_curate_edit(args) -> int:
+    """merge, rename, split, apply and undo: one transaction each, its id printed."""
+    options = {"reviewer": args.reviewer, "wait": args.wait}
+    try:
+        if args.curate_command == "merge":
+            edit = curation.merge(args.catalogue, args.keep, args.merged, **options)
+        elif args.curate_command == "rename":
+            edit = curation.rename(args.catalogue, args.individual, args.new_name, **options)
+        elif args.curate_command == "split":
+            photos = list(args.photos or [])
+            if args.photos_from:
+                photos += split_photos_file(args.photos_from)
+            edit = curation.split(
+                args.catalogue, args.individual, photos, args.into, args.new_id_prefix, **options
+            )
+        elif args.curate_command == "apply":
+            edit = curation.apply(args.catalogue, args.decisions, **options)
+        else:
+            edit = curation.undo(args.catalogue, args.transaction, **options)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # busy, or an interrupted transaction to resolve by hand
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(edit.summary())
+    moves = edit.changes.groupby(["previous_id", "individual_id"], sort=False).size()
+    for (before, after), photos in moves.items():
+        print(f"  {before} -> {after}: {photos} photo(s)")
+    for row in edit.judged.itertuples(index=False):
+        print(f"  {row.individual_id} / {row.other_id}: {row.action}")
+    if not edit.repeated:
+        print(
+            f"undo with: python -m whaleutils curate undo --catalogue {args.catalogue} "
+            f"{edit.transaction}"
+        )
+    return 0
+
+
+def split_photos_file(path) -> list[str]:
+    """The photo names of ``split --photos-from``: a CSV with an ``image`` column, or a text
+    file of one name per line (blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    first = text.splitlines()[0].strip() if text.strip() else ""
+    if "," in first or first == "image":
+        frame = data.read_csv(path)
+        if "image" not in frame.columns:
+            raise ValueError(f"{path}: a CSV needs an image column (has {list(frame.columns)})")
+        return [name for name in frame["image"].str.strip() if name]
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def cmd_curate_history(args) -> int:
+
+    try:
+        events = curation.history(args.catalogue, args.individual)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if (Path(args.catalogue) / enrolment.JOURNAL_FILE).is_file():
+        print(
+            "note: an interrupted enroll or curate is pending; the next enroll or curate "
+            "completes or undoes it",
+            file=sys.stderr,
+        )
+    table = data.read_train(args.catalogue)
+    now = int((table["individual_id"] == args.individual).sum())
+    print(f"{args.individual}: {now} photo(s) in {args.catalogue} now")
+    if events.empty:
+        print("  no enrolment or edit recorded (in the catalogue from the start)")
+    for event in events.itertuples(index=False):
+        undone = " [undone]" if event.undone else ""
+        by = f" by {event.reviewer}" if event.reviewer else ""
+        print(f"  {event.time} {event.transaction} {event.action}: {event.what}{by}{undone}")
+    return 0
+
+
 def cmd_crops(args) -> int:
 
     try:
@@ -682,6 +761,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for another enroll on the same catalogue before giving up",
     )
     p.set_defaults(handler=cmd_enroll)
+
+    p = commands.add_parser(
+        "curate", help="keep a catalogue's ids clean: duplicates, merge, rename, split, undo"
+    )
+    curate_commands = p.add_subparsers(dest="curate_command", required=True, metavar="ACTION")
+
+    def edit_parser(name: str, help: str):
+        c = curate_commands.add_parser(name, help=help)
+        c.add_argument("--catalogue", required=True, help="the Happywhale-format catalogue")
+        c.add_argument(
+            "--reviewer",
+            default=os.environ.get("USER", ""),
+            help="who decided, for the catalogue's curation_log.csv (default: $USER)",
+        )
+        c.add_argument(
+            "--wait", type=float, default=60.0,
+            help="seconds to wait for another enroll or curate on the catalogue",
+        )  # fmt: skip
+        c.set_defaults(handler=cmd_curate_edit)
+        return c
+
+    c = edit_parser("merge", "MERGED's photos become KEEP's (one transaction)")
+    c.add_argument("keep", metavar="KEEP", help="the id that stays")
+    c.add_argument("merged", metavar="MERGED", help="the id whose photos move to KEEP")
+    c = edit_parser("rename", "give an individual a new id")
+    c.add_argument("individual", metavar="ID")
+    c.add_argument("new_name", metavar="NEW", help="an id the catalogue does not have")
+    c = edit_parser("split", "move some of an individual's photos to a new individual")
+    c.add_argument("individual", metavar="ID")
+    c.add_argument("--photos", nargs="+", metavar="IMAGE", help="the photos' file names")
+    c.add_argument(
+        "--photos-from", metavar="FILE",
+        help="a text file of file names, one per line, or a CSV with an image column",
+    )  # fmt: skip
+    c.add_argument("--into", metavar="NEW", help="the new id (default: a fresh one)")
+    c.add_argument("--new-id-prefix", default="new-", help="prefix of a fresh id")
+    c = edit_parser("apply", "apply the decisions exported from duplicates' review page")
+    c.add_argument("decisions", metavar="DECISIONS", help="individual_a,individual_b,decision CSV")
+    c = edit_parser("undo", "reverse an edit (its transaction id, as the edit printed it)")
+    c.add_argument("transaction", metavar="TRANSACTION")
+    c = curate_commands.add_parser("history", help="what happened to an id: enrolled, edited")
+    c.add_argument("--catalogue", required=True, help="the Happywhale-format catalogue")
+    c.add_argument("individual", metavar="ID")
+    c.set_defaults(handler=cmd_curate_history)
 
     p = commands.add_parser(
         "crops", help="write the crop cache: every photo cropped and resized once, TFRecords"

@@ -60,9 +60,17 @@ AUDIT_COLUMNS = (
     "time", "reviewer", "decisions", "photo", "image", "individual_id", "decision",
     "model", "similarity", "probability", "transaction", "decisions_sha256", "reviewed_at",
 )  # fmt: skip
+CURATION_LOG = "curation_log.csv"  # curate's edits (curation.py): merges, renames, splits
+CURATION_COLUMNS = (
+    "time", "transaction", "action", "reviewer", "individual_id", "other_id", "image",
+    "previous_id", "undoes", "decisions", "decisions_sha256", "reviewed_at", "note",
+)  # fmt: skip
 DECISION_COLUMNS = ("photo", "individual_id")
-# the review page's export (reviewer, reviewed_at), and scores a script may add
-OPTIONAL_DECISION_COLUMNS = ("model", "similarity", "probability", "reviewer", "reviewed_at")
+# the review page's export (reviewer, reviewed_at, same_as: another photo of the file that shows
+# the same animal), and scores a script may add
+OPTIONAL_DECISION_COLUMNS = (
+    "model", "similarity", "probability", "reviewer", "reviewed_at", "same_as",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -178,7 +186,50 @@ def read_decisions(path: str | os.PathLike) -> pd.DataFrame:
     problems = encounters.check_metadata(frame.assign(image=frame["photo"]), Path(path).name)
     if problems:
         raise ValueError("\n".join(problems))
+    same_animal_groups(frame, path)  # raises on a same_as that names no row or contradicts
     return frame
+
+
+def same_animal_groups(frame: pd.DataFrame, path) -> list[int]:
+    """Each decided photo's group (rows numbered 0, 1, ...): photos linked by ``same_as`` (the
+    review page's "same as another photo in this batch"; a row's ``photo`` or its file name)
+    are one animal, and so one group.
+
+    Raises
+    ------
+    ValueError
+        Naming the row of a ``same_as`` that names no row of the file or its own, and of two
+        linked photos decided to be different individuals.
+    """
+    parent = list(range(len(frame)))
+
+    def root(row: int) -> int:
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]
+            row = parent[row]
+        return row
+
+    by_photo = {photo: row for row, photo in enumerate(frame["photo"])}
+    by_name = {Path(photo).name: row for row, photo in enumerate(frame["photo"])}
+    for row, other in enumerate(frame["same_as"].str.strip()):
+        if not other:
+            continue
+        target = by_photo.get(other, by_name.get(Path(other).name))
+        if target is None:
+            raise ValueError(f"{path}, row {row + 2}: same_as {other!r} is no photo of the file")
+        if target == row:
+            raise ValueError(f"{path}, row {row + 2}: same_as names the row's own photo")
+        parent[root(row)] = root(target)
+    groups = [root(row) for row in range(len(frame))]
+    decided = {}
+    for row, (group, individual) in enumerate(zip(groups, frame["individual_id"], strict=True)):
+        first = decided.setdefault(group, (row, individual))
+        if first[1] != individual:
+            raise ValueError(
+                f"{path}, rows {first[0] + 2} and {row + 2}: one animal by same_as, but decided "
+                f"{first[1]!r} and {individual!r}"
+            )
+    return groups
 
 
 def photo_metadata(record: dict) -> dict[str, str]:
@@ -224,7 +275,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(handle)
 
 
-def _write_synced(path: Path, payload: bytes) -> None:
+def write_synced(path: Path, payload: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(payload)
         handle.flush()
@@ -245,10 +296,10 @@ def _move_into_place(staged: Path, target: Path) -> None:
         os.rename(staged, target)
 
 
-def _write_journal(catalogue: Path, journal: dict) -> None:
+def write_journal(catalogue: Path, journal: dict) -> None:
     """The journal, replaced atomically (a crash leaves the old one or the new one)."""
     temporary = catalogue / f"{JOURNAL_FILE}.{os.getpid()}.tmp"
-    _write_synced(temporary, json.dumps(journal, indent=1).encode())
+    write_synced(temporary, json.dumps(journal, indent=1).encode())
     os.replace(temporary, catalogue / JOURNAL_FILE)
     _fsync_dir(catalogue)
 
@@ -289,15 +340,17 @@ def _audit_lines(journal: dict) -> list[dict]:
 
 
 def _append_audit(catalogue: Path, journal: dict) -> None:
-    """The transaction's lines at the end of the audit log. The log is cut back to the size
+    """The transaction's lines at the end of its audit log (an enrolment's in
+    ``decisions_log.csv``, an edit's in ``curation_log.csv``). The log is cut back to the size
     the journal recorded before it is appended to, so that a crash in the middle of this append
     (a torn line) or after it (all lines there) is written once, whole; earlier lines stay."""
-    path = catalogue / AUDIT_LOG
+    curate = journal.get("kind") == "curate"
+    path = catalogue / (CURATION_LOG if curate else AUDIT_LOG)
     size = journal["audit_size"]
     if path.is_file() and path.stat().st_size > size:
         os.truncate(path, size)
     text = io.StringIO()
-    columns = AUDIT_COLUMNS
+    columns = CURATION_COLUMNS if curate else AUDIT_COLUMNS
     if size > 0:  # a log begun by an earlier version keeps its own columns
         with open(path, newline="", encoding="utf-8") as handle:
             columns = next(csv.reader(handle))
@@ -306,9 +359,8 @@ def _append_audit(catalogue: Path, journal: dict) -> None:
     )
     if size == 0:
         writer.writeheader()
-    writer.writerows(
-        [{k: spreadsheet_safe(v) for k, v in line.items()} for line in _audit_lines(journal)]
-    )
+    lines = journal["lines"] if curate else _audit_lines(journal)
+    writer.writerows([{k: spreadsheet_safe(v) for k, v in line.items()} for line in lines])
     with open(path, "ab") as handle:
         handle.write(text.getvalue().encode("utf-8"))
         handle.flush()
@@ -364,6 +416,19 @@ def read_journal(catalogue: Path) -> dict:
     transaction = journal.get("transaction")
     if not isinstance(transaction, str) or not TRANSACTION.fullmatch(transaction):
         refuse(f"transaction {str(transaction)[:40]!r} is not one enroll makes")
+    if journal.get("kind", "enroll") not in ("enroll", "curate"):
+        refuse(f"kind {str(journal.get('kind'))[:40]!r} is neither enroll nor curate")
+    if journal.get("kind") == "curate":
+        lines = journal.get("lines")
+        if not isinstance(lines, list) or not all(
+            isinstance(line, dict)
+            and set(line) <= set(CURATION_COLUMNS)
+            and all(isinstance(value, str) for value in line.values())
+            for line in lines
+        ):
+            refuse("lines is not a list of curation_log.csv lines")
+        if journal.get("photos") != []:
+            refuse("an edit moves no photos, but photos is not empty")
     if journal.get("state") not in ("staging", "staged"):
         refuse(f"state {str(journal.get('state'))[:40]!r} is neither staging nor staged")
     if journal.get("staging") != f"{STAGING_PREFIX}{transaction}":
@@ -513,6 +578,7 @@ def enroll(
         if (
             recovered is not None
             and recovered["outcome"] == "finished"
+            and recovered.get("kind", "enroll") == "enroll"
             and recovered["decisions_sha256"] == decisions_digest
         ):  # this very enrolment was interrupted and is now complete
             return pd.DataFrame(recovered["rows"], columns=["image", "species", "individual_id"])
@@ -520,6 +586,32 @@ def enroll(
             catalogue, table_path, images_dir, chosen, Path(decisions), decisions_digest,
             new_id_prefix, new_species, reviewer,
         )  # fmt: skip
+
+
+def _new_animals(chosen: pd.DataFrame, metadata_of: list[dict], decisions) -> list:
+    """Each decided photo's new animal (a number; None for a known individual): the photos
+    decided new that ``same_as`` links, or that share an encounter (one encounter is one
+    animal), are one new animal, and get one id."""
+    groups = same_animal_groups(chosen, decisions)
+    parent = {group: group for group in groups}
+
+    def root(group):
+        while parent[group] != group:
+            group = parent[group]
+        return group
+
+    first_of_encounter = {}
+    is_new = (chosen["individual_id"] == NEW_INDIVIDUAL).tolist()
+    for group, new, metadata in zip(groups, is_new, metadata_of, strict=True):
+        encounter = metadata.get("encounter", "")
+        if new and encounter:
+            other = first_of_encounter.setdefault(encounter, group)
+            parent[root(group)] = root(other)
+    numbers = {}
+    return [
+        numbers.setdefault(root(group), len(numbers)) if new else None
+        for group, new in zip(groups, is_new, strict=True)
+    ]
 
 
 def _check_new_rows(rows: list[dict], table_path: Path, decisions: Path, known: set) -> None:
@@ -592,16 +684,22 @@ def _enroll_locked(
         raise ValueError(
             f"{decisions}: {len(bad)} photo(s) refused (nothing added):\n  " + "\n  ".join(bad)
         )
-    is_new = chosen["individual_id"] == NEW_INDIVIDUAL
-    fresh = iter(new_ids(new_id_prefix, int(is_new.sum()), existing["individual_id"]))
+    metadata_of = [photo_metadata(record) for record in chosen.to_dict("records")]
+    animal = _new_animals(chosen, metadata_of, decisions)
+    fresh = dict(zip(
+        sorted(set(animal) - {None}),
+        new_ids(new_id_prefix, len(set(animal) - {None}), existing["individual_id"]),
+        strict=True,
+    ))  # fmt: skip
     transaction = uuid.uuid4().hex[:12]
     staging = catalogue / f"{STAGING_PREFIX}{transaction}"
     rows, photos = [], []
     header = pd.read_csv(table_path, nrows=0).columns.tolist()
     unkept: set[str] = set()
-    for record, name in zip(chosen.itertuples(index=False), names, strict=True):
-        individual = next(fresh) if record.individual_id == NEW_INDIVIDUAL else record.individual_id
-        metadata = photo_metadata(record._asdict())
+    for record, name, metadata, group in zip(
+        chosen.itertuples(index=False), names, metadata_of, animal, strict=True
+    ):
+        individual = fresh[group] if group is not None else record.individual_id
         unkept |= set(metadata) - set(header)
         rows.append(
             {"image": name, "species": species_of.get(individual, new_species),
@@ -636,7 +734,7 @@ def _enroll_locked(
             "to keep them)",
             stacklevel=3,
         )
-    _write_journal(catalogue, journal)  # from here on a crash is undone by the next run
+    write_journal(catalogue, journal)  # from here on a crash is undone by the next run
     staging.mkdir()
     for photo in photos:
         with open(photo["source"], "rb") as source, open(staging / photo["name"], "xb") as target:
@@ -646,12 +744,12 @@ def _enroll_locked(
         photo["sha256"] = data.file_sha256(staging / photo["name"])
     _fsync_dir(staging)
     table_bytes = _table_with_rows(table_path, rows)
-    _write_synced(catalogue / new_table, table_bytes)
+    write_synced(catalogue / new_table, table_bytes)
     journal["table_after"] = hashlib.sha256(table_bytes).hexdigest()
     audit = catalogue / AUDIT_LOG
     journal["audit_size"] = audit.stat().st_size if audit.is_file() else 0
     journal["state"] = "staged"
-    _write_journal(catalogue, journal)  # from here on a crash is completed by the next run
+    write_journal(catalogue, journal)  # from here on a crash is completed by the next run
     recover(catalogue)
     kept = [c for c in encounters.ENCOUNTER_COLUMNS if any(c in row for row in rows)]
     return pd.DataFrame(rows, columns=["image", "species", "individual_id", *kept]).fillna("")

@@ -189,22 +189,32 @@ def _number(value) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def fill_template(name: str, title: str, data: dict) -> str:
+    """The page ``resources/<name>`` with its ``__TITLE__`` (escaped), ``__DATA__`` (``data``
+    as JSON) and ``__COMPARE__`` (the shared compare viewer, ``resources/compare.html``)."""
+    files = resources.files("whaleutils")
+    template = files.joinpath(f"resources/{name}").read_text()
+    # The data block is JSON that the page parses: "<", ">" and "&" written as JSON escapes, so
+    # no name or id can end the block ("</script>") or open a comment in it ("<!--"). The
+    # placeholders are filled in one pass, so a title holding "__DATA__" stays text.
+    payload = json.dumps(data)
+    for character in "<>&":
+        payload = payload.replace(character, f"\\u{ord(character):04x}")
+    values = {
+        "TITLE": html.escape(title),
+        "DATA": payload,
+        "COMPARE": files.joinpath("resources/compare.html").read_text(),
+    }
+    return re.sub(r"__(TITLE|DATA|COMPARE)__", lambda found: values[found.group(1)], template)
+
+
 def write_review(
     path: str | os.PathLike, matches: pd.DataFrame, identifier, title: str = ""
 ) -> Path:
     """Write the review page for ``matches`` to ``path``; returns the path."""
-    template = resources.files("whaleutils").joinpath("resources/review.html").read_text()
-    # The data block is JSON that the page parses: "<", ">" and "&" written as JSON escapes, so
-    # no name or id can end the block ("</script>") or open a comment in it ("<!--"). Both
-    # placeholders are filled in one pass, so a title holding "__DATA__" stays text.
     path = Path(path)
-    payload = json.dumps(review_data(matches, identifier, page_dir=path.parent))
-    for character in "<>&":
-        payload = payload.replace(character, f"\\u{ord(character):04x}")
-    values = {
-        "TITLE": html.escape(title or f"{len(matches['photo'].unique())} photos"),
-        "DATA": payload,
-    }
-    page = re.sub(r"__(TITLE|DATA)__", lambda found: values[found.group(1)], template)
+    data = review_data(matches, identifier, page_dir=path.parent)
+    title = title or f"{len(matches['photo'].unique())} photos"
+    page = fill_template("review.html", title, data)
     path.write_text(page, encoding="utf-8")
     return path
