@@ -97,7 +97,9 @@ def test_keyboard_decisions_export_as_csv(browser, page):
     first, second = matches["photo"].unique()[:2]
     second_choice = matches[(matches["photo"] == first) & (matches["rank"] == 2)]
     table = pd.read_csv(io.StringIO(exported), dtype=str)
-    assert table.columns.tolist() == ["photo", "individual_id", "reviewer", "reviewed_at"]
+    assert table.columns.tolist() == [
+        "photo", "individual_id", "reviewer", "reviewed_at", "same_as"
+    ]  # fmt: skip
     assert table[["photo", "individual_id"]].values.tolist() == [
         [first, second_choice["individual_id"].iloc[0]], [second, "new_individual"]
     ]  # fmt: skip
@@ -123,6 +125,44 @@ def test_mouse_choice_and_the_suggestion(browser, page):
     chosen = matches[(matches["photo"] == "array-2") & (matches["rank"] == 3)]
     exported = browser.find_element("id", "csv").get_attribute("value").splitlines()
     assert exported[1].startswith(f"array-2,{chosen['individual_id'].iloc[0]},B,")
+
+
+def test_same_as_another_photo_of_the_batch_exports_one_animal(browser, page):
+    """ "same as another photo in this batch" (key s, then the photo): the photo takes the
+    decision of the photo it is like, through a chain; left out while that one is undecided."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    path, matches = page
+    browser.get(path.as_uri())
+    first, second, third = matches["photo"].unique()
+    sections = browser.find_elements("css selector", "section.photo")
+    ActionChains(browser).send_keys("j").send_keys("s").perform()  # the second photo
+    Select(sections[1].find_element("css selector", "select.same-as")).select_by_value(first)
+    Select(sections[2].find_element("css selector", "select.same-as")).select_by_value(second)
+    browser.find_element("id", "reviewer").send_keys("C")
+    browser.find_element("id", "export").click()
+    assert browser.find_element("id", "csv").get_attribute("value").splitlines()[1:] == []
+    assert "2 photo(s) left out" in browser.find_element("id", "waiting").text  # first undecided
+
+    def click(label):  # in view, below the sticky header
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", label)
+        label.click()
+
+    click(sections[0].find_element("css selector", 'label.option[data-key="n"]'))
+    browser.find_element("id", "export").click()
+    exported = browser.find_element("id", "csv").get_attribute("value")
+    table = pd.read_csv(io.StringIO(exported), dtype=str, keep_default_na=False)
+    assert table[["photo", "individual_id", "same_as"]].values.tolist() == [
+        [first, "new_individual", ""], [second, "new_individual", first],
+        [third, "new_individual", second],
+    ]  # fmt: skip
+    assert browser.find_element("id", "progress").text == "3"
+    known = matches[(matches["photo"] == first) & (matches["rank"] == 1)]["individual_id"].iloc[0]
+    click(sections[0].find_element("css selector", 'label.option[data-key="1"]'))
+    browser.find_element("id", "export").click()  # the first is a known whale: so are the others
+    table = pd.read_csv(io.StringIO(browser.find_element("id", "csv").get_attribute("value")))
+    assert table["individual_id"].tolist() == [known] * 3
 
 
 HOSTILE_ID = "<img src=x onerror=\"document.title='injected'\">"

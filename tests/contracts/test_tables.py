@@ -23,7 +23,11 @@ def rows(payload: bytes) -> list[list[str]]:
         # CRLF kept, a quoted cell stays quoted, so writing the old value back is exact
         (b'image,id\r\na.jpg,"w1"\r\n', {"a.jpg": "w9"}, b'image,id\r\na.jpg,"w9"\r\n'),
         # a value that needs quotes gets them; the id column first; a BOM kept
-        (b"\xef\xbb\xbfid,image\nw1,a.jpg\n", {"a.jpg": 'x,"y"'}, b'\xef\xbb\xbfid,image\n"x,""y""",a.jpg\n'),
+        (
+            b"\xef\xbb\xbfid,image\nw1,a.jpg\n",
+            {"a.jpg": 'x,"y"'},
+            b'\xef\xbb\xbfid,image\n"x,""y""",a.jpg\n',
+        ),
         # a quoted key with a comma and a line break in it, a blank line, an empty last cell
         (
             b'image,id,box\n"a,\nb.jpg",w1,"1 2 3 4"\n\nc.jpg,w2,\n',

@@ -465,9 +465,15 @@ def _remove_evidence(folder: Path) -> None:
         folder.rmdir()
 
 
-def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: bool = False) -> Path:
-    """Make ``out`` ready for identify's files (``OUT_FILES``): a new or empty folder, or with
-    ``force`` one whose earlier identify files are removed (nothing else in it is touched).
+def prepare_out(
+    out: str | os.PathLike,
+    catalogue: str | os.PathLike,
+    force: bool = False,
+    files: tuple[str, ...] = OUT_FILES,
+) -> Path:
+    """Make ``out`` ready for identify's files (``files``, by default ``OUT_FILES``): a new or
+    empty folder, or with ``force`` one whose earlier such files are removed (nothing else in
+    it is touched).
 
     Raises
     ------
@@ -485,9 +491,9 @@ def prepare_out(out: str | os.PathLike, catalogue: str | os.PathLike, force: boo
         if not force:
             raise ValueError(
                 f"--out {out} is not empty: choose a new folder, or --force to replace the "
-                f"results of an earlier identify there ({', '.join(OUT_FILES)})"
+                f"results of an earlier run there ({', '.join(files)})"
             )
-        for name in OUT_FILES:
+        for name in files:
             path = out / name
             if name == EVIDENCE_FOLDER and path.is_dir() and not path.is_symlink():
                 _remove_evidence(path)

@@ -359,6 +359,7 @@ class DescriptorIndex:
         k: int = 1,
         exclude_photos: Sequence[int] = (),
         normaliser: str = "next",
+        exclusion_depth: int | None = None,
     ) -> np.ndarray:
         """LNBNN score (n_individuals,) of each gallery individual for ``query``: for each query
         descriptor, its ``k`` nearest gallery descriptors each earn their individual (once per
@@ -368,7 +369,10 @@ class DescriptorIndex:
         which punishes whales with many photos); ``"name"``, HotSpotter's rule: the nearest
         neighbour beyond the k whose individual is none of theirs (searched among the next
         :data:`NAME_RULE_DEPTH`; the last of them if all share the k's individuals).
-        ``exclude_photos``: gallery photos to leave out (the query's own, in validation)."""
+        ``exclude_photos``: gallery photos to leave out (the query's own, in validation);
+        ``exclusion_depth``: how many neighbours more are searched for them to be dropped from
+        (None: ``4 (k + 1)``, room for a query's own photo; a whole individual left out, as
+        ``curate duplicates`` does, needs more)."""
         if normaliser not in LNBNN_NORMALISERS:
             raise ValueError(
                 f"normaliser must be one of {LNBNN_NORMALISERS}, got normaliser={normaliser!r}"
@@ -379,7 +383,7 @@ class DescriptorIndex:
         extra = 0
         if len(excluded):  # room for the excluded photos' neighbours
             extra = int(np.isin(self.photo_of_row, excluded).sum())
-            extra = min(extra, 4 * (k + 1))
+            extra = min(extra, 4 * (k + 1) if exclusion_depth is None else exclusion_depth)
         rows, distances = self.neighbours(query.descriptors, depth + extra)
         for row_ids, row_distances in zip(rows, distances, strict=True):
             if len(excluded):

@@ -98,13 +98,15 @@ def candidate_pairs(
     verify_photos: int = 10,
     photo_scores: np.ndarray | None = None,
     lnbnn_normaliser: str = "next",
+    lnbnn_exclusion_depth: int | None = None,
     **verify_options,
 ) -> pd.DataFrame:
     """The candidate pairs of each query (``PAIR_COLUMNS``).
 
     ``similarities`` (q, n): :func:`embedding_similarities` over ``index.individuals`` (None:
     local features alone); ``own_rows`` (q,) or (q, r): the gallery photos each query must not
-    find (-1: none);
+    find (-1: none), ``lnbnn_exclusion_depth`` the neighbours searched beyond them
+    (``DescriptorIndex.lnbnn``'s ``exclusion_depth``);
     ``verify_photos``: how many of a candidate's gallery photos are checked geometrically, the
     most inliers kept: its best by ``photo_scores`` (q, g), e.g. :func:`photo_similarities`,
     else the first in gallery order."""
@@ -117,7 +119,9 @@ def candidate_pairs(
     rows_of = {name: np.flatnonzero(gallery_labels == name) for name in individuals}
     lnbnn = np.stack(
         [
-            index.lnbnn(features, lnbnn_k, sorted(own[i]), lnbnn_normaliser)
+            index.lnbnn(
+                features, lnbnn_k, sorted(own[i]), lnbnn_normaliser, lnbnn_exclusion_depth
+            )
             for i, features in enumerate(query_features)
         ]
     ) if len(query_features) else np.zeros((0, len(individuals)))  # fmt: skip
