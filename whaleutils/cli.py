@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from whaleutils.analysis import baselines
-from whaleutils.catalogue import curation, enrolment, identify, interop, review
+from whaleutils.catalogue import curation, duplicates, enrolment, identify, interop, review
 from whaleutils.contracts import metrics, submission
 from whaleutils.contracts.outputs import CROP_CACHE_NOTEBOOK
 from whaleutils.datasets import data, encounters, prepare, synth, validate
@@ -442,6 +442,71 @@ def split_photos_file(path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def cmd_curate_duplicates(args) -> int:
+
+    from whaleutils.contracts import outputs
+
+    for name in ("shortlist", "verify_photos"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    cache = Path(args.cache) if args.cache else identify.default_cache_dir(args.catalogue)
+    try:
+        duplicates.prepare_out(args.out, args.catalogue, args.force)
+        crop = args.crop_to_box
+        if crop is None:
+            crop = bool(outputs.read_run_settings(Path(args.model)).crop_to_box)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            identifier = identify.Identifier(
+                args.model, args.catalogue, cache, args.batch_size,
+                local=False if args.no_local else None, crop_to_box=crop,
+            )  # fmt: skip
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    table = identifier.index.table
+    head = "the fused head (embedding + local features)" if identifier.fused_head else "KNN"
+    print(
+        f"catalogue: {len(table)} photos of {table['individual_id'].nunique()} individuals, "
+        f"each matched against the others by the run's {head}"
+        + (" cropped to their boxes" if crop else "")
+    )
+    started: list = []
+    try:
+        ranked, pairs = duplicates.find_duplicates(
+            identifier, args.shortlist, args.verify_photos,
+            lambda done, total: duplicates.print_progress(done, total, started), args.any_species,
+        )  # fmt: skip
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files = duplicates.write_duplicates(
+        args.out, ranked, pairs, identifier, args.shown, args.evidence
+    )
+    judged = curation.judged_pairs(curation.read_log(args.catalogue))
+    left_out = sum(1 for verdict in judged.values() if verdict == "different")
+    print(
+        f"{len(ranked)} pairs of individuals ranked ({left_out} judged different before, left "
+        f"out): {files['duplicates.csv']}, {files['review.html']}"
+    )
+    for row in ranked.head(10).itertuples(index=False):
+        evidence = "" if row.probability != row.probability else f"p={row.probability:.2f} "
+        inliers = "" if row.inliers != row.inliers else f"{int(row.inliers)} inliers "
+        print(
+            f"  {row.rank:>3}. {row.individual_a} / {row.individual_b}: {evidence}{inliers}"
+            f"similarity {row.similarity:.3f}"
+        )
+    print(
+        f"next: review {files['review.html']}, then python -m whaleutils curate apply "
+        f"--catalogue {args.catalogue} duplicate_decisions.csv"
+    )
+    return 0
+
+
 def cmd_curate_history(args) -> int:
 
     try:
@@ -781,6 +846,44 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         c.set_defaults(handler=cmd_curate_edit)
         return c
+
+    c = curate_commands.add_parser(
+        "duplicates",
+        help="rank pairs of ids by the evidence that they are one animal; write "
+        "duplicates.csv and review.html",
+    )
+    c.add_argument("--model", required=True, help="a trained notebook's output folder (RUN_DIR)")
+    c.add_argument("--catalogue", required=True, help="the Happywhale-format catalogue")
+    c.add_argument("--out", required=True, help="a new or empty folder")
+    c.add_argument(
+        "--force", action="store_true",
+        help="--out may hold an earlier duplicates' results: those files are replaced, no other",
+    )  # fmt: skip
+    c.add_argument("--cache", help="the catalogue's cache folder (default: identify's)")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--no-local", action="store_true", help="the KNN head alone")
+    c.add_argument(
+        "--crop-to-box", action=argparse.BooleanOptionalAction, default=None,
+        help="crop the photos to their train.csv boxes (default: as the run was trained)",
+    )  # fmt: skip
+    c.add_argument(
+        "--shortlist", type=int, metavar="N",
+        help="candidate ids per photo (default: the fused head's; fewer is faster)",
+    )  # fmt: skip
+    c.add_argument(
+        "--verify-photos", type=int, metavar="N",
+        help="photos of a candidate checked geometrically (default: the fused head's)",
+    )  # fmt: skip
+    c.add_argument(
+        "--any-species", action="store_true",
+        help="rank pairs of two species too (default: one species; a merge refuses two)",
+    )  # fmt: skip
+    c.add_argument("--shown", type=int, default=100, help="pairs on the review page")
+    c.add_argument(
+        "--evidence", type=int, default=40, metavar="N",
+        help="draw the matched keypoints of the best N pairs (shown by review.html)",
+    )  # fmt: skip
+    c.set_defaults(handler=cmd_curate_duplicates)
 
     c = edit_parser("merge", "MERGED's photos become KEEP's (one transaction)")
     c.add_argument("keep", metavar="KEEP", help="the id that stays")

@@ -138,13 +138,17 @@ def rank_pairs(
     table: pd.DataFrame,
     threshold: float | None = None,
     judged: dict[frozenset, str] | None = None,
+    any_species: bool = False,
 ) -> pd.DataFrame:
     """The pairs of individuals (``DUPLICATE_COLUMNS``), best first: by probability (where
     there is one), then inliers, then similarity, then ids; the strongest photo pair of either
     direction stands for the pair. ``threshold``: a query counts in ``queries`` at or above it
     (None: every query that shortlisted the other id). ``judged``: standing judgements
-    (``curation.judged_pairs``): "different" pairs are left out, "unsure" ones marked."""
+    (``curation.judged_pairs``): "different" pairs are left out, "unsure" ones marked.
+    Pairs of two species are left out unless ``any_species`` (a merge refuses them: a wrong
+    species is corrected first)."""
     judged = judged or {}
+    context = _Context(table)
     images = table["image"].to_numpy()
     counts = table["individual_id"].value_counts()
     frame = pairs.assign(
@@ -165,12 +169,12 @@ def rank_pairs(
         if (-counts[b], b) < (-counts[a], a):  # individual_a: the one with more photos
             a, b, photo_a, photo_b = b, a, photo_b, photo_a
         pair = frozenset((a, b))
-        if judged.get(pair) == "different":
+        if judged.get(pair) == "different" or not (any_species or context.same_species(a, b)):
             continue
         rows.append(
             [0, a, b, record.probability, record.inliers, record.similarity, photo_a, photo_b,
              int(queries.get((record.first, record.second), 0)), int(counts[a]), int(counts[b]),
-             *_context(table, a, b), judged.get(pair, "")]
+             *context.of(a, b), judged.get(pair, "")]
         )  # fmt: skip
     ranked = pd.DataFrame(rows, columns=DUPLICATE_COLUMNS)
     ranked = ranked.assign(
@@ -185,27 +189,37 @@ def rank_pairs(
     return ranked
 
 
-def _context(table: pd.DataFrame, a: str, b: str) -> tuple[str, str, float]:
-    """The pair's species (both, if they differ), the days both were photographed (up to 3),
-    and the distance (km) of their closest photos (NaN without positions)."""
-    rows_a, rows_b = table[table["individual_id"] == a], table[table["individual_id"] == b]
-    species = " / ".join(dict.fromkeys([*rows_a["species"], *rows_b["species"]]))
-    shared = ""
-    if "date" in table.columns:
-        days = sorted(
-            (set(rows_a["date"].str[:10]) & set(rows_b["date"].str[:10])) - {""}
-        )  # fmt: skip
+class _Context:
+    """Per individual, what the page says about a pair besides the evidence: species, the days
+    it was photographed, its photos' positions."""
+
+    def __init__(self, table: pd.DataFrame):
+        groups = table.groupby("individual_id", sort=False)
+        self.species = {name: list(dict.fromkeys(rows["species"])) for name, rows in groups}
+        self.days = {
+            name: set(rows["date"].str[:10]) - {""} if "date" in rows else set()
+            for name, rows in groups
+        }
+        has_place = {"latitude", "longitude"} <= set(table.columns)
+        self.positions = {
+            name: _positions(rows) if has_place else np.zeros((0, 2)) for name, rows in groups
+        }
+
+    def same_species(self, a: str, b: str) -> bool:
+        return bool(set(self.species[a]) & set(self.species[b]))
+
+    def of(self, a: str, b: str) -> tuple[str, str, float]:
+        """The pair's species (both, if they differ), the days both were photographed (up
+        to 3), and the distance (km) of their closest photos (NaN without positions)."""
+        species = " / ".join(dict.fromkeys([*self.species[a], *self.species[b]]))
+        days = sorted(self.days[a] & self.days[b])
         shared = " ".join(days[:3]) + (f" (+{len(days) - 3})" if len(days) > 3 else "")
-    closest = np.nan
-    if {"latitude", "longitude"} <= set(table.columns):
-        where_a = _positions(rows_a)
-        for latitude, longitude in _positions(rows_b):
-            if len(where_a):
-                distance = encounters.haversine_km(
-                    where_a[:, 0], where_a[:, 1], latitude, longitude
-                )
-                closest = np.nanmin([closest, np.nanmin(distance)])
-    return species, shared, float(closest)
+        where_a, where_b = self.positions[a], self.positions[b]
+        closest = np.nan
+        for latitude, longitude in where_b if len(where_a) else ():
+            distance = encounters.haversine_km(where_a[:, 0], where_a[:, 1], latitude, longitude)
+            closest = np.nanmin([closest, np.nanmin(distance)])
+        return species, shared, float(closest)
 
 
 def _positions(rows: pd.DataFrame) -> np.ndarray:
@@ -218,6 +232,7 @@ def find_duplicates(
     shortlist: int | None = None,
     verify_photos: int | None = None,
     progress=None,
+    any_species: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The catalogue's pairs of individuals ranked by the evidence that they are one animal
     (:func:`rank_pairs`), and the photo pairs behind them (:func:`photo_pairs`)."""
@@ -225,7 +240,11 @@ def find_duplicates(
     head = identifier.fused_head
     judged = curation.judged_pairs(curation.read_log(identifier.index.folder))
     ranked = rank_pairs(
-        pairs, identifier.index.table, None if head is None else head.threshold, judged
+        pairs,
+        identifier.index.table,
+        None if head is None else head.threshold,
+        judged,
+        any_species,
     )
     return ranked, pairs
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from whaleutils.catalogue import curation
 from whaleutils.catalogue.enrolment import check_photo
 from whaleutils.contracts import folders, outputs, submission
 from whaleutils.contracts.tables import looks_like_formula, spreadsheet_safe
@@ -347,8 +348,9 @@ DARWIN_CORE_COLUMNS = (
 def darwin_core(catalogue_dir) -> pd.DataFrame:
     """One Darwin Core occurrence per catalogue photo (the columns ``DARWIN_CORE_COLUMNS``):
     the photo is the occurrence (``associatedMedia``: its path in the catalogue), the
-    individual the organism, the encounter the event; the viewpoint and box go into
-    ``dynamicProperties`` (JSON)."""
+    individual the organism, the encounter the event; the viewpoint, box and the photo's
+    earlier ids (``previous_ids``, oldest first: those merges, renames and splits that stand,
+    ``curation.previous_ids``) go into ``dynamicProperties`` (JSON)."""
     layout, table = _table(catalogue_dir)
 
     def cell(column):
@@ -356,9 +358,15 @@ def darwin_core(catalogue_dir) -> pd.DataFrame:
 
     species = data.normalize_species(table["species"])
     has_place = (cell("latitude") != "") & (cell("longitude") != "")
+    earlier = curation.previous_ids(catalogue_dir)
     extras = [
-        json.dumps({k: v for k, v in (("viewpoint", view), ("box", box)) if v})
-        for view, box in zip(cell("viewpoint"), cell("box"), strict=True)
+        json.dumps(
+            {k: v for k, v in (("viewpoint", view), ("box", box), ("previous_ids", before)) if v}
+        )
+        for view, box, before in zip(
+            cell("viewpoint"), cell("box"), table["image"].map(lambda i: earlier.get(i, [])),
+            strict=True,
+        )
     ]
     return pd.DataFrame(
         {
