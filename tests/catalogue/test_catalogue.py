@@ -455,3 +455,41 @@ def test_enroll_refuses_what_would_break_the_catalogue(catalogue, tmp_path):
     assert table.read_bytes().endswith(b"\r\n") and b"\n" not in table.read_bytes().replace(
         b"\r\n", b""
     )
+
+
+def test_photos_the_same_as_each_other_or_of_one_encounter_get_one_new_id(catalogue, tmp_path):
+    """The review page's same_as (through a chain), and photos decided new that share an
+    encounter (one encounter is one animal), become one new individual; a same_as that names
+    no photo of the file, or links photos decided two ways, is refused by row."""
+    photos = new_photos(tmp_path / "new", 6)
+    known = pd.read_csv(catalogue / "train.csv")["individual_id"][0]
+    decisions = pd.DataFrame(
+        {
+            "photo": [str(p) for p in photos],
+            "individual_id": [NEW_INDIVIDUAL] * 4 + [known, NEW_INDIVIDUAL],
+            "same_as": ["", str(photos[0]), photos[1].name, "", str(photos[0].parent / "x"), ""],
+            "encounter": ["", "", "", "enc-q", "", "enc-q"],
+        }
+    )
+    decisions.loc[4, "same_as"] = ""  # a known whale, alone
+    decisions.to_csv(tmp_path / "decisions.csv", index=False)
+    added = cat.enroll(catalogue, tmp_path / "decisions.csv").set_index("image")["individual_id"]
+    names = [p.name for p in photos]
+    assert added[names[:3]].nunique() == 1 and added[names[3]] == added[names[5]]
+    assert added[names[0]] != added[names[3]] and added[names[4]] == known
+    assert sorted(set(added[names[:4]])) == ["new-0001", "new-0002"]  # two new animals
+    assert validate.validate_dataset(catalogue) == []
+
+    before = (catalogue / "train.csv").read_bytes()
+    more = new_photos(tmp_path / "more", 2, prefix="m")
+    for same_as, ids, message in [
+        ("nowhere.png", [NEW_INDIVIDUAL] * 2, r"row 3: same_as 'nowhere.png' is no photo of"),
+        (str(more[1]), [NEW_INDIVIDUAL] * 2, r"row 3: same_as names the row's own photo"),
+        (str(more[0]), [known, NEW_INDIVIDUAL], r"rows 2 and 3: one animal by same_as, but"),
+    ]:
+        bad = pd.DataFrame({"photo": [str(p) for p in more], "individual_id": ids,
+                            "same_as": ["", same_as]})  # fmt: skip
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        with pytest.raises(ValueError, match=message):
+            cat.enroll(catalogue, tmp_path / "bad.csv")
+    assert (catalogue / "train.csv").read_bytes() == before

@@ -154,10 +154,9 @@ def _known(table: pd.DataFrame, individual: str, log: pd.DataFrame) -> pd.DataFr
     where = ""
     if len(gone):
         last = gone.iloc[-1]
-        where = (
-            f" ({last['action']} into {last['individual_id']!r}, transaction "
-            f"{last['transaction']}, {last['time']})"
-        )
+        verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
+                "undo": "undone to"}[last["action"]]  # fmt: skip
+        where = f" ({verb} {last['individual_id']!r}, transaction {last['transaction']}, {last['time']})"
     raise ValueError(f"no individual {individual!r} in the catalogue{where}")
 
 
@@ -561,8 +560,9 @@ def undo(
     Raises
     ------
     ValueError
-        Naming an unknown transaction (or an enrolment's: curate undoes edits only), one undone
-        already, and the photos a later edit moved again (undo that one first).
+        Naming an unknown transaction (or an enrolment's: curate undoes edits only) and the
+        photos a later edit moved again (undo that one first). An edit undone already is
+        reported done (``Edit.repeated``), as a rerun after a kill should be.
     """
     transaction = transaction.strip()
 
@@ -579,9 +579,9 @@ def undo(
                     "them by hand"
                 )
             raise ValueError(f"no transaction {transaction!r} in {Path(catalogue) / CURATION_LOG}")
-        if lines["undone"].iloc[0]:
-            by = log.loc[(log["undoes"] == transaction) & ~log["undone"], "transaction"]
-            raise ValueError(f"transaction {transaction} is undone already (by {by.iloc[-1]})")
+        if lines["undone"].iloc[0]:  # by a standing undo: this very undo, done before
+            by = log.loc[(log["undoes"] == transaction) & ~log["undone"], "transaction"].iloc[-1]
+            return {}, [], _edit(log[log["transaction"] == by], by, "undo", repeated=True)
         now = dict(zip(table["image"], table["individual_id"], strict=True))
         moved = lines[lines["image"] != ""]
         later = []

@@ -364,7 +364,9 @@ def darwin_core(catalogue_dir) -> pd.DataFrame:
             {k: v for k, v in (("viewpoint", view), ("box", box), ("previous_ids", before)) if v}
         )
         for view, box, before in zip(
-            cell("viewpoint"), cell("box"), table["image"].map(lambda i: earlier.get(i, [])),
+            cell("viewpoint"),
+            cell("box"),
+            table["image"].map(lambda i: earlier.get(i, [])),
             strict=True,
         )
     ]
