@@ -156,7 +156,10 @@ def _known(table: pd.DataFrame, individual: str, log: pd.DataFrame) -> pd.DataFr
         last = gone.iloc[-1]
         verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
                 "undo": "undone to"}[last["action"]]  # fmt: skip
-        where = f" ({verb} {last['individual_id']!r}, transaction {last['transaction']}, {last['time']})"
+        where = (
+            f" ({verb} {last['individual_id']!r}, transaction {last['transaction']}, "
+            f"{last['time']})"
+        )
     raise ValueError(f"no individual {individual!r} in the catalogue{where}")
 
 
