@@ -141,6 +141,11 @@ def test_readme_commands_run_as_written_from_a_clean_copy(readme_main_run):
     assert (distance <= 30).all()  # --near 42.35,-70.35 --within 30: one site's photos only
     catalogue = pd.read_csv(root / "my_catalogue" / "train.csv")
     assert set(matches["photo"].map(lambda p: Path(p).name)) <= set(catalogue["image"])
+    # curate duplicates ranked the catalogue's pairs; the best one, decided the same, was merged
+    ranked = pd.read_csv(root / "curation" / "duplicates.csv", dtype=str)
+    assert (root / "curation" / "review.html").is_file() and len(ranked)
+    assert ranked.at[0, "individual_b"] not in set(catalogue["individual_id"])
+    assert (root / "my_catalogue" / "curation_log.csv").is_file()
     # the imported catalogue held the COCO file's photos; the capture history counts them all
     history = pd.read_csv(root / "my_history.csv", index_col=0)
     assert set(history.index) == set(catalogue["individual_id"])
@@ -166,6 +171,12 @@ def _supply_placeholders(root: Path, command: str) -> None:
         (root / "new_photos").mkdir()
         for name in sorted(pd.read_csv(data_dir / "test_solution.csv")["image"])[:6]:
             shutil.copy(data_dir / "test_images" / name, root / "new_photos" / name)
+    if " curate apply " in command:  # the duplicates page's export: the best pair the same
+        decisions = Path(command.split()[-1].replace("~", str(root.parent / "home"), 1))
+        ranked = pd.read_csv(root / "curation" / "duplicates.csv", dtype=str)
+        decided = ranked.head(2).assign(decision=["same", "different"][: min(2, len(ranked))])
+        decisions.parent.mkdir(parents=True, exist_ok=True)
+        decided[["individual_a", "individual_b", "decision"]].to_csv(decisions, index=False)
     match = re.search(r"--decisions (\S+)", command)
     if " enroll " in command and match:
         decisions = Path(match.group(1).replace("~", str(root.parent / "home"), 1))
