@@ -180,6 +180,12 @@ def test_a_merged_id_is_named_where_it_went_and_a_rerun_is_reported_done(catalog
     )
     assert cli.main(["curate", "history", "--catalogue", str(catalogue), keep]) == 0
     assert f"received {merged}'s" in capsys.readouterr().out
+    from test_catalogue import new_photos, write_decisions  # enroll names where it went too
+
+    decisions = write_decisions(catalogue.parent / "d.csv", [(new_photos(catalogue.parent /
+                                "new", 1)[0], merged)])  # fmt: skip
+    with pytest.raises(ValueError, match=rf"since curated: {merged} \(merged into '{keep}'"):
+        enrolment.enroll(catalogue, decisions)
 
 
 def test_apply_merges_each_group_into_its_largest_id_and_records_judgements(catalogue, tmp_path):

@@ -142,25 +142,30 @@ def check_new_id(name: str, table: pd.DataFrame, what: str) -> str:
     return name
 
 
+def where_it_went(log: pd.DataFrame, individual: str) -> str:
+    """Where the standing edits took an id that the catalogue no longer has: ``"merged into
+    'A', transaction T, time"`` (the last one), or "" if no edit did."""
+    gone = log[
+        (log["previous_id"] == individual) & log["action"].isin(EDIT_ACTIONS) & ~log["undone"]
+    ]
+    if gone.empty:
+        return ""
+    last = gone.iloc[-1]
+    verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
+            "undo": "undone to"}[last["action"]]  # fmt: skip
+    return f"{verb} {last['individual_id']!r}, transaction {last['transaction']}, {last['time']}"
+
+
 def _known(table: pd.DataFrame, individual: str, log: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``individual``, or ValueError naming it (and where it went, if an edit that
     stands moved it away)."""
     rows = table[table["individual_id"] == individual]
     if len(rows):
         return rows
-    gone = log[
-        (log["previous_id"] == individual) & log["action"].isin(EDIT_ACTIONS) & ~log["undone"]
-    ]
-    where = ""
-    if len(gone):
-        last = gone.iloc[-1]
-        verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
-                "undo": "undone to"}[last["action"]]  # fmt: skip
-        where = (
-            f" ({verb} {last['individual_id']!r}, transaction {last['transaction']}, "
-            f"{last['time']})"
-        )
-    raise ValueError(f"no individual {individual!r} in the catalogue{where}")
+    where = where_it_went(log, individual)
+    raise ValueError(
+        f"no individual {individual!r} in the catalogue" + (f" ({where})" if where else "")
+    )
 
 
 def _check_encounters(table: pd.DataFrame, changes: dict[str, str], path: Path) -> None:

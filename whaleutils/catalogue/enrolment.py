@@ -667,9 +667,15 @@ def _enroll_locked(
     species_of = dict(zip(existing["individual_id"], existing["species_raw"], strict=True))
     unknown = sorted(set(chosen["individual_id"]) - set(species_of) - {NEW_INDIVIDUAL})
     if unknown:
+        from whaleutils.catalogue import curation  # (it builds on this module)
+
+        log = curation.read_log(catalogue)
+        gone = [f"{name} ({curation.where_it_went(log, name)})" for name in unknown
+                if curation.where_it_went(log, name)]  # fmt: skip
         raise ValueError(
             f"{decisions}: individual(s) not in the catalogue {catalogue}: {unknown} "
             f"(a new animal is '{NEW_INDIVIDUAL}')"
+            + (f"; since curated: {', '.join(gone)}" if gone else "")
         )
     bad = []
     for row, (photo, name) in enumerate(zip(chosen["photo"], names, strict=True), start=2):
