@@ -446,7 +446,7 @@ def cmd_curate_duplicates(args) -> int:
 
     from whaleutils.contracts import outputs
 
-    for name in ("shortlist", "verify_photos"):
+    for name in ("shortlist", "verify_photos", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
@@ -480,6 +480,7 @@ def cmd_curate_duplicates(args) -> int:
         ranked, pairs = duplicates.find_duplicates(
             identifier, args.shortlist, args.verify_photos,
             lambda done, total: duplicates.print_progress(done, total, started), args.any_species,
+            args.workers,
         )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -877,6 +878,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--any-species", action="store_true",
         help="rank pairs of two species too (default: one species; a merge refuses two)",
+    )  # fmt: skip
+    c.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+        help="processes matching at once (default: one per core)",
     )  # fmt: skip
     c.add_argument("--shown", type=int, default=100, help="pairs on the review page")
     c.add_argument(

@@ -516,3 +516,14 @@ def test_history_of_an_enrolled_id_and_an_unknown_one(catalogue, tmp_path, capsy
         curation.undo(catalogue, transaction)
     assert cli.main(["curate", "history", "--catalogue", str(catalogue), "new-0001"]) == 0
     assert "1 photo(s) enrolled (new)" in capsys.readouterr().out
+
+
+def test_two_workers_match_as_one_does(fused_run, catalogue, monkeypatch):
+    """Chunks of queries matched by two forked workers give the very pairs one process does."""
+    monkeypatch.setattr(duplicates, "QUERY_CHUNK", 16)  # 60 photos: four chunks
+    identifier = identify.Identifier(fused_run, catalogue, None)
+    seen = []
+    one = duplicates.photo_pairs(identifier, progress=lambda done, total: seen.append(done))
+    two = duplicates.photo_pairs(identifier, workers=2)
+    assert seen == [16, 32, 48, 60]
+    pd.testing.assert_frame_equal(one, two)

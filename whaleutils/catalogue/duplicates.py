@@ -58,18 +58,44 @@ def _own_rows(labels: np.ndarray) -> np.ndarray:
     return own
 
 
+_SHARED: dict = {}  # what forked workers read (their parent's memory, not pickled)
+
+
+def _match_chunk(start: int) -> pd.DataFrame:
+    """One chunk of queries (photos ``start`` to ``start + QUERY_CHUNK``), as in
+    :func:`photo_pairs`; run in the parent or in a forked worker."""
+    shared = _SHARED
+    index, settings, rows = shared["index"], shared["settings"], slice(start, start + QUERY_CHUNK)
+    return matching.candidate_pairs(
+        shared["names"][rows], index.features[rows], index.features, shared["labels"],
+        shared["similarities"][rows], shared["own"][rows], shared["shortlist"], index.descriptors,
+        verify_photos=shared["verify_photos"], photo_scores=shared["scores"][rows],
+        lnbnn_exclusion_depth=EXCLUSION_DEPTH, **settings.lnbnn_options(),
+        **settings.verify_options(),
+    )  # fmt: skip
+
+
+def _worker_start() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker
+
+
 def photo_pairs(
     identifier,
     shortlist: int | None = None,
     verify_photos: int | None = None,
     progress=None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Every catalogue photo against the other individuals: one row per (photo, candidate
     individual) of its shortlist (``matching.PAIR_COLUMNS`` with ``query`` the photo's row,
     ``individual_a`` its individual, ``probability`` the fused head's, NaN for a KNN head).
 
     ``shortlist`` and ``verify_photos``: the fused head's (None) or fewer, to trade evidence
-    for time; ``progress``: a callable given (photos done, photos) after each chunk."""
+    for time; ``progress``: a callable given (photos done, photos) after each chunk;
+    ``workers``: processes matching chunks at once (forked, each on one core; the result is
+    the same for any number)."""
     index = identifier.index
     labels = index.labels
     if len(np.unique(labels)) < 2:
@@ -80,34 +106,33 @@ def photo_pairs(
     if head is None:  # the KNN head: the embedding's similarity alone
         return _knn_pairs(scores, labels, shortlist or 10)
     settings = head.settings
-    shortlist = settings.shortlist if shortlist is None else int(shortlist)
-    verify_photos = settings.verify_photos if verify_photos is None else int(verify_photos)
-    individuals = index.descriptors.individuals
-    similarities = matching.individual_maxima(scores, labels, individuals)
-    names = [str(row) for row in range(len(labels))]
-    frames = []
-    for start in range(0, len(labels), QUERY_CHUNK):
-        rows = slice(start, start + QUERY_CHUNK)
-        frames.append(
-            matching.candidate_pairs(
-                names[rows],
-                index.features[rows],
-                index.features,
-                labels,
-                similarities[rows],
-                own[rows],
-                shortlist,
-                index.descriptors,
-                verify_photos=verify_photos,
-                photo_scores=scores[rows],
-                lnbnn_exclusion_depth=EXCLUSION_DEPTH,
-                **settings.lnbnn_options(),
-                **settings.verify_options(),
-            )  # fmt: skip
-        )
-        if progress is not None:
-            progress(min(start + QUERY_CHUNK, len(labels)), len(labels))
-    pairs = pd.concat(frames, ignore_index=True)
+    _SHARED.update(
+        index=index, settings=settings, labels=labels, own=own, scores=scores,
+        names=[str(row) for row in range(len(labels))],
+        similarities=matching.individual_maxima(scores, labels, index.descriptors.individuals),
+        shortlist=settings.shortlist if shortlist is None else int(shortlist),
+        verify_photos=settings.verify_photos if verify_photos is None else int(verify_photos),
+    )  # fmt: skip
+    starts = range(0, len(labels), QUERY_CHUNK)
+    frames, done = {}, 0
+    try:
+        if workers > 1 and len(starts) > 1:
+            import multiprocessing
+
+            context = multiprocessing.get_context("fork")
+            with context.Pool(min(workers, len(starts)), initializer=_worker_start) as pool:
+                for start, frame in zip(starts, pool.imap(_match_chunk, starts), strict=True):
+                    frames[start], done = frame, min(start + QUERY_CHUNK, len(labels))
+                    if progress is not None:
+                        progress(done, len(labels))
+        else:
+            for start in starts:
+                frames[start] = _match_chunk(start)
+                if progress is not None:
+                    progress(min(start + QUERY_CHUNK, len(labels)), len(labels))
+    finally:
+        _SHARED.clear()
+    pairs = pd.concat([frames[start] for start in starts], ignore_index=True)
     pairs = pairs[np.isfinite(pairs["similarity"])].reset_index(drop=True)
     pairs["probability"] = head.probability(pairs)
     pairs["query"] = pairs["query"].astype(int)
@@ -233,10 +258,11 @@ def find_duplicates(
     verify_photos: int | None = None,
     progress=None,
     any_species: bool = False,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The catalogue's pairs of individuals ranked by the evidence that they are one animal
     (:func:`rank_pairs`), and the photo pairs behind them (:func:`photo_pairs`)."""
-    pairs = photo_pairs(identifier, shortlist, verify_photos, progress)
+    pairs = photo_pairs(identifier, shortlist, verify_photos, progress, workers)
     head = identifier.fused_head
     judged = curation.judged_pairs(curation.read_log(identifier.index.folder))
     ranked = rank_pairs(
