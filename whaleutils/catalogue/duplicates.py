@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -357,13 +358,13 @@ def duplicates_data(ranked: pd.DataFrame, identifier, page_dir: Path, per_id: in
                 "rank": int(row.rank),
                 "a": side(row.individual_a, row.photo_a),
                 "b": side(row.individual_b, row.photo_b),
-                "probability": review._number(row.probability),
-                "inliers": review._number(row.inliers),
+                "probability": review.number_or_none(row.probability),
+                "inliers": review.number_or_none(row.inliers),
                 "similarity": float(row.similarity),
                 "queries": int(row.queries),
                 "species": row.species,
                 "shared_dates": row.shared_dates,
-                "closest_km": review._number(row.closest_km),
+                "closest_km": review.number_or_none(row.closest_km),
                 "judged": row.judged,
                 "evidence": getattr(row, "evidence", "") or "",
                 "matcher": None
@@ -375,8 +376,7 @@ def duplicates_data(ranked: pd.DataFrame, identifier, page_dir: Path, per_id: in
 
 
 def _link(path: Path, page_dir: Path) -> str:
-    import urllib.parse
-
+    """A relative URL from the page to the photo (opened by the compare viewer on demand)."""
     relative = os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())
     return urllib.parse.quote(Path(relative).as_posix())
 

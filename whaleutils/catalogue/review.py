@@ -129,7 +129,7 @@ def review_data(
                 # the fused head's evidence (None for a KNN-only run)
                 "probability": None if pd.isna(row.probability) else float(row.probability),
                 # the per-photo answer's: P(the photo shows this whale), None beyond it
-                "photo_probability": _number(getattr(row, "photo_probability", None)),
+                "photo_probability": number_or_none(getattr(row, "photo_probability", None)),
                 "inliers": None if pd.isna(row.inliers) else int(row.inliers),
                 "matcher": matcher,
                 "verified": bool(row.verified),
@@ -167,13 +167,13 @@ def review_data(
                 "best_probability": (
                     None if rows["probability"].isna().all() else float(rows["probability"].max())
                 ),
-                "new_probability": _number(rows.get("new_probability", pd.Series()).max()),
+                "new_probability": number_or_none(rows.get("new_probability", pd.Series()).max()),
                 # answered by encounter: the encounter and its one answer
                 "encounter": str(rows["encounter"].iloc[0]) if "encounter" in rows else "",
                 "encounter_answer": (
                     str(rows["encounter_answer"].iloc[0]) if "encounter_answer" in rows else ""
                 ),
-                "encounter_probability": _number(
+                "encounter_probability": number_or_none(
                     rows["encounter_probability"].iloc[0]
                     if "encounter_probability" in rows
                     else None
@@ -184,7 +184,7 @@ def review_data(
     return {"photos": photos}
 
 
-def _number(value) -> float | None:
+def number_or_none(value) -> float | None:
     """A float for the page's JSON; None for a missing value."""
     return None if value is None or pd.isna(value) else float(value)
 
