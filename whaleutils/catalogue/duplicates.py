@@ -8,11 +8,13 @@ validation photos), or the KNN head's cosine similarity. A pair of individuals g
 strongest evidence any photo of one gives for the other, either way round::
 
     identifier = identify.Identifier("runs/local/04_effnet_arcface", "my_catalogue", cache)
-    pairs, photo_pairs = find_duplicates(identifier)       # best first
-    write_duplicates("curation/", pairs, identifier)        # duplicates.csv, review.html
+    ranked, pairs = find_duplicates(identifier, workers=2)   # pairs of ids, best first
+    out = prepare_out("curation", "my_catalogue")
+    write_duplicates(out, ranked, pairs, identifier)         # duplicates.csv, review.html
 
-``pairs`` (``DUPLICATE_COLUMNS``): ``individual_a`` (the one with more photos, the id a merge
-keeps) and ``individual_b``, the best ``probability`` (NaN for a KNN head), its ``inliers``,
+``ranked`` (``DUPLICATE_COLUMNS``): ``individual_a`` (the one with more photos, the id a merge
+keeps) and ``individual_b``, the best ``probability`` (NaN for a KNN head), its ``inliers``
+(``verified`` where they reach the fused head's verified tier),
 the best ``similarity``, the photo pair behind it (``photo_a``, ``photo_b``), how many
 ``queries`` found the other id (with a fused head: at or above its threshold), each id's
 photo count, and context that helps a reviewer and is not evidence: ``shared_dates`` (days
@@ -40,7 +42,7 @@ from whaleutils.images import photos
 from whaleutils.retrieval import local_features, matching
 
 DUPLICATE_COLUMNS = [
-    "rank", "individual_a", "individual_b", "probability", "inliers", "similarity",
+    "rank", "individual_a", "individual_b", "probability", "inliers", "verified", "similarity",
     "photo_a", "photo_b", "queries", "photos_a", "photos_b", "species", "shared_dates",
     "closest_km", "judged",
 ]  # fmt: skip
@@ -165,6 +167,7 @@ def rank_pairs(
     threshold: float | None = None,
     judged: dict[frozenset, str] | None = None,
     any_species: bool = False,
+    verified_inliers: int | None = None,
 ) -> pd.DataFrame:
     """The pairs of individuals (``DUPLICATE_COLUMNS``), best first: by probability (where
     there is one), then inliers, then similarity, then ids; the strongest photo pair of either
@@ -172,7 +175,8 @@ def rank_pairs(
     (None: every query that shortlisted the other id). ``judged``: standing judgements
     (``curation.judged_pairs``): "different" pairs are left out, "unsure" ones marked.
     Pairs of two species are left out unless ``any_species`` (a merge refuses them: a wrong
-    species is corrected first)."""
+    species is corrected first). ``verified``: the pair's inliers reach ``verified_inliers``
+    (the fused head's verified tier; False without one)."""
     judged = judged or {}
     context = _Context(table)
     images = table["image"].to_numpy()
@@ -198,7 +202,9 @@ def rank_pairs(
         if judged.get(pair) == "different" or not (any_species or context.same_species(a, b)):
             continue
         rows.append(
-            [0, a, b, record.probability, record.inliers, record.similarity, photo_a, photo_b,
+            [0, a, b, record.probability, record.inliers,
+             verified_inliers is not None and record.inliers >= verified_inliers,
+             record.similarity, photo_a, photo_b,
              int(queries.get((record.first, record.second), 0)), int(counts[a]), int(counts[b]),
              *context.of(a, b), judged.get(pair, "")]
         )  # fmt: skip
@@ -360,6 +366,7 @@ def duplicates_data(ranked: pd.DataFrame, identifier, page_dir: Path, per_id: in
                 "b": side(row.individual_b, row.photo_b),
                 "probability": review.number_or_none(row.probability),
                 "inliers": review.number_or_none(row.inliers),
+                "verified": bool(row.verified),
                 "similarity": float(row.similarity),
                 "queries": int(row.queries),
                 "species": row.species,
