@@ -37,6 +37,11 @@ from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import data
 
 PLANTED_FILE = "planted.csv"
+SOURCES = {
+    "unseen": "of the test part, absent from train: the model never saw them",
+    "seen": "of the train part: the model trained on them",
+    "any": "of the train part of a set the model did not train on",
+}
 
 
 def true_ids(data_dir: Path, labels: Path | None) -> dict[str, str]:
@@ -116,7 +121,8 @@ def plant(data_dir: Path, out: Path, pairs: int, labels: Path | None, source: st
     planted.to_csv(out / PLANTED_FILE, index=False)
     print(
         f"{out}: {len(catalogue)} photos of {catalogue['individual_id'].nunique()} ids; "
-        f"{pairs} {source} whales split in two ({planted['planted'].sum()} photos moved): "
+        f"{pairs} whales ({SOURCES[source]}) split in two ({planted['planted'].sum()} photos "
+        f"moved): "
         f"{out / PLANTED_FILE}"
     )
 
