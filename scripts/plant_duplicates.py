@@ -90,7 +90,7 @@ def plant(data_dir: Path, out: Path, pairs: int, labels: Path | None, source: st
     counts = catalogue["individual_id"].value_counts()
     candidates = sorted(name for name in pool if counts[name] >= 4)
     if len(candidates) < pairs:
-        raise ValueError(f"only {len(candidates)} {source} whales have 4 photos or more")
+        raise ValueError(f"only {len(candidates)} whales have 4 photos or more ({SOURCES[source]})")
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(candidates, size=pairs, replace=False))
     records = []

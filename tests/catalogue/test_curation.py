@@ -527,3 +527,34 @@ def test_two_workers_match_as_one_does(fused_run, catalogue, monkeypatch):
     two = duplicates.photo_pairs(identifier, workers=2)
     assert seen == [16, 32, 48, 60]
     pd.testing.assert_frame_equal(one, two)
+
+
+def test_plant_duplicates_splits_whales_by_encounter_and_scores_their_ranks(small_synth, tmp_path):
+    """scripts/plant_duplicates.py: planted ids hold whole encounters of their whale, the
+    data set is untouched, and score counts the planted pairs among the first ranks."""
+    sys.path.insert(0, str(REPO))
+    from scripts import plant_duplicates
+
+    before = (small_synth / "train.csv").read_bytes()
+    out = tmp_path / "planted"
+    with pytest.raises(ValueError, match="only 2 whales have 4 photos or more"):
+        plant_duplicates.plant(small_synth, out, 3, None, "any", seed=0)
+    plant_duplicates.plant(small_synth, out, 2, None, "any", seed=0)
+    assert (small_synth / "train.csv").read_bytes() == before
+    assert validate.validate_dataset(out) == []
+    planted = pd.read_csv(out / plant_duplicates.PLANTED_FILE)
+    frame, original = table(out), table(small_synth).set_index("image")["individual_id"]
+    assert len(planted) == 2 and (planted["photos"] >= 1).all() and (planted["planted"] >= 1).all()
+    for row in planted.itertuples(index=False):
+        moved = frame[frame["individual_id"] == row.planted_id]
+        assert len(moved) == row.planted and (original[moved["image"]] == row.individual_id).all()
+        kept = frame[frame["individual_id"] == row.individual_id]
+        assert set(moved["encounter"]).isdisjoint(kept["encounter"])  # encounters whole
+    ranked = pd.DataFrame(
+        {"rank": [1, 2, 3], "individual_a": [planted.at[0, "individual_id"], "x", "y"],
+         "individual_b": [planted.at[0, "planted_id"], "z", planted.at[1, "individual_id"]]}
+    )  # fmt: skip
+    ranked.loc[2, "individual_a"] = planted.at[1, "planted_id"]
+    ranked.to_csv(tmp_path / "duplicates.csv", index=False)
+    report = plant_duplicates.score(out, tmp_path / "duplicates.csv")
+    assert report["ranks"] == [1, 3] and report["in_first_20"] == 2 and report["not_ranked"] == 0
