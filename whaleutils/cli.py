@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     c.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-        help="processes matching at once (default: one per core)",
+        help="threads matching at once (default: one per core)",
     )  # fmt: skip
     c.add_argument("--shown", type=int, default=100, help="pairs on the review page")
     c.add_argument(

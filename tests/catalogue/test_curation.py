@@ -519,7 +519,7 @@ def test_history_of_an_enrolled_id_and_an_unknown_one(catalogue, tmp_path, capsy
 
 
 def test_two_workers_match_as_one_does(fused_run, catalogue, monkeypatch):
-    """Chunks of queries matched by two forked workers give the very pairs one process does."""
+    """Chunks of queries matched by two threads give the very pairs one thread does."""
     monkeypatch.setattr(duplicates, "QUERY_CHUNK", 16)  # 60 photos: four chunks
     identifier = identify.Identifier(fused_run, catalogue, None)
     seen = []

@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,9 @@ def _own_rows(labels: np.ndarray) -> np.ndarray:
     return own
 
 
-_SHARED: dict = {}  # what forked workers read (their parent's memory, not pickled)
-
-
-def _match_chunk(start: int) -> pd.DataFrame:
+def _match_chunk(shared: dict, start: int) -> pd.DataFrame:
     """One chunk of queries (photos ``start`` to ``start + QUERY_CHUNK``), as in
-    :func:`photo_pairs`; run in the parent or in a forked worker."""
-    shared = _SHARED
+    :func:`photo_pairs`."""
     index, settings, rows = shared["index"], shared["settings"], slice(start, start + QUERY_CHUNK)
     return matching.candidate_pairs(
         shared["names"][rows], index.features[rows], index.features, shared["labels"],
@@ -76,12 +73,6 @@ def _match_chunk(start: int) -> pd.DataFrame:
         lnbnn_exclusion_depth=EXCLUSION_DEPTH, **settings.lnbnn_options(),
         **settings.verify_options(),
     )  # fmt: skip
-
-
-def _worker_start() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one core per worker
 
 
 def photo_pairs(
@@ -97,8 +88,7 @@ def photo_pairs(
 
     ``shortlist`` and ``verify_photos``: the fused head's (None) or fewer, to trade evidence
     for time; ``progress``: a callable given (photos done, photos) after each chunk;
-    ``workers``: processes matching chunks at once (forked, each on one core; the result is
-    the same for any number)."""
+    ``workers``: threads matching chunks at once (the result is the same for any number)."""
     index = identifier.index
     labels = index.labels
     if len(np.unique(labels)) < 2:
@@ -109,7 +99,7 @@ def photo_pairs(
     if head is None:  # the KNN head: the embedding's similarity alone
         return _knn_pairs(scores, labels, shortlist or 10)
     settings = head.settings
-    _SHARED.update(
+    shared = dict(
         index=index, settings=settings, labels=labels, own=own, scores=scores,
         names=[str(row) for row in range(len(labels))],
         similarities=matching.individual_maxima(scores, labels, index.descriptors.individuals),
@@ -117,24 +107,16 @@ def photo_pairs(
         verify_photos=settings.verify_photos if verify_photos is None else int(verify_photos),
     )  # fmt: skip
     starts = range(0, len(labels), QUERY_CHUNK)
-    frames, done = {}, 0
-    try:
-        if workers > 1 and len(starts) > 1:
-            import multiprocessing
-
-            context = multiprocessing.get_context("fork")
-            with context.Pool(min(workers, len(starts)), initializer=_worker_start) as pool:
-                for start, frame in zip(starts, pool.imap(_match_chunk, starts), strict=True):
-                    frames[start], done = frame, min(start + QUERY_CHUNK, len(labels))
-                    if progress is not None:
-                        progress(done, len(labels))
-        else:
-            for start in starts:
-                frames[start] = _match_chunk(start)
-                if progress is not None:
-                    progress(min(start + QUERY_CHUNK, len(labels)), len(labels))
-    finally:
-        _SHARED.clear()
+    frames = {}
+    # threads, not processes: OpenCV's matching and RANSAC release the GIL (a forked worker
+    # can deadlock in OpenCV's thread pool), and they share the index without copying it
+    with ThreadPoolExecutor(max(1, min(int(workers), len(starts)))) as pool:
+        for start, frame in zip(
+            starts, pool.map(lambda start: _match_chunk(shared, start), starts), strict=True
+        ):
+            frames[start] = frame
+            if progress is not None:
+                progress(min(start + QUERY_CHUNK, len(labels)), len(labels))
     pairs = pd.concat([frames[start] for start in starts], ignore_index=True)
     pairs = pairs[np.isfinite(pairs["similarity"])].reset_index(drop=True)
     pairs["probability"] = head.probability(pairs)
