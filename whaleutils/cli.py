@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -469,13 +470,13 @@ def cmd_curate_duplicates(args) -> int:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     table = identifier.index.table
-    head = "the fused head (embedding + local features)" if identifier.fused_head else "KNN"
+    head = "fused head (embedding + local features)" if identifier.fused_head else "KNN head"
     print(
         f"catalogue: {len(table)} photos of {table['individual_id'].nunique()} individuals, "
         f"each matched against the others by the run's {head}"
         + (" cropped to their boxes" if crop else "")
     )
-    started: list = []
+    started = [time.monotonic()]  # the time left, from the pace since matching began
     try:
         ranked, pairs = duplicates.find_duplicates(
             identifier, args.shortlist, args.verify_photos,

@@ -265,7 +265,8 @@ def find_duplicates(
 
 
 def print_progress(done: int, total: int, started: list) -> None:
-    """A progress line on stderr: photos matched, and the time left at this pace."""
+    """A progress line on stderr: photos matched, and the time left at the pace since
+    ``started[0]`` (``time.monotonic()`` when matching began; set now if missing)."""
     if not started:
         started.append(time.monotonic())
     elapsed = time.monotonic() - started[0]
