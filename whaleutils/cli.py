@@ -15,7 +15,7 @@ import yaml
 
 from whaleutils.analysis import baselines
 from whaleutils.catalogue import curation, duplicates, enrolment, identify, interop, review
-from whaleutils.contracts import metrics, submission
+from whaleutils.contracts import metrics, outputs, submission
 from whaleutils.contracts.outputs import CROP_CACHE_NOTEBOOK
 from whaleutils.datasets import data, encounters, prepare, synth, validate
 from whaleutils.images import crops
@@ -444,8 +444,6 @@ def split_photos_file(path) -> list[str]:
 
 
 def cmd_curate_duplicates(args) -> int:
-
-    from whaleutils.contracts import outputs
 
     for name in ("shortlist", "verify_photos", "workers"):
         value = getattr(args, name)

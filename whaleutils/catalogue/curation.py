@@ -38,12 +38,18 @@ from pathlib import Path
 import pandas as pd
 
 from whaleutils.catalogue import enrolment
-from whaleutils.catalogue.enrolment import AUDIT_LOG, CURATION_COLUMNS, CURATION_LOG
+from whaleutils.catalogue.enrolment import (
+    AUDIT_LOG,
+    CURATION_COLUMNS,
+    CURATION_LOG,
+    EDIT_ACTIONS,
+    read_log,
+    where_it_went,
+)
 from whaleutils.contracts import tables
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.datasets import data, encounters
 
-EDIT_ACTIONS = ("merge", "rename", "split", "undo")  # those that move photos between ids
 JUDGEMENTS = ("different", "unsure")  # a reviewer's verdict on a pair; nothing moves
 DECISIONS = ("same", "different", "unsure")  # the duplicates page's, per pair
 PAIR_DECISION_COLUMNS = ("individual_a", "individual_b", "decision")
@@ -69,23 +75,6 @@ class Edit:
 
 
 # ---------------------------------------------------------------------------- the log
-
-
-def read_log(catalogue: str | os.PathLike) -> pd.DataFrame:
-    """``curation_log.csv`` (``CURATION_COLUMNS``, strings; empty if there is none yet), with
-    ``undone``: whether a later undo, itself not undone, reversed the line's transaction."""
-    path = Path(catalogue) / CURATION_LOG
-    if not path.is_file():
-        log = pd.DataFrame(columns=list(CURATION_COLUMNS))
-    else:
-        log = tables.read_csv(path).reindex(columns=list(CURATION_COLUMNS)).fillna("")
-    undone: set[str] = set()
-    order = list(dict.fromkeys(log["transaction"]))
-    undoes = log.drop_duplicates("transaction").set_index("transaction")["undoes"]
-    for transaction in reversed(order):  # the last word first: an undo undone stands undone
-        if transaction not in undone and undoes.get(transaction, ""):
-            undone.add(undoes[transaction])
-    return log.assign(undone=log["transaction"].isin(undone))
 
 
 def judged_pairs(log: pd.DataFrame) -> dict[frozenset, str]:
@@ -140,20 +129,6 @@ def check_new_id(name: str, table: pd.DataFrame, what: str) -> str:
             f"({int((table['individual_id'] == name).sum())} photos); to join them, merge"
         )
     return name
-
-
-def where_it_went(log: pd.DataFrame, individual: str) -> str:
-    """Where the standing edits took an id that the catalogue no longer has: ``"merged into
-    'A', transaction T, time"`` (the last one), or "" if no edit did."""
-    gone = log[
-        (log["previous_id"] == individual) & log["action"].isin(EDIT_ACTIONS) & ~log["undone"]
-    ]
-    if gone.empty:
-        return ""
-    last = gone.iloc[-1]
-    verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
-            "undo": "undone to"}[last["action"]]  # fmt: skip
-    return f"{verb} {last['individual_id']!r}, transaction {last['transaction']}, {last['time']}"
 
 
 def _known(table: pd.DataFrame, individual: str, log: pd.DataFrame) -> pd.DataFrame:

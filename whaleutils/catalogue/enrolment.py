@@ -65,12 +65,47 @@ CURATION_COLUMNS = (
     "time", "transaction", "action", "reviewer", "individual_id", "other_id", "image",
     "previous_id", "undoes", "decisions", "decisions_sha256", "reviewed_at", "note",
 )  # fmt: skip
+EDIT_ACTIONS = ("merge", "rename", "split", "undo")  # curate's edits that move photos
 DECISION_COLUMNS = ("photo", "individual_id")
 # the review page's export (reviewer, reviewed_at, same_as: another photo of the file that shows
 # the same animal), and scores a script may add
 OPTIONAL_DECISION_COLUMNS = (
     "model", "similarity", "probability", "reviewer", "reviewed_at", "same_as",
 )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- curate's log
+
+
+def read_log(catalogue: str | os.PathLike) -> pd.DataFrame:
+    """``curation_log.csv`` (``CURATION_COLUMNS``, strings; empty if there is none yet), with
+    ``undone``: whether a later undo, itself not undone, reversed the line's transaction."""
+    path = Path(catalogue) / CURATION_LOG
+    if not path.is_file():
+        log = pd.DataFrame(columns=list(CURATION_COLUMNS))
+    else:
+        log = tables.read_csv(path).reindex(columns=list(CURATION_COLUMNS)).fillna("")
+    undone: set[str] = set()
+    order = list(dict.fromkeys(log["transaction"]))
+    undoes = log.drop_duplicates("transaction").set_index("transaction")["undoes"]
+    for transaction in reversed(order):  # the last word first: an undo undone stands undone
+        if transaction not in undone and undoes.get(transaction, ""):
+            undone.add(undoes[transaction])
+    return log.assign(undone=log["transaction"].isin(undone))
+
+
+def where_it_went(log: pd.DataFrame, individual: str) -> str:
+    """Where the standing edits took an id that the catalogue no longer has: ``"merged into
+    'A', transaction T, time"`` (the last one), or "" if no edit did."""
+    gone = log[
+        (log["previous_id"] == individual) & log["action"].isin(EDIT_ACTIONS) & ~log["undone"]
+    ]
+    if gone.empty:
+        return ""
+    last = gone.iloc[-1]
+    verb = {"merge": "merged into", "rename": "renamed to", "split": "split into",
+            "undo": "undone to"}[last["action"]]  # fmt: skip
+    return f"{verb} {last['individual_id']!r}, transaction {last['transaction']}, {last['time']}"
 
 
 # ---------------------------------------------------------------------------- the lock
@@ -667,11 +702,9 @@ def _enroll_locked(
     species_of = dict(zip(existing["individual_id"], existing["species_raw"], strict=True))
     unknown = sorted(set(chosen["individual_id"]) - set(species_of) - {NEW_INDIVIDUAL})
     if unknown:
-        from whaleutils.catalogue import curation  # (it builds on this module)
-
-        log = curation.read_log(catalogue)
-        gone = [f"{name} ({curation.where_it_went(log, name)})" for name in unknown
-                if curation.where_it_went(log, name)]  # fmt: skip
+        log = read_log(catalogue)
+        gone = [f"{name} ({where_it_went(log, name)})" for name in unknown
+                if where_it_went(log, name)]  # fmt: skip
         raise ValueError(
             f"{decisions}: individual(s) not in the catalogue {catalogue}: {unknown} "
             f"(a new animal is '{NEW_INDIVIDUAL}')"
