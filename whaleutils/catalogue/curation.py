@@ -471,15 +471,10 @@ def apply(
     decided "different" or "unsure" are recorded (``curate duplicates`` leaves a standing
     "different" out of its ranking). Rerunning the same file does nothing more."""
     frame = read_pair_decisions(decisions)
-    reviewers = {
-        frozenset((a, b)): who
-        for a, b, who in zip(frame["individual_a"], frame["individual_b"], frame["reviewer"],
-                             strict=True)
-    }  # fmt: skip
-    reviewed = {
-        frozenset((a, b)): when
-        for a, b, when in zip(frame["individual_a"], frame["individual_b"], frame["reviewed_at"],
-                              strict=True)
+    signed = {  # each pair's reviewer and time, as the page exported them
+        frozenset((a, b)): {"reviewer": who, "reviewed_at": when}
+        for a, b, who, when in zip(frame["individual_a"], frame["individual_b"],
+                                   frame["reviewer"], frame["reviewed_at"], strict=True)
     }  # fmt: skip
     digest = data.file_sha256(decisions)
 
@@ -505,15 +500,13 @@ def apply(
                     f"of two species ({', '.join(species)}); nothing changed"
                 )
             for name in sorted(set(members) - {keep}):
-                pair = next(
-                    (p for p in reviewers if name in p and (p - {name}) <= set(members)), None
-                )
+                pair = next((p for p in signed if name in p and (p - {name}) <= set(members)), None)
                 for image in table.loc[table["individual_id"] == name, "image"]:
                     changes[image] = keep
                     lines.append(
                         {"action": "merge", "individual_id": keep, "other_id": name,
                          "image": image, "previous_id": name,
-                         "reviewer": reviewers.get(pair, ""), "reviewed_at": reviewed.get(pair, "")}
+                         **signed.get(pair, {"reviewer": "", "reviewed_at": ""})}
                     )  # fmt: skip
         for a, b, decision in zip(
             frame["individual_a"], frame["individual_b"], frame["decision"], strict=True
@@ -521,8 +514,7 @@ def apply(
             if decision in JUDGEMENTS:
                 pair = frozenset((a, b))
                 lines.append(
-                    {"action": decision, "individual_id": a, "other_id": b,
-                     "reviewer": reviewers[pair], "reviewed_at": reviewed[pair]}
+                    {"action": decision, "individual_id": a, "other_id": b, **signed[pair]}
                 )  # fmt: skip
         return changes, lines, None
 
