@@ -446,18 +446,8 @@ def read_pair_decisions(path: str | os.PathLike) -> pd.DataFrame:
 
 def _same_groups(frame: pd.DataFrame) -> dict[str, str]:
     """Each id of a "same" pair -> its group's name (ids joined by "same" pairs)."""
-    parent: dict[str, str] = {}
-
-    def root(name):
-        parent.setdefault(name, name)
-        while parent[name] != name:
-            name = parent[name]
-        return name
-
     same = frame[frame["decision"] == "same"]
-    for a, b in zip(same["individual_a"], same["individual_b"], strict=True):
-        parent[root(b)] = root(a)
-    return {name: root(name) for name in parent}
+    return enrolment.joined(zip(same["individual_a"], same["individual_b"], strict=True))
 
 
 def apply(

@@ -225,6 +225,28 @@ def read_decisions(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def joined(links, items=()) -> dict:
+    """Each item's group, named by one of its items: items linked by a pair of ``links``, or
+    through a chain of them, are one group (a union-find); ``items`` adds the unlinked.
+
+    >>> group = joined([("a", "b"), ("c", "b")], ["d"])
+    >>> group["a"] == group["b"] == group["c"] != group["d"]
+    True
+    """
+    parent = {item: item for item in items}
+
+    def root(item):
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for first, second in links:
+        parent[root(second)] = root(first)
+    return {item: root(item) for item in list(parent)}
+
+
 def same_animal_groups(frame: pd.DataFrame, path) -> list[int]:
     """Each decided photo's group (rows numbered 0, 1, ...): photos linked by ``same_as`` (the
     review page's "same as another photo in this batch"; a row's ``photo`` or its file name)
@@ -236,14 +258,7 @@ def same_animal_groups(frame: pd.DataFrame, path) -> list[int]:
         Naming the row of a ``same_as`` that names no row of the file or its own, and of two
         linked photos decided to be different individuals.
     """
-    parent = list(range(len(frame)))
-
-    def root(row: int) -> int:
-        while parent[row] != row:
-            parent[row] = parent[parent[row]]
-            row = parent[row]
-        return row
-
+    links = []
     by_photo = {photo: row for row, photo in enumerate(frame["photo"])}
     by_name = {Path(photo).name: row for row, photo in enumerate(frame["photo"])}
     for row, other in enumerate(frame["same_as"].str.strip()):
@@ -254,8 +269,9 @@ def same_animal_groups(frame: pd.DataFrame, path) -> list[int]:
             raise ValueError(f"{path}, row {row + 2}: same_as {other!r} is no photo of the file")
         if target == row:
             raise ValueError(f"{path}, row {row + 2}: same_as names the row's own photo")
-        parent[root(row)] = root(target)
-    groups = [root(row) for row in range(len(frame))]
+        links.append((target, row))
+    group_of = joined(links, range(len(frame)))
+    groups = [group_of[row] for row in range(len(frame))]
     decided = {}
     for row, (group, individual) in enumerate(zip(groups, frame["individual_id"], strict=True)):
         first = decided.setdefault(group, (row, individual))
@@ -628,23 +644,16 @@ def _new_animals(chosen: pd.DataFrame, metadata_of: list[dict], decisions) -> li
     decided new that ``same_as`` links, or that share an encounter (one encounter is one
     animal), are one new animal, and get one id."""
     groups = same_animal_groups(chosen, decisions)
-    parent = {group: group for group in groups}
-
-    def root(group):
-        while parent[group] != group:
-            group = parent[group]
-        return group
-
-    first_of_encounter = {}
+    first_of_encounter, links = {}, []
     is_new = (chosen["individual_id"] == NEW_INDIVIDUAL).tolist()
     for group, new, metadata in zip(groups, is_new, metadata_of, strict=True):
         encounter = metadata.get("encounter", "")
         if new and encounter:
-            other = first_of_encounter.setdefault(encounter, group)
-            parent[root(group)] = root(other)
+            links.append((first_of_encounter.setdefault(encounter, group), group))
+    root = joined(links, groups)
     numbers = {}
     return [
-        numbers.setdefault(root(group), len(numbers)) if new else None
+        numbers.setdefault(root[group], len(numbers)) if new else None
         for group, new in zip(groups, is_new, strict=True)
     ]
 
