@@ -74,7 +74,7 @@ def test_a_stage_imports_only_itself_and_earlier_stages():
 # without them. A whaleutils module that imports one of them at its top is heavy too.
 OPTIONAL_HEAVY = frozenset((
     "tensorflow", "keras", "jax", "cv2", "matplotlib", "sklearn", "papermill", "nbformat",
-    "efficientnet", "h5py", "jupytext", "slugify", "selenium", "kaggle", "scipy",
+    "efficientnet", "h5py", "jupytext", "slugify", "selenium", "kaggle", "scipy", "faiss",
 ))  # fmt: skip
 PACKAGE = Path(__file__).resolve().parents[1] / "whaleutils"
 

@@ -293,6 +293,7 @@ def cmd_identify(args) -> int:
                 local=False if args.no_local else None, known_precision=args.known_precision,
                 precision=args.precision, new_share=args.new_share,
                 crop_to_box=bool(args.boxes), candidates=candidates,
+                engine=args.descriptor_index, progress=True,
             )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -461,6 +462,7 @@ def cmd_curate_duplicates(args) -> int:
             identifier = identify.Identifier(
                 args.model, args.catalogue, cache, args.batch_size,
                 local=False if args.no_local else None, crop_to_box=crop,
+                engine=args.descriptor_index, progress=True,
             )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -572,6 +574,15 @@ def cmd_kaggle_wheelhouse(args) -> int:
     print(f"{compat}: {', '.join(files)} (the GPU image's Keras, for the tests; not staged)")
     print(f"next: python -m whaleutils kaggle stage --out DIR --wheelhouse {args.out}")
     return 0
+
+
+def _add_descriptor_index(parser) -> None:
+    parser.add_argument(
+        "--descriptor-index", choices=("auto", "flann", "faiss", "exact"), default="auto",
+        help="the index of the catalogue's local descriptors (fused head): FLANN kd-trees, "
+        "faiss' compressed inverted file (a quarter of the memory: large catalogues) or brute "
+        "force; auto: faiss above 4 million descriptors (about 13,000 photos), else FLANN",
+    )  # fmt: skip
 
 
 def cmd_kaggle_push(args) -> int:
@@ -722,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rank by the embedding's KNN head alone, even if the run has a fused head (local/)",
     )
+    _add_descriptor_index(p)
     p.add_argument(
         "--known-precision",
         type=float,
@@ -862,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache", help="the catalogue's cache folder (default: identify's)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--no-local", action="store_true", help="the KNN head alone")
+    _add_descriptor_index(c)
     c.add_argument(
         "--crop-to-box", action=argparse.BooleanOptionalAction, default=None,
         help="crop the photos to their train.csv boxes (default: as the run was trained)",

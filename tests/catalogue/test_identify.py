@@ -3,6 +3,11 @@
 import json
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from datetime import date
 from pathlib import Path
 
@@ -14,10 +19,11 @@ from PIL import Image
 
 from whaleutils import cli
 from whaleutils.catalogue import catalogue_index, identify, review
-from whaleutils.contracts import outputs
+from whaleutils.contracts import caches, outputs
 from whaleutils.datasets import data, encounters
 from whaleutils.images.photos import prepare as prepare_photo
 from whaleutils.retrieval import answers, fusion
+from whaleutils.retrieval import local_features as lf
 from whaleutils.training import models
 
 
@@ -159,6 +165,61 @@ def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogu
     assert changed.index.embedded == 1
     fresh = identify.Identifier(run_dir, catalogue, None)
     np.testing.assert_allclose(changed.index.embeddings, fresh.index.embeddings, atol=1e-6)
+
+
+def test_describing_killed_midway_resumes_losing_at_most_one_chunk(run_dir, catalogue, tmp_path):
+    """A describe (embeddings and local features) killed with SIGKILL after some chunks were
+    saved computes, rerun, only what those chunks do not hold, and gives what one uninterrupted
+    describe gives; the parts are folded into the two cache files."""
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        from whaleutils.catalogue import catalogue_index as ci
+        from whaleutils.retrieval import local_features as lf
+        from whaleutils.training import models
+        ci.DESCRIBE_CHUNK = 8
+        model = models.load_model({str(run_dir / outputs.EMBEDDING_MODEL)!r})
+        embedder = ci.PhotoEmbedder(model, models.input_image_size(model), fingerprint="m")
+        ci.CatalogueIndex.build({str(catalogue)!r}, embedder, {str(cache)!r}, features=lf.FeatureSettings())
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    embedding_file, feature_file = cache / identify.CACHE_FILE, cache / lf.CACHE_FILE
+    deadline = time.monotonic() + 300
+    while len(caches.part_files(embedding_file)) < 2 and process.poll() is None:
+        assert time.monotonic() < deadline, "no chunk was saved in 5 minutes"
+        time.sleep(0.01)
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "describe ended before it could be killed"
+    assert not embedding_file.exists()  # only parts so far: 60 photos are 8 chunks
+    saved = sum(len(np.load(part)["keys"]) for part in caches.part_files(embedding_file))
+    saved_features = sum(len(np.load(part)["keys"]) for part in caches.part_files(feature_file))
+    assert 16 <= saved < 60 and saved - 8 <= saved_features <= saved
+
+    model = models.load_model(run_dir / outputs.EMBEDDING_MODEL)
+    embedder = catalogue_index.PhotoEmbedder(model, models.input_image_size(model), fingerprint="m")
+    settings = lf.FeatureSettings()
+    resumed = catalogue_index.CatalogueIndex.build(catalogue, embedder, cache, features=settings)
+    assert resumed.embedded == 60 - saved and resumed.features_computed == 60 - saved_features
+    assert embedding_file.is_file() and feature_file.is_file()
+    assert not caches.part_files(embedding_file) and not caches.part_files(feature_file)
+    whole = catalogue_index.CatalogueIndex.build(catalogue, embedder, None, features=settings)
+    np.testing.assert_allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
+    for got, want in zip(resumed.features, whole.features, strict=True):
+        np.testing.assert_array_equal(got.raw, want.raw)
+    again = catalogue_index.CatalogueIndex.build(catalogue, embedder, cache, features=settings)
+    assert again.embedded == 0 and again.features_computed == 0
+
+
+def test_the_progress_line_says_how_many_are_left_and_when(capsys):
+    assert catalogue_index.duration(40) == "about 40 s"
+    assert catalogue_index.duration(720) == "about 12 min"
+    assert catalogue_index.duration(3900) == "about 1 h 5 min"
+    meter = catalogue_index.Meter(1000, "photos described")
+    meter.update(250)
+    line = capsys.readouterr().err
+    assert line.startswith("\r250 of 1,000 photos described (25%), ") and line.endswith(" left")
+    meter.update(750)
+    assert capsys.readouterr().err.startswith("\r1,000 of 1,000 photos described (100%)")
 
 
 def test_an_unreadable_cache_is_set_aside_and_rebuilt(run_dir, catalogue, tmp_path):

@@ -104,11 +104,52 @@ def test_lnbnn_by_hand():
     a[0], b[0] = 10, 14
     query = np.zeros(128, np.uint8)
     query[0] = 11
-    for exact in (True, False):
-        index = lf.DescriptorIndex([photo(a), photo(b)], ["a", "b"], exact=exact)
-        np.testing.assert_allclose(index.lnbnn(photo(query)), [2.0, 0.0])
+    for engine in lf.DESCRIPTOR_ENGINES:
+        index = lf.DescriptorIndex([photo(a), photo(b)], ["a", "b"], engine=engine)
+        # faiss compares 8-bit codes: 10 and 14 are its range's ends, 11 is within a step
+        np.testing.assert_allclose(index.lnbnn(photo(query)), [2.0, 0.0], atol=0.02)
         # with a's photo left out, b is nearest and nothing is left as the normaliser
         np.testing.assert_allclose(index.lnbnn(photo(query), exclude_photos=[0]), [0.0, 0.0])
+
+
+def test_faiss_neighbours_agree_with_exact_search_in_a_quarter_of_the_memory():
+    """faiss' inverted file of 8-bit codes, on 200 photos' RootSIFT (about 40,000 descriptors,
+    lists of about 200): nearly every descriptor's nearest neighbour is exact search's, at
+    distances within the codes' step; LNBNN names the same whale; a query whose probed lists
+    hold fewer than asked gets -1 rows, which LNBNN skips."""
+    photos = [lf.extract(textured(seed)) for seed in range(200)]
+    labels = [f"w{seed // 2}" for seed in range(200)]
+    exact = lf.DescriptorIndex(photos, labels, exact=True)
+    approximate = lf.DescriptorIndex(photos, labels, engine="faiss")
+    assert approximate.descriptors is None and len(approximate) == len(exact)
+    assert approximate._index.nlist == lf.faiss_lists(len(exact)) == 256
+    assert approximate._index.code_size == 128  # one byte per value: float32's quarter
+    query = lf.extract(rotated_crop(textured(6), 10, 8))
+    exact_rows, exact_distances = exact.neighbours(query.descriptors, 2)
+    rows, distances = approximate.neighbours(query.descriptors, 2)
+    assert (rows[:, 0] == exact_rows[:, 0]).mean() > 0.9
+    agree = rows[:, 0] == exact_rows[:, 0]
+    np.testing.assert_allclose(distances[agree, 0], exact_distances[agree, 0], atol=0.01)
+    scores, reference = approximate.lnbnn(query), exact.lnbnn(query)
+    assert (
+        approximate.individuals[np.argmax(scores)]
+        == "w3"
+        == exact.individuals[np.argmax(reference)]
+    )
+    assert np.corrcoef(scores, reference)[0, 1] > 0.95
+    narrow = lf.DescriptorIndex(photos, labels, engine="faiss", probes=1)
+    rows, distances = narrow.neighbours(query.descriptors, 400)
+    assert (rows == -1).any() and np.isinf(distances[rows == -1]).all()
+    assert np.isfinite(narrow.lnbnn(query, k=390)).all()
+    assert lf.DescriptorIndex(photos[:4], labels[:4], engine="auto").engine == "flann"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        lf.DescriptorIndex(photos[:2], labels[:2], engine="annoy")
+
+
+def test_faiss_lists_grow_as_the_square_root_within_bounds():
+    assert [lf.faiss_lists(n) for n in (0, 39, 40, 1_000, 40_000, 15_000_000)] == [
+        1, 1, 1, 25, 256, 4096,
+    ]  # fmt: skip
 
 
 def test_flann_neighbours_agree_with_exact_search():

@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 import warnings
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,12 +35,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from whaleutils.contracts import caches
 from whaleutils.datasets import data
 from whaleutils.images import photos
 from whaleutils.retrieval import embed, local_features
 
 CACHE_FILE = "catalogue_embeddings.npz"
 READ_CHUNK = 128  # photos embedded at a time (each is held at the model's size only)
+DESCRIBE_CHUNK = 512  # photos described, then saved to the caches, at a time
 
 
 @dataclass
@@ -175,6 +178,7 @@ class CatalogueIndex:
         self.skipped: list[str] = []
         self.embedded = self.features_computed = 0
         self.note: str | None = None
+        self.engine = "auto"
 
     @classmethod
     def build(
@@ -185,10 +189,15 @@ class CatalogueIndex:
         crop_to_box: bool = False,
         mirrored: bool = False,
         features: local_features.FeatureSettings | None = None,
+        engine: str = "auto",
+        progress: bool = False,
     ) -> CatalogueIndex:
         """Embed the catalogue (``mirrored``: each photo's mirror image too) and, with
-        ``features``, extract its local features; only photos new or changed since the caches
-        in ``cache_dir`` were written are computed (None: no cache).
+        ``features``, extract its local features and index their descriptors (``engine``:
+        ``local_features.DescriptorIndex``'s); only photos new or changed since the caches in
+        ``cache_dir`` were written are computed (None: no cache), each chunk saved as it
+        finishes (a run killed and rerun loses at most one); with ``progress``, a progress line
+        on stderr with the time left when there is more than one chunk to do.
 
         Raises
         ------
@@ -204,9 +213,8 @@ class CatalogueIndex:
         if table.empty:
             raise ValueError(f"{index.layout.train_csv}: the catalogue has no photos")
         cache_dir = None if cache_dir is None else check_cache_dir(cache_dir, folder)
-        index._embed(embedder, cache_dir, mirrored)
-        if features is not None:
-            index._extract(features, cache_dir)
+        index.engine = engine
+        index._describe(embedder, cache_dir, mirrored, features, progress)
         return index
 
     # ------------------------------------------------------------------ the photos
@@ -258,25 +266,35 @@ class CatalogueIndex:
             self.mirrored = self.mirrored[rows]
         if self.features is not None:
             self.features = [self.features[row] for row in rows]
-            self.descriptors = local_features.DescriptorIndex(self.features, self.labels)
+            self.descriptors = local_features.DescriptorIndex(
+                self.features, self.labels, engine=self.engine
+            )
 
     # ------------------------------------------------------------------ building
-    def _embed(self, embedder: PhotoEmbedder, cache_dir: Path | None, mirrored: bool) -> None:
-        """Embeddings of every photo, in ``train.csv`` order; unreadable photos dropped."""
-        paths = [self.layout.photo("train", name) for name in self.table["image"]]
+    def _describe(
+        self,
+        embedder: PhotoEmbedder,
+        cache_dir: Path | None,
+        mirrored: bool,
+        settings: local_features.FeatureSettings | None,
+        progress: bool,
+    ) -> None:
+        """Embeddings (and with ``settings`` local features and the LNBNN index) of every
+        photo, in ``train.csv`` order; unreadable photos dropped. Photos the caches lack are
+        read once each, :data:`DESCRIBE_CHUNK` at a time, each chunk saved as it finishes."""
+        paths = [self.path(row) for row in range(len(self.table))]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} catalogue photo(s) listed in train.csv missing, e.g. {missing[0]}"
             )
+        boxes = [self.box(row) for row in range(len(self.table))]
         stats = [p.stat() for p in paths]
-        keys = np.array(
-            [
-                f"{name}|{s.st_size}|{s.st_mtime_ns}|{self.box(row)}"
-                for row, (name, s) in enumerate(zip(self.table["image"], stats, strict=True))
-            ]
-        )
-        settings = json.dumps(
+        keys = [
+            f"{name}|{s.st_size}|{s.st_mtime_ns}|{box}"
+            for name, s, box in zip(self.table["image"], stats, boxes, strict=True)
+        ]
+        embedding_settings = json.dumps(
             {
                 "model": embedder.fingerprint,
                 "image_size": embedder.image_size,
@@ -284,43 +302,73 @@ class CatalogueIndex:
                 "mirrored": mirrored,
             }
         )
-        cache_path = None if cache_dir is None else cache_dir / CACHE_FILE
-        cached = read_cache(cache_path, settings)
-        todo = [row for row, key in enumerate(keys) if key not in cached]
-        fresh = embedder.read(
-            [paths[row] for row in todo], [self.box(row) for row in todo], mirrored=mirrored
+        vectors = EmbeddingCache(
+            None if cache_dir is None else cache_dir / CACHE_FILE, embedding_settings
         )
-        for position, vector in zip(fresh.positions, fresh.embeddings, strict=True):
-            cached[keys[todo[position]]] = vector
-        if fresh.errors:  # named and left out of this run's catalogue; validate lists them too
-            bad_rows = sorted(todo[position] for position in fresh.errors)
-            for reason in fresh.errors.values():
+        features = feature_keys = None
+        if settings is not None:
+            features = local_features.FeatureCache(
+                None if cache_dir is None else cache_dir / local_features.CACHE_FILE, settings
+            )
+            feature_keys = [
+                local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)
+            ]
+        todo = [
+            row
+            for row, key in enumerate(keys)
+            if key not in vectors.entries
+            or (features is not None and feature_keys[row] not in features.entries)
+        ]
+        shown = progress and len(todo) > DESCRIBE_CHUNK
+        meter = Meter(len(todo), "catalogue photos described") if shown else None
+        errors: dict[int, str] = {}
+        for start in range(0, len(todo), DESCRIBE_CHUNK):
+            rows = todo[start : start + DESCRIBE_CHUNK]
+            need_features = features is not None and any(
+                feature_keys[row] not in features.entries for row in rows
+            )
+            fresh = embedder.read(
+                [paths[row] for row in rows],
+                [boxes[row] for row in rows],
+                mirrored=mirrored,
+                features=settings if need_features else None,
+            )
+            for at, position in enumerate(fresh.positions):
+                row = rows[position]
+                if keys[row] not in vectors.entries:
+                    vectors.add(keys[row], fresh.embeddings[at])
+                if need_features and feature_keys[row] not in features.entries:
+                    features.add(feature_keys[row], fresh.features[at])
+            errors.update({rows[position]: why for position, why in fresh.errors.items()})
+            vectors.save_part([keys[row] for row in rows])
+            if need_features:
+                features.save_part([feature_keys[row] for row in rows])
+            if meter is not None:
+                meter.update(len(rows))
+        if errors:  # named and left out of this run's catalogue; validate lists them too
+            for reason in errors.values():
                 warnings.warn(f"catalogue photo skipped: {reason}", stacklevel=4)
+            bad_rows = sorted(errors)
             self.table = self.table.drop(index=bad_rows).reset_index(drop=True)
-            keys = np.delete(keys, bad_rows)
-            self.skipped = list(fresh.errors.values())
+            keys = [key for row, key in enumerate(keys) if row not in errors]
+            if feature_keys is not None:
+                feature_keys = [key for row, key in enumerate(feature_keys) if row not in errors]
+            self.skipped = list(errors.values())
             if self.table.empty:
                 raise ValueError(f"{self.folder}: no catalogue photo is readable")
-        vectors = np.stack([cached[key] for key in keys]).astype(np.float32)
-        if cache_path is not None and (todo or len(cached) != len(keys)):
-            write_cache(cache_path, keys, vectors, settings)
-        self.embedded = len(todo)
+        vectors.save(keep=keys)  # folds the parts into the one file, when due
+        stacked = np.stack([vectors.entries[key] for key in keys]).astype(np.float32)
+        self.embedded = vectors.computed
         # a flipped gallery: (n, 2, d), each photo and its mirror image
-        self.embeddings = vectors[:, 0] if mirrored else vectors
-        self.mirrored = vectors[:, 1] if mirrored else None
-
-    def _extract(self, settings: local_features.FeatureSettings, cache_dir: Path | None) -> None:
-        """Local features of every photo (cached, only new or changed photos computed) and
-        the LNBNN index over them."""
-        paths = [self.path(row) for row in range(len(self.table))]
-        boxes = [self.box(row) for row in range(len(self.table))]
-        cache_path = None if cache_dir is None else cache_dir / local_features.CACHE_FILE
-        cache = local_features.FeatureCache(cache_path, settings)
-        keys = [local_features.photo_key(p, b) for p, b in zip(paths, boxes, strict=True)]
-        self.features = cache.features(keys, lambda i: photos.prepare(paths[i], boxes[i]))
-        cache.save(keep=keys)
-        self.features_computed = cache.computed
-        self.descriptors = local_features.DescriptorIndex(self.features, self.labels)
+        self.embeddings = stacked[:, 0] if mirrored else stacked
+        self.mirrored = stacked[:, 1] if mirrored else None
+        if features is not None:
+            features.save(keep=feature_keys)
+            self.features = [features.entries[key] for key in feature_keys]
+            self.features_computed = features.computed
+            self.descriptors = local_features.DescriptorIndex(
+                self.features, self.labels, engine=self.engine
+            )
 
 
 def check_cache_dir(cache_dir: str | os.PathLike, catalogue: Path) -> Path:
@@ -360,38 +408,54 @@ def shrink(image: np.ndarray, side: int = 512) -> np.ndarray:
     return np.asarray(picture)
 
 
-def read_cache(path: Path | None, settings: str) -> dict[str, np.ndarray]:
-    """The cached embeddings by key, if ``path`` holds a cache made with ``settings``. A file
-    that cannot be read is named in a warning, set aside as ``<name>.unreadable`` and
-    rebuilt (never trusted, never fatal)."""
+class EmbeddingCache(caches.PartedCache):
+    """A catalogue's embeddings by photo key, in one ``.npz`` file and its parts
+    (``caches.PartedCache``), tied to one model's settings; an unreadable file is set aside as
+    ``<name>.unreadable`` and rebuilt (never trusted, never fatal)."""
 
-    if path is None or not path.is_file():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as file:
-            if str(file["settings"]) != settings:
-                return {}
-            return dict(zip(file["keys"].tolist(), file["embeddings"], strict=True))
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        aside = path.with_name(path.name + ".unreadable")
-        os.replace(path, aside)
-        warnings.warn(
-            f"{path}: unreadable embedding cache ({error}); moved to {aside.name}, rebuilding",
-            stacklevel=3,
+    kind = "embedding cache"
+    set_aside = True
+
+    def decode(self, stored) -> dict[str, np.ndarray]:
+        keys, embeddings = stored["keys"], stored["embeddings"]
+        if len(keys) != len(embeddings):
+            raise ValueError(f"{len(keys)} keys but {len(embeddings)} embeddings")
+        return dict(zip(keys.tolist(), embeddings, strict=True))
+
+    def encode(self, keys) -> dict[str, np.ndarray]:
+        return {
+            "keys": np.array(list(keys), dtype=str),
+            "embeddings": np.stack([self.entries[key] for key in keys]).astype(np.float32),
+        }
+
+
+class Meter:
+    """A progress line on stderr: how many of ``total`` are done, the pace and the time left
+    at the pace since it began (the line is rewritten in place, ended when all are done)."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what, self.done = int(total), what, 0
+        self.started = time.monotonic()
+
+    def update(self, count: int) -> None:
+        self.done += int(count)
+        elapsed = time.monotonic() - self.started
+        pace = elapsed / max(self.done, 1)
+        print(
+            f"\r{self.done:,} of {self.total:,} {self.what} ({100 * self.done / self.total:.0f}%), "
+            f"{pace:.2f} s each, {duration(pace * (self.total - self.done))} left",
+            end="" if self.done < self.total else "\n",
+            file=sys.stderr,
+            flush=True,
         )
-        return {}
 
 
-def write_cache(path: Path, keys: np.ndarray, embeddings: np.ndarray, settings: str) -> None:
-    """Write the cache under a name of this process's own, then rename it into place: two
-    runs sharing a folder never read or leave a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(partial, "wb") as handle:
-            np.savez(handle, keys=keys, embeddings=embeddings, settings=np.array(settings))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+def duration(seconds: float) -> str:
+    """``seconds`` as a reader says them: "about 40 s", "about 12 min", "about 1 h 5 min"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min"

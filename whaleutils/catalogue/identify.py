@@ -259,6 +259,10 @@ class Identifier:
     candidates : an ``encounters.CandidateFilter``: only the catalogue photos it keeps (species,
         viewpoint, dates, distance) can be matched; the whole catalogue is still embedded and
         cached, so another filter costs nothing. ``index.note`` says what it kept.
+    engine : the index of the catalogue's local descriptors (``local_features.DescriptorIndex``:
+        "auto", "flann", "faiss" or "exact")
+    progress : a progress line on stderr while more than one chunk of catalogue photos is
+        described (``catalogue_index.Meter``)
     """
 
     def __init__(
@@ -273,6 +277,8 @@ class Identifier:
         candidates=None,
         precision: float | None = None,
         new_share: float | None = None,
+        engine: str = "auto",
+        progress: bool = False,
     ):
         from whaleutils.training import models
 
@@ -288,7 +294,8 @@ class Identifier:
         )  # fmt: skip
         self.index = CatalogueIndex.build(
             catalogue, self.embedder, cache_dir, crop_to_box,
-            mirrored=self.run.knn.flipped_gallery, features=self.matcher.features,
+            mirrored=self.run.knn.flipped_gallery, features=self.matcher.features, engine=engine,
+            progress=progress,
         )  # fmt: skip
         self.index.keep(candidates)
         self.skipped = pd.DataFrame(columns=["photo", "reason"])

@@ -32,13 +32,13 @@ import functools
 import hashlib
 import json
 import os
-import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from whaleutils.contracts import caches
 
 CACHE_FILE = "catalogue_features.npz"
 TRANSFORMS = ("affine", "similarity", "homography")
@@ -280,17 +280,28 @@ def _colours(n: int) -> list[tuple[int, int, int]]:
 # ---------------------------------------------------------------------------- LNBNN index
 
 
-FLANN_SEED = 0  # OpenCV's random state when an index's kd-trees are grown
+FLANN_SEED = 0  # OpenCV's random state when an index's kd-trees are grown (and faiss')
+DESCRIPTOR_ENGINES = ("flann", "exact", "faiss")
+FAISS_ABOVE = 4_000_000  # descriptors ("auto"): FLANN's float32 copy would pass 2 GB
+FAISS_PROBES = 16  # inverted lists searched per descriptor (chosen on synthetic catalogues)
+FAISS_TRAINING_PER_LIST = 40  # fewest descriptors per list (faiss' k-means wants 39)
+FAISS_TRAINING_SAMPLE = 64  # descriptors per list its k-means is trained on, at most
+ADD_CHUNK = 2048  # photos whose float32 descriptors are made and added at a time
 LNBNN_NORMALISERS = ("next", "name")
 NAME_RULE_DEPTH = 10  # neighbours beyond the k searched for another individual's ("name")
 
 
 class DescriptorIndex:
-    """Every descriptor of a gallery of photos in one FLANN kd-tree (OpenCV), for LNBNN.
+    """Every descriptor of a gallery of photos in one nearest-neighbour index, for LNBNN.
 
     ``photos``: each gallery photo's features; ``labels``: each photo's individual.
-    ``trees`` and ``checks`` are FLANN's kd-tree count and the leaves searched per query
-    (more: closer to exact, slower; ``exact=True`` searches by brute force, the reference).
+    ``engine`` (:data:`DESCRIPTOR_ENGINES`): ``"flann"``, FLANN kd-trees (OpenCV; ``trees``
+    and ``checks``, the leaves searched per query: more is closer to exact and slower);
+    ``"exact"``, brute force (the reference); ``"faiss"``, an inverted file of 8-bit scalar-
+    quantised descriptors (faiss ``IndexIVFScalarQuantizer``: a quarter of FLANN's float32
+    copy, for catalogues of millions of descriptors; ``probes`` of its ``lists`` searched);
+    ``"auto"``: ``"faiss"`` above :data:`FAISS_ABOVE` descriptors, else ``"flann"``.
+    ``exact=True`` is ``engine="exact"``.
     """
 
     def __init__(
@@ -300,16 +311,24 @@ class DescriptorIndex:
         trees: int = 4,
         checks: int = 64,
         exact: bool = False,
+        engine: str = "flann",
+        probes: int = FAISS_PROBES,
     ):
         if len(photos) != len(labels):
             raise ValueError(f"{len(photos)} photos but {len(labels)} labels")
+        engine = "exact" if exact else engine
+        if engine not in (*DESCRIPTOR_ENGINES, "auto"):
+            raise ValueError(
+                f"engine must be one of {(*DESCRIPTOR_ENGINES, 'auto')}, got engine={engine!r}"
+            )
         self.individuals, label_codes = np.unique(
             np.asarray(labels, dtype=str), return_inverse=True
         )
-        # FLANN's trees depend on the order of the rows and on OpenCV's random state: the rows
-        # go in an order of the photos' own (individual, then descriptors' digest) and the
-        # trees are grown from a fixed seed, so one set of photos gives one index however it
-        # is listed (notebook 04's gallery and identify's catalogue of the same photos agree).
+        # FLANN's trees (and faiss' lists) depend on the order of the rows and on a random
+        # state: the rows go in an order of the photos' own (individual, then descriptors'
+        # digest) and the index is grown from a fixed seed, so one set of photos gives one
+        # index however it is listed (notebook 04's gallery and identify's catalogue of the
+        # same photos agree).
         order = sorted(
             range(len(photos)),
             key=lambda i: (
@@ -320,38 +339,54 @@ class DescriptorIndex:
         counts = np.array([len(photos[i]) for i in order], np.int64)
         self.photo_of_row = np.repeat(np.asarray(order, np.int64), counts)  # (rows,) photo
         self.individual_of_row = label_codes[self.photo_of_row]
+        self.rows = int(counts.sum())
+        self.dimensions = photos[0].raw.shape[1] if photos else 128
+        if engine == "auto":
+            engine = "faiss" if self.rows > FAISS_ABOVE else "flann"
+        self.engine, self.checks, self.probes = engine, int(checks), int(probes)
+        self.descriptors = None  # (rows, d) float32, held by "flann" and "exact" only
+        self._index = None
+        if engine == "faiss":
+            self._index = _faiss_index(photos, order, self.rows, self.dimensions, self.probes)
+            return
         self.descriptors = (
             np.concatenate([photos[i].descriptors for i in order]).astype(np.float32)
-            if counts.sum()
-            else np.zeros((0, photos[0].raw.shape[1] if photos else 128), np.float32)
+            if self.rows
+            else np.zeros((0, self.dimensions), np.float32)
         )
-        self.checks, self.exact = int(checks), bool(exact)
-        self._index = None
-        if not exact and len(self.descriptors):
+        if engine == "flann" and self.rows:
             import cv2
 
             cv2.setRNGSeed(FLANN_SEED)
             self._index = cv2.flann_Index(self.descriptors, {"algorithm": 1, "trees": int(trees)})
 
+    @property
+    def exact(self) -> bool:
+        return self.engine == "exact"
+
     def __len__(self) -> int:
-        return len(self.descriptors)
+        return self.rows
 
     def neighbours(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) gallery rows and (n, k) Euclidean distances of each descriptor's ``k``
-        nearest gallery descriptors, nearest first."""
-        k = min(k, len(self.descriptors))
+        nearest gallery descriptors, nearest first (faiss: a row of -1 at distance inf where
+        its probed lists held fewer than ``k``)."""
+        k = min(k, self.rows)
         if len(descriptors) == 0 or k == 0:
             return np.zeros((len(descriptors), 0), np.int64), np.zeros((len(descriptors), 0))
-        if self.exact:
+        if self.engine == "exact":
             query, gallery = descriptors.astype(np.float64), self.descriptors.astype(np.float64)
             squared = (query**2).sum(1)[:, None] - 2 * query @ gallery.T + (gallery**2).sum(1)[None]
             rows = np.argsort(squared, axis=1, kind="stable")[:, :k]
             distances = np.take_along_axis(squared, rows, axis=1)
+        elif self.engine == "faiss":
+            distances, rows = self._index.search(np.ascontiguousarray(descriptors, np.float32), k)
+            distances = np.where(rows < 0, np.inf, distances)
         else:
             rows, distances = self._index.knnSearch(
                 np.ascontiguousarray(descriptors, np.float32), k, params={"checks": self.checks}
             )
-        return rows.astype(np.int64), np.sqrt(np.maximum(distances, 0.0))  # FLANN: squared L2
+        return rows.astype(np.int64), np.sqrt(np.maximum(distances, 0.0))  # squared L2
 
     def lnbnn(
         self,
@@ -386,6 +421,8 @@ class DescriptorIndex:
             extra = min(extra, 4 * (k + 1) if exclusion_depth is None else exclusion_depth)
         rows, distances = self.neighbours(query.descriptors, depth + extra)
         for row_ids, row_distances in zip(rows, distances, strict=True):
+            found = row_ids >= 0  # faiss: fewer than asked in the probed lists
+            row_ids, row_distances = row_ids[found], row_distances[found]
             if len(excluded):
                 keep = ~np.isin(self.photo_of_row[row_ids], excluded)
                 row_ids, row_distances = row_ids[keep], row_distances[keep]
@@ -406,6 +443,47 @@ class DescriptorIndex:
         return scores
 
 
+def faiss_lists(rows: int) -> int:
+    """The inverted lists of a faiss index over ``rows`` descriptors: about sqrt(rows), a
+    power of two, 1 to 65,536, at least :data:`FAISS_TRAINING_PER_LIST` rows each."""
+    lists = 2 ** int(np.round(np.log2(max(np.sqrt(max(rows, 1)), 1))))
+    return int(max(1, min(lists, 65536, rows // FAISS_TRAINING_PER_LIST)))
+
+
+def _faiss_index(photos: Sequence[PhotoFeatures], order: list[int], rows: int, dimensions: int,
+                 probes: int):  # fmt: skip
+    """An ``IndexIVFScalarQuantizer`` (8 bits per value, squared L2) over the photos'
+    descriptors in ``order``, its row ids the rows of that order; trained on an evenly spaced
+    sample of rows, the descriptors made and added :data:`ADD_CHUNK` photos at a time (never
+    all in float32 at once)."""
+    import faiss
+
+    lists = faiss_lists(rows)
+    quantizer = faiss.IndexFlatL2(dimensions)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, dimensions, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
+    )
+    index.cp.seed = FLANN_SEED
+    if rows == 0:
+        index.train(np.zeros((1, dimensions), np.float32))
+        return index
+    wanted = np.unique(
+        np.linspace(0, rows - 1, min(rows, lists * FAISS_TRAINING_SAMPLE)).astype(np.int64)
+    )
+    sample, start = [], 0
+    for chunk in range(0, len(order), ADD_CHUNK):
+        block = np.concatenate([photos[i].descriptors for i in order[chunk : chunk + ADD_CHUNK]])
+        inside = wanted[(wanted >= start) & (wanted < start + len(block))] - start
+        sample.append(block[inside])
+        start += len(block)
+    index.train(np.concatenate(sample).astype(np.float32))
+    for chunk in range(0, len(order), ADD_CHUNK):
+        block = [photos[i].descriptors for i in order[chunk : chunk + ADD_CHUNK]]
+        index.add(np.concatenate(block).astype(np.float32))
+    index.nprobe = int(min(probes, lists))
+    return index
+
+
 # ---------------------------------------------------------------------------- cache
 
 
@@ -417,84 +495,60 @@ def photo_key(path: str | os.PathLike, box=None) -> str:
     return f"{Path(path).name}|{stat.st_size}|{stat.st_mtime_ns}|{box_text}"
 
 
-class FeatureCache:
-    """A catalogue's :class:`PhotoFeatures` in one ``.npz`` file, tied to the settings.
+class FeatureCache(caches.PartedCache):
+    """A catalogue's :class:`PhotoFeatures` in one ``.npz`` file and its parts
+    (``caches.PartedCache``: saved a chunk at a time, every write atomic), tied to the settings.
 
-    :meth:`features` returns each photo's features, computing only those whose key is not in
-    the file; :meth:`save` writes the file atomically (a temporary file of this process, then a
-    rename), so a crash or a second process never leaves a half-written cache. A file written
-    with other settings, or unreadable, is ignored and rewritten (never trusted)."""
+    :meth:`features` returns each photo's features, computing only those whose key no file
+    holds; :meth:`save` writes what was computed (a part, or the parts folded into the one
+    file). A file written with other settings, or unreadable, is ignored (never trusted)."""
+
+    kind = "feature cache"
 
     def __init__(self, path: str | os.PathLike | None, settings: FeatureSettings):
-        self.path = None if path is None else Path(path)
-        self.settings = settings
-        self.entries: dict[str, PhotoFeatures] = {}
-        self.computed = 0
-        if self.path is not None and self.path.is_file():
-            self.entries = self._read()
+        self.feature_settings = settings
+        super().__init__(path, settings.fingerprint())
 
-    def _read(self) -> dict[str, PhotoFeatures]:
-        try:
-            with np.load(self.path, allow_pickle=False) as stored:
-                if str(stored["settings"]) != self.settings.fingerprint():
-                    return {}
-                keys, counts = stored["keys"], stored["counts"]
-                points, raw, scales = stored["points"], stored["raw"], stored["scales"]
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            warnings.warn(f"{self.path}: unreadable feature cache, rebuilt ({error})", stacklevel=3)
-            return {}
-        length, dtype = DETECTORS[self.settings.detector]
+    def decode(self, stored) -> dict[str, PhotoFeatures]:
+        keys, counts = stored["keys"], stored["counts"]
+        points, raw, scales = stored["points"], stored["raw"], stored["scales"]
+        length, dtype = DETECTORS[self.feature_settings.detector]
         if (
             raw.shape[1:] != (length,)
             or raw.dtype != dtype
             or len(points) != len(raw)
             or counts.sum() != len(raw)
+            or len(keys) != len(counts)
+            or len(scales) != len(counts)
         ):
-            warnings.warn(f"{self.path}: inconsistent feature cache, rebuilt", stacklevel=3)
-            return {}
+            raise ValueError("inconsistent feature cache: its arrays disagree in length")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return {
             str(key): PhotoFeatures(
                 points[offsets[i] : offsets[i + 1]],
                 raw[offsets[i] : offsets[i + 1]],
                 float(scales[i]),
-                self.settings.root_sift,
+                self.feature_settings.root_sift,
             )
             for i, key in enumerate(keys)
+        }
+
+    def encode(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        chosen = [self.entries[k] for k in keys]
+        return {
+            "keys": np.array(keys, dtype=str),
+            "counts": np.array([len(f) for f in chosen], np.int64),
+            "points": np.concatenate([f.points for f in chosen]) if chosen else np.zeros((0, 2)),
+            "raw": np.concatenate([f.raw for f in chosen])
+            if chosen
+            else _empty(self.feature_settings),
+            "scales": np.array([f.scale for f in chosen], np.float64),
         }
 
     def features(self, keys: Sequence[str], read_image) -> list[PhotoFeatures]:
         """Each key's features; ``read_image(i)`` gives the i-th photo (uint8) where they must
         be computed."""
-        result = []
         for i, key in enumerate(keys):
             if key not in self.entries:
-                self.entries[key] = extract(read_image(i), self.settings)
-                self.computed += 1
-            result.append(self.entries[key])
-        return result
-
-    def save(self, keep: Sequence[str] | None = None) -> Path | None:
-        """Write the cache (only ``keep``'s entries, if given); returns its path."""
-        if self.path is None:
-            return None
-        keys = list(self.entries) if keep is None else [k for k in keep if k in self.entries]
-        chosen = [self.entries[k] for k in keys]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(
-            f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        )
-        with open(temporary, "wb") as handle:
-            np.savez(
-                handle,
-                settings=np.array(self.settings.fingerprint()),
-                keys=np.array(keys, dtype=str),
-                counts=np.array([len(f) for f in chosen], np.int64),
-                points=np.concatenate([f.points for f in chosen]) if chosen else np.zeros((0, 2)),
-                raw=np.concatenate([f.raw for f in chosen]) if chosen else _empty(self.settings),
-                scales=np.array([f.scale for f in chosen], np.float64),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        return self.path
+                self.add(key, extract(read_image(i), self.feature_settings))
+        return [self.entries[key] for key in keys]

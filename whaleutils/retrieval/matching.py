@@ -45,9 +45,23 @@ def individual_maxima(
     position = {name: i for i, name in enumerate(individuals)}
     codes = np.array([position[label] for label in labels], np.int64)
     result = np.full((scores.shape[0], len(individuals)), -np.inf)
-    for code in np.unique(codes):
-        result[:, code] = scores[:, codes == code].max(axis=1)
+    if scores.shape[1] == 0:
+        return result
+    order = np.argsort(codes, kind="stable")  # each individual's columns together
+    present, starts = np.unique(codes[order], return_index=True)
+    result[:, present] = np.maximum.reduceat(scores[:, order], starts, axis=1)
     return result
+
+
+def photos_by_individual(labels: Sequence[str], individuals: Sequence[str]) -> dict:
+    """Each of ``individuals``' rows of ``labels`` (ascending; empty where it has none), by
+    one sort (not one scan per individual: 15,000 individuals of 51,000 photos)."""
+    labels = np.asarray(labels, dtype=str)
+    order = np.argsort(labels, kind="stable")
+    names, starts = np.unique(labels[order], return_index=True)
+    groups = dict(zip(names.tolist(), np.split(order, starts[1:]), strict=True))
+    empty = np.zeros(0, np.int64)
+    return {name: groups.get(str(name), empty) for name in individuals}
 
 
 def photo_similarities(
@@ -116,7 +130,7 @@ def candidate_pairs(
     individuals = index.individuals
     own = np.full((len(query_names), 1), -1) if own_rows is None else np.asarray(own_rows)
     own = [set(row[row >= 0].tolist()) for row in own.reshape(len(query_names), -1)]
-    rows_of = {name: np.flatnonzero(gallery_labels == name) for name in individuals}
+    rows_of = photos_by_individual(gallery_labels, individuals)
     lnbnn = np.stack(
         [
             index.lnbnn(
