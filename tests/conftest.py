@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -133,21 +134,43 @@ def clean_copy(destination: Path) -> Path:
     return destination
 
 
+def shared_by_workers(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session shared by pytest-xdist's workers (``-n 2``: each worker's
+    temporary folder is one below the session's), or the session's own without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def readme_main_run(tmp_path_factory):
     """README's main command, as written but with the ``smoke`` profile, run once from the
     root of a clean copy of the repository at a path with a space (so the default, relative
     ``--out runs``). Returns the copy's root and the run's summary; ``root.parent /
     "runs_snapshot"`` holds a copy of ``runs/`` as the main command left it, for the tests
-    that read its outputs (the README tests run more commands in ``root``)."""
-    root = clean_copy(tmp_path_factory.mktemp("readme") / "clean copy" / "whales")
-    command = ".venv/bin/python -m whaleutils run --profile smoke"
-    result = run_readme_command(root, command)
-    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    summary = json.loads((root / "runs" / "smoke" / "summary.json").read_text())
-    snapshot = root.parent / "runs_snapshot"
-    shutil.copytree(root / "runs", snapshot, symlinks=True)
-    return root, summary
+    that read its outputs (the README tests run more commands in ``root``). Run once for all
+    of xdist's workers: the first to need it runs it under a lock, the others wait and reuse
+    it."""
+    shared = shared_by_workers(tmp_path_factory, "readme")
+    root = shared / "clean copy" / "whales"
+    done = shared / "summary.json"
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+        if not done.is_file():
+            if root.exists():  # a worker that failed here before: start again
+                shutil.rmtree(root.parent)
+            clean_copy(root)
+            command = ".venv/bin/python -m whaleutils run --profile smoke"
+            result = run_readme_command(root, command)
+            assert result.returncode == 0, (
+                f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+            shutil.copytree(root / "runs", root.parent / "runs_snapshot", symlinks=True)
+            shutil.copyfile(root / "runs" / "smoke" / "summary.json", done)
+    return root, json.loads(done.read_text())
 
 
 # ---------------------------------------------------------------- hostile and tagged photos

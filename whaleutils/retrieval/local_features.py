@@ -281,7 +281,7 @@ def _colours(n: int) -> list[tuple[int, int, int]]:
 
 
 FLANN_SEED = 0  # OpenCV's random state when an index's kd-trees are grown (and faiss')
-DESCRIPTOR_ENGINES = ("flann", "exact", "faiss")
+DESCRIPTOR_ENGINES = ("flann", "exact", "faiss", "faiss-flat")
 FAISS_ABOVE = 4_000_000  # descriptors ("auto"): FLANN's float32 copy would pass 2 GB
 FAISS_PROBES = 16  # inverted lists searched per descriptor (chosen on synthetic catalogues)
 FAISS_TRAINING_PER_LIST = 40  # fewest descriptors per list (faiss' k-means wants 39)
@@ -300,6 +300,8 @@ class DescriptorIndex:
     ``"exact"``, brute force (the reference); ``"faiss"``, an inverted file of 8-bit scalar-
     quantised descriptors (faiss ``IndexIVFScalarQuantizer``: a quarter of FLANN's float32
     copy, for catalogues of millions of descriptors; ``probes`` of its ``lists`` searched);
+    ``"faiss-flat"``, exact search by faiss (``IndexFlatL2``, BLAS: a million descriptors'
+    reference in seconds a query, where ``"exact"`` would hold gigabytes);
     ``"auto"``: ``"faiss"`` above :data:`FAISS_ABOVE` descriptors, else ``"flann"``.
     ``exact=True`` is ``engine="exact"``.
     """
@@ -346,8 +348,10 @@ class DescriptorIndex:
         self.engine, self.checks, self.probes = engine, int(checks), int(probes)
         self.descriptors = None  # (rows, d) float32, held by "flann" and "exact" only
         self._index = None
-        if engine == "faiss":
-            self._index = _faiss_index(photos, order, self.rows, self.dimensions, self.probes)
+        if engine.startswith("faiss"):
+            self._index = _faiss_index(
+                photos, order, self.rows, self.dimensions, self.probes, flat=engine == "faiss-flat"
+            )
             return
         self.descriptors = (
             np.concatenate([photos[i].descriptors for i in order]).astype(np.float32)
@@ -379,7 +383,7 @@ class DescriptorIndex:
             squared = (query**2).sum(1)[:, None] - 2 * query @ gallery.T + (gallery**2).sum(1)[None]
             rows = np.argsort(squared, axis=1, kind="stable")[:, :k]
             distances = np.take_along_axis(squared, rows, axis=1)
-        elif self.engine == "faiss":
+        elif self.engine.startswith("faiss"):
             distances, rows = self._index.search(np.ascontiguousarray(descriptors, np.float32), k)
             distances = np.where(rows < 0, np.inf, distances)
         else:
@@ -451,12 +455,19 @@ def faiss_lists(rows: int) -> int:
 
 
 def _faiss_index(photos: Sequence[PhotoFeatures], order: list[int], rows: int, dimensions: int,
-                 probes: int):  # fmt: skip
+                 probes: int, flat: bool = False):  # fmt: skip
     """An ``IndexIVFScalarQuantizer`` (8 bits per value, squared L2) over the photos'
     descriptors in ``order``, its row ids the rows of that order; trained on an evenly spaced
     sample of rows, the descriptors made and added :data:`ADD_CHUNK` photos at a time (never
-    all in float32 at once)."""
+    all in float32 at once). ``flat``: an exact ``IndexFlatL2`` instead."""
     import faiss
+
+    if flat:
+        exact = faiss.IndexFlatL2(dimensions)
+        for chunk in range(0, len(order), ADD_CHUNK):
+            block = [photos[i].descriptors for i in order[chunk : chunk + ADD_CHUNK]]
+            exact.add(np.concatenate(block).astype(np.float32))
+        return exact
 
     lists = faiss_lists(rows)
     quantizer = faiss.IndexFlatL2(dimensions)
