@@ -256,22 +256,28 @@ def right_whale_accuracy(folder: Path, cache: Path, every: int = 1) -> list[dict
 
 
 def child(command: list[str]) -> dict:
-    """Run this script's ``command`` in a process of its own; its last stdout line is JSON."""
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", *command],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
+    """Run this script's ``command`` in a process of its own; its last stdout line is JSON.
+    A child the kernel killed (out of memory) is reported as such, not raised."""
+    try:
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", *command], stdout=subprocess.PIPE, text=True,
+            check=True,
+        )  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        if error.returncode != -9:
+            raise
+        total_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        return {"failed": f"killed: out of memory ({total_gb:.0f} GB)"}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def projection(described: list[dict], loads: list[dict]) -> str:
-    """500,000 photos from the per-photo figures: describing's pace (synthetic catalogues)
-    and the descriptors, memory and LNBNN time at Happywhale's size (right-whale RootSIFT)."""
-    largest = max((row for row in loads if row["engine"] == "faiss"), key=lambda r: r["photos"])
+def projection(loads: list[dict], pace: float) -> str:
+    """500,000 photos from the per-photo figures: describing's ``pace`` (s a photo, on the
+    synthetic catalogues) and the descriptors, memory and LNBNN time at the largest size
+    measured (right-whale RootSIFT)."""
+    measured = [row for row in loads if row["engine"] == "faiss" and "failed" not in row]
+    largest = max(measured, key=lambda row: row["photos"])
     photos, per_photo = largest["photos"], largest["descriptors"] / largest["photos"]
-    pace = max(described, key=lambda row: row["photos"])["describe_s_per_photo"]
     scale = 500_000 / photos
     total = 500_000 * per_photo
     codes_gb, pq_gb = total * (128 + 8) / 2**30, total * (32 + 8) / 2**30
@@ -300,6 +306,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "whaleutils-scale")
     parser.add_argument("--right-whales", type=Path, help="a prepared right-whale folder")
     parser.add_argument("--accuracy-every", type=int, default=1, help="every N-th test photo")
+    parser.add_argument("--pace", type=float, help="describe s/photo for the projection, "
+                        "when --describe-sizes is empty (from an earlier run)")  # fmt: skip
     parser.add_argument("--describe-sizes", type=int, nargs="*", help="default: --sizes")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -348,17 +356,9 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         for engine in ENGINES:
+            command = ["load", str(size), str(args.right_whales), str(args.work / "right_whales")]
             rows.append(
-                child(
-                    [
-                        "load",
-                        str(size),
-                        str(args.right_whales),
-                        str(args.work / "right_whales"),
-                        engine,
-                        str(args.queries),
-                    ]
-                )  # fmt: skip
+                {"photos": size, "engine": engine} | child([*command, engine, str(args.queries)])
             )
             print(f"  {json.dumps(rows[-1])}", flush=True)
     print()
@@ -366,14 +366,17 @@ def main() -> None:
           "peak GB | s per query | of which LNBNN s |")  # fmt: skip
     print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
+        if "failed" in row:
+            print(f"| {row['photos']:,} | | {row['engine']} | | | {row['failed']} | | |")
+            continue
         print(
             f"| {row['photos']:,} | {row['descriptors'] / 1e6:.1f} M | {row['engine']} | "
             f"{row['features_gb']:.1f} | {row['build_s']:.0f} | {row['peak_gb']:.1f} | "
             f"{row['query_s']:.2f} | {row['lnbnn_s']:.3f} |"
         )
-    if described:
+    if described or args.pace:
         print()
-        print(projection(described, rows))
+        print(projection(rows, described[-1]["describe_s_per_photo"] if described else args.pace))
     print()
     accuracy = child(["accuracy", str(args.right_whales), str(args.work / "right_whales"),
                       str(args.accuracy_every)])  # fmt: skip

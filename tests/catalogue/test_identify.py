@@ -161,10 +161,20 @@ def test_the_catalogue_cache_embeds_only_new_or_changed_photos(run_dir, catalogu
     name = pd.read_csv(catalogue / "train.csv")["image"][5]
     photo = catalogue / "train_images" / name
     Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo, format="JPEG")
+    written = (cache / identify.CACHE_FILE).stat().st_mtime_ns
     changed = identify.Identifier(run_dir, catalogue, cache)
     assert changed.index.embedded == 1
     fresh = identify.Identifier(run_dir, catalogue, None)
     np.testing.assert_allclose(changed.index.embeddings, fresh.index.embeddings, atol=1e-6)
+    # updated, not rebuilt: the one new embedding is a part beside the file, left as it was
+    assert (cache / identify.CACHE_FILE).stat().st_mtime_ns == written
+    assert len(caches.part_files(cache / identify.CACHE_FILE)) == 1
+    table = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
+    table.drop(index=range(10, 20)).to_csv(catalogue / "train.csv", index=False)
+    smaller = identify.Identifier(run_dir, catalogue, cache)  # 10 photos gone: over a tenth
+    assert smaller.index.embedded == 0 and len(smaller.index.table) == 50
+    stored = np.load(cache / identify.CACHE_FILE)["keys"]
+    assert len(stored) == 50 and not caches.part_files(cache / identify.CACHE_FILE)
 
 
 def test_describing_killed_midway_resumes_losing_at_most_one_chunk(run_dir, catalogue, tmp_path):
@@ -429,6 +439,13 @@ def test_a_run_with_a_fused_head_ranks_by_its_probability(run_dir, catalogue, tm
     assert (np.diff(matches["probability"]) <= 0).all()
     again = identify.Identifier(fused_run, catalogue, tmp_path / "cache")
     assert again.index.features_computed == 0  # read back from the cache
+    assert again.index.descriptors.engine == "flann"  # "auto", below faiss' 4 million
+    # faiss' compressed index (large catalogues) answers as FLANN's does here
+    compressed = identify.Identifier(fused_run, catalogue, tmp_path / "cache", engine="faiss")
+    assert compressed.index.descriptors.engine == "faiss"
+    faiss_best = compressed.match([turned], top=3).iloc[0]
+    assert faiss_best["individual_id"] == best["individual_id"] and faiss_best["verified"]
+    assert faiss_best["inliers"] == best["inliers"]  # the geometric check is the same
     plain = identify.Identifier(fused_run, catalogue, tmp_path / "cache", local=False)
     plain_matches = plain.match([turned])
     assert plain.fused_head is None and plain_matches["probability"].isna().all()

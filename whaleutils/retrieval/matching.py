@@ -295,7 +295,7 @@ def split_features(split, settings: local_features.FeatureSettings, cache_path=N
                 paths[i], boxes[i], margin=split.box_margin
             ),
         )
-    cache.save()
+    cache.save(force=True)  # one file: notebook 04 lists it among its outputs
     return result
 
 
