@@ -51,7 +51,7 @@ KAGGLE_PROVIDES = frozenset(
         "scipy",
     )
 )  # fmt: skip  (scipy: scikit-learn's own dependency)
-OUR_WHEELS = frozenset(("whaleutils", "efficientnet", "keras_applications"))  # the library dataset
+OUR_WHEELS = frozenset(("whaleutils", "efficientnet", "keras_applications", "faiss"))  # the library
 # Needed only on some paths, so their absence is reported but does not stop the kernel:
 # qubvel's efficientnet (its tfkeras module imports scikit-image, absent on the TPU image) only
 # for its own backbones and models saved with them; JAX only on the JAX backend.
@@ -61,6 +61,7 @@ OPTIONAL = {
         for package, names in backbones.packages().items()
     },
     "jax": "only on the JAX backend",
+    "faiss": "only for a descriptor index past 4 million descriptors (identify's faiss engine)",
 }
 # Kaggle's GPU image follows Colab's TensorFlow and Keras (Keras 3.10 at the last
 # announcement): the Keras a model trained on the TPU image must load in. `kaggle wheelhouse`
