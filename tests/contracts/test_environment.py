@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from whaleutils.contracts import environment
@@ -160,3 +162,29 @@ def test_process_seconds_counts_from_the_process_start():
     seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
                                    text=True, check=True).stdout)  # fmt: skip
     assert 1.0 <= seconds < 30.0
+
+
+def test_the_kaggle_root_moves_with_its_variable(tmp_path):
+    """WHALEUTILS_KAGGLE_ROOT (read when the module is imported) moves /kaggle: the inputs,
+    the working folder and the competition's mount follow it; unset or empty, it is /kaggle."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    show = (
+        "import json\n"
+        "from whaleutils.contracts import environment\n"
+        "from whaleutils.datasets import data\n"
+        "print(json.dumps([str(environment.KAGGLE_INPUT), str(environment.KAGGLE_WORKING),\n"
+        "                  str(data.KAGGLE_DATA_DIR)]))\n"
+    )
+    for value, root in ((str(tmp_path / "k"), tmp_path / "k"), ("", Path("/kaggle"))):
+        environ = {**os.environ, "WHALEUTILS_KAGGLE_ROOT": value}
+        printed = subprocess.run(
+            [sys.executable, "-c", show], env=environ, capture_output=True, text=True, check=True
+        ).stdout
+        assert json.loads(printed) == [
+            str(root / "input"), str(root / "working"),
+            str(root / "input" / "happy-whale-and-dolphin"),
+        ]  # fmt: skip

@@ -15,8 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
+# Kaggle's root, /kaggle; the variable moves it (tests run the staged kernels in a temporary
+# tree of Kaggle's shape: tests/suite/test_kaggle_run.py). Read once, when this is imported.
+KAGGLE_ROOT = Path(os.environ.get("WHALEUTILS_KAGGLE_ROOT") or "/kaggle")
+KAGGLE_INPUT = KAGGLE_ROOT / "input"
+KAGGLE_WORKING = KAGGLE_ROOT / "working"
 # Levels below /kaggle/input searched for a mounted folder or file. Kaggle mounts
 # competitions/<slug>/, datasets/<owner>/<slug>/ and notebooks/<owner>/<slug>/ (a kernel's
 # output, whose notebook folder sits one level further down, its snapshots two more); older

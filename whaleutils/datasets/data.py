@@ -32,7 +32,7 @@ from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.contracts.tables import read_csv
 from whaleutils.datasets.encounters import ENCOUNTER_COLUMNS
 
-KAGGLE_DATA_DIR = Path("/kaggle/input/happy-whale-and-dolphin")
+KAGGLE_DATA_DIR = environment.KAGGLE_INPUT / "happy-whale-and-dolphin"
 TRAIN_COLUMNS = ("image", "species", "individual_id")
 SOLUTION_COLUMNS = ("image", "individual_id")
 

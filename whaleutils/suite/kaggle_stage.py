@@ -75,12 +75,13 @@ def staged_notebook(
     notebook: str,
     parameters: dict,
     library_id: str,
-    input_root: str | os.PathLike = environment.KAGGLE_INPUT,
+    input_root: str | os.PathLike | None = None,
     accelerator: str | None = None,
 ):
     """The notebook with its bootstrap cell (looking for the wheels under ``input_root``), its
     preflight cell (every module the notebook will need and the ``accelerator``:
-    ``preflight.run``) and the injected parameters, as an nbformat node."""
+    ``preflight.run``) and the injected parameters, as an nbformat node. ``input_root``:
+    default ``environment.KAGGLE_INPUT``."""
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
@@ -92,7 +93,10 @@ def staged_notebook(
         language="python",
     )
     bootstrap = nbformat.v4.new_code_cell(
-        BOOTSTRAP.format(library_id=library_id, input_root=Path(input_root).as_posix()),
+        BOOTSTRAP.format(
+            library_id=library_id,
+            input_root=Path(input_root or environment.KAGGLE_INPUT).as_posix(),
+        ),
         metadata={"tags": [BOOTSTRAP_TAG]},
     )
     needed = preflight.notebook_requirements(runner.NOTEBOOK_DIR / f"{notebook}.ipynb")

@@ -41,7 +41,7 @@ from whaleutils.datasets import data, synth
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 PARAMS_DIR = REPO / "params"
-PROFILES = ("smoke", "local", "catalogue", "kaggle")
+PROFILES = ("smoke", "local", "catalogue", "kaggle", "kaggle-smoke")
 # The notebooks and their graph are stated in ``outputs`` (the notebooks read them too).
 NOTEBOOKS, INPUTS, READS_EVERY_OUTPUT = (
     outputs.NOTEBOOKS,
