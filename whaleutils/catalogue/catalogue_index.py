@@ -94,7 +94,9 @@ class PhotoEmbedder:
             batch = np.stack(
                 [photos.resize(np.asarray(image, np.uint8), self.image_size) for image in chunk]
             ).astype(np.float32)
-            vectors = embed.embed_images(self.model, batch, self.tta, mirrored)
+            vectors = embed.embed_images(
+                self.model, batch, self.tta, mirrored, pad_to=self.batch_size
+            )
             out.append(np.stack(vectors, axis=1) if mirrored else vectors)
         if not out:
             shape = (0, 2, self.dimensions) if mirrored else (0, self.dimensions)

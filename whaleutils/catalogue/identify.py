@@ -226,6 +226,26 @@ class FusedMatcher:
         )
 
 
+_LOADED_MODELS: dict[str, object] = {}  # file digest -> loaded embedding model, newest last
+LOADED_MODELS_KEPT = 2
+
+
+def _loaded_model(path: Path, digest: str):
+    """The embedding model in ``path`` (whose SHA-256 is ``digest``), loaded once per process
+    for the last :data:`LOADED_MODELS_KEPT` files: loading an EfficientNet and tracing its
+    ``predict`` take seconds, which a second Identifier of the same run (another catalogue,
+    another filter, a notebook's loop) need not pay again. Models are only read from."""
+    from whaleutils.training import models
+
+    model = _LOADED_MODELS.pop(digest, None)
+    if model is None:
+        model = models.load_model(path)
+    _LOADED_MODELS[digest] = model
+    while len(_LOADED_MODELS) > LOADED_MODELS_KEPT:
+        del _LOADED_MODELS[next(iter(_LOADED_MODELS))]
+    return model
+
+
 class Identifier:
     """Match photos against a catalogue with a trained model: the run's model
     (:attr:`embedder`), the catalogue (:attr:`index`) and the run's head (:attr:`matcher`).
@@ -287,11 +307,11 @@ class Identifier:
         self.matcher = _matcher(
             self.run_dir, self.run.knn, local, known_precision, precision, new_share
         )
-        model = models.load_model(self.run.model_path)
+        digest = data.file_sha256(self.run.model_path)
+        model = _loaded_model(self.run.model_path, digest)
         self.embedder = PhotoEmbedder(
-            model, models.input_image_size(model), self.run.tta, batch_size,
-            data.file_sha256(self.run.model_path),
-        )  # fmt: skip
+            model, models.input_image_size(model), self.run.tta, batch_size, digest
+        )
         self.index = CatalogueIndex.build(
             catalogue, self.embedder, cache_dir, crop_to_box,
             mirrored=self.run.knn.flipped_gallery, features=self.matcher.features, engine=engine,

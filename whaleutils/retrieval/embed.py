@@ -98,13 +98,36 @@ def compute_embeddings(
     )
 
 
+EAGER_IMAGES = 8  # at most this many images go through the model eagerly (no graph traced)
+
+
 def embed_images(
-    embedding_model, images: np.ndarray, tta: str = "none", mirrored: bool = False
+    embedding_model,
+    images: np.ndarray,
+    tta: str = "none",
+    mirrored: bool = False,
+    pad_to: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """:func:`compute_embeddings` of one array of images (b, S, S, 3), 0-255 float."""
-    return _embed_views(
-        lambda model: model.predict(images, verbose=0), embedding_model, tta, mirrored
-    )
+    """:func:`compute_embeddings` of one array of images (b, S, S, 3), 0-255 float.
+
+    Up to :data:`EAGER_IMAGES` images are called through the model eagerly: ``predict`` traces
+    a graph the first time it sees a model or a batch size (seconds for an EfficientNet), which
+    a handful of query photos would pay in full. More go by ``predict``, padded with zero
+    images to ``pad_to`` rows when given, so that batches of one size (a catalogue's last,
+    short batch too) share one traced graph.
+    """
+
+    def predict(model):
+        if len(images) <= EAGER_IMAGES:
+            import keras
+
+            return keras.ops.convert_to_numpy(model(images, training=False))
+        missing = max(0, (pad_to or 0) - len(images))
+        padding = np.zeros((missing, *images.shape[1:]), images.dtype)
+        batch = np.concatenate([images, padding]) if missing else images
+        return model.predict(batch, batch_size=len(batch), verbose=0)[: len(images)]
+
+    return _embed_views(predict, embedding_model, tta, mirrored)
 
 
 def _embed_views(predict, embedding_model, tta: str, mirrored: bool):
