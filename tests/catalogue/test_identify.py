@@ -91,6 +91,30 @@ def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tm
         uncropped.match(photos[:1], boxes=boxes)
 
 
+def test_a_runs_model_is_loaded_once_per_process_by_its_files_digest(
+    run_dir, catalogue, tmp_path, monkeypatch
+):
+    """A second Identifier of the run, or of a copy of it, reuses the loaded model (and its
+    traced predict); a run whose model file differs loads its own; only the newest
+    LOADED_MODELS_KEPT are kept."""
+    first = identify.Identifier(run_dir, catalogue, None)
+    copy = tmp_path / "copy" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    assert identify.Identifier(copy, catalogue, None).embedder.model is first.embedder.model
+    other = tmp_path / "other" / run_dir.name
+    shutil.copytree(run_dir, other)
+    model = models.load_model(other / outputs.EMBEDDING_MODEL)
+    model.layers[-1].set_weights([w * 2 for w in model.layers[-1].get_weights()])
+    model.save(other / outputs.EMBEDDING_MODEL)
+    changed = identify.Identifier(other, catalogue, None)
+    assert changed.embedder.model is not first.embedder.model
+    photo = catalogue / "train_images" / pd.read_csv(catalogue / "train.csv")["image"][0]
+    assert changed.match([photo], top=1)["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    monkeypatch.setattr(identify, "LOADED_MODELS_KEPT", 1)
+    identify.Identifier(run_dir, catalogue, None)
+    assert list(identify._LOADED_MODELS) == [data.file_sha256(run_dir / outputs.EMBEDDING_MODEL)]
+
+
 def test_a_photo_not_in_the_catalogue_is_new_by_the_runs_threshold(run_dir, catalogue, tmp_path):
     """The run's threshold is a cosine distance of 1e-4: a mirrored, darkened copy of a
     catalogue photo lies farther than that from everything."""

@@ -63,6 +63,26 @@ def test_compute_embeddings_with_flip_tta():
         np.testing.assert_allclose(vectors, plain if tta == "none" else flipped, atol=1e-6)
 
 
+def test_few_images_go_eagerly_more_by_a_padded_predict_with_one_result():
+    """Up to EAGER_IMAGES images are called through the model, more go by predict padded to
+    pad_to rows (the padding dropped): both give compute_embeddings' embeddings, with TTA and
+    mirror images too."""
+    keras.utils.set_random_seed(0)
+    _, embedding_model = models.build_basic_cnn(3, 32, filters=(4, 4, 4, 4), dense_units=6)
+    images = np.random.default_rng(2).uniform(0, 255, (11, 32, 32, 3)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(4)
+    assert embed.EAGER_IMAGES < len(images)
+    for tta, mirrored in (("none", False), ("flip", False), ("flip", True)):
+        reference = embed.compute_embeddings(embedding_model, batches, tta, mirrored)
+        eager = embed.embed_images(embedding_model, images[:3], tta, mirrored)
+        padded = embed.embed_images(embedding_model, images, tta, mirrored, pad_to=16)
+        for got, want in ((eager, reference), (padded, reference)):
+            got, want = (got, want) if mirrored else ((got,), (want,))
+            for got_part, want_part in zip(got, want, strict=True):
+                np.testing.assert_allclose(got_part, want_part[: len(got_part)], atol=1e-5)
+        assert len(padded[0] if mirrored else padded) == len(images)  # the padding dropped
+
+
 def test_mirrored_embeddings_are_saved_and_checked(tmp_path):
     rng = np.random.default_rng(2)
     vectors, mirrored = (embed.l2_normalize(rng.normal(size=(2, 4))) for _ in range(2))
