@@ -200,3 +200,27 @@ def photo_with_exif(path, stamp=None, gps=None):
         exif.get_ifd(encounters.GPS_IFD).update(gps)
     Image.new("RGB", (40, 30), (90, 120, 150)).save(path, exif=exif)
     return path
+
+
+FAST_LANE_SECONDS = 5.0  # a test that takes longer here belongs in the slow lane
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After a fast-lane run (``-m "not slow"``), name the tests that took longer than
+    :data:`FAST_LANE_SECONDS` (candidates for the ``slow`` mark): a note, never a failure."""
+    if "not slow" not in (config.getoption("markexpr") or ""):
+        return
+    reports = [
+        report for key in ("passed", "failed") for report in terminalreporter.stats.get(key, [])
+    ]
+    long = sorted(
+        ((report.duration, report.nodeid) for report in reports
+         if report.when == "call" and report.duration > FAST_LANE_SECONDS),
+        reverse=True,
+    )  # fmt: skip
+    if long:
+        terminalreporter.write_sep(
+            "-", f"fast-lane tests over {FAST_LANE_SECONDS:g} s (mark them slow?)"
+        )
+        for seconds, nodeid in long:
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")

@@ -205,11 +205,21 @@ def hostile_inputs(tmp_path, small_synth):
     ]  # fmt: skip
 
 
-def test_hostile_inputs_get_one_line_and_no_traceback(tmp_path, small_synth):
-    for what, argv, message in hostile_inputs(tmp_path, small_synth):
-        result = subprocess.run(
-            [sys.executable, "-m", "whaleutils", *argv], capture_output=True, text=True
-        )
-        assert result.returncode in (1, 2), (what, result.stderr)
-        assert message in result.stdout + result.stderr, (what, result.stderr[-500:])
-        assert "Traceback" not in result.stderr, (what, result.stderr[-800:])
+def test_hostile_inputs_get_one_line_and_no_traceback(tmp_path, small_synth, capsys):
+    """The first case through ``python -m whaleutils`` (exit status, stderr, no traceback),
+    the others through the same ``main`` in this process: an exception escaping it fails."""
+    (what, argv, message), *others = hostile_inputs(tmp_path, small_synth)
+    result = subprocess.run(
+        [sys.executable, "-m", "whaleutils", *argv], capture_output=True, text=True
+    )
+    assert result.returncode in (1, 2), (what, result.stderr)
+    assert message in result.stdout + result.stderr, (what, result.stderr[-500:])
+    assert "Traceback" not in result.stderr, (what, result.stderr[-800:])
+    for what, argv, message in others:
+        try:
+            status = cli.main(argv)
+        except SystemExit as exit_:  # argparse's usage errors
+            status = exit_.code
+        out, err = capsys.readouterr()
+        assert status in (1, 2), (what, err)
+        assert message in out + err, (what, err[-500:])

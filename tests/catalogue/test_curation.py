@@ -271,6 +271,7 @@ def killed_at(step: int, *arguments: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", ["merge", "split", "undo"])
 def test_an_edit_killed_at_every_step_leaves_the_catalogue_before_or_after(
     catalogue, tmp_path, action

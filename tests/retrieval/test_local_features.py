@@ -112,6 +112,7 @@ def test_lnbnn_by_hand():
         np.testing.assert_allclose(index.lnbnn(photo(query), exclude_photos=[0]), [0.0, 0.0])
 
 
+@pytest.mark.slow
 def test_faiss_neighbours_agree_with_exact_search_in_a_quarter_of_the_memory():
     """faiss' inverted file of 8-bit codes, on 200 photos' RootSIFT (about 40,000 descriptors,
     lists of about 200): nearly every descriptor's nearest neighbour is exact search's, at

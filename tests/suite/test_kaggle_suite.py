@@ -400,6 +400,7 @@ def test_bootstrap_without_the_dataset_says_what_to_attach(tmp_path):
     assert "add the dataset me/whaleutils-library as an input" in result.stderr
 
 
+@pytest.mark.slow
 def test_stage_never_overwrites_a_foreign_folder_but_replaces_its_own(tmp_path, monkeypatch):
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -588,6 +589,7 @@ def test_push_requires_a_stage(tmp_path):
         kaggle_push.push(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_crafted_stage_sends_no_other_folder_to_kaggle(tmp_path):
     """stage.json names the folders pushed: a name that is a path, or a link, is refused
     before the kaggle CLI is called (a fresh hostile pass: push is not in issue 32's list)."""
@@ -614,6 +616,7 @@ def test_a_crafted_stage_sends_no_other_folder_to_kaggle(tmp_path):
 CANARY = "happywhale-04-effnet-arcface-canary"
 
 
+@pytest.mark.slow
 def test_staging_adds_the_canary_kernel_04_in_minutes(tmp_path):
     """Kernel 04's canary: the same notebook, accelerator, data and weights, one epoch on about
     2,000 training photos; no other kernel reads it (not in the blend's sources)."""
@@ -657,6 +660,7 @@ def test_push_can_skip_the_finished_cache_kernel(staged, kaggle_env, capsys):
         kaggle_push.push(staged, skip=["happywhale-99-nothing"])
 
 
+@pytest.mark.slow
 def test_the_canary_is_pushed_only_when_named(staged, kaggle_env):
     fake = kaggle_env({"SaveKernel": saved})
     [pushed] = kaggle_push.push(staged, only=[CANARY], timeout=120)

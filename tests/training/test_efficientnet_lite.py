@@ -50,6 +50,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
         efficientnet_lite.build(64, path)
 
 
+@pytest.mark.slow
 def test_pretrained_arcface_model_saves_and_loads(tmp_path):
     training_model, embedding_model = models.build_model(
         "efficientnet-lite0", 5, 64, weights="imagenet", embedding_dim=16
@@ -63,6 +64,7 @@ def test_pretrained_arcface_model_saves_and_loads(tmp_path):
 
 
 @pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.slow
 def test_lite1_and_lite2_weights_recognise_the_cat_and_the_espresso(variant):
     """Each variant at its own resolution: every checkpoint tensor is used (a block too many or
     too few, or a wrong width, is refused by the loader) and it still classifies the photos."""
@@ -83,6 +85,7 @@ def test_lite1_and_lite2_weights_recognise_the_cat_and_the_espresso(variant):
         efficientnet_lite.build(64, efficientnet_lite.imagenet_weights_path(variant))
 
 
+@pytest.mark.slow
 def test_a_backbone_of_any_size_gives_the_fixed_size_models_features():
     fixed = efficientnet_lite.build(64, "imagenet")
     free = efficientnet_lite.build(None, "imagenet")

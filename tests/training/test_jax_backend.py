@@ -129,6 +129,7 @@ def test_smoke_notebook_04_trains_on_jax_over_two_devices(tmp_path, monkeypatch)
     assert np.abs(again - trained.embeddings["valid"][rows]).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_a_tpu_machine_whose_backend_sees_no_tpu_stops_notebook_04(tmp_path, monkeypatch):
     """Kaggle's TPU image marks itself with ISTPUVM=1; here JAX sees only the CPU, so notebook
     04 stops at its hardware cell with what to do instead of training on the host CPU."""

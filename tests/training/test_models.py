@@ -137,6 +137,7 @@ def _qubvel_weights_file(path, variant=0, image_size=64, seed=0):
 
 
 @pytest.mark.parametrize("image_size", [64, 33])  # even and odd: the two padding cases
+@pytest.mark.slow
 def test_qubvel_noisy_student_weights_load_into_keras_applications(tmp_path, image_size):
     """qubvel's B0 on its torch-normalised input and keras.applications' B0 given the same
     weights file and 0-255 input compute the same features."""
@@ -190,6 +191,7 @@ def test_mixed_bfloat16_keeps_head_and_embeddings_in_float32():
     assert np.isfinite(history.history["loss"]).all()
 
 
+@pytest.mark.slow
 def test_only_models_that_use_it_import_the_efficientnet_package(effnet_b0, tmp_path):
     """A Lite, keras.applications or ResNet model loads with qubvel's ``efficientnet`` and the
     scikit-image it imports both blocked (Kaggle's TPU image has no scikit-image); a model of
@@ -263,6 +265,7 @@ def _small_model(**overrides):
     )
 
 
+@pytest.mark.slow
 def test_a_saved_model_carries_its_portable_pair_and_loads_back_from_it(tmp_path):
     """save_model writes the .keras file, the weights and the recipe; load_model rebuilds the
     embedding model from the recipe with the same embeddings, in float32 even when it was
@@ -296,6 +299,7 @@ def test_a_saved_model_carries_its_portable_pair_and_loads_back_from_it(tmp_path
     np.testing.assert_allclose(float32, reference.predict(images, verbose=0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_gem_model_keeps_its_learned_exponent_through_the_portable_pair(tmp_path):
     _, embedding_model = _small_model(pooling="gem")
     embedding_model.get_layer("pooling").p.assign(4.25)  # as if learned

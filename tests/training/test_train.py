@@ -399,6 +399,7 @@ def test_backbone_warmup_needs_the_fine_tuning_optimizer(tmp_path):
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_run_resumes_from_a_damaged_backup(tmp_path):
     """A kill while the backup is written cannot truncate it (each epoch's weights and the
     metadata naming them are written aside and renamed); a backup damaged anyway resumes from
@@ -438,6 +439,7 @@ def test_a_run_resumes_from_a_damaged_backup(tmp_path):
     assert (other / "backup.damaged-1" / "latest.weights.h5").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_its_backup_is_written_resumes(tmp_path):
     """The reproduction: a kill while the second epoch's backup is being written (the file
     left truncated at 96 bytes) does not stop the rerun, which trains on from the first."""
