@@ -361,6 +361,7 @@ def fused_run(tmp_path_factory):
     return make_fused_run(make_run_dir(folder / "04_effnet_arcface"), folder)
 
 
+@pytest.mark.slow
 def test_duplicates_rank_a_planted_pair_first_and_apply_merges_it(
     fused_run, catalogue, tmp_path, capsys
 ):

@@ -91,6 +91,7 @@ def test_a_catalogue_photo_is_found_as_its_own_individual(run_dir, catalogue, tm
         uncropped.match(photos[:1], boxes=boxes)
 
 
+@pytest.mark.slow
 def test_a_runs_model_is_loaded_once_per_process_by_its_files_digest(
     run_dir, catalogue, tmp_path, monkeypatch
 ):

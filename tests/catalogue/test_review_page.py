@@ -40,13 +40,18 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, small_synth):
-    """identify's review page for three photos against a catalogue of the small synthetic set:
-    the first two are catalogue photos, the third one a dark mirror image of one."""
+def run_dir(tmp_path_factory):
+    """One trained notebook's folder for every page of this file (its model loaded once)."""
     from test_identify import make_run_dir
 
+    return make_run_dir(tmp_path_factory.mktemp("run") / "04_effnet_arcface")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, small_synth, run_dir):
+    """identify's review page for three photos against a catalogue of the small synthetic set:
+    the first two are catalogue photos, the third one a dark mirror image of one."""
     folder = tmp_path_factory.mktemp("review")
-    run_dir = make_run_dir(folder / "04_effnet_arcface")
     catalogue = folder / "catalogue"
     (catalogue / "train_images").mkdir(parents=True)
     frame = pd.read_csv(small_synth / "train.csv").head(40).drop(columns="box")
@@ -170,14 +175,11 @@ HOSTILE_PHOTO = "x<!--<script>.jpg"
 
 
 @pytest.fixture(scope="module")
-def hostile_page(tmp_path_factory, small_synth):
+def hostile_page(tmp_path_factory, small_synth, run_dir):
     """A page whose title holds the data placeholder and markup, whose catalogue id is markup
     that runs script if parsed as HTML, and whose photo's name opens an HTML comment and a
     script inside the data block."""
-    from test_identify import make_run_dir
-
     folder = tmp_path_factory.mktemp("hostile")
-    run_dir = make_run_dir(folder / "04_effnet_arcface")
     catalogue = folder / "catalogue"
     (catalogue / "train_images").mkdir(parents=True)
     frame = pd.read_csv(small_synth / "train.csv").head(12).drop(columns="box")
@@ -212,18 +214,18 @@ def test_hostile_names_and_ids_stay_text(browser, hostile_page):
 
 
 @pytest.fixture(scope="module")
-def evidence_page(tmp_path_factory, small_synth):
+def evidence_page(tmp_path_factory, small_synth, run_dir):
     """identify's page with a fused head (by hand): a turned copy of a catalogue photo, its
     matched keypoints drawn into evidence/ beside the page."""
     from PIL import Image
-    from test_identify import make_fused_run, make_run_dir, turned_catalogue_photo
+    from test_identify import make_fused_run, turned_catalogue_photo
 
     folder = tmp_path_factory.mktemp("evidence")
-    run_dir = make_fused_run(make_run_dir(folder / "04_effnet_arcface"), folder)
+    fused_run = make_fused_run(run_dir, folder)
     catalogue = copy_catalogue(small_synth, folder / "catalogue", photos=20)
     photo = folder / "turned.png"
     Image.fromarray(turned_catalogue_photo(catalogue)).save(photo)
-    identifier = identify.Identifier(run_dir, catalogue, None)
+    identifier = identify.Identifier(fused_run, catalogue, None)
     matches = identifier.match([photo], top=3)
     matches["evidence"] = review.write_evidence(folder, matches, identifier)
     return review.write_review(folder / "review.html", matches, identifier), matches
@@ -341,23 +343,22 @@ def test_compare_shows_metadata_and_opens_both_photos_at_full_resolution_to_zoom
 
 
 @pytest.fixture(scope="module")
-def encounter_page(tmp_path_factory, small_synth):
+def encounter_page(tmp_path_factory, small_synth, run_dir):
     """identify's page answering by encounter (a fused head by hand): a and b, two turned
     copies of one catalogue photo, are encounter E; c, another catalogue photo, is alone and
     given between them."""
     from PIL import Image
-    from test_identify import make_fused_run, make_run_dir, turned_catalogue_photo
+    from test_identify import make_fused_run, turned_catalogue_photo
 
     folder = tmp_path_factory.mktemp("encounter")
-    run_dir = make_run_dir(folder / "04_effnet_arcface")
-    run_dir = make_fused_run(run_dir, folder, encounter_rule="mean")
+    fused_run = make_fused_run(run_dir, folder, encounter_rule="mean")
     catalogue = copy_catalogue(small_synth, folder / "catalogue", photos=20)
     frame = pd.read_csv(catalogue / "train.csv", keep_default_na=False)
     photos = [folder / "a.png", folder / "c.jpg", folder / "b.png"]
     Image.fromarray(turned_catalogue_photo(catalogue)).save(photos[0])
     shutil.copy(catalogue / "train_images" / frame["image"][5], photos[1])
     Image.fromarray(turned_catalogue_photo(catalogue, -8)).save(photos[2])
-    identifier = identify.Identifier(run_dir, catalogue, None)
+    identifier = identify.Identifier(fused_run, catalogue, None)
     encounters = {str(photos[0]): "E", str(photos[2]): "E"}
     matches = identifier.match(photos, top=3, encounters=encounters)
     return review.write_review(folder / "review.html", matches, identifier), matches

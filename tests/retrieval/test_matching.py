@@ -98,6 +98,7 @@ def test_local_settings_check_the_detector_and_lnbnn_rule():
             matching.LocalSettings.from_parameter(bad)
 
 
+@pytest.mark.slow
 def test_the_encounter_script_compares_photo_by_photo_with_by_encounter(small_synth, tmp_path):
     """scripts/encounter_answers.py on local_matching.py's pairs: photo by photo on both
     parts, every rule on validation, the one chosen there on test."""

@@ -123,6 +123,7 @@ def test_a_profile_runs_the_notebooks_its_run_settings_list(tmp_path, monkeypatc
             runner.load_profile("smoke")
 
 
+@pytest.mark.slow
 def test_relative_folders_mean_the_callers_folder(small_synth, tmp_path, monkeypatch):
     """``run`` from outside the repository with relative ``--data`` and ``--out`` (papermill
     runs the notebooks in the repository's folder): the outputs land where the caller meant."""

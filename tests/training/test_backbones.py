@@ -77,6 +77,7 @@ def test_the_docs_table_is_the_registry():
     )
 
 
+@pytest.mark.slow
 def test_each_record_builds_a_feature_map():
     for name in ("resnet50", "efficientnet-lite0", "keras-efficientnet-b0", "efficientnet-b0"):
         backbone, mode = models.build_backbone(name, 32)
@@ -84,6 +85,7 @@ def test_each_record_builds_a_feature_map():
         assert len(backbone.output.shape) == 4, name
 
 
+@pytest.mark.slow
 def test_weights_file_names_are_the_ones_keras_would_download(monkeypatch):
     """Checked against the libraries: intercept their download and read the file name."""
     import efficientnet.model

@@ -19,6 +19,7 @@ def _batch(n=3, size=64, seed=0):
     return rng.uniform(0, 255, size=(n, size, size, 3)).astype("float32"), np.arange(n) % 7
 
 
+@pytest.mark.slow
 def test_model_shapes_and_shared_weights(effnet_b0):
     training_model, embedding_model = effnet_b0
     images, labels = _batch()

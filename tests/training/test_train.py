@@ -44,6 +44,7 @@ def basic_model(classes=4, size=32):
     return training_model, embedding_model
 
 
+@pytest.mark.slow
 def test_fit_writes_log_checkpoints_and_snapshots(tmp_path):
     training_model, embedding_model = basic_model()
     schedule = lambda epoch: schedules.lr_at_epoch(epoch, 3, 1e-3, warmup_epochs=1)  # noqa: E731
@@ -79,6 +80,7 @@ def test_fit_writes_log_checkpoints_and_snapshots(tmp_path):
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_without_repeating_epochs(tmp_path):
     training_model, embedding_model = basic_model()
     with pytest.raises(Interrupt):
