@@ -202,6 +202,38 @@ def photo_with_exif(path, stamp=None, gps=None):
     return path
 
 
+# The test files that take longest (CI's durations, 2026-12-04: the Kaggle-shaped run 10 min,
+# the notebook tests 12, README's 4 after the main run they share, the JAX fits 5), run first:
+# xdist (with --no-loadscope-reorder, pyproject's addopts) hands the files to its workers in
+# this order, so the long ones start together instead of one of them running alone at the end
+# (xdist's own order, by number of tests, put the one-test Kaggle run last). README's test
+# comes third: the worker that reaches it has run the Kaggle kernels while the other ran the
+# main command in the notebook tests, which README's test then reuses.
+LONGEST_FIRST = [
+    "tests/suite/test_kaggle_run.py",
+    "tests/suite/test_notebooks.py",
+    "tests/test_readme.py",
+    "tests/training/test_jax_backend.py",
+    "tests/training/test_models.py",
+    "tests/training/test_train.py",
+    "tests/catalogue/test_catalogue.py",
+    "tests/catalogue/test_identify.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files of :data:`LONGEST_FIRST` first, in its order; the others as collected."""
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+
+    def place(item):
+        try:
+            return rank.get(item.path.resolve().relative_to(REPO).as_posix(), len(rank))
+        except ValueError:  # a file outside the repository
+            return len(rank)
+
+    items.sort(key=place)  # stable: the order within a file, and of the others, is kept
+
+
 FAST_LANE_SECONDS = 5.0  # a test that takes longer here belongs in the slow lane
 
 
