@@ -113,8 +113,8 @@ def embed_images(
     Up to :data:`EAGER_IMAGES` images are called through the model eagerly: ``predict`` traces
     a graph the first time it sees a model or a batch size (seconds for an EfficientNet), which
     a handful of query photos would pay in full. More go by ``predict``, padded with zero
-    images to ``pad_to`` rows when given, so that batches of one size (a catalogue's last,
-    short batch too) share one traced graph.
+    images to ``pad_to`` rows when given and ``pad_to`` at a time (32 without), so that
+    batches of one size (a catalogue's last, short batch too) share one traced graph.
     """
 
     def predict(model):
@@ -125,7 +125,7 @@ def embed_images(
         missing = max(0, (pad_to or 0) - len(images))
         padding = np.zeros((missing, *images.shape[1:]), images.dtype)
         batch = np.concatenate([images, padding]) if missing else images
-        return model.predict(batch, batch_size=len(batch), verbose=0)[: len(images)]
+        return model.predict(batch, batch_size=pad_to or 32, verbose=0)[: len(images)]
 
     return _embed_views(predict, embedding_model, tta, mirrored)
 
