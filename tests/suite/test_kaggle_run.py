@@ -135,17 +135,21 @@ def undeclared_reads(log: Path, tree: Path) -> list[str]:
     return found
 
 
-def mount_inputs(tree: Path, kernel: dict, stage: Path, data_dir: Path, outputs: Path) -> None:
-    """``tree/kaggle`` for one kernel: only the inputs its metadata names, and an empty
-    working folder."""
+def mount_inputs(
+    tree: Path, kernel: dict, stage: Path, summary: dict, data_dir: Path, outputs: Path
+) -> None:
+    """``tree`` for one kernel, made afresh: ``kaggle/`` with only the inputs its metadata
+    names and an empty working folder; an empty home, temporary and site-packages folder (a
+    kernel starts from Kaggle's image, not from what the one before it installed)."""
+    for name in ("kaggle", "home", "tmp", "site"):
+        if (tree / name).exists():
+            shutil.rmtree(tree / name)
+        (tree / name).mkdir()
     kaggle = tree / "kaggle"
-    if kaggle.exists():
-        shutil.rmtree(kaggle)
-    (kaggle / "working").mkdir(parents=True)
+    (kaggle / "working").mkdir()
     inputs = kaggle / "input"
     for competition in kernel["competition_sources"]:
         competition_folder(inputs / "competitions" / competition, data_dir)
-    summary = json.loads((stage / "stage.json").read_text())
     for source in kernel["dataset_sources"]:
         owner, slug = source.split("/")
         folder = inputs / "datasets" / owner / slug
@@ -165,8 +169,6 @@ def kernel_environment(tree: Path, log: Path) -> dict:
     audit = tree / "audit"
     audit.mkdir(exist_ok=True)
     (audit / "sitecustomize.py").write_text(AUDIT_HOOK)
-    for name in ("home", "tmp", "site"):
-        (tree / name).mkdir(exist_ok=True)
     return {
         "PATH": os.environ["PATH"],
         "LANG": "C.UTF-8",
@@ -225,7 +227,7 @@ def test_the_staged_kernels_run_offline_in_kaggles_tree_reading_only_their_input
     ran = []
     for slug in summary["kernels"]:
         kernel = json.loads((stage / slug / "kernel-metadata.json").read_text())
-        mount_inputs(tree, kernel, stage, data_dir, outputs)
+        mount_inputs(tree, kernel, stage, summary, data_dir, outputs)
         log = tmp_path / "reads" / f"{slug}.log"
         log.parent.mkdir(exist_ok=True)
         executed = tmp_path / "executed" / f"{slug}.ipynb"
