@@ -19,6 +19,12 @@ open, and every folder they list, is recorded (an audit hook, ``sys.addaudithook
 outside the tree and the Python installation, in the repository or ``../shared``, or a
 package of the library dataset read from this machine's environment instead of the dataset's
 wheels, fails the test, naming the kernel and the path.
+
+The same record shows that the kernels after the crop cache read its crops, never the
+competition's photos (``crop_cache: 00_crop_cache``, the kaggle profile's), and the run's
+outputs are checked: notebook 00's cache cut from the boxes dataset with room for notebook 04's
+box jitter, and the blend of every fold's notebook 04 out of fold, each photo predicted by the
+model that did not train on it and scored on its own fold's truth.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from whaleutils.datasets import synth
+from whaleutils.contracts import metrics, submission
+from whaleutils.datasets import data, synth
+from whaleutils.images import crops
+from whaleutils.retrieval import splits
 from whaleutils.suite import kaggle_metadata, runner
 
 OWNER = "whale-tester"
@@ -135,6 +144,17 @@ def undeclared_reads(log: Path, tree: Path) -> list[str]:
     return found
 
 
+def photos_opened(log: Path, competition: Path) -> list[str]:
+    """The competition's photos (train_images/, test_images/) a kernel's processes opened."""
+    parts = [competition / "train_images", competition / "test_images"]
+    opened = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        _, event, text = line.split("\t", 2)
+        if event == "open" and any(Path(text).is_relative_to(part) for part in parts):
+            opened.append(text)
+    return opened
+
+
 def mount_inputs(
     tree: Path, kernel: dict, stage: Path, summary: dict, data_dir: Path, outputs: Path
 ) -> None:
@@ -224,7 +244,7 @@ def test_the_staged_kernels_run_offline_in_kaggles_tree_reading_only_their_input
     summary = json.loads((stage / "stage.json").read_text())
     outputs = tmp_path / "outputs"
     outputs.mkdir()
-    ran = []
+    ran, read_photos = [], {}
     for slug in summary["kernels"]:
         kernel = json.loads((stage / slug / "kernel-metadata.json").read_text())
         mount_inputs(tree, kernel, stage, summary, data_dir, outputs)
@@ -248,8 +268,65 @@ def test_the_staged_kernels_run_offline_in_kaggles_tree_reading_only_their_input
             f"kernel {slug} read what its kernel-metadata.json does not attach "
             f"({len(undeclared)}):\n  " + "\n  ".join(undeclared[:20])
         )
+        read_photos[slug] = sum(
+            len(photos_opened(log, tree / "kaggle" / "input" / "competitions" / competition))
+            for competition in kernel["competition_sources"]
+        )
         shutil.move(tree / "kaggle" / "working", outputs / slug)
         ran.append(slug)
     assert ran == summary["kernels"]
+    # only the crop cache kernel and the EDA (its photo grid) open the competition's photos
+    readers = {slug for slug, count in read_photos.items() if count}
+    assert readers == {"happywhale-00-crop-cache", "happywhale-01-eda"}, read_photos
+    check_crop_cache(outputs / "happywhale-00-crop-cache" / "00_crop_cache", tmp_path, data_dir)
     blend = outputs / summary["kernels"][-1]
     assert list(blend.rglob("submission.csv")), sorted(p.name for p in blend.rglob("*"))
+    check_blend_out_of_fold(blend / "07_blend", tmp_path, data_dir, kernels=summary["kernels"])
+
+
+def check_crop_cache(notebook_00: Path, tmp_path: Path, data_dir: Path) -> None:
+    """Notebook 00 cut its cache from the boxes dataset (the 1st-place repository's train.csv
+    and test.csv), with room for the box jitter notebook 04 trains with."""
+    index = crops.read_index(notebook_00 / crops.NOTEBOOK_FOLDER)
+    assert index["box_jitter"] == 0.05 and index["size"] == 77  # 64 / sqrt(0.7), rounded up
+    boxes = tmp_path / "boxes-dataset"
+    boxes_dataset(boxes, data_dir)
+    assert index["boxes_sha256"] == crops.boxes_digest(
+        crops.part_frames(data_dir, data.find_boxes(boxes))
+    )
+
+
+def check_blend_out_of_fold(blended: Path, tmp_path: Path, data_dir: Path, kernels) -> None:
+    """The blend joined every fold's notebook 04 out of fold: each photo predicted on the fold
+    that left it out, its score that of those predictions against each fold's own truth."""
+    common = runner.load_profile(PROFILE)["_common"]
+    staged_folds = sorted({0} | {int(k.rsplit("-", 1)[1]) for k in kernels if "-fold-" in k})
+    members = pd.read_csv(blended / "members.csv")
+    effnet = members[members["folder"].str.contains("04_effnet_arcface")]
+    assert sorted(set(effnet["fold"])) == staged_folds
+    assert all(folds == staged_folds for folds in effnet.groupby("member")["fold"].apply(sorted))
+    competition = tmp_path / "competition-as-mounted"  # train.csv as the kernels read it
+    competition.mkdir()
+    pd.read_csv(data_dir / "train.csv", dtype=str, keep_default_na=False)[
+        ["image", "species", "individual_id"]
+    ].to_csv(competition / "train.csv", index=False)
+    shutil.copy2(data_dir / "sample_submission.csv", competition / "sample_submission.csv")
+    table = data.read_train(competition)
+    groups = data.resolve_fold_groups(table, "auto")
+    folds = data.make_folds(table, common["n_folds"], common["seed"], groups=groups)
+    fold_of = dict(zip(folds["image"], folds["fold"], strict=True))
+    oof = submission.read_predictions(blended / "oof_predictions.csv")
+    assert sorted({fold_of[image] for image in oof["image"]}) == staged_folds
+    split_of = {
+        fold: splits.load_split(competition, fold, common["n_folds"], common["seed"])
+        for fold in staged_folds
+    }
+    truth = [split_of[fold_of[image]].truth("valid", [image])[0] for image in oof["image"]]
+    written = json.loads((blended / "scores.json").read_text())
+    assert written["oof_folds"] == staged_folds
+    assert written["valid"]["map5"] == pytest.approx(
+        metrics.map_at_k(truth, oof["labels"].tolist()), abs=1e-6
+    )
+    comparison = pd.read_csv(blended / "comparison.csv").set_index("model")
+    assert comparison.loc[effnet["member"].iloc[0], "folds"] == len(staged_folds)
+    assert comparison.loc["rank blend", "oof_images"] == len(oof)
