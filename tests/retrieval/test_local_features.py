@@ -69,6 +69,42 @@ def test_a_photo_matches_its_own_rotated_cropped_copy_and_not_another():
     assert again.inliers == same.inliers  # deterministic (seeded RANSAC)
 
 
+def plain(descriptors) -> lf.PhotoFeatures:
+    """Features compared by their descriptors as given (float32, no RootSIFT)."""
+    values = np.asarray(descriptors, np.float32)
+    return lf.PhotoFeatures(np.zeros((len(values), 2), np.float32), values, 1.0, root_sift=False)
+
+
+def test_the_ratio_test_by_hand():
+    candidate = plain([[0, 0], [10, 0], [0, 10]])
+    # nearest 1 away, second 9: kept; all three 7.07 away (a tie): dropped; 1 and 10.05:
+    # kept; 4 and 6 (ratio 0.67): kept at 0.8, dropped at 0.6
+    query = plain([[1, 0], [5, 5], [10, 1], [4, 0]])
+    assert lf.ratio_matches(query, candidate, ratio=0.8).tolist() == [[0, 0], [2, 1], [3, 0]]
+    assert lf.ratio_matches(query, candidate, ratio=0.6).tolist() == [[0, 0], [2, 1]]
+    assert lf.ratio_matches(query, plain([[0, 0]])).shape == (0, 2)  # no second nearest
+    assert lf.ratio_matches(plain(np.zeros((0, 2))), candidate).shape == (0, 2)
+
+
+def test_the_ratio_test_gives_opencvs_brute_force_matches():
+    """The matrix-product distances give the matches of OpenCV's BFMatcher (k=2 knnMatch,
+    L2), RootSIFT and plain SIFT, a photo against its rotated copy and against another."""
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    compared = 0
+    for root_sift in (True, False):
+        settings = lf.FeatureSettings(root_sift=root_sift)
+        copy = lf.extract(rotated_crop(textured(2), 20, 16), settings)
+        for candidate in (lf.extract(textured(2), settings), lf.extract(textured(5), settings)):
+            expected = [
+                (first.queryIdx, first.trainIdx)
+                for first, second in matcher.knnMatch(copy.descriptors, candidate.descriptors, k=2)
+                if first.distance < 0.8 * second.distance
+            ]
+            assert lf.ratio_matches(copy, candidate, 0.8).tolist() == [list(p) for p in expected]
+            compared += len(expected)
+    assert compared > 60
+
+
 def test_verify_needs_enough_matches_and_names_a_bad_transform():
     empty = lf.PhotoFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), 1.0)
     assert lf.verify(empty, lf.extract(textured(4))).inliers == 0
