@@ -86,25 +86,6 @@ def test_the_ratio_test_by_hand():
     assert lf.ratio_matches(plain(np.zeros((0, 2))), candidate).shape == (0, 2)
 
 
-def test_the_ratio_test_gives_opencvs_brute_force_matches():
-    """The matrix-product distances give the matches of OpenCV's BFMatcher (k=2 knnMatch,
-    L2), RootSIFT and plain SIFT, a photo against its rotated copy and against another."""
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    compared = 0
-    for root_sift in (True, False):
-        settings = lf.FeatureSettings(root_sift=root_sift)
-        copy = lf.extract(rotated_crop(textured(2), 20, 16), settings)
-        for candidate in (lf.extract(textured(2), settings), lf.extract(textured(5), settings)):
-            expected = [
-                (first.queryIdx, first.trainIdx)
-                for first, second in matcher.knnMatch(copy.descriptors, candidate.descriptors, k=2)
-                if first.distance < 0.8 * second.distance
-            ]
-            assert lf.ratio_matches(copy, candidate, 0.8).tolist() == [list(p) for p in expected]
-            compared += len(expected)
-    assert compared > 60
-
-
 def test_verify_needs_enough_matches_and_names_a_bad_transform():
     empty = lf.PhotoFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), 1.0)
     assert lf.verify(empty, lf.extract(textured(4))).inliers == 0
