@@ -202,13 +202,14 @@ def photo_with_exif(path, stamp=None, gps=None):
     return path
 
 
-# The test files that take longest (CI's durations, 2026-12-04: the Kaggle-shaped run 10 min,
-# the notebook tests 12, README's 4 after the main run they share, the JAX fits 5), run first:
-# xdist (with --no-loadscope-reorder, pyproject's addopts) hands the files to its workers in
-# this order, so the long ones start together instead of one of them running alone at the end
-# (xdist's own order, by number of tests, put the one-test Kaggle run last). README's test
-# comes third: the worker that reaches it has run the Kaggle kernels while the other ran the
-# main command in the notebook tests, which README's test then reuses.
+# The test files that take longest (a fresh clone's durations, 2026-12-06: the Kaggle-shaped run
+# 4.6 min, README's main command 1.8 in the notebook tests' fixture, README's other commands
+# 1.4, the JAX fits 2.8), run first: xdist (with --no-loadscope-reorder, pyproject's addopts)
+# hands the files to its workers in this order, so the long ones start together instead of one
+# of them running alone at the end (xdist's own order, by number of tests, put the one-test
+# Kaggle run last). README's test comes third: the worker that reaches it has run the Kaggle
+# kernels while the other ran the main command in the notebook tests, which README's test then
+# reuses.
 LONGEST_FIRST = [
     "tests/suite/test_kaggle_run.py",
     "tests/suite/test_notebooks.py",

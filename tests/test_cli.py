@@ -223,3 +223,38 @@ def test_hostile_inputs_get_one_line_and_no_traceback(tmp_path, small_synth, cap
         out, err = capsys.readouterr()
         assert status in (1, 2), (what, err)
         assert message in out + err, (what, err[-500:])
+
+
+HOLD_RUN_FOLDER = """\
+import sys, time
+from whaleutils.suite import runner
+with runner.RunLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_run_into_the_same_run_folder_is_refused_naming_the_first(
+    small_synth, tmp_path, capsys
+):
+    """Two runs into one run folder would rewrite each other's summary.json and notebook
+    folders: while one holds ``runs/<profile>/.run.lock`` (here another process), a second
+    refuses at once, naming it, and writes nothing."""
+    run_dir = tmp_path / "runs" / "smoke"
+    run_dir.mkdir(parents=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN_FOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout.readline().strip() == "held"
+        argv = ["run", "--profile", "smoke", "--data", str(small_synth),
+                "--out", str(tmp_path / "runs"), "--only", "01_eda"]  # fmt: skip
+        assert cli.main(argv) == 1
+        assert (
+            f"{run_dir}: another run (process {first.pid}) is writing this run folder; wait for "
+            "it to finish, or give another --out" in capsys.readouterr().err
+        )
+        assert sorted(p.name for p in run_dir.iterdir()) == [".run.lock"]
+    finally:
+        first.kill()
+        first.wait()

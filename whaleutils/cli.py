@@ -158,6 +158,9 @@ def cmd_run(args) -> int:
         )
     except runner.NotebookFailed:
         return 1  # the runner has printed which notebook and cell failed
+    except runner.RunBusy as error:  # another run writes the same run folder
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except ValueError as error:  # an unknown notebook or parameter
         print(f"error: {error}", file=sys.stderr)
         return 2

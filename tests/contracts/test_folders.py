@@ -1,5 +1,7 @@
 """New folders written whole or not at all."""
 
+import os
+
 import pytest
 
 from whaleutils.contracts import folders
@@ -45,3 +47,50 @@ def test_replace_swaps_the_old_folder_out_only_on_success(tmp_path):
     with pytest.raises(OSError), folders.new_folder(final):
         pass
     assert (final / "new.txt").read_text() == "new" and hidden(tmp_path) == []
+
+
+HOLD_LOCK = """\
+import sys, time
+from whaleutils.contracts import folders
+with folders.FolderLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def holder(lock_path, seconds):
+    """A separate process that holds the lock for ``seconds`` (once it has printed "held")."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_path), str(seconds)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_locked_folder_is_refused_naming_its_holder_then_free_when_it_ends(tmp_path):
+    lock = tmp_path / ".lock"
+    process = holder(lock, 30)
+    try:
+        with pytest.raises(folders.FolderBusy, match=rf"held by process {process.pid}; waited 0 s"):
+            with folders.FolderLock(lock, wait=0):
+                pass
+    finally:
+        process.kill()  # killed, not finished: the lock ends with the process all the same
+        process.wait()
+    with folders.FolderLock(lock, wait=0) as held:
+        assert lock.read_text() == str(os.getpid()) and held.path == lock
+
+
+def test_a_lock_waits_for_its_holder_up_to_its_wait(tmp_path):
+    lock = tmp_path / ".lock"
+    process = holder(lock, 1)
+    with pytest.raises(folders.FolderBusy):  # held now
+        with folders.FolderLock(lock, wait=0):
+            pass
+    with folders.FolderLock(lock, wait=30):  # taken once the holder has let go
+        assert lock.read_text() == str(os.getpid())
+    process.wait()

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import csv
 import datetime
-import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -47,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from whaleutils.contracts import outputs, tables
+from whaleutils.contracts import folders, outputs, tables
 from whaleutils.contracts.metrics import NEW_INDIVIDUAL
 from whaleutils.contracts.tables import looks_like_formula, spreadsheet_safe
 from whaleutils.datasets import data, encounters
@@ -111,51 +109,28 @@ def where_it_went(log: pd.DataFrame, individual: str) -> str:
 # ---------------------------------------------------------------------------- the lock
 
 
-class CatalogueBusy(RuntimeError):
+class CatalogueBusy(folders.FolderBusy):
     """Another process holds the catalogue's lock."""
 
 
-class CatalogueLock:
+class CatalogueLock(folders.FolderLock):
     """An exclusive advisory lock on a catalogue (``.enroll.lock``), held in a ``with`` block.
 
     Waits up to ``wait`` seconds for another holder, then raises :class:`CatalogueBusy` naming
     its process id. The lock is the operating system's (``flock``): it ends with the process
     that holds it, however that process ends."""
 
+    busy_error = CatalogueBusy
+
     def __init__(self, catalogue: str | os.PathLike, wait: float = 60.0):
-        self.path = Path(catalogue) / LOCK_FILE
-        self.wait = float(wait)
-        self._handle = None
+        super().__init__(Path(catalogue) / LOCK_FILE, wait)
 
-    def __enter__(self) -> CatalogueLock:
-        handle = open(self.path, "a+")
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    handle.close()
-                    raise CatalogueBusy(
-                        f"{self.path.parent}: another enroll (process {holder}) is writing the "
-                        f"catalogue; waited {self.wait:g} s. Run again when it has finished "
-                        f"(the lock {self.path} is released when that process ends)."
-                    ) from None
-                time.sleep(0.05)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
-        self._handle = None
+    def busy_message(self, holder: str) -> str:
+        return (
+            f"{self.path.parent}: another enroll (process {holder}) is writing the "
+            f"catalogue; waited {self.wait:g} s. Run again when it has finished "
+            f"(the lock {self.path} is released when that process ends)."
+        )
 
 
 # ---------------------------------------------------------------------------- checks

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from whaleutils.contracts import outputs
+from whaleutils.contracts import folders, outputs
 from whaleutils.datasets import data, synth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,7 @@ NOTEBOOKS, INPUTS, READS_EVERY_OUTPUT = (
 # them (the fold, the number of folds, the seed), so that they are stated once per profile.
 COMMON = "_common"
 RUN_SETTINGS = "_run"  # params/<profile>/_run.yaml: the runner's own settings
+RUN_LOCK_FILE = ".run.lock"  # in runs/<profile>: held while a run writes there (RunLock)
 # _run.yaml's name of the profile a profile extends: it states only what differs from it
 EXTENDS = "extends"
 SCORED = {
@@ -278,6 +279,28 @@ def execute(name: str, parameters: dict, out_dir: Path) -> None:
         raise NotebookFailed(name, error.cell_index, message, executed) from None
 
 
+class RunBusy(folders.FolderBusy):
+    """Another ``run`` is writing the same run folder."""
+
+
+class RunLock(folders.FolderLock):
+    """One ``run`` at a time in a run folder (``runs/<profile>``, its ``.run.lock``): two
+    would rewrite each other's ``summary.json`` and notebook folders. Not waited for (a run
+    lasts minutes to hours): the second refuses at once, naming the first's process."""
+
+    busy_error = RunBusy
+
+    def __init__(self, run_dir: str | os.PathLike):
+        super().__init__(Path(run_dir) / RUN_LOCK_FILE, wait=0)
+
+    def busy_message(self, holder: str) -> str:
+        return (
+            f"{self.path.parent}: another run (process {holder}) is writing this run folder; "
+            f"wait for it to finish, or give another --out (its lock, {self.path.name}, is "
+            f"released when that process ends)"
+        )
+
+
 def run(
     profile: str,
     data_dir: str | None = None,
@@ -324,83 +347,95 @@ def run(
                 f"{name} reads the crop cache of notebook {outputs.CROP_CACHE_NOTEBOOK}, "
                 f"which the {profile} profile does not run"
             )
-    data_path = Path(os.path.abspath(data_dir)) if data_dir else None
-    data_path = data_path or default_data(runs, settings[RUN_SETTINGS])
-    summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
-    earlier = {}
-    if (run_dir / "summary.json").is_file():
-        earlier = {
-            n["name"]: n for n in outputs.read_json(run_dir / "summary.json").get("notebooks", [])
-        }
-    inputs_of = {}  # what each notebook runs on: checked against a finished one's, up front
-    for name in running:
-        folder_name = name if variant is None else f"{name}-{variant}"
-        out = run_dir / folder_name
-        parameters = notebook_parameters(name, settings, str(data_path), out, run_dir, overrides)
-        if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
-            parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
-        inputs_of[name] = (parameters, run_inputs(parameters, data_path, runs))
-        recorded = earlier.get(folder_name, {}).get("inputs")
-        if (
-            not force
-            and outputs.outputs_complete(out)
-            and recorded not in (None, inputs_of[name][1])
-        ):
-            raise ValueError(
-                f"{out} holds {name}'s results for other inputs ("
-                + ", ".join(differences(recorded, inputs_of[name][1]))
-                + "): --force to replace them, or another --runs folder to keep them"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # one run at a time in a run folder, from here to its summary
+        data_path = Path(os.path.abspath(data_dir)) if data_dir else None
+        data_path = data_path or default_data(runs, settings[RUN_SETTINGS])
+        summary = {"profile": profile, "data_dir": str(data_path), "notebooks": [], "scores": {}}
+        earlier = {}
+        if (run_dir / "summary.json").is_file():
+            earlier = {
+                n["name"]: n
+                for n in outputs.read_json(run_dir / "summary.json").get("notebooks", [])
+            }
+        inputs_of = {}  # what each notebook runs on: checked against a finished one's, up front
+        for name in running:
+            folder_name = name if variant is None else f"{name}-{variant}"
+            out = run_dir / folder_name
+            parameters = notebook_parameters(
+                name, settings, str(data_path), out, run_dir, overrides
             )
-    started_all = time.perf_counter()
-    failure = None
-    for name in included:
-        if only and name not in only:
-            if name in earlier:
-                summary["notebooks"].append({**earlier[name], "reused": True})
-            continue
-        folder_name = name if variant is None else f"{name}-{variant}"
-        out = run_dir / folder_name
-        parameters, inputs = inputs_of[name]
-        if outputs.outputs_complete(out) and not force:
-            print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
-            previous = earlier.get(
-                folder_name, {"name": folder_name, "status": "ok", "seconds": None}
-            )
-            summary["notebooks"].append({**previous, "reused": True})
-            continue
-        if force and out.exists():
-            shutil.rmtree(out)
-        print(f"[{name}] running ...", flush=True)
-        started = time.perf_counter()
-        try:
-            execute(name, parameters, out)
-        except NotebookFailed as error:
+            if parameters.get("crop_cache") == outputs.CROP_CACHE_NOTEBOOK:  # its output, here
+                parameters["crop_cache"] = str(run_dir / outputs.CROP_CACHE_NOTEBOOK)
+            inputs_of[name] = (parameters, run_inputs(parameters, data_path, runs))
+            recorded = earlier.get(folder_name, {}).get("inputs")
+            if (
+                not force
+                and outputs.outputs_complete(out)
+                and recorded not in (None, inputs_of[name][1])
+            ):
+                raise ValueError(
+                    f"{out} holds {name}'s results for other inputs ("
+                    + ", ".join(differences(recorded, inputs_of[name][1]))
+                    + "): --force to replace them, or another --runs folder to keep them"
+                )
+        started_all = time.perf_counter()
+        failure = None
+        for name in included:
+            if only and name not in only:
+                if name in earlier:
+                    summary["notebooks"].append({**earlier[name], "reused": True})
+                continue
+            folder_name = name if variant is None else f"{name}-{variant}"
+            out = run_dir / folder_name
+            parameters, inputs = inputs_of[name]
+            if outputs.outputs_complete(out) and not force:
+                print(f"[{name}] complete, skipped (use --force to run again)", flush=True)
+                previous = earlier.get(
+                    folder_name, {"name": folder_name, "status": "ok", "seconds": None}
+                )
+                summary["notebooks"].append({**previous, "reused": True})
+                continue
+            if force and out.exists():
+                shutil.rmtree(out)
+            print(f"[{name}] running ...", flush=True)
+            started = time.perf_counter()
+            try:
+                execute(name, parameters, out)
+            except NotebookFailed as error:
+                seconds = round(time.perf_counter() - started, 1)
+                summary["notebooks"].append(
+                    {
+                        "name": folder_name,
+                        "status": "failed",
+                        "seconds": seconds,
+                        "error": str(error),
+                    }
+                )
+                failure = error
+                print(
+                    f"[{name}] FAILED after {seconds:.0f} s\n{error}", file=sys.stderr, flush=True
+                )
+                break
             seconds = round(time.perf_counter() - started, 1)
             summary["notebooks"].append(
-                {"name": folder_name, "status": "failed", "seconds": seconds, "error": str(error)}
+                {"name": folder_name, "status": "ok", "seconds": seconds, "inputs": inputs}
             )
-            failure = error
-            print(f"[{name}] FAILED after {seconds:.0f} s\n{error}", file=sys.stderr, flush=True)
-            break
-        seconds = round(time.perf_counter() - started, 1)
-        summary["notebooks"].append(
-            {"name": folder_name, "status": "ok", "seconds": seconds, "inputs": inputs}
-        )
-        print(
-            f"[{name}] ok in {seconds:.0f} s (total {time.perf_counter() - started_all:.0f} s)",
-            flush=True,
-        )
-    # Folders this run did not touch stay listed: other variants, and in a variant run the
-    # main folders of the notebooks it ran.
-    listed = {entry["name"] for entry in summary["notebooks"]}
-    for folder_name, entry in earlier.items():
-        if folder_name not in listed and (variant is not None or folder_name not in NOTEBOOKS):
-            summary["notebooks"].append({**entry, "reused": True})
-    summary["scores"] = collect_scores(run_dir)
-    write_summary(run_dir, summary)
-    if failure is not None:
-        raise failure
-    return summary
+            print(
+                f"[{name}] ok in {seconds:.0f} s (total {time.perf_counter() - started_all:.0f} s)",
+                flush=True,
+            )
+        # Folders this run did not touch stay listed: other variants, and in a variant run the
+        # main folders of the notebooks it ran.
+        listed = {entry["name"] for entry in summary["notebooks"]}
+        for folder_name, entry in earlier.items():
+            if folder_name not in listed and (variant is not None or folder_name not in NOTEBOOKS):
+                summary["notebooks"].append({**entry, "reused": True})
+        summary["scores"] = collect_scores(run_dir)
+        write_summary(run_dir, summary)
+        if failure is not None:
+            raise failure
+        return summary
 
 
 def run_inputs(parameters: dict, data_path: Path, runs: Path) -> dict:
