@@ -520,15 +520,23 @@ def test_history_of_an_enrolled_id_and_an_unknown_one(catalogue, tmp_path, capsy
     assert "1 photo(s) enrolled (new)" in capsys.readouterr().out
 
 
-def test_two_workers_match_as_one_does(fused_run, catalogue, monkeypatch):
-    """Chunks of queries matched by two threads give the very pairs one thread does."""
-    monkeypatch.setattr(duplicates, "QUERY_CHUNK", 16)  # 60 photos: four chunks
+def test_two_workers_and_any_chunk_match_as_one_whole_does(fused_run, catalogue, monkeypatch):
+    """Chunks of queries (their similarities computed a chunk at a time, so that memory grows
+    with the catalogue and not with its square) matched by two threads give the very pairs
+    one thread does with all photos in one chunk; the KNN head's pairs too."""
+    monkeypatch.setattr(duplicates, "QUERY_CHUNK", 1000)  # 60 photos: one chunk
     identifier = identify.Identifier(fused_run, catalogue, None)
+    knn = identify.Identifier(fused_run, catalogue, None, local=False)
+    whole, knn_whole = duplicates.photo_pairs(identifier), duplicates.photo_pairs(knn)
+    monkeypatch.setattr(duplicates, "QUERY_CHUNK", 16)  # four chunks
     seen = []
     one = duplicates.photo_pairs(identifier, progress=lambda done, total: seen.append(done))
     two = duplicates.photo_pairs(identifier, workers=2)
     assert seen == [16, 32, 48, 60]
+    pd.testing.assert_frame_equal(one, whole)
     pd.testing.assert_frame_equal(one, two)
+    assert len(knn_whole) and knn.fused_head is None
+    pd.testing.assert_frame_equal(duplicates.photo_pairs(knn), knn_whole)
 
 
 def test_plant_duplicates_splits_whales_by_encounter_and_scores_their_ranks(small_synth, tmp_path):

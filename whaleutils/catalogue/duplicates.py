@@ -62,14 +62,28 @@ def _own_rows(labels: np.ndarray) -> np.ndarray:
     return own
 
 
+def _chunk_similarities(
+    index, own: np.ndarray, rows: slice, individuals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The photos ``rows`` against the catalogue, their own individual's photos left out: the
+    photo similarities (r, n) and each of ``individuals``' best (r, len(individuals)). A chunk
+    at a time, so that memory grows with the catalogue, not with its square (51,000 photos:
+    21 GB at once, 26 MB for 64 photos)."""
+    scores = matching.photo_similarities(index.embeddings[rows], index.embeddings, own[rows])
+    return scores, matching.individual_maxima(scores, index.labels, individuals)
+
+
 def _match_chunk(shared: dict, start: int) -> pd.DataFrame:
     """One chunk of queries (photos ``start`` to ``start + QUERY_CHUNK``), as in
     :func:`photo_pairs`."""
     index, settings, rows = shared["index"], shared["settings"], slice(start, start + QUERY_CHUNK)
+    scores, similarities = _chunk_similarities(
+        index, shared["own"], rows, index.descriptors.individuals
+    )
     return matching.candidate_pairs(
         shared["names"][rows], index.features[rows], index.features, shared["labels"],
-        shared["similarities"][rows], shared["own"][rows], shared["shortlist"], index.descriptors,
-        verify_photos=shared["verify_photos"], photo_scores=shared["scores"][rows],
+        similarities, shared["own"][rows], shared["shortlist"], index.descriptors,
+        verify_photos=shared["verify_photos"], photo_scores=scores,
         lnbnn_exclusion_depth=EXCLUSION_DEPTH, **settings.lnbnn_options(),
         **settings.verify_options(),
     )  # fmt: skip
@@ -94,15 +108,13 @@ def photo_pairs(
     if len(np.unique(labels)) < 2:
         raise ValueError(f"{index.folder}: one individual only; no pair to compare")
     own = _own_rows(labels)
-    scores = matching.photo_similarities(index.embeddings, index.embeddings, own)
     head = identifier.fused_head
     if head is None:  # the KNN head: the embedding's similarity alone
-        return _knn_pairs(scores, labels, shortlist or 10)
+        return _knn_pairs(index, own, shortlist or 10)
     settings = head.settings
     shared = dict(
-        index=index, settings=settings, labels=labels, own=own, scores=scores,
+        index=index, settings=settings, labels=labels, own=own,
         names=[str(row) for row in range(len(labels))],
-        similarities=matching.individual_maxima(scores, labels, index.descriptors.individuals),
         shortlist=settings.shortlist if shortlist is None else int(shortlist),
         verify_photos=settings.verify_photos if verify_photos is None else int(verify_photos),
     )  # fmt: skip
@@ -125,18 +137,22 @@ def photo_pairs(
     return pairs
 
 
-def _knn_pairs(scores: np.ndarray, labels: np.ndarray, shortlist: int) -> pd.DataFrame:
+def _knn_pairs(index, own: np.ndarray, shortlist: int) -> pd.DataFrame:
     """Each photo's ``shortlist`` most similar other individuals (their best photo)."""
+    labels = index.labels
     individuals = np.unique(labels)
-    similarities = matching.individual_maxima(scores, labels, individuals)
+    rows_of = matching.photos_by_individual(labels, individuals)
     records = []
-    for query in range(len(labels)):
-        for code in np.argsort(-similarities[query], kind="stable")[:shortlist]:
-            if not np.isfinite(similarities[query, code]):
-                continue
-            columns = np.flatnonzero(labels == individuals[code])
-            best = int(columns[np.argmax(scores[query, columns])])
-            records.append((query, individuals[code], float(similarities[query, code]), best))
+    for start in range(0, len(labels), QUERY_CHUNK):
+        rows = slice(start, start + QUERY_CHUNK)
+        scores, similarities = _chunk_similarities(index, own, rows, individuals)
+        for offset, query in enumerate(range(len(labels))[rows]):
+            for code in np.argsort(-similarities[offset], kind="stable")[:shortlist]:
+                if not np.isfinite(similarities[offset, code]):
+                    continue
+                columns = rows_of[individuals[code]]
+                best = int(columns[np.argmax(scores[offset, columns])])
+                records.append((query, individuals[code], float(similarities[offset, code]), best))
     pairs = pd.DataFrame(records, columns=["query", "individual", "similarity", "photo"])
     return pairs.assign(
         inliers=np.nan, probability=np.nan, individual_a=labels[pairs["query"].to_numpy()]
