@@ -121,6 +121,18 @@ def test_run_boxes_must_exist_and_reach_only_notebooks_that_read_photos(tmp_path
     assert "no notebook of this run has the parameter(s) ['boxes']" in capsys.readouterr().err
 
 
+def test_run_names_a_missing_data_set_before_writing_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()  # a folder, but no data set: no train.csv
+    argv = ["run", "--profile", "smoke", "--out", "runs", "--only", "01_eda"]
+    assert cli.main([*argv, "--data", "photos"]) == 2
+    assert (
+        f"error: data photos: no Happywhale data set (train.csv) found in {tmp_path / 'photos'}"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_run_checks_a_crop_cache_given_with_p_as_with_its_flag(tmp_path, capsys, monkeypatch):
     """``-p crop_cache DIR`` is a path like ``--crop-cache DIR``: checked, made absolute (the
     notebooks run in the repository's folder, not the caller's)."""

@@ -347,6 +347,11 @@ def run(
                 f"{name} reads the crop cache of notebook {outputs.CROP_CACHE_NOTEBOOK}, "
                 f"which the {profile} profile does not run"
             )
+    if data_dir:  # a data set that is not there is named before anything is written
+        try:
+            data.find_data_dir(os.path.abspath(data_dir))
+        except FileNotFoundError as error:
+            raise ValueError(f"data {data_dir}: {error}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):  # one run at a time in a run folder, from here to its summary
         data_path = Path(os.path.abspath(data_dir)) if data_dir else None
