@@ -94,3 +94,15 @@ def test_a_lock_waits_for_its_holder_up_to_its_wait(tmp_path):
     with folders.FolderLock(lock, wait=30):  # taken once the holder has let go
         assert lock.read_text() == str(os.getpid())
     process.wait()
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("field notes\n")
+    lock = tmp_path / ".lock"
+    lock.symlink_to(precious)
+    with pytest.raises(OSError, match="a lock file must not be a link") as refused:
+        with folders.FolderLock(lock, wait=0):
+            pass
+    assert refused.value.filename == str(lock)
+    assert precious.read_text() == "field notes\n"

@@ -79,7 +79,16 @@ class FolderLock:
         )
 
     def __enter__(self) -> FolderLock:
-        handle = open(self.path, "a+")
+        try:  # never through a link: the holder's process id would overwrite what it points at
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            if not self.path.is_symlink():
+                raise
+            raise OSError(
+                error.errno, f"a lock file must not be a link ({os.readlink(self.path)})",
+                str(self.path),
+            ) from None  # fmt: skip
+        handle = os.fdopen(descriptor, "r+")
         deadline = time.monotonic() + self.wait
         while True:
             try:
