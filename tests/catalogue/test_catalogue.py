@@ -493,3 +493,18 @@ def test_photos_the_same_as_each_other_or_of_one_encounter_get_one_new_id(catalo
         with pytest.raises(ValueError, match=message):
             cat.enroll(catalogue, tmp_path / "bad.csv")
     assert (catalogue / "train.csv").read_bytes() == before
+
+
+def test_an_audit_log_that_is_a_link_is_refused_before_anything_changes(catalogue, tmp_path):
+    """Appending to a linked decisions_log.csv (or cutting it back after a crash) would write
+    the file it points at, outside the catalogue: enroll refuses it and changes nothing."""
+    precious = tmp_path / "notes.csv"
+    precious.write_text("my own notes\n")
+    (catalogue / cat.AUDIT_LOG).symlink_to(precious)
+    before = snapshot(catalogue)
+    photos = new_photos(tmp_path / "new", 1)
+    decisions = write_decisions(tmp_path / "d.csv", [(photos[0], NEW_INDIVIDUAL)])
+    with pytest.raises(ValueError, match=rf"the audit log is a link to {precious}, not the"):
+        cat.enroll(catalogue, decisions)
+    assert precious.read_text() == "my own notes\n" and snapshot(catalogue) == before
+    assert not (catalogue / cat.JOURNAL_FILE).exists()

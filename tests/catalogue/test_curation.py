@@ -568,3 +568,16 @@ def test_plant_duplicates_splits_whales_by_encounter_and_scores_their_ranks(smal
     ranked.to_csv(tmp_path / "duplicates.csv", index=False)
     report = plant_duplicates.score(out, tmp_path / "duplicates.csv")
     assert report["ranks"] == [1, 3] and report["in_first_20"] == 2 and report["not_ranked"] == 0
+
+
+def test_a_curation_log_that_is_a_link_is_refused_before_anything_changes(catalogue, tmp_path):
+    precious = tmp_path / "notes.csv"
+    precious.write_text("my own notes\n")
+    (catalogue / curation.CURATION_LOG).symlink_to(precious)
+    keep, merged = two_of_one_species(catalogue)
+    start = (catalogue / "train.csv").read_bytes()
+    with pytest.raises(ValueError, match=rf"the audit log is a link to {precious}, not the"):
+        curation.merge(catalogue, keep, merged)
+    assert precious.read_text() == "my own notes\n"
+    assert (catalogue / "train.csv").read_bytes() == start
+    assert not (catalogue / enrolment.JOURNAL_FILE).exists()

@@ -220,6 +220,7 @@ def _transact(catalogue, action, plan, reviewer="", wait=60.0, decisions=None) -
             "photos": [],
             "lines": lines,
         }
+        enrolment.check_audit_log(catalogue / CURATION_LOG)
         enrolment.write_journal(catalogue, journal)  # a crash from here: undone
         enrolment.write_synced(catalogue / journal["new_table"], after)
         journal["table_after"] = hashlib.sha256(after).hexdigest()

@@ -365,6 +365,22 @@ def _audit_lines(journal: dict) -> list[dict]:
     ]
 
 
+def check_audit_log(path: Path) -> None:
+    """Refuse an audit log that is a link or not a file: appending to it (and a crash's cut
+    back to its recorded size) would write what it points at, outside the catalogue.
+
+    Raises
+    ------
+    ValueError
+        Naming the log and what it is."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        what = f"a link to {os.readlink(path)}" if path.is_symlink() else "not a file"
+        raise ValueError(
+            f"{path}: the audit log is {what}, not the catalogue's own file; nothing was "
+            "changed (put the log itself there)"
+        )
+
+
 def _append_audit(catalogue: Path, journal: dict) -> None:
     """The transaction's lines at the end of its audit log (an enrolment's in
     ``decisions_log.csv``, an edit's in ``curation_log.csv``). The log is cut back to the size
@@ -372,6 +388,7 @@ def _append_audit(catalogue: Path, journal: dict) -> None:
     (a torn line) or after it (all lines there) is written once, whole; earlier lines stay."""
     curate = journal.get("kind") == "curate"
     path = catalogue / (CURATION_LOG if curate else AUDIT_LOG)
+    check_audit_log(path)
     size = journal["audit_size"]
     if path.is_file() and path.stat().st_size > size:
         os.truncate(path, size)
@@ -757,6 +774,7 @@ def _enroll_locked(
             "to keep them)",
             stacklevel=3,
         )
+    check_audit_log(catalogue / AUDIT_LOG)
     write_journal(catalogue, journal)  # from here on a crash is undone by the next run
     staging.mkdir()
     for photo in photos:
