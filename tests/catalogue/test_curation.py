@@ -480,11 +480,14 @@ def test_the_duplicates_page_decides_pairs_in_a_browser_and_exports_them(
         WebDriverWait(browser, 20).until(lambda d: all(d.execute_script(loaded, i) for i in panes))
         left = panes[0].get_attribute("src")
         keys.send_keys(".").perform()
-        caption = browser.find_element("css selector", "#pane-query .pane-caption").text
-        assert (
-            f"(2 of {ranked.at[0, 'photos_a']})" in caption
+        caption = browser.find_element("css selector", "#pane-query .pane-caption")
+        assert (  # named at once, before the photo has loaded
+            f"(2 of {ranked.at[0, 'photos_a']})" in caption.text
             and panes[0].get_attribute("src") != left
         )
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(loaded, panes[0]))
+        WebDriverWait(browser, 5).until(lambda d: caption.text.endswith("%"))  # fitted
+        assert f"(2 of {ranked.at[0, 'photos_a']})" in caption.text
         keys.send_keys("\ue00c").perform()  # Escape
         browser.find_element("id", "reviewer").send_keys("D. Reviewer")
         browser.find_element("id", "export").click()

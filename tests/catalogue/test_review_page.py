@@ -332,8 +332,9 @@ def test_compare_shows_metadata_and_opens_both_photos_at_full_resolution_to_zoom
     count = int((catalogue["individual_id"] == best["individual_id"]).sum())
     first_src = images[1].get_attribute("src")
     ActionChains(browser).send_keys("]").perform()
-    caption = browser.find_element("css selector", "#pane-candidate .pane-caption").text
-    assert f"of {count})" in caption
+    caption = browser.find_element("css selector", "#pane-candidate .pane-caption")
+    assert f"of {count})" in caption.text  # named at once, before the photo has loaded
+    WebDriverWait(browser, 20).until(lambda d: caption.text.endswith("%"))  # loaded and fitted
     if count > 1:
         assert images[1].get_attribute("src") != first_src
     ActionChains(browser).send_keys("[").perform()
